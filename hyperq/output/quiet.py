@@ -1,0 +1,17 @@
+"""Bare results for scripts: the `quiet` output mode (ids, states, nothing else)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hyperq.output.base import Output
+from hyperq.server.info import ServerInfo
+
+
+class QuietOutput(Output):
+    mode = "quiet"
+
+    def server_info(self, info: ServerInfo, server_dir: Path | None) -> None:
+        # `server start` prints the server dir; `server info` prints nothing.
+        if server_dir is not None:
+            print(server_dir, flush=True)

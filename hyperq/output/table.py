@@ -1,0 +1,194 @@
+"""The bordered CLI tables of `hq` (lists and detail views), byte-compatible with the original.
+
+Scripts and the original's test suite parse these tables (`tests/utils/table.py`), so the
+layout is fixed: `+`/`-`/`|` borders, one space of padding, column width = widest line,
+multi-line cells continued on extra lines whose other cells are blank. Colour is opt-in
+and must never reach the output when disabled, nor count towards column widths.
+Standard library only and cheap to import: every CLI command renders through here.
+
+Parsing constraints the callers must respect (the original has them too): the first
+column of a table must be non-empty and single-line in every row (an empty first cell
+reads as a continuation of the previous row), and cells must not contain `|`.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+
+_ESC = "\x1b"
+_RESET = "\x1b[0m"
+_BOLD = "\x1b[1m"
+
+COLOR_CODES: dict[str, str] = {
+    "red": "\x1b[31m",
+    "green": "\x1b[32m",
+    "yellow": "\x1b[33m",
+    "blue": "\x1b[34m",
+    "magenta": "\x1b[35m",
+    "cyan": "\x1b[36m",
+    "bright_red": "\x1b[91m",
+}
+
+# The original's colours: jobs and tasks...
+STATE_COLORS: dict[str, str] = {
+    "WAITING": "cyan",
+    "OPENED": "cyan",
+    "RUNNING": "yellow",
+    "FINISHED": "green",
+    "FAILED": "red",
+    "CANCELED": "magenta",
+    "ABORTED": "magenta",
+    "INVALID": "bright_red",
+}
+# ...and workers, where RUNNING is good news and therefore green.
+WORKER_STATE_COLORS: dict[str, str] = {
+    "RUNNING": "green",
+    "CONNECTION LOST": "red",
+    "HEARTBEAT LOST": "red",
+    "IDLE TIMEOUT": "cyan",
+    "STOPPED": "magenta",
+    "TIME LIMIT REACHED": "cyan",
+}
+
+
+def paint(text: str, color: str | None, *, colors: bool) -> str:
+    """Wraps each line of text in a colour (COLOR_CODES name, or "bold"); no-op if disabled.
+
+    Lines are wrapped separately so a multi-line cell never colours the table borders.
+    """
+    if not colors or not color or not text:
+        return text
+    code = _BOLD if color == "bold" else COLOR_CODES[color]
+    return "\n".join(f"{code}{line}{_RESET}" if line else line for line in text.split("\n"))
+
+
+def color_state(state: str, *, colors: bool, worker: bool = False) -> str:
+    """A state word (`RUNNING`, `FAILED`, ...) in the original's colour for it."""
+    palette = WORKER_STATE_COLORS if worker else STATE_COLORS
+    return paint(state, palette.get(state), colors=colors)
+
+
+def strip_ansi(text: str) -> str:
+    """Removes ANSI CSI sequences (`ESC [ ... final`) and any other stray ESC characters."""
+    if _ESC not in text:
+        return text
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch != _ESC:
+            out.append(ch)
+            i += 1
+            continue
+        i += 1
+        if i < n and text[i] == "[":
+            i += 1
+            while i < n and not "@" <= text[i] <= "~":
+                i += 1
+            i += 1  # the final byte
+    return "".join(out)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns taken by text (ANSI codes take none, East Asian wide chars two)."""
+    text = strip_ansi(text)
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def _cell_lines(cell: object, colors: bool) -> list[str]:
+    text = str(cell)
+    if not colors:
+        text = strip_ansi(text)
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    # Like Rust's str::lines(): one trailing newline ends the last line, it adds no line.
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _render(
+    header: Sequence[object] | None,
+    rows: Sequence[Sequence[object]],
+    columns: int,
+    right_align: Collection[int],
+    bold_first_column: bool,
+    colors: bool,
+) -> str:
+    grid: list[list[list[str]]] = []
+    for row in rows:
+        if len(row) > columns:
+            raise ValueError(f"row has {len(row)} cells, the table has {columns} columns")
+        cells = [_cell_lines(cell, colors) for cell in row]
+        cells.extend([[""]] * (columns - len(row)))
+        grid.append(cells)
+    header_cells = [_cell_lines(cell, colors) for cell in header] if header is not None else None
+
+    widths = [0] * columns
+    for cells in [header_cells, *grid] if header_cells is not None else grid:
+        for index, lines in enumerate(cells):
+            for line in lines:
+                width = display_width(line)
+                if width > widths[index]:
+                    widths[index] = width
+
+    border = "+" + "+".join("-" * (width + 2) for width in widths) + "+"
+    out = [border]
+
+    def emit(cells: list[list[str]], align: Collection[int], bold: Collection[int]) -> None:
+        for line_no in range(max(len(lines) for lines in cells)):
+            parts = []
+            for index, lines in enumerate(cells):
+                text = lines[line_no] if line_no < len(lines) else ""
+                pad = " " * (widths[index] - display_width(text))
+                if index in bold:
+                    text = paint(text, "bold", colors=colors)
+                parts.append(pad + text if index in align else text + pad)
+            out.append("| " + " | ".join(parts) + " |")
+
+    if header_cells is not None:
+        emit(header_cells, (), range(columns))
+        out.append(border)
+    first = (0,) if bold_first_column else ()
+    for cells in grid:
+        emit(cells, right_align, first)
+    if grid or header_cells is None:
+        out.append(border)
+    return "\n".join(out)
+
+
+def render_horizontal(
+    header: Sequence[object],
+    rows: Sequence[Sequence[object]],
+    right_align: Collection[int] = frozenset(),
+    *,
+    colors: bool = False,
+) -> str:
+    """A list table: border, header, border, one line per row (more if multi-line), border.
+
+    With no rows it is just border, header, border. `right_align` holds the indices of
+    data columns to right-justify (ID columns); headers stay left-justified like the
+    original's. Rows shorter than the header are padded with empty cells. The result
+    has no trailing newline.
+    """
+    if not header:
+        raise ValueError("a horizontal table needs a header")
+    return _render(header, rows, len(header), right_align, False, colors)
+
+
+def render_vertical(rows: Sequence[tuple[object, object]], *, colors: bool = False) -> str:
+    """A detail table: border, one `| Label | Value |` row per field, border.
+
+    Labels are bold when colours are on. The result has no trailing newline.
+    """
+    return _render(None, rows, 2, (), True, colors)

@@ -1,0 +1,473 @@
+"""The events that change the server model: one definition for four uses.
+
+They are what `Model.apply` consumes, what the journal persists (as `to_wire` maps in
+CBOR), what `hq journal export` prints (`to_export_json`, journal.md §5) and what
+`hq journal stream` sends. Events are plain frozen data with the time supplied by the
+caller: nothing here reads a clock, touches a file or knows about trio.
+
+Persistence: every event whose class has `persisted = True` goes to the journal. Three
+kinds are transient (`persisted = False`) and only ever live in a running server:
+`task-assigned` (a task handed to a worker but not yet reported started: a restore turns
+every assigned or running task back into a waiting one and never restores workers, so
+storing assignments would only double the journal's size), `worker-stop-requested`
+(workers are never restored) and `job-forgotten` (only completed jobs can be forgotten,
+and a restore drops completed jobs anyway). Replaying *all* events, transient ones
+included, through a fresh model rebuilds the same model; replaying the persisted ones
+is what `restore` does.
+
+The submit description carried by `job-created` (`submit_desc`) is a plain map built by
+the client (`hq submit`) and completed by the server (`Model.submit`):
+
+    {
+      "submit_dir": str,              # the client's cwd, absolute
+      "stream_path": str | None,      # --stream (later)
+      "tasks": {
+        "ids": [[start, last, step], ...] | None,
+                                      # IdRanges.items; None = let the server choose:
+                                      # one task (or one per entry), IDs starting at 0,
+                                      # or at max existing ID + 1 in an open job
+        "entries": [str, ...] | None, # --each-line / --from-json, one per entry
+        "entry_offset": int,          # set by the server: task T's entry is
+                                      # entries[T - entry_offset] (0 when ids are given)
+      },
+      "program": {
+        "args": [str, ...],
+        "env": {str: str},
+        "cwd": str,                   # stage-1 resolved (jobs.md §2)
+        "stdout": None | {"path": str, "rm_if_finished": bool},   # None = `none`
+        "stderr": None | {"path": str, "rm_if_finished": bool},
+      },
+      "resources": ResourceRequest.to_wire(),  # its min_time is --time-request
+      "pin": None | "taskset" | "omp",
+      "priority": int,
+      "time_limit": float | None,     # seconds
+      "crash_limit": int | "never-restart" | "unlimited",   # int > 0
+      "task_dir": bool,
+      "stdin": bytes | None,
+    }
+
+The server stores `tasks.ids` always resolved (never None) so that replaying a
+`job-created` needs no decision. Keys the model does not know are kept as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from hyperq.common.duration import format_timestamp
+from hyperq.common.resources import ResourceRequest
+
+IdItem = tuple[int, int, int]
+"""(start, last, step) of task IDs, `last` included (as in hyperq.common.idrange)."""
+
+TaskGroups = tuple[tuple[int, tuple[IdItem, ...]], ...]
+"""Task IDs of several jobs: ((job_id, (item, ...)), ...); never expanded per task."""
+
+
+class LostReason(StrEnum):
+    """Why a worker left (the journal's `reason` strings, worker.md §4)."""
+
+    STOPPED = "Stopped"
+    CONNECTION_LOST = "ConnectionLost"
+    HEARTBEAT_LOST = "HeartbeatLost"
+    IDLE_TIMEOUT = "IdleTimeout"
+    TIME_LIMIT_REACHED = "TimeLimitReached"
+
+    @property
+    def is_failure(self) -> bool:
+        """Failures count against the crash limit of the tasks running there."""
+        return self in (LostReason.CONNECTION_LOST, LostReason.HEARTBEAT_LOST)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all events. `time` is epoch seconds, chosen by whoever made the event."""
+
+    kind: ClassVar[str] = ""
+    persisted: ClassVar[bool] = True
+    time: float
+
+
+@dataclass(frozen=True)
+class ServerStart(Event):
+    kind: ClassVar[str] = "server-start"
+    server_uid: str
+
+
+@dataclass(frozen=True)
+class ServerStop(Event):
+    kind: ClassVar[str] = "server-stop"
+
+
+@dataclass(frozen=True)
+class WorkerConnected(Event):
+    """`configuration` is the worker JSON's `configuration` object (worker.md §7).
+
+    The model reads `resources` (ResourceDescriptor.to_json()), `time_limit` (seconds or
+    None) and `hostname`; every other key (e.g. `pid`, `allocation`) is kept verbatim.
+    """
+
+    kind: ClassVar[str] = "worker-connected"
+    id: int
+    configuration: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class WorkerLost(Event):
+    kind: ClassVar[str] = "worker-lost"
+    id: int
+    reason: str  # a LostReason value
+
+
+@dataclass(frozen=True)
+class WorkerStopRequested(Event):
+    """`hq worker stop` asked this worker to stop; nothing new is assigned to it."""
+
+    kind: ClassVar[str] = "worker-stop-requested"
+    persisted: ClassVar[bool] = False
+    id: int
+
+
+@dataclass(frozen=True)
+class JobOpen(Event):
+    kind: ClassVar[str] = "job-open"
+    job_id: int
+    name: str
+    max_fails: int | None
+
+
+@dataclass(frozen=True)
+class JobCreated(Event):
+    """A submit: a new closed job (`closed_job`) or tasks added to an open job.
+
+    `job_desc` = {"name": str, "max_fails": int | None}; `submit_desc` is described in
+    the module docstring.
+    """
+
+    kind: ClassVar[str] = "job-created"
+    job: int
+    closed_job: bool
+    job_desc: Mapping[str, Any]
+    submit_desc: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class JobClose(Event):
+    kind: ClassVar[str] = "job-close"
+    job_id: int
+
+
+@dataclass(frozen=True)
+class JobCancel(Event):
+    kind: ClassVar[str] = "job-cancel"
+    job_id: int
+    reason: str  # "" = no reason
+
+
+@dataclass(frozen=True)
+class JobCompleted(Event):
+    kind: ClassVar[str] = "job-completed"
+    job: int
+
+
+@dataclass(frozen=True)
+class JobForgotten(Event):
+    kind: ClassVar[str] = "job-forgotten"
+    persisted: ClassVar[bool] = False
+    jobs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TaskAssigned(Event):
+    """The scheduler handed a waiting task to a worker (transient, see module docstring)."""
+
+    kind: ClassVar[str] = "task-assigned"
+    persisted: ClassVar[bool] = False
+    job: int
+    task: int
+    worker: int
+
+
+@dataclass(frozen=True)
+class TaskStarted(Event):
+    kind: ClassVar[str] = "task-started"
+    job: int
+    task: int
+    instance: int
+    workers: tuple[int, ...]
+    variant: int = 0
+
+
+@dataclass(frozen=True)
+class TaskFinished(Event):
+    kind: ClassVar[str] = "task-finished"
+    job: int
+    task: int
+
+
+@dataclass(frozen=True)
+class TaskFailed(Event):
+    kind: ClassVar[str] = "task-failed"
+    job: int
+    task: int
+    error: str
+
+
+@dataclass(frozen=True)
+class TaskCanceled(Event):
+    """Every waiting or running task among `tasks` becomes CANCELED (others stay)."""
+
+    kind: ClassVar[str] = "task-canceled"
+    tasks: TaskGroups
+
+
+@dataclass(frozen=True)
+class TaskAborted(Event):
+    """Every waiting or running task among `tasks` becomes ABORTED (others stay)."""
+
+    kind: ClassVar[str] = "task-aborted"
+    tasks: TaskGroups
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    ServerStart,
+    ServerStop,
+    WorkerConnected,
+    WorkerLost,
+    WorkerStopRequested,
+    JobOpen,
+    JobCreated,
+    JobClose,
+    JobCancel,
+    JobCompleted,
+    JobForgotten,
+    TaskAssigned,
+    TaskStarted,
+    TaskFinished,
+    TaskFailed,
+    TaskCanceled,
+    TaskAborted,
+)
+REGISTRY: dict[str, type[Event]] = {cls.kind: cls for cls in EVENT_TYPES}
+
+
+# ---------------------------------------------------------------------------------------
+# Wire form (CBOR-friendly maps)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected a bool, got {value!r}")
+    return value
+
+
+def _map(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a map, got {value!r}")
+    return dict(value)
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list, got {value!r}")
+    return tuple(_int(v) for v in value)
+
+
+def _item(value: Any) -> IdItem:
+    start, last, step = _ints(value)
+    return (start, last, step)
+
+
+def _task_groups(value: Any) -> TaskGroups:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list, got {value!r}")
+    groups = []
+    for group in value:
+        job, items = group
+        if not isinstance(items, list | tuple):
+            raise ValueError(f"expected a list of ID items, got {items!r}")
+        groups.append((_int(job), tuple(_item(item) for item in items)))
+    return tuple(groups)
+
+
+# Field names mean the same thing in every event, so one decoder per name suffices.
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "time": _float,
+    "server_uid": _str,
+    "id": _int,
+    "configuration": _map,
+    "reason": _str,
+    "job_id": _int,
+    "name": _str,
+    "max_fails": _opt_int,
+    "job": _int,
+    "closed_job": _bool,
+    "job_desc": _map,
+    "submit_desc": _map,
+    "jobs": _ints,
+    "task": _int,
+    "worker": _int,
+    "instance": _int,
+    "workers": _ints,
+    "variant": _int,
+    "error": _str,
+    "tasks": _task_groups,
+}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples become lists, maps get string keys: what CBOR and JSON both carry."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def to_wire(event: Event) -> dict[str, Any]:
+    """The map the journal stores: {"kind": ..., "time": ..., <fields>}."""
+    out: dict[str, Any] = {"kind": event.kind}
+    for field in dataclasses.fields(event):
+        out[field.name] = _plain(getattr(event, field.name))
+    return out
+
+
+def from_wire(data: Mapping[str, Any]) -> Event:
+    """Inverse of `to_wire`; raises ValueError for anything malformed or unknown."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"an event must be a map, got {type(data).__name__}")
+    kind = data.get("kind")
+    cls = REGISTRY.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r}")
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in data:
+            if field.default is not dataclasses.MISSING:
+                continue
+            raise ValueError(f"event {kind!r} lacks field {field.name!r}")
+        try:
+            values[field.name] = _DECODERS[field.name](data[field.name])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"event {kind!r}, field {field.name!r}: {error}") from error
+    return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------
+# `hq journal export` JSON (journal.md §5)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _task_refs(groups: TaskGroups) -> list[dict[str, int]]:
+    return [
+        {"job_id": job, "job_task_id": task}
+        for job, items in groups
+        for start, last, step in items
+        for task in range(start, last + 1, step)
+    ]
+
+
+def _export_ids(ids: Any) -> Any:
+    # The original dumps its range structure here; tests never look inside.
+    if not isinstance(ids, list | tuple):
+        return ids
+    return {
+        "ranges": [
+            {"start": s, "count": (last - s) // step + 1, "step": step} for s, last, step in ids
+        ]
+    }
+
+
+def _export_resources(raw: Any) -> Any:
+    try:
+        return [ResourceRequest.from_wire(raw).to_json()]
+    except (TypeError, ValueError):
+        return _jsonable(raw)
+
+
+def _export_submit(desc: Mapping[str, Any]) -> dict[str, Any]:
+    tasks = desc.get("tasks") or {}
+    return {
+        "submit_dir": desc.get("submit_dir"),
+        "stream_path": desc.get("stream_path"),
+        "task_desc": {
+            "ids": _export_ids(tasks.get("ids")),
+            "resources": _export_resources(desc.get("resources")),
+            "time_limit": desc.get("time_limit"),
+            "priority": desc.get("priority", 0),
+            "crash_limit": desc.get("crash_limit"),
+        },
+    }
+
+
+def export_payload(event: Event) -> dict[str, Any]:
+    """The `event` object of an export line: {"type": kind, <fields as in §5>}."""
+    out: dict[str, Any] = {"type": event.kind}
+    if isinstance(event, JobCreated):
+        out["job"] = event.job
+        out["closed_job"] = event.closed_job
+        out["job_desc"] = {
+            "name": event.job_desc.get("name"),
+            "max_fails": event.job_desc.get("max_fails"),
+        }
+        out["submit_desc"] = _export_submit(event.submit_desc)
+    elif isinstance(event, TaskStarted):
+        out.update(job=event.job, task=event.task, instance=event.instance)
+        if len(event.workers) == 1:
+            out["worker"] = event.workers[0]
+        else:
+            out["workers"] = list(event.workers)
+        if event.variant > 0:
+            out["variant"] = event.variant
+    elif isinstance(event, TaskCanceled | TaskAborted):
+        out["tasks"] = _task_refs(event.tasks)
+    else:
+        for field in dataclasses.fields(event):
+            if field.name != "time":
+                out[field.name] = _jsonable(getattr(event, field.name))
+    return out
+
+
+def to_export_json(event: Event) -> dict[str, Any]:
+    """One `hq journal export` line: {"time": "<RFC3339>", "event": {"type": ...}}."""
+    return {"time": format_timestamp(event.time), "event": export_payload(event)}
+
+
+def persisted(events: Iterable[Event]) -> list[Event]:
+    """The events a journal keeps, in order."""
+    return [event for event in events if event.persisted]

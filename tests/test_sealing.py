@@ -1,0 +1,156 @@
+"""The handshake and sealed frames: tampering, replay, reordering and wrong keys fail."""
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hyperq.transport.codec import MAX_FRAME_SIZE, ProtocolError, decode, encode
+from hyperq.transport.sealing import ClientHandshake, ServerHandshake, Session
+
+
+def pair(
+    client_key: bytes | None,
+    server_key: bytes | None,
+    role: str = "client",
+    server_role: str = "client",
+) -> tuple[Session, Session]:
+    client = ClientHandshake(role, client_key)
+    server = ServerHandshake(server_role, server_key)
+    challenge = server.receive_hello(client.hello())
+    proof = client.receive_challenge(challenge)
+    server_session = server.receive_proof(proof)
+    assert client.session is not None
+    return client.session, server_session
+
+
+KEY = os.urandom(32)
+
+
+def test_round_trip_both_directions() -> None:
+    client, server = pair(KEY, KEY)
+    assert client.encrypted and server.encrypted
+    for i in range(5):
+        assert server.open(client.seal({"op": "x", "i": i})) == {"op": "x", "i": i}
+        assert client.open(server.seal([i, b"data"])) == [i, b"data"]
+
+
+def test_key_never_on_the_wire() -> None:
+    client = ClientHandshake("client", KEY)
+    server = ServerHandshake("client", KEY)
+    hello = client.hello()
+    challenge = server.receive_hello(hello)
+    proof = client.receive_challenge(challenge)
+    for frame in (hello, challenge, proof):
+        assert KEY not in frame
+
+
+def test_tampered_frame_rejected() -> None:
+    client, server = pair(KEY, KEY)
+    frame = bytearray(client.seal({"op": "submit"}))
+    frame[-1] ^= 1
+    with pytest.raises(ProtocolError, match="authentication"):
+        server.open(bytes(frame))
+
+
+def test_replayed_frame_rejected() -> None:
+    client, server = pair(KEY, KEY)
+    frame = client.seal({"op": "submit"})
+    assert server.open(frame) == {"op": "submit"}
+    with pytest.raises(ProtocolError):
+        server.open(frame)
+
+
+def test_reordered_frames_rejected() -> None:
+    client, server = pair(KEY, KEY)
+    first = client.seal(1)
+    second = client.seal(2)
+    with pytest.raises(ProtocolError):
+        server.open(second)
+    del first
+
+
+def test_reflected_frame_rejected() -> None:
+    client, _server = pair(KEY, KEY)
+    frame = client.seal("hello")
+    # A frame sent back to its sender must not verify: directions use different keys.
+    with pytest.raises(ProtocolError):
+        client.open(frame)
+
+
+def test_wrong_key_fails_handshake_on_both_sides() -> None:
+    other = os.urandom(32)
+    client = ClientHandshake("client", other)
+    server = ServerHandshake("client", KEY)
+    challenge = server.receive_hello(client.hello())
+    with pytest.raises(ProtocolError, match="prove"):
+        client.receive_challenge(challenge)
+    # A client that fakes a proof is refused by the server.
+    with pytest.raises(ProtocolError, match="prove"):
+        server.receive_proof(encode({"proof": b"\0" * 32}))
+
+
+def test_wrong_role_refused() -> None:
+    with pytest.raises(ProtocolError, match="wrong role"):
+        pair(KEY, KEY, role="worker", server_role="client")
+
+
+def test_auth_mismatch_refused() -> None:
+    with pytest.raises(ProtocolError):
+        pair(None, KEY)
+    with pytest.raises(ProtocolError):
+        pair(KEY, None)
+
+
+def test_plain_sessions_when_disabled() -> None:
+    client, server = pair(None, None)
+    assert not client.encrypted
+    frame = client.seal({"a": 1})
+    assert decode(frame) == {"a": 1}
+    assert server.open(frame) == {"a": 1}
+
+
+def test_garbage_handshake_is_a_protocol_error() -> None:
+    server = ServerHandshake("client", KEY)
+    with pytest.raises(ProtocolError):
+        server.receive_hello(b"\xff\xff\xff garbage")
+    with pytest.raises(ProtocolError):
+        server.receive_hello(encode([1, 2, 3]))
+
+
+def test_strict_decoding() -> None:
+    with pytest.raises(ProtocolError):
+        decode(b"\x9f\x01\xff")  # indefinite-length array
+    with pytest.raises(ProtocolError):
+        decode(b"\xa2\x61a\x01\x61a\x02")  # duplicate key
+    with pytest.raises(ProtocolError):
+        decode(b"\x81" * 100 + b"\x01")  # nesting deeper than the limit
+    with pytest.raises(ProtocolError):
+        decode(b"\x00" * (MAX_FRAME_SIZE + 1))
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text()
+        | st.binary()
+        | st.floats(allow_nan=False),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_codec_round_trip(value: object) -> None:
+    assert decode(encode(value)) == value
+
+
+@given(st.binary(max_size=200))
+def test_decode_never_crashes_on_random_bytes(data: bytes) -> None:
+    try:
+        decode(data)
+    except ProtocolError:
+        pass
