@@ -30,7 +30,7 @@ GROUPS: dict[str, str] = {
 }
 # single-word commands: name -> (module, command name inside that module)
 ALIASES: dict[str, tuple[str, str]] = {
-    "submit": ("hyperq.cli.job", "submit"),
+    "submit": ("hyperq.cli.submit", "submit"),
 }
 OUT_OF_SCOPE = ("output-log", "alloc", "dashboard", "doc", "generate-completion")
 

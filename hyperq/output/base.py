@@ -21,6 +21,12 @@ class Output:
     def server_info(self, info: ServerInfo, server_dir: Path | None) -> None:
         raise NotImplementedError
 
+    def job_submitted(self, job_id: int) -> None:
+        raise NotImplementedError
+
+    def job_opened(self, job_id: int) -> None:
+        raise NotImplementedError
+
     def generated_access(self, path: Path) -> None:
         """After `server generate-access`: nothing to print in any mode."""
 

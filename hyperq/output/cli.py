@@ -16,6 +16,12 @@ class CliOutput(Output):
     def __init__(self, colors: bool) -> None:
         self.colors = colors
 
+    def job_submitted(self, job_id: int) -> None:
+        print(f"Job submitted successfully, job ID: {job_id}", flush=True)
+
+    def job_opened(self, job_id: int) -> None:
+        print(f"Job {job_id} is open.", flush=True)
+
     def server_info(self, info: ServerInfo, server_dir: Path | None) -> None:
         rows: list[tuple[str, str]] = []
         if server_dir is not None:

@@ -12,6 +12,12 @@ from hyperq.server.info import ServerInfo
 class JsonOutput(Output):
     mode = "json"
 
+    def job_submitted(self, job_id: int) -> None:
+        print_json({"id": job_id})
+
+    def job_opened(self, job_id: int) -> None:
+        print_json({"id": job_id})
+
     def server_info(self, info: ServerInfo, server_dir: Path | None) -> None:
         print_json(
             {

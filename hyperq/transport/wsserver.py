@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 from trio_websocket import (
@@ -21,6 +20,7 @@ from trio_websocket import (
 )
 
 from hyperq.transport.codec import MAX_FRAME_SIZE, ProtocolError
+from hyperq.transport.peer import PeerConnection
 from hyperq.transport.sealing import ServerHandshake, Session
 
 log = logging.getLogger(__name__)
@@ -32,37 +32,6 @@ HANDSHAKE_TIMEOUT = 5.0
 # enough to keep a busy worker's pipeline full, small enough that a peer that floods us
 # costs at most this many frames of memory.
 MESSAGE_QUEUE_SIZE = 8
-# A send that cannot complete in this time means the peer stopped reading.
-SEND_TIMEOUT = 30.0
-
-
-class PeerConnection:
-    """An authenticated connection: send and receive sealed values."""
-
-    def __init__(self, ws: WebSocketConnection, session: Session, role: str) -> None:
-        self.ws = ws
-        self.session = session
-        self.role = role
-        self._send_lock = trio.Lock()
-        self.remote = f"{getattr(ws.remote, 'address', '?')}:{getattr(ws.remote, 'port', '?')}"
-
-    async def send(self, value: Any) -> None:
-        # Sealing advances the nonce counter, so sealing and sending must not interleave.
-        async with self._send_lock:
-            frame = self.session.seal(value)
-            with trio.fail_after(SEND_TIMEOUT):
-                await self.ws.send_message(frame)
-
-    async def recv(self) -> Any:
-        message = await self.ws.get_message()
-        if not isinstance(message, bytes):
-            raise ProtocolError("text message where a binary frame was expected")
-        return self.session.open(message)
-
-    async def close(self, reason: str = "") -> None:
-        with trio.move_on_after(1) as scope:
-            scope.shield = True
-            await self.ws.aclose(code=1000, reason=reason[:120])
 
 
 Handler = Callable[[PeerConnection], Awaitable[None]]

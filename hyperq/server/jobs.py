@@ -1,0 +1,412 @@
+"""Jobs, their submits and per-task records: the task half of the server model.
+
+Arrays stay compact. A submit's tasks are a TaskIdSet, and a task is *pristine* (waiting,
+never touched, no object at all) until something happens to it; only then does it get a
+TaskRecord. Pristine tasks that get canceled or aborted become rank intervals
+("dropped"), so canceling a million waiting tasks costs a few tuples, not a million
+records. A per-submit cursor walks the pristine tasks in ID order for the scheduler.
+
+Pure bookkeeping, changed only through `Model.apply`: no I/O, no clock, no trio.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from hyperq.common.resources import Allocation, ResourceRequest
+from hyperq.server.taskids import TaskIdSet
+
+
+class TaskState(StrEnum):
+    """Task states as JSON shows them (jobs.md §6); tables print them upper-case."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    ABORTED = "aborted"
+
+
+TERMINAL = frozenset({TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELED, TaskState.ABORTED})
+ACTIVE = frozenset({TaskState.WAITING, TaskState.RUNNING})
+
+
+class JobState(StrEnum):
+    RUNNING = "running"
+    WAITING = "waiting"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    CANCELED = "canceled"
+    OPENED = "opened"
+    FINISHED = "finished"
+
+
+NEVER_RESTART = "never-restart"
+UNLIMITED = "unlimited"
+
+
+def parse_crash_limit(value: Any) -> tuple[int | None, bool]:
+    """→ (limit or None for no limit, never_restart). Raises ValueError."""
+    if value == NEVER_RESTART:
+        return None, True
+    if value == UNLIMITED:
+        return None, False
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"invalid crash limit {value!r}")
+    return value, False
+
+
+class TaskRecord:
+    """A task that has left its pristine state.
+
+    `worker` is the worker it is placed on (when `placed`) or last ran on; `workers` all
+    workers of its current/last run (multi-node later). `instance` is the instance of
+    the current or next run. `queued` says it sits in its submit's requeued list
+    (waiting again after a lost worker or a restore).
+    """
+
+    __slots__ = (
+        "allocation",
+        "crash_count",
+        "error",
+        "finished_at",
+        "instance",
+        "placed",
+        "queued",
+        "started_at",
+        "state",
+        "submit",
+        "task_id",
+        "variant",
+        "worker",
+        "workers",
+    )
+
+    def __init__(self, task_id: int, submit: Submit) -> None:
+        self.task_id = task_id
+        self.submit = submit
+        self.state = TaskState.WAITING
+        self.instance = 0
+        self.crash_count = 0
+        self.worker: int | None = None
+        self.workers: tuple[int, ...] = ()
+        self.placed = False
+        self.allocation: Allocation | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.error: str | None = None
+        self.variant = 0
+        self.queued = False
+
+
+class Submit:
+    """One `job-created` worth of tasks sharing one description and one ResourceRequest."""
+
+    __slots__ = (
+        "_drop_starts",
+        "ahead",
+        "crash_limit",
+        "cursor",
+        "desc",
+        "dropped",
+        "entries",
+        "entry_offset",
+        "ids",
+        "index",
+        "job_id",
+        "never_restart",
+        "priority",
+        "pristine_left",
+        "request",
+        "requeued",
+    )
+
+    def __init__(self, job_id: int, index: int, desc: Mapping[str, Any]) -> None:
+        """Builds from a resolved submit description; raises ValueError/KeyError if bad."""
+        self.job_id = job_id
+        self.index = index
+        self.desc = desc
+        tasks = desc["tasks"]
+        self.ids = TaskIdSet.build(tasks["ids"])
+        entries = tasks.get("entries")
+        self.entries: list[Any] | None = list(entries) if entries is not None else None
+        self.entry_offset = int(tasks.get("entry_offset", 0))
+        self.request = ResourceRequest.from_wire(desc["resources"])
+        self.priority = int(desc.get("priority", 0))
+        self.crash_limit, self.never_restart = parse_crash_limit(desc.get("crash_limit", 5))
+        # Ranks below `cursor` are never pristine; at or above it a rank is pristine
+        # unless it is in `ahead` (it got a record out of order) or in `dropped`.
+        self.cursor = 0
+        self.ahead: list[int] = []
+        self.dropped: list[tuple[int, int, TaskState]] = []  # (first, end, state), sorted
+        self._drop_starts: list[int] = []
+        self.pristine_left = len(self.ids)
+        self.requeued: list[int] = []  # task IDs of queued records, ascending
+
+    @property
+    def has_waiting(self) -> bool:
+        return self.pristine_left > 0 or bool(self.requeued)
+
+    def entry(self, task_id: int) -> Any:
+        if self.entries is None:
+            return None
+        index = task_id - self.entry_offset
+        return self.entries[index] if 0 <= index < len(self.entries) else None
+
+    def dropped_state(self, rank: int) -> TaskState | None:
+        index = bisect_right(self._drop_starts, rank) - 1
+        if index >= 0:
+            first, end, state = self.dropped[index]
+            if first <= rank < end:
+                return state
+        return None
+
+    def _is_ahead(self, rank: int) -> bool:
+        index = bisect_left(self.ahead, rank)
+        return index < len(self.ahead) and self.ahead[index] == rank
+
+    def is_pristine(self, rank: int) -> bool:
+        return rank >= self.cursor and not self._is_ahead(rank) and self.dropped_state(rank) is None
+
+    def next_pristine_rank(self, rank: int) -> int | None:
+        """The first pristine rank >= `rank`, or None."""
+        rank = max(rank, self.cursor)
+        size = len(self.ids)
+        while rank < size:
+            if self._is_ahead(rank):
+                rank += 1
+                continue
+            index = bisect_right(self._drop_starts, rank) - 1
+            if index >= 0 and self.dropped[index][1] > rank:
+                rank = self.dropped[index][1]
+                continue
+            return rank
+        return None
+
+    def claim(self, rank: int) -> None:
+        """The pristine task at `rank` gets a record (so it is no longer pristine)."""
+        self.pristine_left -= 1
+        if rank == self.cursor:
+            self.cursor += 1
+            self._advance()
+        else:
+            insort(self.ahead, rank)
+
+    def _advance(self) -> None:
+        size = len(self.ids)
+        while self.cursor < size:
+            if self.ahead and self.ahead[0] == self.cursor:
+                self.ahead.pop(0)
+                self.cursor += 1
+                continue
+            index = bisect_right(self._drop_starts, self.cursor) - 1
+            if index >= 0 and self.dropped[index][1] > self.cursor:
+                self.cursor = self.dropped[index][1]
+                continue
+            break
+
+    def pristine_segments(self, first: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+        """Pristine ranks within [first, end) as (first, end) intervals, ascending."""
+        size = len(self.ids)
+        end = size if end is None else min(end, size)
+        pos = max(first, self.cursor)
+        free: list[tuple[int, int]] = []
+        index = max(bisect_right(self._drop_starts, pos) - 1, 0)
+        while pos < end:
+            while index < len(self.dropped) and self.dropped[index][1] <= pos:
+                index += 1
+            if index < len(self.dropped) and self.dropped[index][0] <= pos:
+                pos = self.dropped[index][1]
+                continue
+            stop = min(self.dropped[index][0] if index < len(self.dropped) else end, end)
+            free.append((pos, stop))
+            pos = stop
+        out: list[tuple[int, int]] = []
+        for a, b in free:
+            j = bisect_left(self.ahead, a)
+            while j < len(self.ahead) and self.ahead[j] < b:
+                rank = self.ahead[j]
+                if rank > a:
+                    out.append((a, rank))
+                a = rank + 1
+                j += 1
+            if a < b:
+                out.append((a, b))
+        return out
+
+    def drop(self, first: int, end: int, state: TaskState) -> int:
+        """Pristine tasks at ranks [first, end) become `state`; returns how many did."""
+        pieces = self.pristine_segments(first, end)
+        if not pieces:
+            return 0
+        merged: list[tuple[int, int, TaskState]] = []
+        for piece in sorted(self.dropped + [(a, b, state) for a, b in pieces]):
+            if merged and merged[-1][1] == piece[0] and merged[-1][2] == piece[2]:
+                merged[-1] = (merged[-1][0], piece[1], piece[2])
+            else:
+                merged.append(piece)
+        self.dropped = merged
+        self._drop_starts = [piece[0] for piece in merged]
+        count = sum(b - a for a, b in pieces)
+        self.pristine_left -= count
+        self._advance()
+        return count
+
+    def queue(self, task_id: int) -> None:
+        insort(self.requeued, task_id)
+
+    def unqueue(self, task_id: int) -> None:
+        index = bisect_left(self.requeued, task_id)
+        if index < len(self.requeued) and self.requeued[index] == task_id:
+            del self.requeued[index]
+
+
+class Job:
+    """A job: name, flags, its submits and the records of its touched tasks."""
+
+    __slots__ = (
+        "active",
+        "cancel_reason",
+        "completed_at",
+        "counts",
+        "id",
+        "is_open",
+        "max_fails",
+        "name",
+        "records",
+        "submits",
+        "submitted_at",
+        "total",
+        "workers_used",
+    )
+
+    def __init__(
+        self, job_id: int, name: str, max_fails: int | None, is_open: bool, submitted_at: float
+    ) -> None:
+        self.id = job_id
+        self.name = name
+        self.max_fails = max_fails
+        self.is_open = is_open
+        self.submitted_at = submitted_at
+        self.completed_at: float | None = None
+        self.cancel_reason: str | None = None
+        self.submits: list[Submit] = []
+        self.records: dict[int, TaskRecord] = {}
+        # Records in WAITING or RUNNING state: what cancel, abort and restore touch.
+        self.active: dict[int, TaskRecord] = {}
+        # Count per state; WAITING is derived (total minus the others).
+        self.counts: dict[TaskState, int] = {state: 0 for state in TaskState}
+        self.total = 0
+        self.workers_used: set[int] = set()
+
+    # -- structure --------------------------------------------------------------------
+
+    def add_submit(self, desc: Mapping[str, Any]) -> Submit:
+        submit = Submit(self.id, len(self.submits), desc)
+        self.submits.append(submit)
+        self.total += len(submit.ids)
+        return submit
+
+    def max_task_id(self) -> int | None:
+        tops = [top for submit in self.submits if (top := submit.ids.max()) is not None]
+        return max(tops) if tops else None
+
+    def locate(self, task_id: int) -> tuple[Submit, int] | None:
+        """The submit holding `task_id` and its rank there."""
+        for submit in self.submits:
+            rank = submit.ids.rank(task_id)
+            if rank is not None:
+                return submit, rank
+        return None
+
+    # -- state ------------------------------------------------------------------------
+
+    def count(self, state: TaskState) -> int:
+        if state == TaskState.WAITING:
+            return self.total - sum(n for s, n in self.counts.items() if s != TaskState.WAITING)
+        return self.counts[state]
+
+    @property
+    def active_count(self) -> int:
+        """Tasks WAITING or RUNNING."""
+        return self.count(TaskState.WAITING) + self.counts[TaskState.RUNNING]
+
+    @property
+    def is_completed(self) -> bool:
+        return self.completed_at is not None
+
+    def state_of(self, task_id: int) -> TaskState | None:
+        record = self.records.get(task_id)
+        if record is not None:
+            return record.state
+        found = self.locate(task_id)
+        if found is None:
+            return None
+        submit, rank = found
+        return submit.dropped_state(rank) or TaskState.WAITING
+
+    def job_state(self) -> JobState:
+        """First matching rule of jobs.md §6."""
+        if self.counts[TaskState.RUNNING]:
+            return JobState.RUNNING
+        if self.count(TaskState.WAITING):
+            return JobState.WAITING
+        for state, job_state in (
+            (TaskState.FAILED, JobState.FAILED),
+            (TaskState.ABORTED, JobState.ABORTED),
+            (TaskState.CANCELED, JobState.CANCELED),
+        ):
+            if self.counts[state]:
+                return job_state
+        return JobState.OPENED if self.is_open else JobState.FINISHED
+
+    def record_for(self, task_id: int) -> TaskRecord | None:
+        """The task's record, created (WAITING) if the task is pristine; None otherwise."""
+        record = self.records.get(task_id)
+        if record is not None:
+            return record
+        found = self.locate(task_id)
+        if found is None:
+            return None
+        submit, rank = found
+        if not submit.is_pristine(rank):
+            return None
+        submit.claim(rank)
+        record = TaskRecord(task_id, submit)
+        self.records[task_id] = record
+        self.active[task_id] = record
+        return record
+
+    def set_state(self, record: TaskRecord, state: TaskState) -> None:
+        old = record.state
+        if old == state:
+            self.sync_queue(record)
+            return
+        if old != TaskState.WAITING:
+            self.counts[old] -= 1
+        if state != TaskState.WAITING:
+            self.counts[state] += 1
+        record.state = state
+        if state in ACTIVE:
+            self.active[record.task_id] = record
+        else:
+            self.active.pop(record.task_id, None)
+        self.sync_queue(record)
+
+    def sync_queue(self, record: TaskRecord) -> None:
+        """Keep the submit's requeued list equal to the waiting, unplaced records."""
+        should = record.state == TaskState.WAITING and not record.placed
+        if should and not record.queued:
+            record.submit.queue(record.task_id)
+        elif record.queued and not should:
+            record.submit.unqueue(record.task_id)
+        record.queued = should
+
+    def drop_pristine(self, submit: Submit, first: int, end: int, state: TaskState) -> int:
+        count = submit.drop(first, end, state)
+        self.counts[state] += count
+        return count

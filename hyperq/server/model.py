@@ -1,0 +1,1133 @@
+"""The server's state as a pure, event-sourced model of jobs, tasks and workers.
+
+How the trio edge uses it (all I/O lives there):
+
+1. A client request or a worker message calls a *command* method (`submit`,
+   `cancel_job`, `close_job`, `task_finished`, `worker_lost`, ...). A command validates
+   against the current state and returns the events that carry it out, follow-ups
+   included (max-fails aborts, crash-limit failures, `job-completed`); it changes
+   nothing. Refusals raise HqError with the spec's wording; per-item outcomes that the
+   CLI logs and survives use the subclasses NotFound and WrongState.
+2. The edge appends the persisted events (`event.persisted`) to the journal, applies
+   every event in order with `apply(event)`, and replies once the journal has them.
+   `apply` returns Effects for the edge to carry out: LaunchTask (send the task to its
+   worker) and KillTask (stop a task a worker is running).
+3. After changes the scheduler runs (`scheduler.schedule(model, now, limit)`); the edge
+   turns its assignments into `task-assigned` events with `assign(...)` and applies
+   them at once, before any other event, then sends each LaunchTask.
+4. The worker's reports come back through `task_started`, `task_finished` and
+   `task_failed`; stale reports (wrong worker or instance) produce no events.
+
+Queries (`job_info`, `iter_tasks`, `worker_info`, ...) read the state for replies.
+Restoring from a journal is `restore(events)` in hyperq.server.restore: the same
+`apply`, then the restore rules.
+
+Never here: I/O, clocks, randomness, awaits. Time always comes in as an argument.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from hyperq.common.errors import HqError
+from hyperq.common.resources import Allocation, ResourceDescriptor, ResourceRequest
+from hyperq.server.events import (
+    Event,
+    IdItem,
+    JobCancel,
+    JobClose,
+    JobCompleted,
+    JobCreated,
+    JobForgotten,
+    JobOpen,
+    LostReason,
+    ServerStart,
+    ServerStop,
+    TaskAborted,
+    TaskAssigned,
+    TaskCanceled,
+    TaskFailed,
+    TaskFinished,
+    TaskStarted,
+    WorkerConnected,
+    WorkerLost,
+    WorkerStopRequested,
+)
+from hyperq.server.jobs import (
+    TERMINAL,
+    Job,
+    JobState,
+    Submit,
+    TaskRecord,
+    TaskState,
+    parse_crash_limit,
+)
+from hyperq.server.taskids import (
+    DuplicateTaskId,
+    TaskIdSet,
+    find_clash,
+    ids_to_items,
+)
+from hyperq.server.workers import Worker
+
+DEFAULT_JOB_NAME = "job"
+# Items per task-canceled / task-aborted event: keeps one journal record (and one apply
+# step) bounded however fragmented a job is; a plain array needs one item anyway.
+CHUNK_ITEMS = 1_000
+
+NEVER_RESTART_ERROR = "Task was running on a lost worker while never restart flag was set."
+
+
+def crash_limit_error(count: int) -> str:
+    return (
+        "Task was running on a worker that was lost; the task has occurred "
+        f"{count} times in this situation and limit was reached."
+    )
+
+
+class NotFound(HqError):
+    """The job or worker named by a request does not exist."""
+
+
+class WrongState(HqError):
+    """The job or worker exists but the request does not apply to it now."""
+
+
+# ---------------------------------------------------------------------------------------
+# Effects of apply and results of commands
+
+
+@dataclass(frozen=True)
+class LaunchTask:
+    """Send this task to `worker_id` with `allocation`."""
+
+    worker_id: int
+    job_id: int
+    task_id: int
+    instance: int
+    allocation: Allocation
+
+
+@dataclass(frozen=True)
+class KillTask:
+    """The task was taken away from a connected worker: tell it to stop the task."""
+
+    worker_id: int
+    job_id: int
+    task_id: int
+    instance: int
+
+
+Effect = LaunchTask | KillTask
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    events: list[Event]
+    canceled: int
+    already_finished: int
+
+
+@dataclass(frozen=True)
+class ForgetResult:
+    events: list[Event]
+    forgotten: int
+    ignored: int
+
+
+class Assignment(NamedTuple):
+    """A scheduler decision: run this task on this worker with this allocation."""
+
+    job_id: int
+    task_id: int
+    worker_id: int
+    allocation: Allocation
+
+
+# ---------------------------------------------------------------------------------------
+# Query results
+
+
+@dataclass(frozen=True)
+class TaskView:
+    job_id: int
+    task_id: int
+    state: TaskState
+    instance: int
+    crash_count: int
+    worker: int | None  # where it is placed or last ran
+    workers: tuple[int, ...]
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    variant: int
+    submit_index: int
+    entry: Any
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "job": self.job_id,
+            "id": self.task_id,
+            "state": str(self.state),
+            "instance": self.instance,
+            "crash_count": self.crash_count,
+            "worker": self.worker,
+            "workers": list(self.workers),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+            "variant": self.variant,
+            "submit": self.submit_index,
+            "entry": self.entry,
+        }
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: int
+    name: str
+    state: JobState
+    is_open: bool
+    cancel_reason: str | None
+    max_fails: int | None
+    task_count: int
+    task_stats: Mapping[str, int]  # running/finished/failed/canceled/aborted/waiting
+    submitted_at: float
+    completed_at: float | None
+    workers: tuple[int, ...]  # every worker that ran one of its tasks, ascending
+    submit_count: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": str(self.state),
+            "is_open": self.is_open,
+            "cancel_reason": self.cancel_reason,
+            "max_fails": self.max_fails,
+            "task_count": self.task_count,
+            "task_stats": dict(self.task_stats),
+            "submitted_at": self.submitted_at,
+            "completed_at": self.completed_at,
+            "workers": list(self.workers),
+            "submit_count": self.submit_count,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    id: int
+    configuration: Mapping[str, Any]
+    hostname: str
+    started_at: float
+    ended_at: float | None
+    lost_reason: str | None  # None while connected
+    last_task_started: tuple[int, int, float] | None  # (job, task, time)
+    assigned_tasks: int  # assigned or running here
+    running_tasks: int
+    stop_requested: bool
+
+    @property
+    def is_running(self) -> bool:
+        return self.lost_reason is None
+
+    def to_wire(self) -> dict[str, Any]:
+        last = self.last_task_started
+        return {
+            "id": self.id,
+            "configuration": dict(self.configuration),
+            "hostname": self.hostname,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "lost_reason": self.lost_reason,
+            "last_task_started": (
+                None if last is None else {"job": last[0], "task": last[1], "time": last[2]}
+            ),
+            "runtime_info": (
+                {"assigned_tasks": self.assigned_tasks, "running_tasks": self.running_tasks}
+                if self.is_running
+                else None
+            ),
+            "stop_requested": self.stop_requested,
+        }
+
+
+TASK_STAT_KEYS = ("running", "finished", "failed", "canceled", "aborted", "waiting")
+_RECORD_ONLY_STATES = frozenset({TaskState.RUNNING, TaskState.FINISHED, TaskState.FAILED})
+
+
+class _ItemIndex:
+    """Membership in a list of (start, last, step) items that may come from a journal."""
+
+    def __init__(self, items: Iterable[IdItem]) -> None:
+        self.items = sorted(items)
+        self.starts = [item[0] for item in self.items]
+        top = -1
+        self.reach: list[int] = []  # highest `last` among items[0..i]
+        for item in self.items:
+            top = max(top, item[1])
+            self.reach.append(top)
+
+    def __contains__(self, task_id: int) -> bool:
+        index = bisect_right(self.starts, task_id) - 1
+        while index >= 0 and self.reach[index] >= task_id:
+            start, last, step = self.items[index]
+            if task_id <= last and (task_id - start) % step == 0:
+                return True
+            index -= 1
+        return False
+
+
+def _clean_item(item: IdItem) -> IdItem | None:
+    start, last, step = item
+    if start < 0 or last < start or step < 1:
+        return None
+    last = start + (last - start) // step * step
+    return (start, last, 1) if start == last else (start, last, step)
+
+
+def _chunks(items: Sequence[IdItem], size: int) -> Iterator[tuple[IdItem, ...]]:
+    for index in range(0, len(items), size):
+        yield tuple(items[index : index + size])
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class Model:
+    """Jobs, tasks and workers, changed only by `apply`."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, Job] = {}
+        self.workers: dict[int, Worker] = {}
+        # Submits with at least one waiting, unplaced task: what the scheduler looks at.
+        self.ready: dict[tuple[int, int], Submit] = {}
+        self.max_job_id = 0
+        self.max_worker_id = 0
+        self.next_worker_id = 1
+        self.server_uid: str | None = None
+        self.server_started_at: float | None = None
+        # Events that had to be ignored while applying (the restore logs them as WARN).
+        self.warnings: list[str] = []
+        self._handlers: dict[type[Event], Callable[[Any], list[Effect] | None]] = {
+            ServerStart: self._on_server_start,
+            ServerStop: self._on_server_stop,
+            WorkerConnected: self._on_worker_connected,
+            WorkerLost: self._on_worker_lost,
+            WorkerStopRequested: self._on_worker_stop_requested,
+            JobOpen: self._on_job_open,
+            JobCreated: self._on_job_created,
+            JobClose: self._on_job_close,
+            JobCancel: self._on_job_cancel,
+            JobCompleted: self._on_job_completed,
+            JobForgotten: self._on_job_forgotten,
+            TaskAssigned: self._on_task_assigned,
+            TaskStarted: self._on_task_started,
+            TaskFinished: self._on_task_finished,
+            TaskFailed: self._on_task_failed,
+            TaskCanceled: self._on_task_canceled,
+            TaskAborted: self._on_task_aborted,
+        }
+
+    @property
+    def next_job_id(self) -> int:
+        return self.max_job_id + 1
+
+    # ===================================================================================
+    # apply
+
+    def apply(self, event: Event) -> list[Effect]:
+        """Change the model by one event; returns what the edge must do about it."""
+        return self._handlers[type(event)](event) or []
+
+    def _refresh(self, submit: Submit) -> None:
+        key = (submit.job_id, submit.index)
+        if submit.has_waiting:
+            self.ready[key] = submit
+        else:
+            self.ready.pop(key, None)
+
+    def _unplace(self, job: Job, record: TaskRecord) -> Worker | None:
+        """Take the task off its worker (releasing resources); returns that worker."""
+        if not record.placed:
+            return None
+        record.placed = False
+        worker = self.workers.get(record.worker) if record.worker is not None else None
+        allocation, record.allocation = record.allocation, None
+        if worker is None:
+            return None
+        worker.tasks.discard((job.id, record.task_id))
+        if record.state == TaskState.RUNNING:
+            worker.n_running -= 1
+        if allocation is not None and worker.allocator is not None:
+            worker.allocator.release(allocation)
+        return worker if worker.is_connected else None
+
+    def _on_server_start(self, event: ServerStart) -> None:
+        self.server_uid = event.server_uid
+        self.server_started_at = event.time
+
+    def _on_server_stop(self, event: ServerStop) -> None:
+        pass
+
+    def _on_worker_connected(self, event: WorkerConnected) -> None:
+        if event.id in self.workers:
+            self.warnings.append(f"Worker {event.id} connected twice; ignored")
+            return
+        self.workers[event.id] = Worker(event.id, event.configuration, event.time)
+        self.max_worker_id = max(self.max_worker_id, event.id)
+        self.next_worker_id = max(self.next_worker_id, event.id + 1)
+
+    def _on_worker_stop_requested(self, event: WorkerStopRequested) -> None:
+        worker = self.workers.get(event.id)
+        if worker is not None and worker.is_connected:
+            worker.stop_requested = True
+
+    def _on_worker_lost(self, event: WorkerLost) -> None:
+        worker = self.workers.get(event.id)
+        if worker is None or not worker.is_connected:
+            return
+        worker.lost_reason = event.reason
+        worker.ended_at = event.time
+        failure = event.reason in (LostReason.CONNECTION_LOST, LostReason.HEARTBEAT_LOST)
+        for job_id, task_id in sorted(worker.tasks):
+            job = self.jobs[job_id]
+            record = job.records[task_id]
+            was_running = record.state == TaskState.RUNNING
+            self._unplace(job, record)
+            if was_running and failure:
+                record.crash_count += 1
+            record.instance += 1
+            record.started_at = None
+            record.worker = None
+            record.workers = ()
+            job.set_state(record, TaskState.WAITING)
+            self._refresh(record.submit)
+        worker.tasks.clear()
+        worker.n_running = 0
+        worker.allocator = None
+
+    def _on_job_open(self, event: JobOpen) -> None:
+        if event.job_id in self.jobs:
+            self.warnings.append(f"Job {event.job_id} opened twice; ignored")
+            return
+        self.jobs[event.job_id] = Job(event.job_id, event.name, event.max_fails, True, event.time)
+        self.max_job_id = max(self.max_job_id, event.job_id)
+
+    def _on_job_created(self, event: JobCreated) -> None:
+        self.max_job_id = max(self.max_job_id, event.job)
+        if event.closed_job:
+            if event.job in self.jobs:
+                self.warnings.append(f"Job {event.job} created twice; ignored")
+                return
+            desc = event.job_desc
+            max_fails = desc.get("max_fails")
+            job = Job(
+                event.job,
+                str(desc.get("name", DEFAULT_JOB_NAME)),
+                int(max_fails) if max_fails is not None else None,
+                False,
+                event.time,
+            )
+            self.jobs[event.job] = job
+        else:
+            found = self.jobs.get(event.job)
+            if found is None:
+                self.warnings.append(
+                    f"Tasks submitted to job {event.job} were ignored: the job is unknown"
+                )
+                return
+            job = found
+        self._refresh(job.add_submit(event.submit_desc))
+
+    def _on_job_close(self, event: JobClose) -> None:
+        job = self.jobs.get(event.job_id)
+        if job is not None:
+            job.is_open = False
+
+    def _on_job_cancel(self, event: JobCancel) -> None:
+        job = self.jobs.get(event.job_id)
+        if job is not None:
+            job.cancel_reason = event.reason or None
+
+    def _on_job_completed(self, event: JobCompleted) -> None:
+        job = self.jobs.get(event.job)
+        if job is not None and job.completed_at is None:
+            job.completed_at = event.time
+
+    def _on_job_forgotten(self, event: JobForgotten) -> None:
+        for job_id in event.jobs:
+            job = self.jobs.pop(job_id, None)
+            if job is not None:
+                for submit in job.submits:
+                    self.ready.pop((job_id, submit.index), None)
+
+    def _on_task_assigned(self, event: TaskAssigned) -> list[Effect]:
+        job = self.jobs.get(event.job)
+        worker = self.workers.get(event.worker)
+        if job is None or worker is None or not worker.accepts_tasks:
+            return []
+        assert worker.allocator is not None
+        record = job.records.get(event.task)
+        if record is not None:
+            if record.state != TaskState.WAITING or record.placed:
+                return []
+            submit = record.submit
+        else:
+            found = job.locate(event.task)
+            if found is None or not found[0].is_pristine(found[1]):
+                return []
+            submit = found[0]
+        allocation = worker.allocator.try_allocate(submit.request)
+        if allocation is None:
+            return []
+        if record is None:
+            record = job.record_for(event.task)
+            assert record is not None
+        record.placed = True
+        record.worker = worker.id
+        record.workers = (worker.id,)
+        record.allocation = allocation
+        job.sync_queue(record)
+        worker.tasks.add((job.id, record.task_id))
+        self._refresh(submit)
+        return [LaunchTask(worker.id, job.id, record.task_id, record.instance, allocation)]
+
+    def _on_task_started(self, event: TaskStarted) -> None:
+        job = self.jobs.get(event.job)
+        if job is None:
+            return
+        record = job.record_for(event.task)
+        if record is None or record.state != TaskState.WAITING:
+            return
+        first = event.workers[0] if event.workers else None
+        if record.placed and record.worker != first:
+            self._unplace(job, record)
+        worker = self.workers.get(first) if first is not None else None
+        if not record.placed and worker is not None and worker.is_connected:
+            # Replayed from a journal (no task-assigned there): remember where it runs so
+            # that losing that worker counts as a crash of this task.
+            record.placed = True
+            worker.tasks.add((job.id, record.task_id))
+        record.instance = event.instance
+        record.worker = first
+        record.workers = tuple(event.workers)
+        record.variant = event.variant
+        record.started_at = event.time
+        record.finished_at = None
+        job.set_state(record, TaskState.RUNNING)
+        if record.placed and worker is not None:
+            worker.n_running += 1
+        job.workers_used.update(event.workers)
+        for worker_id in event.workers:
+            ran = self.workers.get(worker_id)
+            if ran is not None:
+                ran.last_task_started = (job.id, record.task_id, event.time)
+        self._refresh(record.submit)
+
+    def _finish(
+        self, job_id: int, task_id: int, state: TaskState, time: float
+    ) -> TaskRecord | None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        record = job.record_for(task_id)
+        if record is None or record.state in TERMINAL:
+            return None
+        self._unplace(job, record)
+        record.finished_at = time
+        job.set_state(record, state)
+        self._refresh(record.submit)
+        return record
+
+    def _on_task_finished(self, event: TaskFinished) -> None:
+        self._finish(event.job, event.task, TaskState.FINISHED, event.time)
+
+    def _on_task_failed(self, event: TaskFailed) -> None:
+        record = self._finish(event.job, event.task, TaskState.FAILED, event.time)
+        if record is not None:
+            record.error = event.error
+
+    def _on_task_canceled(self, event: TaskCanceled) -> list[Effect]:
+        return self._terminate_groups(event.tasks, TaskState.CANCELED, event.time)
+
+    def _on_task_aborted(self, event: TaskAborted) -> list[Effect]:
+        return self._terminate_groups(event.tasks, TaskState.ABORTED, event.time)
+
+    def _terminate_groups(
+        self, groups: Iterable[tuple[int, Iterable[IdItem]]], state: TaskState, time: float
+    ) -> list[Effect]:
+        effects: list[Effect] = []
+        for job_id, raw_items in groups:
+            job = self.jobs.get(job_id)
+            if job is None:
+                continue
+            items = [clean for item in raw_items if (clean := _clean_item(item)) is not None]
+            index = _ItemIndex(items)
+            for record in [r for r in job.active.values() if r.task_id in index]:
+                worker = self._unplace(job, record)
+                record.finished_at = time
+                job.set_state(record, state)
+                if worker is not None:
+                    effects.append(KillTask(worker.id, job.id, record.task_id, record.instance))
+            for item in items:
+                self._drop_item(job, item, state)
+            for submit in job.submits:
+                self._refresh(submit)
+        return effects
+
+    def _drop_item(self, job: Job, item: IdItem, state: TaskState) -> None:
+        """Pristine tasks among `item` become `state` (records were handled already)."""
+        start, last, step = item
+        found = job.locate(start)
+        if found is not None:
+            submit, first = found
+            end = submit.ids.rank(last)
+            if end is not None and submit.ids.slice(first, end + 1) == [item]:
+                job.drop_pristine(submit, first, end + 1, state)
+                return
+        # An item that does not line up with one submit's IDs (not made by our commands):
+        # one task at a time.
+        for task_id in range(start, last + 1, step):
+            if task_id in job.records:
+                continue
+            found = job.locate(task_id)
+            if found is not None:
+                job.drop_pristine(found[0], found[1], found[1] + 1, state)
+
+    # ===================================================================================
+    # commands: validate, return events, change nothing
+
+    def open_job(
+        self, *, now: float, name: str | None = None, max_fails: int | None = None
+    ) -> list[Event]:
+        """`hq job open`; the new job's ID is `events[0].job_id`."""
+        _check_name(name)
+        return [JobOpen(now, self.next_job_id, name or DEFAULT_JOB_NAME, max_fails)]
+
+    def submit(
+        self,
+        submit_desc: Mapping[str, Any],
+        *,
+        now: float,
+        job_id: int | None = None,
+        name: str | None = None,
+        max_fails: int | None = None,
+    ) -> list[Event]:
+        """`hq submit` (new closed job) or `hq submit --job ID` (attach to an open job).
+
+        The new or target job's ID is `events[0].job`.
+        """
+        desc = dict(submit_desc)
+        tasks = desc.get("tasks")
+        if not isinstance(tasks, Mapping):
+            raise HqError("Invalid submit: missing task description")
+        if job_id is None:
+            _check_name(name)
+            job = None
+            target = self.next_job_id
+            base = 0
+        else:
+            if name is not None:
+                raise HqError("Parameter --name is not allowed when submitting to an open job.")
+            if max_fails is not None:
+                raise HqError(
+                    "Parameter --max-fails is not allowed when submitting to an open job."
+                )
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise NotFound(f"Job {job_id} not found.")
+            if not job.is_open:
+                raise WrongState(f"Job {job_id} is not opened.")
+            target = job_id
+            top = job.max_task_id()
+            base = 0 if top is None else top + 1
+        ids, entry_offset = _resolve_ids(tasks, base)
+        if job is not None:
+            for submit in job.submits:
+                clash = find_clash(ids.items, submit.ids.items)
+                if clash is not None:
+                    raise HqError(f"Task {clash} already exists in job {job_id}.")
+        desc["tasks"] = {
+            "ids": [list(item) for item in ids.items],
+            "entries": tasks.get("entries"),
+            "entry_offset": entry_offset,
+        }
+        _check_desc(desc)
+        if job is None:
+            job_desc = {"name": name or DEFAULT_JOB_NAME, "max_fails": max_fails}
+        else:
+            job_desc = {"name": job.name, "max_fails": job.max_fails}
+        events: list[Event] = [JobCreated(now, target, job is None, job_desc, desc)]
+        if job is None and len(ids) == 0:
+            events.append(JobCompleted(now, target))
+        return events
+
+    def close_job(self, job_id: int, *, now: float) -> list[Event]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"Closing job {job_id} failed; job not found")
+        if not job.is_open:
+            raise WrongState(f"Closing job {job_id} failed; job is already closed")
+        events: list[Event] = [JobClose(now, job_id)]
+        if job.active_count == 0:
+            events.append(JobCompleted(now, job_id))
+        return events
+
+    def cancel_job(self, job_id: int, *, now: float, reason: str | None = None) -> CancelResult:
+        """`hq job cancel`: every waiting or running task of the job becomes CANCELED."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"Canceling job {job_id} failed; job not found")
+        active = job.active_count
+        if active == 0:
+            raise WrongState(f"Canceling job {job_id} failed; all tasks are already finished")
+        events: list[Event] = [JobCancel(now, job_id, reason or "")]
+        events.extend(self._terminate_events(job, TaskCanceled, now, frozenset()))
+        if not job.is_open:
+            events.append(JobCompleted(now, job_id))
+        return CancelResult(events, active, job.total - active)
+
+    def forget_jobs(
+        self,
+        job_ids: Iterable[int],
+        *,
+        now: float,
+        states: Collection[JobState] | None = None,
+    ) -> ForgetResult:
+        """`hq job forget`: drop completed jobs whose state is among `states`."""
+        if states is None:
+            states = (JobState.FINISHED, JobState.FAILED, JobState.ABORTED, JobState.CANCELED)
+        selected = sorted(set(job_ids))
+        forgotten = []
+        for job_id in selected:
+            job = self.jobs.get(job_id)
+            if job is not None and job.is_completed and job.job_state() in states:
+                forgotten.append(job_id)
+        events: list[Event] = [JobForgotten(now, tuple(forgotten))] if forgotten else []
+        return ForgetResult(events, len(forgotten), len(selected) - len(forgotten))
+
+    def worker_connected(self, configuration: Mapping[str, Any], *, now: float) -> list[Event]:
+        """A worker registered; its ID is `events[0].id`."""
+        try:
+            ResourceDescriptor.from_json(configuration["resources"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise HqError(f"Invalid worker configuration: {error}") from error
+        return [WorkerConnected(now, self.next_worker_id, dict(configuration))]
+
+    def stop_worker(self, worker_id: int, *, now: float) -> list[Event]:
+        """`hq worker stop`: no more tasks go there; the edge then tells it to stop."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            raise NotFound(f"Stopping worker {worker_id} failed; worker not found")
+        if not worker.is_connected:
+            raise WrongState(f"Stopping worker {worker_id} failed; worker is already stopped")
+        if worker.stop_requested:
+            return []
+        return [WorkerStopRequested(now, worker_id)]
+
+    def worker_lost(self, worker_id: int, *, now: float, reason: str) -> list[Event]:
+        """The worker is gone. A worker asked to stop is always lost as `Stopped`."""
+        worker = self.workers.get(worker_id)
+        if worker is None or not worker.is_connected:
+            return []
+        lost = LostReason.STOPPED if worker.stop_requested else LostReason(reason)
+        events: list[Event] = [WorkerLost(now, worker_id, str(lost))]
+        failed: dict[int, list[int]] = {}
+        for job_id, task_id in sorted(worker.tasks):
+            record = self.jobs[job_id].records[task_id]
+            if record.state != TaskState.RUNNING:
+                continue
+            submit = record.submit
+            error = None
+            if submit.never_restart:
+                error = NEVER_RESTART_ERROR
+            elif lost.is_failure and submit.crash_limit is not None:
+                if record.crash_count + 1 >= submit.crash_limit:
+                    error = crash_limit_error(record.crash_count + 1)
+            if error is not None:
+                events.append(TaskFailed(now, job_id, task_id, error))
+                failed.setdefault(job_id, []).append(task_id)
+        for job_id in sorted({job_id for job_id, _ in worker.tasks}):
+            n_failed = len(failed.get(job_id, ()))
+            events.extend(
+                self._follow_ups(
+                    self.jobs[job_id], now, n_failed, -n_failed, frozenset(failed.get(job_id, ()))
+                )
+            )
+        return events
+
+    def assign(self, assignments: Iterable[Assignment], *, now: float) -> list[Event]:
+        """Scheduler decisions as events; apply them right away, in this order."""
+        return [TaskAssigned(now, a.job_id, a.task_id, a.worker_id) for a in assignments]
+
+    def _placed_record(
+        self, job_id: int, task_id: int, worker_id: int, instance: int
+    ) -> tuple[Job, TaskRecord] | None:
+        job = self.jobs.get(job_id)
+        record = job.records.get(task_id) if job is not None else None
+        if (
+            job is None
+            or record is None
+            or not record.placed
+            or record.worker != worker_id
+            or record.instance != instance
+        ):
+            return None
+        return job, record
+
+    def task_started(
+        self,
+        job_id: int,
+        task_id: int,
+        *,
+        worker_id: int,
+        instance: int,
+        now: float,
+        variant: int = 0,
+    ) -> list[Event]:
+        found = self._placed_record(job_id, task_id, worker_id, instance)
+        if found is None or found[1].state != TaskState.WAITING:
+            return []
+        return [TaskStarted(now, job_id, task_id, instance, (worker_id,), variant)]
+
+    def task_finished(
+        self, job_id: int, task_id: int, *, worker_id: int, instance: int, now: float
+    ) -> list[Event]:
+        found = self._placed_record(job_id, task_id, worker_id, instance)
+        if found is None:
+            return []
+        job, record = found
+        events: list[Event] = []
+        if record.state == TaskState.WAITING:
+            # Finished before its start was reported: the journal still gets the start.
+            events.append(TaskStarted(now, job_id, task_id, instance, (worker_id,)))
+        events.append(TaskFinished(now, job_id, task_id))
+        events.extend(self._follow_ups(job, now, 0, -1, frozenset((task_id,))))
+        return events
+
+    def task_failed(
+        self, job_id: int, task_id: int, *, worker_id: int, instance: int, now: float, error: str
+    ) -> list[Event]:
+        """The task failed on its worker (also before it started, e.g. spawn errors)."""
+        found = self._placed_record(job_id, task_id, worker_id, instance)
+        if found is None:
+            return []
+        job, _record = found
+        events: list[Event] = [TaskFailed(now, job_id, task_id, error)]
+        events.extend(self._follow_ups(job, now, 1, -1, frozenset((task_id,))))
+        return events
+
+    def _follow_ups(
+        self, job: Job, now: float, new_failures: int, active_delta: int, gone: frozenset[int]
+    ) -> list[Event]:
+        """Max-fails abort and completion after `new_failures` failures of tasks `gone`."""
+        events: list[Event] = []
+        active = job.active_count + active_delta
+        failed = job.counts[TaskState.FAILED] + new_failures
+        if new_failures and job.max_fails is not None and failed > job.max_fails and active > 0:
+            events.extend(self._terminate_events(job, TaskAborted, now, gone))
+            active = 0
+        if active == 0 and not job.is_open and not job.is_completed:
+            events.append(JobCompleted(now, job.id))
+        return events
+
+    def _terminate_events(
+        self,
+        job: Job,
+        cls: type[TaskCanceled] | type[TaskAborted],
+        now: float,
+        exclude: frozenset[int],
+    ) -> list[Event]:
+        """Events turning every waiting/running task of `job` (but `exclude`) into `cls`."""
+        items = ids_to_items(sorted(t for t in job.active if t not in exclude))
+        for submit in job.submits:
+            for first, end in submit.pristine_segments():
+                items.extend(submit.ids.slice(first, end))
+        return [cls(now, ((job.id, chunk),)) for chunk in _chunks(items, CHUNK_ITEMS)]
+
+    # ===================================================================================
+    # queries
+
+    def job_ids(self) -> list[int]:
+        return sorted(self.jobs)
+
+    def job_info(self, job_id: int) -> JobInfo | None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        return JobInfo(
+            id=job.id,
+            name=job.name,
+            state=job.job_state(),
+            is_open=job.is_open,
+            cancel_reason=job.cancel_reason,
+            max_fails=job.max_fails,
+            task_count=job.total,
+            task_stats={key: job.count(TaskState(key)) for key in TASK_STAT_KEYS},
+            submitted_at=job.submitted_at,
+            completed_at=job.completed_at,
+            workers=tuple(sorted(job.workers_used)),
+            submit_count=len(job.submits),
+        )
+
+    def job_summary(self) -> dict[JobState, int]:
+        counts = {state: 0 for state in JobState}
+        for job in self.jobs.values():
+            counts[job.job_state()] += 1
+        return counts
+
+    def job_submits(self, job_id: int) -> list[Mapping[str, Any]]:
+        job = self.jobs.get(job_id)
+        return [submit.desc for submit in job.submits] if job is not None else []
+
+    def job_task_items(self, job_id: int) -> list[IdItem]:
+        """All task IDs of the job as (start, last, step) items, sorted by start."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return []
+        return sorted(item for submit in job.submits for item in submit.ids.items)
+
+    def task(self, job_id: int, task_id: int) -> TaskView | None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        record = job.records.get(task_id)
+        if record is not None:
+            return _record_view(job.id, record)
+        found = job.locate(task_id)
+        if found is None:
+            return None
+        submit, rank = found
+        return _pristine_view(job.id, submit, task_id, submit.dropped_state(rank))
+
+    def iter_tasks(
+        self,
+        job_id: int,
+        task_ids: Iterable[int] | None = None,
+        states: Collection[TaskState] | None = None,
+    ) -> Iterator[TaskView]:
+        """Tasks of the job in ascending ID order, optionally only `task_ids` / `states`.
+
+        A generator, so a caller can stop (or pause between chunks) at any point;
+        unknown IDs in `task_ids` are skipped (check with `task`).
+        """
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        wanted = None if states is None else frozenset(states)
+        if task_ids is not None:
+            views: Iterable[TaskView | None] = (
+                self.task(job_id, task_id) for task_id in sorted(set(task_ids))
+            )
+        elif wanted is not None and wanted <= _RECORD_ONLY_STATES:
+            views = (_record_view(job.id, job.records[t]) for t in sorted(job.records))
+        else:
+            views = heapq.merge(
+                *(_submit_views(job, submit) for submit in job.submits),
+                key=lambda view: view.task_id,
+            )
+        for view in views:
+            if view is not None and (wanted is None or view.state in wanted):
+                yield view
+
+    def failed_tasks(self, job_id: int, limit: int) -> tuple[list[TaskView], int]:
+        """The first `limit` failed tasks by ID, and how many failed in total."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return [], 0
+        failed = sorted(t for t, r in job.records.items() if r.state == TaskState.FAILED)
+        views = [_record_view(job.id, job.records[t]) for t in failed[:limit]]
+        return views, len(failed)
+
+    def worker_ids(self) -> list[int]:
+        return sorted(self.workers)
+
+    def worker_info(self, worker_id: int) -> WorkerView | None:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return None
+        return WorkerView(
+            id=worker.id,
+            configuration=worker.configuration,
+            hostname=worker.hostname,
+            started_at=worker.started_at,
+            ended_at=worker.ended_at,
+            lost_reason=worker.lost_reason,
+            last_task_started=worker.last_task_started,
+            assigned_tasks=len(worker.tasks),
+            running_tasks=worker.n_running,
+            stop_requested=worker.stop_requested,
+        )
+
+    def hostname(self, worker_id: int) -> str | None:
+        worker = self.workers.get(worker_id)
+        return worker.hostname if worker is not None else None
+
+    def record_count(self) -> int:
+        """Per-task records held in memory (the compactness budget)."""
+        return sum(len(job.records) for job in self.jobs.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every fact of the model as plain data, for comparisons and debug dumps.
+
+        Lists every task, so it is for tests and small models, not for million-task jobs.
+        """
+        jobs = {}
+        for job_id in sorted(self.jobs):
+            job = self.jobs[job_id]
+            jobs[job_id] = {
+                "name": job.name,
+                "max_fails": job.max_fails,
+                "is_open": job.is_open,
+                "cancel_reason": job.cancel_reason,
+                "submitted_at": job.submitted_at,
+                "completed_at": job.completed_at,
+                "workers_used": sorted(job.workers_used),
+                "stats": {key: job.count(TaskState(key)) for key in TASK_STAT_KEYS},
+                "submits": [dict(submit.desc) for submit in job.submits],
+                "tasks": [_view_facts(view, job) for view in self.iter_tasks(job_id)],
+                "queued": [list(submit.requeued) for submit in job.submits],
+            }
+        workers = {}
+        for worker_id in sorted(self.workers):
+            worker = self.workers[worker_id]
+            workers[worker_id] = {
+                "configuration": dict(worker.configuration),
+                "started_at": worker.started_at,
+                "ended_at": worker.ended_at,
+                "lost_reason": worker.lost_reason,
+                "stop_requested": worker.stop_requested,
+                "tasks": sorted(worker.tasks),
+                "n_running": worker.n_running,
+                "last_task_started": worker.last_task_started,
+                "idle": worker.allocator.is_idle() if worker.allocator is not None else None,
+            }
+        return {
+            "server_uid": self.server_uid,
+            "server_started_at": self.server_started_at,
+            "max_job_id": self.max_job_id,
+            "next_worker_id": self.next_worker_id,
+            "jobs": jobs,
+            "workers": workers,
+            "ready": sorted(self.ready),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def _record_view(job_id: int, record: TaskRecord) -> TaskView:
+    submit = record.submit
+    return TaskView(
+        job_id=job_id,
+        task_id=record.task_id,
+        state=record.state,
+        instance=record.instance,
+        crash_count=record.crash_count,
+        worker=record.worker,
+        workers=record.workers,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        error=record.error,
+        variant=record.variant,
+        submit_index=submit.index,
+        entry=submit.entry(record.task_id),
+    )
+
+
+def _pristine_view(
+    job_id: int, submit: Submit, task_id: int, dropped: TaskState | None
+) -> TaskView:
+    return TaskView(
+        job_id=job_id,
+        task_id=task_id,
+        state=dropped or TaskState.WAITING,
+        instance=0,
+        crash_count=0,
+        worker=None,
+        workers=(),
+        started_at=None,
+        finished_at=None,
+        error=None,
+        variant=0,
+        submit_index=submit.index,
+        entry=submit.entry(task_id),
+    )
+
+
+def _submit_views(job: Job, submit: Submit) -> Iterator[TaskView]:
+    for rank, task_id in enumerate(submit.ids):
+        record = job.records.get(task_id)
+        if record is not None:
+            yield _record_view(job.id, record)
+        else:
+            yield _pristine_view(job.id, submit, task_id, submit.dropped_state(rank))
+
+
+def _view_facts(view: TaskView, job: Job) -> list[Any]:
+    record = job.records.get(view.task_id)
+    placed = record is not None and record.placed
+    allocation = record.allocation.to_wire() if record is not None and record.allocation else None
+    return [
+        view.task_id,
+        str(view.state),
+        view.instance,
+        view.crash_count,
+        view.worker,
+        list(view.workers),
+        view.started_at,
+        view.finished_at,
+        view.error,
+        view.variant,
+        placed,
+        allocation,
+    ]
+
+
+def _check_name(name: str | None) -> None:
+    if name is not None and ("\n" in name or "\t" in name):
+        raise HqError("name cannot have a newline or a tab")
+
+
+def _resolve_ids(tasks: Mapping[str, Any], base: int) -> tuple[TaskIdSet, int]:
+    """The submit's task IDs and entry offset; `base` = first free ID of the job."""
+    entries = tasks.get("entries")
+    if entries is not None and not isinstance(entries, list | tuple):
+        raise HqError("Invalid submit: entries must be a list")
+    raw = tasks.get("ids")
+    if raw is None:
+        count = 1 if entries is None else len(entries)
+        return TaskIdSet.single_run(base, count), base
+    try:
+        ids = TaskIdSet.build(raw)
+    except DuplicateTaskId as error:
+        raise HqError(f"Task {error.task_id} is defined more than once.") from error
+    except (TypeError, ValueError) as error:
+        raise HqError(f"Invalid submit: bad task IDs {raw!r}") from error
+    top = ids.max()
+    if entries is not None and top is not None and top >= len(entries):
+        raise HqError(f"Invalid submit: task {top} has no entry")
+    return ids, 0
+
+
+def _check_desc(desc: Mapping[str, Any]) -> None:
+    """Refuse descriptions the model could not replay (wording for developers)."""
+    try:
+        ResourceRequest.from_wire(desc["resources"])
+        parse_crash_limit(desc.get("crash_limit", 5))
+        priority = desc.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(f"priority must be an integer, got {priority!r}")
+        program = desc.get("program")
+        if not isinstance(program, Mapping) or not isinstance(program.get("args"), list):
+            raise ValueError("program.args must be a list")
+    except KeyError as error:
+        raise HqError(f"Invalid submit: missing {error}") from error
+    except (TypeError, ValueError) as error:
+        raise HqError(f"Invalid submit: {error}") from error

@@ -1,0 +1,74 @@
+"""Workers as the server model sees them: configuration, lifetime, what they hold.
+
+Changed only through `Model.apply`. No I/O and no clock: lifetimes are computed against
+a `now` the caller passes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hyperq.common.resources import ResourceDescriptor, WorkerAllocator
+
+
+class Worker:
+    """A connected (or departed) worker.
+
+    `tasks` holds the (job, task) keys of everything assigned or running here; the
+    allocator exists only while the worker is connected.
+    """
+
+    __slots__ = (
+        "allocator",
+        "configuration",
+        "descriptor",
+        "ended_at",
+        "hostname",
+        "id",
+        "last_task_started",
+        "lost_reason",
+        "n_running",
+        "started_at",
+        "stop_requested",
+        "tasks",
+        "time_limit",
+    )
+
+    def __init__(self, worker_id: int, configuration: Mapping[str, Any], started_at: float) -> None:
+        self.id = worker_id
+        self.configuration = configuration
+        self.hostname = str(configuration.get("hostname", ""))
+        limit = configuration.get("time_limit")
+        self.time_limit: float | None = float(limit) if limit is not None else None
+        self.started_at = started_at
+        try:
+            self.descriptor: ResourceDescriptor | None = ResourceDescriptor.from_json(
+                configuration["resources"]
+            )
+        except (KeyError, TypeError, ValueError):
+            # A worker we cannot read the resources of can never get a task.
+            self.descriptor = None
+        self.allocator: WorkerAllocator | None = (
+            WorkerAllocator(self.descriptor) if self.descriptor is not None else None
+        )
+        self.lost_reason: str | None = None
+        self.ended_at: float | None = None
+        self.stop_requested = False
+        self.tasks: set[tuple[int, int]] = set()
+        self.n_running = 0
+        self.last_task_started: tuple[int, int, float] | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self.lost_reason is None
+
+    @property
+    def accepts_tasks(self) -> bool:
+        return self.lost_reason is None and not self.stop_requested and self.allocator is not None
+
+    def remaining_lifetime(self, now: float) -> float | None:
+        """Seconds left before the worker's time limit; None when it has none."""
+        if self.time_limit is None:
+            return None
+        return self.time_limit - (now - self.started_at)

@@ -1,0 +1,420 @@
+"""The task launcher against real tiny processes (jobs.md §5)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from hyperq.worker.launcher import TaskLaunchSpec, run_task
+
+DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
+DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
+
+
+def make_spec(tmp_path: Path, argv: list[str], **changes) -> TaskLaunchSpec:
+    work_dir = tmp_path / "work"
+    work_dir.mkdir(exist_ok=True)
+    fields = {
+        "job_id": 1, "task_id": 0, "instance": 0, "argv": argv, "env": {},
+        "cwd": str(tmp_path), "stdout": DEFAULT_STDOUT, "stderr": DEFAULT_STDERR,
+        "submit_dir": str(tmp_path), "server_uid": "uid1", "work_dir": str(work_dir),
+    }
+    fields.update(changes)
+    return TaskLaunchSpec(**fields)
+
+
+def stdout_of(tmp_path: Path, task_id: int = 0) -> str:
+    return (tmp_path / "job-1" / f"{task_id}.stdout").read_text()
+
+
+def env_of(tmp_path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in stdout_of(tmp_path).splitlines() if "=" in line)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie nobody reaps counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+async def wait_until(predicate, interval: float = 0.01):
+    while not predicate():
+        await trio.sleep(interval)
+
+
+async def run(spec: TaskLaunchSpec, limit: float = 10):
+    with trio.fail_after(limit):
+        return await run_task(spec)
+
+
+async def test_finished_with_outputs(tmp_path):
+    outcome = await run(make_spec(tmp_path, ["sh", "-c", "echo out; echo err >&2; pwd"]))
+    assert outcome.finished and outcome.error is None
+    assert stdout_of(tmp_path) == f"out\n{tmp_path}\n"
+    assert (tmp_path / "job-1" / "0.stderr").read_text() == "err\n"
+
+
+async def test_env_vars(tmp_path):
+    spec = make_spec(
+        tmp_path, ["env"], job_id=1, task_id=7, instance=2, entry="line x",
+        env={"FOO": "bar", "HQ_JOB_ID": "overridden"}, cpu_labels=["3", "5"],
+        resource_env={"HQ_RESOURCE_REQUEST_cpus": "2 compact"}, hq_executable="/opt/hq",
+        stdout="%{CWD}/job-%{JOB_ID}/0.stdout",
+    )
+    assert (await run(spec)).finished
+    env = env_of(tmp_path)
+    assert env["HQ_JOB_ID"] == "1"
+    assert env["HQ_TASK_ID"] == "7"
+    assert env["HQ_INSTANCE_ID"] == "2"
+    assert env["HQ_SUBMIT_DIR"] == str(tmp_path)
+    assert env["HQ_ENTRY"] == "line x"
+    assert env["HQ_CPUS"] == "3,5"
+    assert env["OMP_NUM_THREADS"] == "2"
+    assert env["HQ_RESOURCE_REQUEST_cpus"] == "2 compact"
+    assert env["HQ"] == "/opt/hq"
+    assert env["FOO"] == "bar"
+    assert env["PATH"] == os.environ["PATH"]
+    for absent in ("HQ_PIN", "HQ_TASK_DIR", "HQ_ERROR_FILENAME", "OMP_PLACES"):
+        assert absent not in env
+
+
+async def test_env_without_entry_and_user_omp(tmp_path):
+    spec = make_spec(tmp_path, ["env"], env={"OMP_NUM_THREADS": "9"}, cpu_labels=["0"])
+    assert (await run(spec)).finished
+    env = env_of(tmp_path)
+    assert env["OMP_NUM_THREADS"] == "9"
+    assert "HQ_ENTRY" not in env
+
+
+async def test_fractional_cpus_no_omp_threads(tmp_path):
+    spec = make_spec(tmp_path, ["env"], cpu_labels=["0"], cpus_whole=False,
+                     base_env={"PATH": os.environ["PATH"]})
+    assert (await run(spec)).finished
+    env = env_of(tmp_path)
+    assert "OMP_NUM_THREADS" not in env
+    assert env["HQ_CPUS"] == "0"
+
+
+async def test_pin_omp(tmp_path):
+    spec = make_spec(tmp_path, ["env"], pin="omp", cpu_labels=["1", "2"])
+    assert (await run(spec)).finished
+    env = env_of(tmp_path)
+    assert (env["HQ_PIN"], env["OMP_PLACES"], env["OMP_PROC_BIND"]) == ("omp", "{1,2}", "close")
+
+    spec = make_spec(tmp_path, ["env"], pin="omp", cpu_labels=["1"],
+                     env={"OMP_PLACES": "mine", "OMP_PROC_BIND": "spread"})
+    assert (await run(spec)).finished
+    env = env_of(tmp_path)
+    assert (env["OMP_PLACES"], env["OMP_PROC_BIND"]) == ("mine", "spread")
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset")
+async def test_pin_taskset(tmp_path):
+    script = "echo $HQ_PIN; grep Cpus_allowed_list /proc/self/status"
+    spec = make_spec(tmp_path, ["sh", "-c", script], pin="taskset", cpu_labels=["0"])
+    assert (await run(spec)).finished
+    lines = stdout_of(tmp_path).splitlines()
+    assert lines[0] == "taskset"
+    assert lines[1].split() == ["Cpus_allowed_list:", "0"]
+
+
+async def test_pin_without_cpus(tmp_path):
+    for pin in ("taskset", "omp"):
+        outcome = await run(make_spec(tmp_path, ["true"], pin=pin))
+        assert outcome.error == "Pinning failed, no CPU ids allocated for task"
+
+
+async def test_instance_placeholders_resolved(tmp_path):
+    spec = make_spec(tmp_path, ["pwd"], cwd="%{INSTANCE_ID}-dir", stdout="%{INSTANCE_ID}.out",
+                     stderr="%{INSTANCE_ID}.err", instance=3)
+    assert (await run(spec)).finished
+    assert (tmp_path / "3-dir" / "3.out").read_text() == f"{tmp_path}/3-dir\n"
+    assert (tmp_path / "3-dir" / "3.err").read_text() == ""
+
+
+async def test_output_none(tmp_path):
+    spec = make_spec(tmp_path, ["sh", "-c", "echo hi; echo err >&2"], stdout=None, stderr=None)
+    assert (await run(spec)).finished
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+async def test_stdin_data(tmp_path):
+    spec = make_spec(tmp_path, ["cat"], stdin=b"hello\nworld\n")
+    assert (await run(spec)).finished
+    assert stdout_of(tmp_path) == "hello\nworld\n"
+
+
+async def test_no_stdin_is_empty(tmp_path):
+    assert (await run(make_spec(tmp_path, ["cat"]))).finished
+    assert stdout_of(tmp_path) == ""
+
+
+async def test_stdin_not_read(tmp_path):
+    spec = make_spec(tmp_path, ["sh", "-c", "head -c 3"], stdin=b"x" * 1_000_000)
+    assert (await run(spec)).finished
+    assert stdout_of(tmp_path) == "xxx"
+    spec = make_spec(tmp_path, ["true"], stdin=b"y" * 1_000_000)
+    assert (await run(spec)).finished
+
+
+async def test_exit_code(tmp_path):
+    outcome = await run(make_spec(tmp_path, ["sh", "-c", "exit 3"]))
+    assert not outcome.finished
+    assert outcome.error == "Program terminated with exit code 3."
+
+
+@pytest.mark.parametrize(("signum", "name"), [(15, "SIGTERM"), (9, "SIGKILL"), (6, "SIGABRT")])
+async def test_killed_by_signal(tmp_path, signum, name):
+    outcome = await run(make_spec(tmp_path, ["sh", "-c", f"kill -{signum} $$"]))
+    assert outcome.error == (
+        f"Program terminated with exit code -1. Received signal {signum} ({name})."
+    )
+
+
+async def test_unknown_signal_name(tmp_path):
+    outcome = await run(make_spec(tmp_path, ["sh", "-c", "kill -s WINCH $$; kill -s SYS $$"]))
+    assert outcome.error == "Program terminated with exit code -1. Received signal 31 (unknown)."
+
+
+async def test_missing_program(tmp_path):
+    outcome = await run(make_spec(tmp_path, ["foo", "--bar", "--baz=5"]))
+    assert outcome.error == (
+        'Cannot execute "foo --bar --baz=5": No such file or directory (os error 2)\n'
+        "The program that you have tried to execute (`foo`) was not found."
+    )
+    outcome = await run(make_spec(tmp_path, ["/non-existent-program"]))
+    assert outcome.error == (
+        'Cannot execute "/non-existent-program": No such file or directory (os error 2)\n'
+        "The program that you have tried to execute (`/non-existent-program`) was not found."
+    )
+
+
+async def test_missing_program_quotes_escaped(tmp_path):
+    outcome = await run(make_spec(tmp_path, ["nope", 'say "hi"', "back\\slash"]))
+    assert outcome.error.splitlines()[0] == (
+        'Cannot execute "nope say \\"hi\\" back\\\\slash": No such file or directory (os error 2)'
+    )
+
+
+async def test_missing_program_file_in_cwd_hint(tmp_path):
+    (tmp_path / "foo").write_text("hostname")
+    outcome = await run(make_spec(tmp_path, ["foo"]))
+    assert outcome.error == (
+        'Cannot execute "foo": No such file or directory (os error 2)\n'
+        "The program that you have tried to execute (`foo`) was not found.\n"
+        f"The file `{tmp_path}/foo` exists, maybe you have meant `./foo` instead?"
+    )
+
+
+async def test_script_not_executable(tmp_path):
+    (tmp_path / "test.sh").write_text("echo 'Hello' > out.txt\n")
+    outcome = await run(make_spec(tmp_path, ["./test.sh"]))
+    assert outcome.error == (
+        'Cannot execute "./test.sh": Permission denied (os error 13)\n'
+        "The script that you have tried to execute (`./test.sh`) is not executable.\n"
+        "Try making it executable or add a shebang line to it."
+    )
+    (tmp_path / "prog").write_text("")
+    outcome = await run(make_spec(tmp_path, ["./prog"]))
+    assert outcome.error == 'Cannot execute "./prog": Permission denied (os error 13)'
+
+
+async def test_scripts_run_by_path(tmp_path):
+    script = tmp_path / "test.sh"
+    script.write_text("#!/bin/sh\necho Hello >> out.txt\n")
+    script.chmod(0o755)
+    for argv0 in ("./test.sh", str(script)):
+        assert (await run(make_spec(tmp_path, [argv0]))).finished
+    # Without a shebang an executable file is run by /bin/sh, as execvp does.
+    bare = tmp_path / "bare"
+    bare.write_text("echo Bare >> out.txt\n")
+    bare.chmod(0o755)
+    assert (await run(make_spec(tmp_path, ["./bare"]))).finished
+    assert (tmp_path / "out.txt").read_text() == "Hello\nHello\nBare\n"
+
+
+async def test_path_lookup_uses_task_path(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "mytool"
+    tool.write_text("#!/bin/sh\necho from-tool\n")
+    tool.chmod(0o755)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    assert (await run(make_spec(tmp_path, ["mytool"], env={"PATH": path}))).finished
+    assert stdout_of(tmp_path) == "from-tool\n"
+
+
+async def test_outputs_exist_after_spawn_failure(tmp_path):
+    spec = make_spec(tmp_path, ["/non-existent"], stdout_rm_if_finished=True)
+    assert not (await run(spec)).finished
+    assert (tmp_path / "job-1" / "0.stdout").is_file()
+    assert (tmp_path / "job-1" / "0.stderr").is_file()
+
+
+async def test_nul_byte_in_argument(tmp_path):
+    outcome = await run(make_spec(tmp_path, ["echo", "a\0b"]))
+    assert outcome.error.startswith('Cannot execute "echo a\\0b": ')
+
+
+async def test_rm_if_finished(tmp_path):
+    spec = make_spec(tmp_path, ["echo", "x"], stdout_rm_if_finished=True)
+    assert (await run(spec)).finished
+    assert not (tmp_path / "job-1" / "0.stdout").exists()
+    assert (tmp_path / "job-1" / "0.stderr").exists()
+
+    spec = make_spec(tmp_path, ["sh", "-c", "exit 1"], stdout_rm_if_finished=True,
+                     stderr_rm_if_finished=True)
+    assert not (await run(spec)).finished
+    assert (tmp_path / "job-1" / "0.stdout").exists()
+    assert (tmp_path / "job-1" / "0.stderr").exists()
+
+
+async def test_start_failure_for_bad_output_path(tmp_path):
+    outcome = await run(make_spec(tmp_path, ["true"], stdout="/dev/null/x/out"))
+    assert not outcome.finished
+    assert outcome.error.startswith("Cannot create stdout directory at /dev/null/x/out")
+
+
+async def test_no_command(tmp_path):
+    assert (await run(make_spec(tmp_path, []))).error == "No command arguments"
+
+
+async def test_task_dir(tmp_path):
+    script = 'echo "$HQ_TASK_DIR"; echo "$HQ_ERROR_FILENAME"; touch "$HQ_TASK_DIR/xyz"'
+    spec = make_spec(tmp_path, ["sh", "-c", script], task_dir=True)
+    assert (await run(spec)).finished
+    task_dir, error_file = stdout_of(tmp_path).splitlines()
+    assert os.path.dirname(task_dir) == spec.work_dir
+    assert os.path.basename(task_dir).startswith("t")
+    assert error_file == f"{task_dir}/hq-error"
+    assert not os.path.exists(task_dir)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("Testing message\n", "Testing message\n"),
+        ("", "Task created an error file, but it is empty"),
+        ("a" * 10_000, "a" * 2048 + "\n[The message was truncated]"),
+    ],
+)
+async def test_error_file(tmp_path, content, expected):
+    (tmp_path / "msg").write_text(content)
+    script = f'cat {tmp_path}/msg > "$HQ_ERROR_FILENAME"; exit 1'
+    outcome = await run(make_spec(tmp_path, ["sh", "-c", script], task_dir=True))
+    assert outcome.error == expected
+
+
+async def test_error_file_ignored_on_success(tmp_path):
+    script = 'echo boom > "$HQ_ERROR_FILENAME"'
+    assert (await run(make_spec(tmp_path, ["sh", "-c", script], task_dir=True))).finished
+
+
+async def test_error_file_missing_gives_exit_code(tmp_path):
+    outcome = await run(make_spec(tmp_path, ["sh", "-c", "exit 2"], task_dir=True))
+    assert outcome.error == "Program terminated with exit code 2."
+
+
+async def test_time_limit(tmp_path):
+    start = time.monotonic()
+    outcome = await run(make_spec(tmp_path, ["sleep", "10"], time_limit=0.2), limit=5)
+    assert outcome.error == "Time limit reached"
+    assert time.monotonic() - start < 3
+
+
+async def _cancel_when_started(
+    tmp_path: Path, spec: TaskLaunchSpec, pid_lines: int
+) -> tuple[list[int], float]:
+    """Run `spec`, cancel it once its stdout holds `pid_lines` pids.
+
+    Returns the pids and the seconds from the cancel to run_task's end.
+    """
+    pids: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async def runner():
+                await run_task(spec)
+                pytest.fail("run_task returned instead of raising Cancelled")
+
+            nursery.start_soon(runner)
+
+            def started():
+                path = tmp_path / "job-1" / "0.stdout"
+                return path.exists() and len(path.read_text().split()) == pid_lines
+
+            await wait_until(started)
+            pids = [int(p) for p in stdout_of(tmp_path).split()]
+            cancelled_at = time.monotonic()
+            nursery.cancel_scope.cancel()
+    return pids, time.monotonic() - cancelled_at
+
+
+async def test_cancel_kills_process_group(tmp_path):
+    # A background job of a non-interactive shell ignores SIGINT: it dies only through
+    # the SIGKILL to the group.
+    script = "sleep 100 & echo $!; echo $$; wait"
+    spec = make_spec(tmp_path, ["sh", "-c", script], task_dir=True)
+    pids, _ = await _cancel_when_started(tmp_path, spec, 2)
+    with trio.fail_after(5):
+        await wait_until(lambda: not any(alive(pid) for pid in pids))
+    assert not any((tmp_path / "work").iterdir())  # task dir removed
+
+
+async def test_cancel_sigint_ignored_then_sigkill(tmp_path):
+    code = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "child = os.fork()\n"
+        "if child:\n"
+        "    print(os.getpid(), child, flush=True)\n"
+        "time.sleep(100)\n"
+    )
+    spec = make_spec(tmp_path, [sys.executable, "-c", code])
+    pids, elapsed = await _cancel_when_started(tmp_path, spec, 2)
+    assert 1.0 <= elapsed < 5
+    with trio.fail_after(5):
+        await wait_until(lambda: not any(alive(pid) for pid in pids))
+
+
+async def test_cancel_sigint_is_enough(tmp_path):
+    spec = make_spec(tmp_path, ["sh", "-c", "echo $$; sleep 100"])
+    pids, elapsed = await _cancel_when_started(tmp_path, spec, 1)
+    assert elapsed < 1.0  # no SIGKILL needed
+    assert not alive(pids[0])
+
+
+async def test_without_pidfd(tmp_path, monkeypatch):
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    assert (await run(make_spec(tmp_path, ["sh", "-c", "exit 4"]))).error == (
+        "Program terminated with exit code 4."
+    )
+    outcome = await run(make_spec(tmp_path, ["sleep", "10"], time_limit=0.1), limit=5)
+    assert outcome.error == "Time limit reached"
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
+async def test_parent_death_signal(tmp_path):
+    code = (
+        "import ctypes\n"
+        "value = ctypes.c_int()\n"
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(value))\n"  # PR_GET_PDEATHSIG
+        "print(value.value)\n"
+    )
+    spec = make_spec(tmp_path, [sys.executable, "-c", code], parent_death_signal=True)
+    assert (await run(spec)).finished
+    assert stdout_of(tmp_path) == "15\n"
+    spec = make_spec(tmp_path, [sys.executable, "-c", code])
+    assert (await run(spec)).finished
+    assert stdout_of(tmp_path) == "0\n"
