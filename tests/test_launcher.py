@@ -392,6 +392,13 @@ async def test_cancel_sigint_is_enough(tmp_path):
     assert not alive(pids[0])
 
 
+async def test_cancel_while_feeding_stdin(tmp_path):
+    spec = make_spec(tmp_path, ["sh", "-c", "echo $$; sleep 100"], stdin=b"z" * 1_000_000)
+    pids, elapsed = await _cancel_when_started(tmp_path, spec, 1)
+    assert elapsed < 1.0
+    assert not alive(pids[0])
+
+
 async def test_without_pidfd(tmp_path, monkeypatch):
     def no_pidfd(pid: int, flags: int = 0) -> int:
         raise OSError(38, "Function not implemented")

@@ -86,7 +86,7 @@ def _explain(usage: str, argv: list[str], options_first: bool) -> str:
         if token.startswith("-") and token != "-":
             name = token.split("=", 1)[0]
             if name not in known:
-                return f"error: unexpected argument '{token}' found\n\n{short_usage}"
+                return f"error: unexpected argument '{name}' found\n\n{short_usage}"
             if name in takes_value and "=" not in token:
                 skip_next = True
         elif options_first:

@@ -1,39 +1,132 @@
 """Answers client requests: one handler task per client connection.
 
 A request is a map with an `op`; the reply is `{"ok": value}` or `{"error": message}`.
-A malformed request gets an error reply, never an exception that escapes the handler.
+Requests that change state call a pure model command and commit its events through the
+core; queries read model views and shape them with `replies`. Long answers yield to the
+event loop between chunks, so one large job never stalls heartbeats. A malformed
+request gets an error reply, never an exception that escapes the handler.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
+import trio
 from trio_websocket import ConnectionClosed
 
+from hyperq.common.errors import HqError
+from hyperq.server.core import ServerCore
 from hyperq.server.info import ServerInfo
+from hyperq.server.jobs import JobState, TaskState
 from hyperq.server.lifecycle import StopRequest
-from hyperq.transport.wsserver import PeerConnection
+from hyperq.server.model import NotFound, WrongState
+from hyperq.server.replies import (
+    job_detail_wire,
+    job_info_wire,
+    task_info_wire,
+    task_wire,
+    worker_wire,
+)
+from hyperq.transport.peer import PeerConnection
 
 log = logging.getLogger(__name__)
 
 Op = Callable[[dict[str, Any]], Awaitable[Any]]
+StreamOp = Callable[[dict[str, Any], PeerConnection], Awaitable[None]]
+
+# Items handled between yields to the event loop in long answers.
+CHUNK = 5_000
+# A selector range larger than this is matched against existing IDs only (no per-ID
+# "not found" lines for a million missing IDs).
+MAX_EXPANDED_IDS = 100_000
+# Progress streams send at most this many updates per second.
+PROGRESS_RATE = 10
 
 
-class RequestError(Exception):
+class RequestError(HqError):
     """A request we refuse; its message goes back to the client as the error."""
+
+
+def _items(selector: Any) -> list[tuple[int, int, int]]:
+    ranges = selector.get("ranges") if isinstance(selector, dict) else None
+    if not isinstance(ranges, list):
+        raise RequestError("malformed selector")
+    items = []
+    for item in ranges:
+        start, last, step = (int(x) for x in item)
+        if step < 1 or last < start:
+            raise RequestError("malformed selector")
+        items.append((start, last, step))
+    return items
+
+
+def _in_items(value: int, items: list[tuple[int, int, int]]) -> bool:
+    return any(s <= value <= last and (value - s) % step == 0 for s, last, step in items)
+
+
+def select_ids(selector: Any, existing: list[int], last: int | None, all_ids: list[int]) -> list[int]:
+    """IDs named by a selector: `last`, `all` (the command's own meaning) or ranges.
+
+    Missing IDs are kept (the command reports them) unless the range is huge.
+    """
+    kind = selector.get("kind") if isinstance(selector, dict) else None
+    if kind == "last":
+        return [] if last is None or last == 0 else [last]
+    if kind == "all":
+        return list(all_ids)
+    if kind != "ids":
+        raise RequestError("malformed selector")
+    items = _items(selector)
+    size = sum((last_ - s) // step + 1 for s, last_, step in items)
+    if size <= MAX_EXPANDED_IDS:
+        return sorted({i for s, last_, step in items for i in range(s, last_ + 1, step)})
+    return [i for i in existing if _in_items(i, items)]
+
+
+def _states(values: Any, enum: type[TaskState] | type[JobState]) -> list[Any] | None:
+    if values is None:
+        return None
+    try:
+        return [enum(v) for v in values]
+    except ValueError as error:
+        raise RequestError(f"unknown state: {error}") from None
 
 
 class ClientApi:
     def __init__(self, stop: StopRequest) -> None:
         self.stop = stop
         self.info: ServerInfo | None = None
+        self.core: ServerCore | None = None
         self.ops: dict[str, Op] = {
             "server-info": self._server_info,
             "server-stop": self._server_stop,
             "debug-dump": self._debug_dump,
+            "submit": self._submit,
+            "job-open": self._job_open,
+            "job-close": self._job_close,
+            "job-list": self._job_list,
+            "job-summary": self._job_summary,
+            "job-info": self._job_info,
+            "job-cancel": self._job_cancel,
+            "job-forget": self._job_forget,
+            "job-wait": self._job_wait,
+            "job-task-ids": self._job_task_ids,
+            "task-list": self._task_list,
+            "task-info": self._task_info,
+            "worker-list": self._worker_list,
+            "worker-info": self._worker_info,
+            "worker-stop": self._worker_stop,
         }
+        self.stream_ops: dict[str, StreamOp] = {
+            "job-progress": self._job_progress,
+        }
+
+    @property
+    def model(self) -> Any:
+        assert self.core is not None
+        return self.core.model
 
     async def handle_connection(self, peer: PeerConnection) -> None:
         while True:
@@ -41,9 +134,16 @@ class ClientApi:
                 request = await peer.recv()
             except ConnectionClosed:
                 return
+            op = request.get("op") if isinstance(request, dict) else None
+            if op in self.stream_ops:
+                try:
+                    await self.stream_ops[op](request, peer)
+                except HqError as error:
+                    await peer.send({"error": error.message})
+                continue
             reply = await self.dispatch(request)
             await peer.send(reply)
-            if isinstance(request, dict) and request.get("op") == "server-stop":
+            if op == "server-stop":
                 self.stop.request("hq server stop")
 
     async def dispatch(self, request: Any) -> dict[str, Any]:
@@ -54,12 +154,21 @@ class ClientApi:
             return {"error": f"unknown request {request['op']!r}"}
         try:
             return {"ok": await op(request)}
-        except RequestError as error:
-            return {"error": str(error)}
+        except HqError as error:
+            return {"error": error.message}
+        except (KeyError, TypeError, ValueError) as error:
+            log.debug("Malformed %s request: %r", request["op"], error)
+            return {"error": f"malformed {request['op']} request"}
 
     async def shutdown(self) -> None:
-        """Graceful part of the stop: tell what needs telling before the tree is cancelled."""
+        """Graceful part of the stop: tell workers before the tree is cancelled."""
+        if self.core is None:
+            return
+        for link in list(self.core.links.values()):
+            link.stop_reason = link.stop_reason or "server-stop"
+            link.poke()
 
+    # --- server -----------------------------------------------------------------------
     async def _server_info(self, request: dict[str, Any]) -> Any:
         assert self.info is not None
         return self.info.to_wire()
@@ -69,4 +178,286 @@ class ClientApi:
 
     async def _debug_dump(self, request: dict[str, Any]) -> Any:
         assert self.info is not None
-        return {"tako": {}, "server": self.info.to_wire()}
+        model = self.model
+        return {
+            "tako": {
+                "workers": {str(w): worker_wire(model.worker_info(w)) for w in model.worker_ids()},
+                "jobs": [job_info_wire(model.job_info(j)) for j in model.job_ids()],
+                "task_records": model.record_count(),
+            },
+            "server": self.info.to_wire(),
+        }
+
+    # --- jobs: changes ----------------------------------------------------------------
+    async def _submit(self, request: dict[str, Any]) -> Any:
+        core = self.core
+        assert core is not None
+        job_desc = request.get("job_desc") or {}
+        desc = request["submit_desc"]
+        job_id = request.get("job")
+        target = job_id if job_id is not None else self.model.next_job_id
+        resolved = core.resolve_submit(desc, target)
+        events = self.model.submit(
+            resolved,
+            now=core.now(),
+            job_id=job_id,
+            name=job_desc.get("name"),
+            max_fails=job_desc.get("max_fails"),
+        )
+        core.commit(events)
+        return {"job": events[0].job}
+
+    async def _job_open(self, request: dict[str, Any]) -> Any:
+        core = self.core
+        assert core is not None
+        events = self.model.open_job(
+            now=core.now(), name=request.get("name"), max_fails=request.get("max_fails")
+        )
+        core.commit(events)
+        return {"job": events[0].job_id}
+
+    def _job_ids(self, selector: Any, all_ids: list[int]) -> list[int]:
+        model = self.model
+        return select_ids(selector, model.job_ids(), model.max_job_id, all_ids)
+
+    async def _job_close(self, request: dict[str, Any]) -> Any:
+        core = self.core
+        assert core is not None
+        model = self.model
+        open_ids = [j for j in model.job_ids() if model.jobs[j].is_open]
+        ids = self._job_ids(request["selector"], open_ids)
+        results = []
+        for job_id in ids:
+            try:
+                core.commit(model.close_job(job_id, now=core.now()))
+                results.append({"id": job_id, "status": "closed"})
+            except NotFound:
+                results.append({"id": job_id, "status": "missing"})
+            except WrongState:
+                results.append({"id": job_id, "status": "already-closed"})
+        return {"results": results, "nothing": not ids}
+
+    async def _job_cancel(self, request: dict[str, Any]) -> Any:
+        core = self.core
+        assert core is not None
+        model = self.model
+        active = [j for j in model.job_ids()
+                  if model.jobs[j].job_state() in (JobState.WAITING, JobState.RUNNING)]
+        ids = self._job_ids(request["selector"], active)
+        results = []
+        for job_id in ids:
+            try:
+                result = model.cancel_job(job_id, now=core.now(), reason=request.get("reason"))
+            except NotFound:
+                results.append({"id": job_id, "status": "missing", "canceled": 0, "finished": 0})
+                continue
+            except WrongState:
+                results.append({"id": job_id, "status": "all-finished", "canceled": 0,
+                                "finished": 0})
+                continue
+            for index, event in enumerate(result.events):
+                core.commit([event])
+                if index % 16 == 15:
+                    await trio.sleep(0)
+            results.append({"id": job_id, "status": "canceled", "canceled": result.canceled,
+                            "finished": result.already_finished})
+        return {"results": results}
+
+    async def _job_forget(self, request: dict[str, Any]) -> Any:
+        core = self.core
+        assert core is not None
+        model = self.model
+        ids = self._job_ids(request["selector"], model.job_ids())
+        states = _states(request.get("states"), JobState)
+        result = model.forget_jobs(ids, now=core.now(), states=states)
+        core.commit(result.events)
+        return {"forgotten": result.forgotten, "ignored": result.ignored}
+
+    # --- jobs: queries ----------------------------------------------------------------
+    async def _job_list(self, request: dict[str, Any]) -> Any:
+        model = self.model
+        jobs = []
+        for index, job_id in enumerate(model.job_ids()):
+            jobs.append(job_info_wire(model.job_info(job_id)))
+            if index % CHUNK == CHUNK - 1:
+                await trio.sleep(0)
+        return {"jobs": jobs, "total": len(jobs)}
+
+    async def _job_summary(self, request: dict[str, Any]) -> Any:
+        counts = self.model.job_summary()
+        return {"counts": {str(state): n for state, n in counts.items()}}
+
+    async def _job_info(self, request: dict[str, Any]) -> Any:
+        model = self.model
+        ids = self._job_ids(request["selector"], model.job_ids())
+        jobs, missing = [], []
+        for job_id in ids:
+            detail = job_detail_wire(model, job_id, bool(request.get("with_tasks")))
+            if detail is None:
+                missing.append(job_id)
+            else:
+                jobs.append(detail)
+            await trio.sleep(0)
+        return {"jobs": jobs, "missing": missing, "worker_names": self._worker_names()}
+
+    def _worker_names(self) -> dict[str, str]:
+        model = self.model
+        return {str(w): model.hostname(w) or "" for w in model.worker_ids()}
+
+    def _is_done(self, job_id: int, without_close: bool) -> bool:
+        job = self.model.jobs.get(job_id)
+        if job is None:
+            return True
+        if without_close:
+            return job.active_count == 0
+        return job.is_completed
+
+    async def _job_wait(self, request: dict[str, Any]) -> Any:
+        core = self.core
+        assert core is not None
+        model = self.model
+        ids = [j for j in self._job_ids(request["selector"], model.job_ids()) if j in model.jobs]
+        without_close = bool(request.get("without_close"))
+        while True:
+            if all(self._is_done(j, without_close) for j in ids):
+                break
+            await core.changed.wait()
+        return {"jobs": [job_info_wire(model.job_info(j)) for j in ids if j in model.jobs]}
+
+    async def _job_progress(self, request: dict[str, Any], peer: PeerConnection) -> None:
+        core = self.core
+        assert core is not None
+        model = self.model
+        ids = [j for j in self._job_ids(request["selector"], model.job_ids()) if j in model.jobs]
+
+        def snapshot() -> dict[str, Any]:
+            return {"jobs": [job_info_wire(model.job_info(j)) for j in ids if j in model.jobs]}
+
+        await peer.send({"ok": snapshot()})
+        while not all(self._is_done(j, False) for j in ids):
+            await core.changed.wait()
+            await trio.sleep(1 / PROGRESS_RATE)
+            await peer.send(snapshot())
+
+    async def _job_task_ids(self, request: dict[str, Any]) -> Any:
+        model = self.model
+        ids = self._job_ids(request["selector"], model.job_ids())
+        states = _states(request.get("states"), TaskState)
+        jobs: dict[str, Any] = {}
+        missing = []
+        for job_id in ids:
+            if job_id not in model.jobs:
+                missing.append(job_id)
+                continue
+            if states is None:
+                jobs[str(job_id)] = [list(item) for item in model.job_task_items(job_id)]
+            else:
+                jobs[str(job_id)] = _compact(v.task_id for v in model.iter_tasks(job_id, states=states))
+            await trio.sleep(0)
+        return {"jobs": jobs, "missing": missing}
+
+    # --- tasks ------------------------------------------------------------------------
+    def _task_views(self, job_id: int, task_items: Any, states: list[Any] | None) -> Iterator[Any]:
+        model = self.model
+        if task_items is None:
+            return model.iter_tasks(job_id, states=states)
+        items = _items({"ranges": task_items})
+        ids = (i for s, last, step in items for i in range(s, last + 1, step))
+        return model.iter_tasks(job_id, ids, states=states)
+
+    async def _task_list(self, request: dict[str, Any]) -> Any:
+        model = self.model
+        ids = self._job_ids(request["selector"], model.job_ids())
+        states = _states(request.get("states"), TaskState)
+        jobs: dict[str, Any] = {}
+        missing = []
+        for job_id in ids:
+            if job_id not in model.jobs:
+                missing.append(job_id)
+                continue
+            submits = model.job_submits(job_id)
+            tasks = []
+            for index, view in enumerate(self._task_views(job_id, request.get("tasks"), states)):
+                tasks.append(task_wire(view, submits[view.submit_index]))
+                if index % CHUNK == CHUNK - 1:
+                    await trio.sleep(0)
+            jobs[str(job_id)] = tasks
+        return {"jobs": jobs, "missing": missing, "worker_names": self._worker_names()}
+
+    async def _task_info(self, request: dict[str, Any]) -> Any:
+        core = self.core
+        assert core is not None
+        model = self.model
+        ids = self._job_ids(request["selector"], model.job_ids())
+        if not ids or ids[0] not in model.jobs:
+            return {"job": ids[0] if ids else None, "found": False, "tasks": [],
+                    "missing_tasks": [], "worker_names": {}}
+        job_id = ids[0]
+        submits = model.job_submits(job_id)
+        wanted = [i for s, last, step in _items({"ranges": request["tasks"]})
+                  for i in range(s, min(last, s + MAX_EXPANDED_IDS * step) + 1, step)]
+        tasks, missing = [], []
+        for task_id in wanted:
+            view = model.task(job_id, task_id)
+            if view is None:
+                missing.append(task_id)
+            else:
+                tasks.append(task_info_wire(view, submits[view.submit_index], job_id,
+                                            core.server_uid))
+        return {"job": job_id, "found": True, "tasks": tasks, "missing_tasks": missing,
+                "worker_names": self._worker_names()}
+
+    # --- workers ----------------------------------------------------------------------
+    def _worker_ids(self, selector: Any, all_ids: list[int]) -> list[int]:
+        model = self.model
+        existing = model.worker_ids()
+        return select_ids(selector, existing, existing[-1] if existing else None, all_ids)
+
+    async def _worker_list(self, request: dict[str, Any]) -> Any:
+        model = self.model
+        return {"workers": [worker_wire(model.worker_info(w)) for w in model.worker_ids()]}
+
+    async def _worker_info(self, request: dict[str, Any]) -> Any:
+        model = self.model
+        ids = self._worker_ids(request["selector"], model.worker_ids())
+        workers, missing = [], []
+        for worker_id in ids:
+            view = model.worker_info(worker_id)
+            if view is None:
+                missing.append(worker_id)
+            else:
+                workers.append(worker_wire(view))
+        return {"workers": workers, "missing": missing}
+
+    async def _worker_stop(self, request: dict[str, Any]) -> Any:
+        core = self.core
+        assert core is not None
+        model = self.model
+        running = [w for w in model.worker_ids() if model.workers[w].is_connected]
+        ids = self._worker_ids(request["selector"], running)
+        results = []
+        for worker_id in ids:
+            try:
+                core.commit(model.stop_worker(worker_id, now=core.now()))
+            except NotFound:
+                results.append({"id": worker_id, "status": "missing"})
+                continue
+            except WrongState:
+                results.append({"id": worker_id, "status": "already-stopped"})
+                continue
+            link = core.links.get(worker_id)
+            if link is not None:
+                link.stop_reason = "stopped"
+                link.poke()
+            results.append({"id": worker_id, "status": "stopped"})
+        return {"results": results}
+
+
+def _compact(ids: Iterable[int]) -> list[list[int]]:
+    items: list[list[int]] = []
+    for task_id in ids:
+        if items and items[-1][1] + 1 == task_id:
+            items[-1][1] = task_id
+        else:
+            items.append([task_id, task_id, 1])
+    return items

@@ -269,6 +269,9 @@ class Job:
     """A job: name, flags, its submits and the records of its touched tasks."""
 
     __slots__ = (
+        "_span_reach",
+        "_span_starts",
+        "_span_submits",
         "active",
         "cancel_reason",
         "completed_at",
@@ -302,6 +305,12 @@ class Job:
         self.counts: dict[TaskState, int] = {state: 0 for state in TaskState}
         self.total = 0
         self.workers_used: set[int] = set()
+        # Submits ordered by their lowest task ID, with the highest ID seen up to each,
+        # so that finding a task's submit is a bisection even in an open job with
+        # thousands of submits.
+        self._span_starts: list[int] = []
+        self._span_submits: list[Submit] = []
+        self._span_reach: list[int] = []
 
     # -- structure --------------------------------------------------------------------
 
@@ -309,18 +318,41 @@ class Job:
         submit = Submit(self.id, len(self.submits), desc)
         self.submits.append(submit)
         self.total += len(submit.ids)
+        low, high = submit.ids.min(), submit.ids.max()
+        if low is not None and high is not None:
+            index = bisect_right(self._span_starts, low)
+            self._span_starts.insert(index, low)
+            self._span_submits.insert(index, submit)
+            top = self._span_reach[index - 1] if index > 0 else -1
+            del self._span_reach[index:]
+            for later in self._span_submits[index:]:
+                top = max(top, later.ids.max() or 0)
+                self._span_reach.append(top)
         return submit
 
     def max_task_id(self) -> int | None:
-        tops = [top for submit in self.submits if (top := submit.ids.max()) is not None]
-        return max(tops) if tops else None
+        return self._span_reach[-1] if self._span_reach else None
+
+    def submits_overlapping(self, low: int, high: int) -> list[Submit]:
+        """Submits whose ID span meets [low, high] (they may share IDs with it)."""
+        out = []
+        index = bisect_right(self._span_starts, high) - 1
+        while index >= 0 and self._span_reach[index] >= low:
+            submit = self._span_submits[index]
+            if (submit.ids.max() or 0) >= low:
+                out.append(submit)
+            index -= 1
+        return out
 
     def locate(self, task_id: int) -> tuple[Submit, int] | None:
         """The submit holding `task_id` and its rank there."""
-        for submit in self.submits:
+        index = bisect_right(self._span_starts, task_id) - 1
+        while index >= 0 and self._span_reach[index] >= task_id:
+            submit = self._span_submits[index]
             rank = submit.ids.rank(task_id)
             if rank is not None:
                 return submit, rank
+            index -= 1
         return None
 
     # -- state ------------------------------------------------------------------------

@@ -26,9 +26,11 @@ from hyperq.common.access import AccessRecord, generate_record, read_record, wri
 from hyperq.common.errors import HqError
 from hyperq.server.clientapi import ClientApi
 from hyperq.server.config import ServerConfig
+from hyperq.server.core import ServerCore
 from hyperq.server.info import ServerInfo
 from hyperq.server.lifecycle import GRACE_PERIOD, StopRequest, watch_signals
-from hyperq.transport.wsserver import PeerConnection, serve_role
+from hyperq.server.workerconn import WorkerHandler
+from hyperq.transport.wsserver import serve_role
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +121,22 @@ async def _serve(config: ServerConfig, preset: AccessRecord | None, announce: An
         client_port = client_port if client_port is not None else preset.client.port
         worker_port = worker_port if worker_port is not None else preset.worker.port
 
+    assert provisional.server_uid is not None
+    core = ServerCore(provisional.server_uid, started, config.idle_timeout)
     api = ClientApi(stop)
+    api.core = core
+    workers = WorkerHandler(core)
     run_dir: Path | None = None
     try:
         async with trio.open_nursery() as root:
             await root.start(watch_signals, stop)
+            root.start_soon(core.run_scheduler)
+            root.start_soon(core.run_watchdog)
             client_ws = await root.start(
                 serve_role, "client", client_key, BIND_ALL, client_port or 0, api.handle_connection
             )
             worker_ws = await root.start(
-                serve_role, "worker", worker_key, BIND_ALL, worker_port or 0, _refuse_worker
+                serve_role, "worker", worker_key, BIND_ALL, worker_port or 0, workers.handle
             )
             assert provisional.client and provisional.worker
             host = config.host
@@ -169,8 +177,3 @@ async def _serve(config: ServerConfig, preset: AccessRecord | None, announce: An
         if run_dir is not None:
             serverdir.remove_current_link(config.server_dir, run_dir)
 
-
-async def _refuse_worker(peer: PeerConnection) -> None:
-    # Workers arrive with the worker protocol; until then an authenticated worker is told so.
-    await peer.send({"error": "this server does not accept workers yet"})
-    await peer.close("workers not supported")

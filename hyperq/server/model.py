@@ -71,6 +71,18 @@ from hyperq.server.taskids import (
     TaskIdSet,
     find_clash,
     ids_to_items,
+    merge_adjacent,
+)
+from hyperq.server.views import (
+    RECORD_ONLY_STATES,
+    TASK_STAT_KEYS,
+    JobInfo,
+    TaskView,
+    WorkerView,
+    pristine_view,
+    record_view,
+    submit_views,
+    view_facts,
 )
 from hyperq.server.workers import Worker
 
@@ -146,118 +158,6 @@ class Assignment(NamedTuple):
     task_id: int
     worker_id: int
     allocation: Allocation
-
-
-# ---------------------------------------------------------------------------------------
-# Query results
-
-
-@dataclass(frozen=True)
-class TaskView:
-    job_id: int
-    task_id: int
-    state: TaskState
-    instance: int
-    crash_count: int
-    worker: int | None  # where it is placed or last ran
-    workers: tuple[int, ...]
-    started_at: float | None
-    finished_at: float | None
-    error: str | None
-    variant: int
-    submit_index: int
-    entry: Any
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "job": self.job_id,
-            "id": self.task_id,
-            "state": str(self.state),
-            "instance": self.instance,
-            "crash_count": self.crash_count,
-            "worker": self.worker,
-            "workers": list(self.workers),
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "error": self.error,
-            "variant": self.variant,
-            "submit": self.submit_index,
-            "entry": self.entry,
-        }
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    id: int
-    name: str
-    state: JobState
-    is_open: bool
-    cancel_reason: str | None
-    max_fails: int | None
-    task_count: int
-    task_stats: Mapping[str, int]  # running/finished/failed/canceled/aborted/waiting
-    submitted_at: float
-    completed_at: float | None
-    workers: tuple[int, ...]  # every worker that ran one of its tasks, ascending
-    submit_count: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": str(self.state),
-            "is_open": self.is_open,
-            "cancel_reason": self.cancel_reason,
-            "max_fails": self.max_fails,
-            "task_count": self.task_count,
-            "task_stats": dict(self.task_stats),
-            "submitted_at": self.submitted_at,
-            "completed_at": self.completed_at,
-            "workers": list(self.workers),
-            "submit_count": self.submit_count,
-        }
-
-
-@dataclass(frozen=True)
-class WorkerView:
-    id: int
-    configuration: Mapping[str, Any]
-    hostname: str
-    started_at: float
-    ended_at: float | None
-    lost_reason: str | None  # None while connected
-    last_task_started: tuple[int, int, float] | None  # (job, task, time)
-    assigned_tasks: int  # assigned or running here
-    running_tasks: int
-    stop_requested: bool
-
-    @property
-    def is_running(self) -> bool:
-        return self.lost_reason is None
-
-    def to_wire(self) -> dict[str, Any]:
-        last = self.last_task_started
-        return {
-            "id": self.id,
-            "configuration": dict(self.configuration),
-            "hostname": self.hostname,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "lost_reason": self.lost_reason,
-            "last_task_started": (
-                None if last is None else {"job": last[0], "task": last[1], "time": last[2]}
-            ),
-            "runtime_info": (
-                {"assigned_tasks": self.assigned_tasks, "running_tasks": self.running_tasks}
-                if self.is_running
-                else None
-            ),
-            "stop_requested": self.stop_requested,
-        }
-
-
-TASK_STAT_KEYS = ("running", "finished", "failed", "canceled", "aborted", "waiting")
-_RECORD_ONLY_STATES = frozenset({TaskState.RUNNING, TaskState.FINISHED, TaskState.FAILED})
 
 
 class _ItemIndex:
@@ -433,7 +333,6 @@ class Model:
                 False,
                 event.time,
             )
-            self.jobs[event.job] = job
         else:
             found = self.jobs.get(event.job)
             if found is None:
@@ -442,7 +341,14 @@ class Model:
                 )
                 return
             job = found
-        self._refresh(job.add_submit(event.submit_desc))
+        try:
+            submit = job.add_submit(event.submit_desc)
+        except (KeyError, TypeError, ValueError) as error:
+            # Our commands never make such events; a damaged journal might.
+            self.warnings.append(f"Tasks submitted to job {event.job} were ignored: {error}")
+            return
+        self.jobs[job.id] = job
+        self._refresh(submit)
 
     def _on_job_close(self, event: JobClose) -> None:
         job = self.jobs.get(event.job_id)
@@ -647,11 +553,15 @@ class Model:
             top = job.max_task_id()
             base = 0 if top is None else top + 1
         ids, entry_offset = _resolve_ids(tasks, base)
-        if job is not None:
-            for submit in job.submits:
-                clash = find_clash(ids.items, submit.ids.items)
-                if clash is not None:
-                    raise HqError(f"Task {clash} already exists in job {job_id}.")
+        low, high = ids.min(), ids.max()
+        if job is not None and low is not None and high is not None:
+            clashes = [
+                clash
+                for submit in job.submits_overlapping(low, high)
+                if (clash := find_clash(ids.items, submit.ids.items)) is not None
+            ]
+            if clashes:
+                raise HqError(f"Task {min(clashes)} already exists in job {job_id}.")
         desc["tasks"] = {
             "ids": [list(item) for item in ids.items],
             "entries": tasks.get("entries"),
@@ -886,11 +796,11 @@ class Model:
         return [submit.desc for submit in job.submits] if job is not None else []
 
     def job_task_items(self, job_id: int) -> list[IdItem]:
-        """All task IDs of the job as (start, last, step) items, sorted by start."""
+        """All task IDs of the job as (start, last, step) items, sorted, runs joined."""
         job = self.jobs.get(job_id)
         if job is None:
             return []
-        return sorted(item for submit in job.submits for item in submit.ids.items)
+        return merge_adjacent(sorted(item for submit in job.submits for item in submit.ids.items))
 
     def task(self, job_id: int, task_id: int) -> TaskView | None:
         job = self.jobs.get(job_id)
@@ -898,12 +808,12 @@ class Model:
             return None
         record = job.records.get(task_id)
         if record is not None:
-            return _record_view(job.id, record)
+            return record_view(job.id, record)
         found = job.locate(task_id)
         if found is None:
             return None
         submit, rank = found
-        return _pristine_view(job.id, submit, task_id, submit.dropped_state(rank))
+        return pristine_view(job.id, submit, task_id, submit.dropped_state(rank))
 
     def iter_tasks(
         self,
@@ -924,11 +834,11 @@ class Model:
             views: Iterable[TaskView | None] = (
                 self.task(job_id, task_id) for task_id in sorted(set(task_ids))
             )
-        elif wanted is not None and wanted <= _RECORD_ONLY_STATES:
-            views = (_record_view(job.id, job.records[t]) for t in sorted(job.records))
+        elif wanted is not None and wanted <= RECORD_ONLY_STATES:
+            views = (record_view(job.id, job.records[t]) for t in sorted(job.records))
         else:
             views = heapq.merge(
-                *(_submit_views(job, submit) for submit in job.submits),
+                *(submit_views(job, submit) for submit in job.submits),
                 key=lambda view: view.task_id,
             )
         for view in views:
@@ -941,7 +851,7 @@ class Model:
         if job is None:
             return [], 0
         failed = sorted(t for t, r in job.records.items() if r.state == TaskState.FAILED)
-        views = [_record_view(job.id, job.records[t]) for t in failed[:limit]]
+        views = [record_view(job.id, job.records[t]) for t in failed[:limit]]
         return views, len(failed)
 
     def worker_ids(self) -> list[int]:
@@ -990,7 +900,7 @@ class Model:
                 "workers_used": sorted(job.workers_used),
                 "stats": {key: job.count(TaskState(key)) for key in TASK_STAT_KEYS},
                 "submits": [dict(submit.desc) for submit in job.submits],
-                "tasks": [_view_facts(view, job) for view in self.iter_tasks(job_id)],
+                "tasks": [view_facts(view, job) for view in self.iter_tasks(job_id)],
                 "queued": [list(submit.requeued) for submit in job.submits],
             }
         workers = {}
@@ -1020,74 +930,6 @@ class Model:
 
 # ---------------------------------------------------------------------------------------
 # helpers
-
-
-def _record_view(job_id: int, record: TaskRecord) -> TaskView:
-    submit = record.submit
-    return TaskView(
-        job_id=job_id,
-        task_id=record.task_id,
-        state=record.state,
-        instance=record.instance,
-        crash_count=record.crash_count,
-        worker=record.worker,
-        workers=record.workers,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        error=record.error,
-        variant=record.variant,
-        submit_index=submit.index,
-        entry=submit.entry(record.task_id),
-    )
-
-
-def _pristine_view(
-    job_id: int, submit: Submit, task_id: int, dropped: TaskState | None
-) -> TaskView:
-    return TaskView(
-        job_id=job_id,
-        task_id=task_id,
-        state=dropped or TaskState.WAITING,
-        instance=0,
-        crash_count=0,
-        worker=None,
-        workers=(),
-        started_at=None,
-        finished_at=None,
-        error=None,
-        variant=0,
-        submit_index=submit.index,
-        entry=submit.entry(task_id),
-    )
-
-
-def _submit_views(job: Job, submit: Submit) -> Iterator[TaskView]:
-    for rank, task_id in enumerate(submit.ids):
-        record = job.records.get(task_id)
-        if record is not None:
-            yield _record_view(job.id, record)
-        else:
-            yield _pristine_view(job.id, submit, task_id, submit.dropped_state(rank))
-
-
-def _view_facts(view: TaskView, job: Job) -> list[Any]:
-    record = job.records.get(view.task_id)
-    placed = record is not None and record.placed
-    allocation = record.allocation.to_wire() if record is not None and record.allocation else None
-    return [
-        view.task_id,
-        str(view.state),
-        view.instance,
-        view.crash_count,
-        view.worker,
-        list(view.workers),
-        view.started_at,
-        view.finished_at,
-        view.error,
-        view.variant,
-        placed,
-        allocation,
-    ]
 
 
 def _check_name(name: str | None) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 
-from hyperq.common.resources import Allocation, WorkerAllocator, fits_ever
+from hyperq.common.resources import Allocation, ResourceRequest, WorkerAllocator, fits_ever
 from hyperq.server.jobs import Submit
 from hyperq.server.model import Assignment, Model
 from hyperq.server.workers import Worker
@@ -70,6 +70,20 @@ def _worker_order(model: Model) -> list[Worker]:
     return busy + idle
 
 
+def _fits_somewhere(
+    order: list[Worker], lifetimes: list[float | None], request: ResourceRequest
+) -> bool:
+    for worker, life in zip(order, lifetimes, strict=True):
+        if life is not None and life < request.min_time:
+            continue
+        assert worker.allocator is not None
+        allocation = worker.allocator.try_allocate(request)
+        if allocation is not None:
+            worker.allocator.release(allocation)
+            return True
+    return False
+
+
 def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assignment]:
     """Up to `limit` assignments for the current state; applying them is the caller's job."""
     if limit <= 0:
@@ -78,16 +92,25 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     if not order:
         return []
     lifetimes = [w.remaining_lifetime(now) for w in order]
+    # Requests nobody can take right now are settled once, not once per submit: when
+    # every worker is full, a pass over thousands of waiting submits stays cheap.
+    fits_now: dict[ResourceRequest, bool] = {}
     heap: list[tuple[int, int, int, int, _SubmitQueue]] = []
     for submit in model.ready.values():
-        if submit.request.n_nodes > 0:
+        request = submit.request
+        if request.n_nodes > 0:
             continue  # multi-node tasks: later
+        fits = fits_now.get(request)
+        if fits is None:
+            fits = fits_now[request] = _fits_somewhere(order, lifetimes, request)
+        if not fits:
+            continue
         queue = _SubmitQueue(submit)
         if queue.head is not None:
             heap.append((-submit.priority, submit.job_id, queue.head, submit.index, queue))
     heapq.heapify(heap)
     # Per request: index into `order` below which every worker already refused it.
-    first_candidate: dict[object, int] = {}
+    first_candidate: dict[ResourceRequest, int] = {}
     taken: list[tuple[WorkerAllocator, Allocation]] = []
     out: list[Assignment] = []
     try:

@@ -108,7 +108,7 @@ class TaskIdSet:
         if interleaved:
             merged = heapq.merge(*(range(s, last + 1, step) for s, last, step in items))
             return cls(_runs(merged))
-        return cls(_merge_adjacent(items))
+        return cls(merge_adjacent(items))
 
     @classmethod
     def single_run(cls, start: int, count: int) -> TaskIdSet:
@@ -164,7 +164,7 @@ class TaskIdSet:
         return out
 
 
-def _merge_adjacent(items: list[Item]) -> list[Item]:
+def merge_adjacent(items: list[Item]) -> list[Item]:
     merged: list[Item] = []
     for item in items:
         if merged and item[2] == 1 and merged[-1][2] == 1 and merged[-1][1] + 1 == item[0]:

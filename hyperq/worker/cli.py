@@ -147,7 +147,8 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
     while True:
         try:
             return trio.run(run_worker, config, endpoint.host, endpoint.port,
-                            endpoint.key_bytes(), output.worker_started)
+                            endpoint.key_bytes(),
+                            lambda worker: output.worker_info([{**worker, "runtime_info": None}]))
         except (OSError, HandshakeError, BaseExceptionGroup) as raised:
             error = _connect_error(raised)
             if error is None:

@@ -4,19 +4,23 @@
 session, waits for it and turns the result into a `TaskOutcome` with HyperQueue's exact
 error strings. Cancelling the caller's scope kills the task's whole process group
 (SIGINT, then SIGKILL after 1 s) before the cancellation propagates. It must never do
-networking or know about the server: the worker's main loop reports outcomes.
+networking or know about the server: the worker's main loop reports outcomes. Nothing
+else in the worker may reap children (os.wait*): the launcher reaps its own.
 
-Spawning: `tools/bench_spawn` (500 x `true`, 2 concurrent, 2-core VM, Python 3.11) gave
-about 1,400-1,700 spawns/s for `os.posix_spawn(setsid=True)` + `pidfd_open` +
-`wait_readable` + `waitpid`, 900-1,000/s for `trio.open_process` (it hops to a thread for
-every Popen), 1,200/s for an inline Popen, and only 230-280/s for any spawn with a
-`preexec_fn` (which forces fork instead of vfork; fork alone costs ~2.5 ms here). So the
-launcher uses posix_spawn. posix_spawn has no working-directory argument, so the parent
+Spawning: `tools/bench_spawn` (500 x `true`, 2 concurrent, 2-core VM, Python 3.11).
+On a quiet machine: `os.posix_spawn(setsid=True)` + `pidfd_open` + `wait_readable` +
+`waitpid` ran 1,400-1,700 spawns/s, `trio.open_process` (a thread hop per Popen)
+900-1,000/s, an inline Popen 1,200/s, and anything with a `preexec_fn` (fork instead of
+vfork; fork alone costs ~2.5 ms here) 230-280/s. With other test suites loading both
+cores, wall-clock rates became noise, but the worker's own CPU per spawn stayed ordered:
+posix_spawn 0.2-0.4 ms, run_task end to end 0.3-0.6 ms (files, env, paths), Popen
+0.3-0.45 ms, trio.open_process 0.45-0.8 ms, preexec 1.7-3.3 ms. So the launcher uses
+posix_spawn. posix_spawn has no working-directory argument, so the parent
 switches its own cwd around the (synchronous, await-free) spawn call: no other trio task
 can observe it, and the worker must not resolve relative paths in worker threads.
 The parent-death signal (PR_SET_PDEATHSIG) needs code between fork and exec, i.e. the slow
 preexec path, so it is off by default; `parent_death_signal=True` gets it by running the
-program through util-linux `setpriv --pdeathsig TERM` (~700-800 spawns/s measured).
+program through util-linux `setpriv --pdeathsig TERM` (an extra exec: 660-790/s quiet).
 Kernels without pidfd_open (< 5.3) fall back to waiting for the exit in a worker thread.
 """
 

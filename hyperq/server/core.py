@@ -1,0 +1,167 @@
+"""The server's state at the trio edge: the one place events are applied.
+
+Everything that changes the model goes through `ServerCore.commit(events)`: apply each
+event, carry out its effects (queue task launches and kills on worker links), hand the
+persisted ones to the journal, then wake the scheduler and anyone waiting for changes.
+Client handlers and worker handlers call commands on `core.model` (pure) and commit the
+events they return; nothing else mutates the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import trio
+
+from hyperq.common.placeholders import fill, submit_values
+from hyperq.server.events import Event, ServerStart
+from hyperq.server.model import KillTask, LaunchTask, Model
+from hyperq.server.scheduler import schedule, worker_is_idle
+
+log = logging.getLogger(__name__)
+
+# Assignments per scheduler pass; between passes the scheduler yields, so one huge
+# submit cannot stall heartbeats or client requests.
+SCHEDULE_BATCH = 1_000
+# How often the watchdog checks heartbeats and idle timeouts.
+WATCHDOG_PERIOD = 0.25
+
+
+class WorkerLink:
+    """What the server holds for one connected worker: outgoing queues and liveness."""
+
+    def __init__(self, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self.launch: list[LaunchTask] = []
+        self.kill: list[tuple[int, int, int]] = []
+        self.stop_reason: str | None = None
+        self.wake = trio.Event()
+        self.last_seen = time.monotonic()
+        self.idle_since: float | None = None
+        self.lost_reason: str | None = None
+        self.scope = trio.CancelScope()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+
+class Pulse:
+    """Wakes every waiter on the next change (job wait, job progress, journal stream)."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class ServerCore:
+    def __init__(self, server_uid: str, started_at: float, idle_timeout: float | None) -> None:
+        self.model = Model()
+        self.server_uid = server_uid
+        self.started_at = started_at
+        self.idle_timeout = idle_timeout
+        self.links: dict[int, WorkerLink] = {}
+        self.changed = Pulse()
+        self._schedule_wanted = trio.Event()
+        self.commit([ServerStart(started_at, server_uid)])
+
+    # --- applying events --------------------------------------------------------------
+    def commit(self, events: Iterable[Event]) -> None:
+        applied = False
+        for event in events:
+            applied = True
+            for effect in self.model.apply(event):
+                if isinstance(effect, LaunchTask):
+                    link = self.links.get(effect.worker_id)
+                    if link is not None:
+                        link.launch.append(effect)
+                        link.poke()
+                elif isinstance(effect, KillTask):
+                    link = self.links.get(effect.worker_id)
+                    if link is not None:
+                        link.kill.append((effect.job_id, effect.task_id, effect.instance))
+                        link.poke()
+        if applied:
+            self._schedule_wanted.set()
+            self.changed.fire()
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    # --- submits ----------------------------------------------------------------------
+    def resolve_submit(self, desc: dict[str, Any], job_id: int) -> dict[str, Any]:
+        """Stage 1 of path resolution (jobs.md §2): JOB_ID, SUBMIT_DIR, SERVER_UID."""
+        from hyperq.common.placeholders import resolve_paths
+
+        values = submit_values(job_id, desc["submit_dir"], self.server_uid)
+        program = dict(desc["program"])
+        stdout = program.get("stdout")
+        stderr = program.get("stderr")
+        cwd, out_path, err_path = resolve_paths(
+            program["cwd"],
+            stdout["path"] if stdout else None,
+            stderr["path"] if stderr else None,
+            values,
+            desc["submit_dir"],
+        )
+        program["cwd"] = cwd
+        if stdout:
+            program["stdout"] = {**stdout, "path": out_path}
+        if stderr:
+            program["stderr"] = {**stderr, "path": err_path}
+        resolved = dict(desc)
+        resolved["program"] = program
+        if desc.get("stream_path"):
+            resolved["stream_path"] = fill(desc["stream_path"], values)
+        return resolved
+
+    # --- services ---------------------------------------------------------------------
+    async def run_scheduler(self) -> None:
+        while True:
+            await self._schedule_wanted.wait()
+            self._schedule_wanted = trio.Event()
+            while True:
+                assignments = schedule(self.model, self.now(), SCHEDULE_BATCH)
+                if not assignments:
+                    break
+                self.commit(self.model.assign(assignments, now=self.now()))
+                await trio.sleep(0)
+
+    async def run_watchdog(self) -> None:
+        """Heartbeat loss and idle timeouts, checked for every connected worker."""
+        while True:
+            await trio.sleep(WATCHDOG_PERIOD)
+            now_mono = time.monotonic()
+            now = self.now()
+            for link in list(self.links.values()):
+                worker = self.model.workers.get(link.worker_id)
+                if worker is None:
+                    continue
+                config = worker.configuration
+                heartbeat = float(config.get("heartbeat_interval") or 8.0)
+                if now_mono - link.last_seen > max(3 * heartbeat, 2.0):
+                    log.warning("Worker %d lost: no heartbeat", link.worker_id)
+                    link.lost_reason = "HeartbeatLost"
+                    link.scope.cancel()
+                    continue
+                idle_timeout = config.get("idle_timeout")
+                if idle_timeout is None or link.stop_reason is not None:
+                    continue
+                if worker_is_idle(self.model, link.worker_id, now):
+                    if link.idle_since is None:
+                        link.idle_since = now_mono
+                    elif now_mono - link.idle_since >= float(idle_timeout):
+                        log.info("Worker %d reached its idle timeout", link.worker_id)
+                        link.stop_reason = "IdleTimeout"
+                        link.poke()
+                else:
+                    link.idle_since = None

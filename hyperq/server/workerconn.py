@@ -1,0 +1,163 @@
+"""One connected worker: registration, its updates, and what we send it.
+
+The handler's receive loop turns the worker's reports into model commands; a sender
+task drains the link's queues (task launches, kills, stop) into batched messages.
+However the connection ends, the worker is marked lost exactly once, with the reason
+that ended it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed
+
+from hyperq.common.errors import HqError
+from hyperq.server.core import ServerCore, WorkerLink
+from hyperq.server.replies import worker_wire
+from hyperq.transport.codec import ProtocolError
+from hyperq.transport.peer import PeerConnection
+
+log = logging.getLogger(__name__)
+
+REGISTER_TIMEOUT = 10.0
+
+
+class WorkerHandler:
+    def __init__(self, core: ServerCore) -> None:
+        self.core = core
+
+    async def handle(self, peer: PeerConnection) -> None:
+        core = self.core
+        with trio.fail_after(REGISTER_TIMEOUT):
+            message = await peer.recv()
+        if not isinstance(message, dict) or message.get("op") != "register":
+            raise ProtocolError("expected a register message")
+        configuration = message.get("configuration")
+        if not isinstance(configuration, dict):
+            raise ProtocolError("register: bad configuration")
+        configuration = dict(configuration)
+        if configuration.get("idle_timeout") is None and core.idle_timeout is not None:
+            configuration["idle_timeout"] = core.idle_timeout
+        configuration["pid"] = message.get("pid")
+        try:
+            events = core.model.worker_connected(configuration, now=core.now())
+        except HqError as error:
+            await peer.send({"error": error.message})
+            return
+        worker_id = events[0].id  # type: ignore[attr-defined]
+        link = WorkerLink(worker_id)
+        core.links[worker_id] = link
+        reason = "ConnectionLost"
+        try:
+            core.commit(events)
+            view = core.model.worker_info(worker_id)
+            assert view is not None
+            await peer.send({"worker": worker_wire(view), "server_uid": core.server_uid})
+            log.info("Worker %d registered from %s", worker_id, peer.remote)
+            with link.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._send_loop, peer, link)
+                    reason = await self._receive_loop(peer, link)
+                    nursery.cancel_scope.cancel()
+            if link.lost_reason is not None:
+                reason = link.lost_reason
+        finally:
+            core.links.pop(worker_id, None)
+            if link.stop_reason is not None:
+                reason = link.stop_reason if link.stop_reason != "stopped" else "Stopped"
+            if link.lost_reason is not None:
+                reason = link.lost_reason
+            core.commit(core.model.worker_lost(worker_id, now=core.now(), reason=reason))
+            log.info("Worker %d lost: %s", worker_id, reason)
+
+    async def _receive_loop(self, peer: PeerConnection, link: WorkerLink) -> str:
+        worker_id = link.worker_id
+        while True:
+            try:
+                message = await peer.recv()
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                return "ConnectionLost"
+            link.last_seen = time.monotonic()
+            if not isinstance(message, dict):
+                raise ProtocolError("expected a map")
+            op = message.get("op")
+            if op == "updates":
+                self._apply_updates(worker_id, message.get("items", []))
+            elif op == "heartbeat":
+                pass
+            elif op == "goodbye":
+                reason = message.get("reason")
+                return reason if reason in ("TimeLimitReached", "IdleTimeout") else "ConnectionLost"
+            else:
+                raise ProtocolError(f"unknown worker message {op!r}")
+
+    def _apply_updates(self, worker_id: int, items: list[Any]) -> None:
+        core = self.core
+        model = core.model
+        now = core.now()
+        for item in items:
+            kind, job, task, instance = item[0], item[1], item[2], item[3]
+            if kind == "started":
+                new = model.task_started(job, task, worker_id=worker_id, instance=instance, now=now)
+            elif kind == "finished":
+                new = model.task_finished(job, task, worker_id=worker_id, instance=instance, now=now)
+            elif kind == "failed":
+                new = model.task_failed(job, task, worker_id=worker_id, instance=instance, now=now,
+                                        error=str(item[4]))
+            else:
+                raise ProtocolError(f"unknown update {kind!r}")
+            # Each command reads the model, so apply before deciding on the next item.
+            core.commit(new)
+
+    async def _send_loop(self, peer: PeerConnection, link: WorkerLink) -> None:
+        model = self.core.model
+        while True:
+            await link.wake.wait()
+            link.wake = trio.Event()
+            if link.kill:
+                kill, link.kill = link.kill, []
+                await peer.send({"op": "cancel", "tasks": kill})
+            if link.launch:
+                launch, link.launch = link.launch, []
+                # Map keys must be strings: frames are decoded with strict_hashable_types.
+                descs: dict[str, Any] = {}
+                desc_keys: dict[tuple[int, int], str] = {}
+                tasks = []
+                for effect in launch:
+                    view = model.task(effect.job_id, effect.task_id)
+                    if view is None:
+                        continue
+                    key = (effect.job_id, view.submit_index)
+                    if key not in desc_keys:
+                        desc_keys[key] = str(len(descs))
+                        descs[desc_keys[key]] = launch_desc(
+                            model.job_submits(effect.job_id)[view.submit_index])
+                    tasks.append({
+                        "job": effect.job_id,
+                        "task": effect.task_id,
+                        "instance": effect.instance,
+                        "desc": desc_keys[key],
+                        "entry": view.entry,
+                        "allocation": effect.allocation.to_wire(),
+                    })
+                if tasks:
+                    await peer.send({"op": "compute", "descs": descs, "tasks": tasks})
+            if link.stop_reason is not None:
+                await peer.send({"op": "stop", "reason": link.stop_reason})
+                return
+
+
+def launch_desc(desc: Any) -> dict[str, Any]:
+    """The part of a submit description a worker needs to run its tasks."""
+    return {
+        "program": desc["program"],
+        "submit_dir": desc["submit_dir"],
+        "stdin": desc.get("stdin"),
+        "task_dir": desc.get("task_dir", False),
+        "pin": desc.get("pin"),
+        "time_limit": desc.get("time_limit"),
+    }
