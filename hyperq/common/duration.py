@@ -40,6 +40,7 @@ del _names, _ns, _name
 
 _MAX_NS = 2**64 * _NS  # the original stores durations as u64 seconds
 _DIGITS = frozenset("0123456789")
+_NUMBER_CHARS = frozenset("0123456789_")
 _HMS_CHARS = frozenset("0123456789_:")
 
 
@@ -55,7 +56,7 @@ def parse_duration(text: str) -> float:
     stripped = text.strip()
     if not stripped:
         raise _bad_duration(text, "it is empty")
-    if stripped[0] in _DIGITS and _HMS_CHARS.issuperset(stripped):
+    if stripped[0] in _DIGITS and (":" in stripped or _HMS_CHARS.issuperset(stripped)):
         return float(_parse_hms(text, stripped))
     return _parse_humantime(text, stripped) / _NS
 
@@ -66,7 +67,7 @@ def _parse_hms(text: str, stripped: str) -> int:
         raise _bad_duration(text, "at most three `:`-separated parts are allowed")
     seconds = 0
     for part in parts:
-        if not part or part[0] not in _DIGITS:
+        if not part or part[0] not in _DIGITS or not _NUMBER_CHARS.issuperset(part):
             raise _bad_duration(text, "each `:`-separated part must be a number")
         seconds = seconds * 60 + int(part.replace("_", ""))
     return seconds

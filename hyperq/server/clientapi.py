@@ -161,12 +161,11 @@ class ClientApi:
             return {"error": f"malformed {request['op']} request"}
 
     async def shutdown(self) -> None:
-        """Graceful part of the stop: tell workers before the tree is cancelled."""
-        if self.core is None:
-            return
-        for link in list(self.core.links.values()):
-            link.stop_reason = link.stop_reason or "server-stop"
-            link.poke()
+        """Graceful part of the stop, before the tree is cancelled.
+
+        Workers are not told anything: their connection closes with the server, which is
+        how they learn it is gone and apply their --on-server-lost policy.
+        """
 
     # --- server -----------------------------------------------------------------------
     async def _server_info(self, request: dict[str, Any]) -> Any:
