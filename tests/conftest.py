@@ -13,3 +13,14 @@ def hq_env(tmp_path: Path) -> Iterator[HqEnv]:
         yield env
     finally:
         env.kill_all()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator["ClusterEnv"]:
+    from tests.harness import ClusterEnv
+
+    env = ClusterEnv(tmp_path)
+    try:
+        yield env
+    finally:
+        env.kill_all()
