@@ -154,3 +154,25 @@ def test_decode_never_crashes_on_random_bytes(data: bytes) -> None:
         decode(data)
     except ProtocolError:
         pass
+
+
+def test_large_values_travel_in_parts() -> None:
+    from hyperq.transport.codec import (
+        PART_SIZE,
+        decode_unbounded,
+        encode_unbounded,
+        split_large,
+    )
+
+    value = {
+        "ok": {"tasks": [{"id": i, "state": "waiting", "blob": b"x" * 100} for i in range(200_000)]}
+    }
+    data = encode_unbounded(value)
+    assert len(data) > MAX_FRAME_SIZE
+    client, server = pair(KEY, KEY)
+    frames = [server.seal(message) for message in split_large(data)]
+    assert len(frames) == -(-len(data) // PART_SIZE)
+    assert all(len(frame) <= MAX_FRAME_SIZE for frame in frames)
+    parts = [client.open(frame) for frame in frames]
+    assert [p["last"] for p in parts] == [False] * (len(parts) - 1) + [True]
+    assert decode_unbounded(b"".join(p["part"] for p in parts)) == value

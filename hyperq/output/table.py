@@ -106,15 +106,24 @@ def display_width(text: str) -> int:
     return width
 
 
-def _cell_lines(cell: object, colors: bool) -> list[str]:
+_Line = tuple[str, int]  # (text, display width), measured once per line
+
+
+def _cell_lines(cell: object, colors: bool) -> list[_Line]:
     text = str(cell)
     if not colors:
         text = strip_ansi(text)
+    if "\n" not in text and "\r" not in text:
+        # Most cells are one short ASCII line: skip the general path.
+        return [(text, len(text) if text.isascii() and _ESC not in text else display_width(text))]
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     # Like Rust's str::lines(): one trailing newline ends the last line, it adds no line.
     if len(lines) > 1 and lines[-1] == "":
         lines.pop()
-    return lines
+    return [(line, display_width(line)) for line in lines]
+
+
+_EMPTY: list[_Line] = [("", 0)]
 
 
 def _render(
@@ -125,43 +134,45 @@ def _render(
     bold_first_column: bool,
     colors: bool,
 ) -> str:
-    grid: list[list[list[str]]] = []
+    grid: list[list[list[_Line]]] = []
     for row in rows:
         if len(row) > columns:
             raise ValueError(f"row has {len(row)} cells, the table has {columns} columns")
         cells = [_cell_lines(cell, colors) for cell in row]
-        cells.extend([[""]] * (columns - len(row)))
+        cells.extend([_EMPTY] * (columns - len(row)))
         grid.append(cells)
     header_cells = [_cell_lines(cell, colors) for cell in header] if header is not None else None
 
     widths = [0] * columns
     for cells in [header_cells, *grid] if header_cells is not None else grid:
         for index, lines in enumerate(cells):
-            for line in lines:
-                width = display_width(line)
+            for _text, width in lines:
                 if width > widths[index]:
                     widths[index] = width
 
     border = "+" + "+".join("-" * (width + 2) for width in widths) + "+"
     out = [border]
+    aligned = [index in right_align for index in range(columns)]
+    left = [False] * columns
 
-    def emit(cells: list[list[str]], align: Collection[int], bold: Collection[int]) -> None:
-        for line_no in range(max(len(lines) for lines in cells)):
+    def emit(cells: list[list[_Line]], right: list[bool], bold: int) -> None:
+        height = max(len(lines) for lines in cells)
+        for line_no in range(height):
             parts = []
             for index, lines in enumerate(cells):
-                text = lines[line_no] if line_no < len(lines) else ""
-                pad = " " * (widths[index] - display_width(text))
-                if index in bold:
-                    text = paint(text, "bold", colors=colors)
-                parts.append(pad + text if index in align else text + pad)
+                text, width = lines[line_no] if line_no < len(lines) else _EMPTY[0]
+                pad = " " * (widths[index] - width)
+                if colors and index < bold and text:
+                    text = f"{_BOLD}{text}{_RESET}"
+                parts.append(pad + text if right[index] else text + pad)
             out.append("| " + " | ".join(parts) + " |")
 
     if header_cells is not None:
-        emit(header_cells, (), range(columns))
+        emit(header_cells, left, columns)
         out.append(border)
-    first = (0,) if bold_first_column else ()
+    bold = 1 if bold_first_column else 0
     for cells in grid:
-        emit(cells, right_align, first)
+        emit(cells, aligned, bold)
     if grid or header_cells is None:
         out.append(border)
     return "\n".join(out)

@@ -142,7 +142,7 @@ class ClientApi:
                     await peer.send({"error": error.message})
                 continue
             reply = await self.dispatch(request)
-            await peer.send(reply)
+            await peer.send_large(reply)
             if op == "server-stop":
                 self.stop.request("hq server stop")
 

@@ -30,9 +30,32 @@ def encode(value: Any) -> bytes:
     return data
 
 
+# A reply too large for one frame travels as parts of this size (see `split_large`).
+PART_SIZE = 8 * 1024 * 1024
+# A multi-part reply may not grow beyond this, whoever sends it.
+MAX_LARGE_SIZE = 1024 * 1024 * 1024
+
+
+def encode_unbounded(value: Any) -> bytes:
+    return cbor2.dumps(value)
+
+
+def split_large(data: bytes) -> list[dict[str, Any]]:
+    """Messages carrying an encoded value too large for one frame, in order."""
+    parts = [data[i : i + PART_SIZE] for i in range(0, len(data), PART_SIZE)]
+    return [{"part": part, "last": index == len(parts) - 1} for index, part in enumerate(parts)]
+
+
 def decode(data: bytes) -> Any:
     if len(data) > MAX_FRAME_SIZE:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {MAX_FRAME_SIZE}")
+    return decode_unbounded(data)
+
+
+def decode_unbounded(data: bytes) -> Any:
+    """Strict decoding without the frame cap (reassembled multi-part values)."""
+    if len(data) > MAX_LARGE_SIZE:
+        raise ProtocolError(f"value of {len(data)} bytes exceeds the limit of {MAX_LARGE_SIZE}")
     try:
         return cbor2.loads(
             data,

@@ -7,7 +7,7 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection
 
-from hyperq.transport.codec import ProtocolError
+from hyperq.transport.codec import MAX_FRAME_SIZE, ProtocolError, encode_unbounded, split_large
 from hyperq.transport.sealing import Session
 
 # A send that cannot complete in this time means the peer stopped reading.
@@ -30,6 +30,18 @@ class PeerConnection:
             frame = self.session.seal(value)
             with trio.fail_after(SEND_TIMEOUT):
                 await self.ws.send_message(frame)
+
+    async def send_large(self, value: Any) -> None:
+        """Send a value of any size: one frame, or parts the client reassembles."""
+        data = encode_unbounded(value)
+        if len(data) <= MAX_FRAME_SIZE:
+            async with self._send_lock:
+                frame = self.session.seal_bytes(data)
+                with trio.fail_after(SEND_TIMEOUT):
+                    await self.ws.send_message(frame)
+            return
+        for message in split_large(data):
+            await self.send(message)
 
     async def recv(self) -> Any:
         message = await self.ws.get_message()

@@ -57,7 +57,10 @@ class Session:
         return self._send_key is not None
 
     def seal(self, value: Any) -> bytes:
-        data = encode(value)
+        return self.seal_bytes(encode(value))
+
+    def seal_bytes(self, data: bytes) -> bytes:
+        """Seal an already encoded frame."""
         if self._send_key is None:
             return data
         nonce = self._send_counter.to_bytes(SECRETBOX_NONCE_SIZE, "little")

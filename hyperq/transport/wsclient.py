@@ -21,7 +21,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from hyperq.transport.codec import MAX_FRAME_SIZE, ProtocolError
+from hyperq.transport.codec import MAX_FRAME_SIZE, MAX_LARGE_SIZE, ProtocolError, decode_unbounded
 from hyperq.transport.sealing import ClientHandshake, Session
 
 RECV_SIZE = 256 * 1024
@@ -105,8 +105,26 @@ class BlockingConnection:
         self.send_frame(self.session.seal(value))
 
     def recv(self) -> Any:
+        """The next value; a value sent in parts (too large for one frame) is reassembled."""
         assert self.session is not None
-        return self.session.open(self.recv_frame())
+        value = self.session.open(self.recv_frame())
+        if not (isinstance(value, dict) and "part" in value):
+            return value
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            part = value.get("part")
+            if not isinstance(part, bytes):
+                raise ProtocolError("malformed multi-part value")
+            parts.append(part)
+            size += len(part)
+            if size > MAX_LARGE_SIZE:
+                raise ProtocolError("multi-part value exceeds the size limit")
+            if value.get("last"):
+                return decode_unbounded(b"".join(parts))
+            value = self.session.open(self.recv_frame())
+            if not isinstance(value, dict):
+                raise ProtocolError("malformed multi-part value")
 
     def request(self, value: Any) -> Any:
         self.send(value)
