@@ -155,3 +155,30 @@ def test_priorities_and_compact_placement(cluster: ClusterEnv) -> None:
     for job in range(1, 5):
         cluster.wait_for_job_state(job, "FINISHED")
     assert order.read_text().split() == ["2", "3", "1", "4"]
+
+
+def test_tasks_die_with_a_killed_worker(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    worker = cluster.start_worker()
+    pids = cluster.work_dir / "pids"
+    cluster.command(["submit", "--", "bash", "-c",
+                     f"sleep 100 & echo $! >> {pids}; echo $$ >> {pids}; wait"])
+    wait_until(lambda: len(read_pids(pids)) == 2, what="task pids")
+    os.kill(worker.pid, signal.SIGKILL)  # the worker alone, not its group
+    worker.wait()
+    for pid in read_pids(pids):
+        wait_until(lambda pid=pid: not pid_alive(pid), what=f"pid {pid} to die")
+
+
+def test_tasks_die_when_worker_gets_sigterm(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    worker = cluster.start_worker()
+    pids = cluster.work_dir / "pids"
+    cluster.command(["submit", "--", "bash", "-c",
+                     f"sleep 100 & echo $! >> {pids}; echo $$ >> {pids}; wait"])
+    wait_until(lambda: len(read_pids(pids)) == 2, what="task pids")
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    for pid in read_pids(pids):
+        wait_until(lambda pid=pid: not pid_alive(pid), what=f"pid {pid} to die")
+    cluster.wait_for_worker_state(1, "CONNECTION LOST")

@@ -35,7 +35,7 @@ import shutil
 import signal
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -110,6 +110,9 @@ class TaskLaunchSpec:
     cpus_whole: bool = True  # OMP_NUM_THREADS only for a whole number of CPUs
     hq_executable: str | None = None
     parent_death_signal: bool = False
+    # Told (pid, True) once the task's process group exists and (pid, False) once it is
+    # gone, so the worker's guardian can kill the group if the worker itself is killed.
+    on_process: Callable[[int, bool], None] | None = None
     # The worker's environment, snapshotted once by the caller (copying os.environ costs
     # ~40 us per task); None = os.environ now.
     base_env: Mapping[str, str] | None = None
@@ -450,6 +453,8 @@ async def _run_process(spec: TaskLaunchSpec, env: dict[str, str], argv: list[str
             return failed(spawn_error_message(e, argv, cwd))
         except ValueError as e:  # e.g. a NUL byte in an argument or variable
             return failed(f"Cannot execute {_debug_quoted(' '.join(argv))}: {e}")
+        if spec.on_process is not None:
+            spec.on_process(child.pid, True)
     finally:
         for fd in set(to_close):
             os.close(fd)
@@ -475,6 +480,8 @@ async def _run_process(spec: TaskLaunchSpec, env: dict[str, str], argv: list[str
         child.close()
         if stdin_stream is not None:
             stdin_stream.close()
+        if spec.on_process is not None:
+            spec.on_process(child.pid, False)
 
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         _remove_outputs(spec, stdout, stderr)

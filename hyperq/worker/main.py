@@ -27,6 +27,7 @@ from hyperq.common.resources import Allocation
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.peer import PeerConnection
 from hyperq.worker.config import WorkerConfig
+from hyperq.worker.guardian import Guardian
 from hyperq.worker.launcher import TaskLaunchSpec, TaskOutcome, run_task
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,10 @@ def hq_executable() -> str | None:
 
 class WorkerRuntime:
     def __init__(self, config: WorkerConfig, peer: PeerConnection, worker_id: int,
-                 server_uid: str) -> None:
+                 server_uid: str, guardian: Guardian) -> None:
+        self.guardian = guardian
+        # Copying os.environ per task costs more than the rest of preparing it.
+        self.base_env = dict(os.environ)
         self.config = config
         self.peer = peer
         self.worker_id = worker_id
@@ -162,6 +166,8 @@ class WorkerRuntime:
             cpu_labels=allocation.cpu_labels(),
             cpus_whole=whole is not None,
             hq_executable=self.hq,
+            base_env=self.base_env,
+            on_process=self.guardian.track,
         )
 
     async def _run_one(self, spec: TaskLaunchSpec, scope: trio.CancelScope) -> None:
@@ -243,6 +249,15 @@ class WorkerRuntime:
 async def run_worker(config: WorkerConfig, host: str, port: int, key: bytes | None,
                      announce: Any) -> int:
     """Connect, register, announce (print the info table), then serve until the end."""
+    guardian = Guardian()
+    try:
+        return await _serve(config, host, port, key, announce, guardian)
+    finally:
+        guardian.close()
+
+
+async def _serve(config: WorkerConfig, host: str, port: int, key: bytes | None, announce: Any,
+                 guardian: Guardian) -> int:
     from hyperq.worker.connection import open_server_connection
 
     async with open_server_connection(host, port, key) as peer:
@@ -255,5 +270,5 @@ async def run_worker(config: WorkerConfig, host: str, port: int, key: bytes | No
             raise HqError(f"Server refused the worker: {message}")
         worker = reply["worker"]
         announce(worker)
-        runtime = WorkerRuntime(config, peer, worker["id"], reply["server_uid"])
+        runtime = WorkerRuntime(config, peer, worker["id"], reply["server_uid"], guardian)
         return await runtime.run()

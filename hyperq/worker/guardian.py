@@ -1,0 +1,90 @@
+"""The guardian: kills task process groups when the worker itself is killed.
+
+A worker that gets SIGKILL cannot clean up, and its tasks live in their own sessions.
+At start the worker spawns this small process in a session of its own and keeps a pipe
+to it, writing `+<pgid>` when a task starts and `-<pgid>` when it ends. When the pipe
+closes without a `bye` line (the worker died), the guardian sends SIGTERM and then
+SIGKILL to every group still listed, grandchildren included. Cheaper than a
+parent-death signal per task, which needs the slow fork path for every spawn.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+# The guardian's own program: standard library only, no imports of hyperq (fast start).
+GUARDIAN_SOURCE = r"""
+import os, signal, time
+groups = set()
+buffer = b""
+clean = False
+while True:
+    try:
+        data = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    if not data:
+        break
+    buffer += data
+    *lines, buffer = buffer.split(b"\n")
+    for line in lines:
+        if line == b"bye":
+            clean = True
+        elif line[:1] == b"+":
+            groups.add(int(line[1:]))
+        elif line[:1] == b"-":
+            groups.discard(int(line[1:]))
+if not clean and groups:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except OSError:
+                pass
+        if sig == signal.SIGTERM:
+            time.sleep(1.0)
+"""
+
+
+class Guardian:
+    def __init__(self) -> None:
+        read_end, write_end = os.pipe()
+        try:
+            # A session of its own: signals aimed at the worker's group (Ctrl-C, a batch
+            # system's kill) must not take the guardian along; it exits by itself on EOF.
+            self.process = subprocess.Popen(
+                [sys.executable, "-S", "-c", GUARDIAN_SOURCE],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            os.close(read_end)
+        os.set_inheritable(write_end, False)
+        self.fd = write_end
+
+    def _write(self, line: str) -> None:
+        if self.fd < 0:
+            return
+        try:
+            os.write(self.fd, line.encode() + b"\n")
+        except OSError:
+            pass
+
+    def track(self, pgid: int, alive: bool) -> None:
+        self._write(("+" if alive else "-") + str(pgid))
+
+    def close(self) -> None:
+        """The worker ends in order: its tasks are already gone, nothing to kill."""
+        self._write("bye")
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
