@@ -188,22 +188,45 @@ class ClusterEnv(HqEnv):
         super().__init__(work_dir)
         self.n_workers = 0
 
-    def start_worker(self, *args: str, cpus: int | str = 1, hostname: str | None = None,
-                     wait: bool = True, name: str | None = None) -> subprocess.Popen[str]:
+    def start_worker(
+        self,
+        *args: str,
+        cpus: int | str = 1,
+        hostname: str | None = None,
+        wait: bool = True,
+        name: str | None = None,
+    ) -> subprocess.Popen[str]:
         self.n_workers += 1
         index = self.n_workers
         hostname = hostname or f"worker{index}"
         process = self.start_process(
             name or f"worker{index}",
-            ["--colors", "never", "--server-dir", str(self.server_dir), "worker", "start",
-             f"--work-dir=workdir{index}", "--on-server-lost=stop", "--detect-resources=none",
-             "--hostname", hostname, "--cpus", str(cpus), *args],
+            [
+                "--colors",
+                "never",
+                "--server-dir",
+                str(self.server_dir),
+                "worker",
+                "start",
+                f"--work-dir=workdir{index}",
+                "--on-server-lost=stop",
+                "--detect-resources=none",
+                "--hostname",
+                hostname,
+                "--cpus",
+                str(cpus),
+                *args,
+            ],
         )
         if wait:
-            wait_until(lambda: process.poll() is not None or hostname in self.running_hosts(),
-                       what=f"worker {hostname} to connect")
+            wait_until(
+                lambda: process.poll() is not None or hostname in self.running_hosts(),
+                what=f"worker {hostname} to connect",
+            )
             if process.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.log_of(name or f'worker{index}')}")
+                raise AssertionError(
+                    f"worker exited early:\n{self.log_of(name or f'worker{index}')}"
+                )
         return process
 
     def running_hosts(self) -> list[str]:
@@ -217,24 +240,32 @@ class ClusterEnv(HqEnv):
         return {job["id"]: _job_state(job) for job in jobs}
 
     def wait_for_job_state(self, job_id: int, state: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        wait_until(lambda: self.job_states().get(job_id) == state.lower(), timeout=timeout,
-                   what=f"job {job_id} to be {state}")
+        wait_until(
+            lambda: self.job_states().get(job_id) == state.lower(),
+            timeout=timeout,
+            what=f"job {job_id} to be {state}",
+        )
 
     def task_states(self, job_id: int) -> dict[int, str]:
         data = json.loads(self.command(["task", "list", str(job_id)], json_mode=True))
         return {task["id"]: task["state"] for task in data[str(job_id)]}
 
-    def wait_for_task_state(self, job_id: int, task_id: int, state: str,
-                            timeout: float = DEFAULT_TIMEOUT) -> None:
-        wait_until(lambda: self.task_states(job_id).get(task_id) == state.lower(),
-                   timeout=timeout, what=f"task {job_id}/{task_id} to be {state}")
+    def wait_for_task_state(
+        self, job_id: int, task_id: int, state: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        wait_until(
+            lambda: self.task_states(job_id).get(task_id) == state.lower(),
+            timeout=timeout,
+            what=f"task {job_id}/{task_id} to be {state}",
+        )
 
     def worker_states(self) -> dict[int, str]:
         workers = json.loads(self.command(["worker", "list", "--all"], json_mode=True))
         return {w["id"]: w.get("state", "") for w in workers}
 
-    def wait_for_worker_state(self, worker_id: int, state: str,
-                              timeout: float = DEFAULT_TIMEOUT) -> None:
+    def wait_for_worker_state(
+        self, worker_id: int, state: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         def check() -> bool:
             out = self.run(["--output-mode", "quiet", "worker", "list", "--all"]).stdout
             for line in out.splitlines():

@@ -17,8 +17,17 @@ def read_pids(path: Path) -> list[int]:
 def test_array_runs_with_placeholders(cluster: ClusterEnv) -> None:
     cluster.start_server()
     cluster.start_worker(cpus=2)
-    out = cluster.command(["submit", "--array", "1-4", "--", "bash", "-c",
-                           "echo $HQ_JOB_ID $HQ_TASK_ID $HQ_INSTANCE_ID $HQ_CPUS"])
+    out = cluster.command(
+        [
+            "submit",
+            "--array",
+            "1-4",
+            "--",
+            "bash",
+            "-c",
+            "echo $HQ_JOB_ID $HQ_TASK_ID $HQ_INSTANCE_ID $HQ_CPUS",
+        ]
+    )
     assert out.strip() == "Job submitted successfully, job ID: 1"
     cluster.wait_for_job_state(1, "FINISHED")
     for task in range(1, 5):
@@ -52,8 +61,17 @@ def test_cancel_kills_running_tasks(cluster: ClusterEnv) -> None:
     cluster.start_worker(cpus=2)
     pids = cluster.work_dir / "pids"
     # Each task starts a grandchild too; both must die on cancel.
-    cluster.command(["submit", "--array", "0-1", "--", "bash", "-c",
-                     f"sleep 100 & echo $! >> {pids}; echo $$ >> {pids}; wait"])
+    cluster.command(
+        [
+            "submit",
+            "--array",
+            "0-1",
+            "--",
+            "bash",
+            "-c",
+            f"sleep 100 & echo $! >> {pids}; echo $$ >> {pids}; wait",
+        ]
+    )
     wait_until(lambda: len(read_pids(pids)) == 4, what="task pids")
     out = cluster.command(["job", "cancel", "1"])
     assert "Job 1 canceled (2 tasks canceled, 0 tasks already finished)" in out
@@ -66,11 +84,16 @@ def test_lost_worker_tasks_rescheduled(cluster: ClusterEnv) -> None:
     cluster.start_server()
     first = cluster.start_worker(cpus=1)
     marker = cluster.work_dir / "started"
-    cluster.command(["submit", "--", "bash", "-c",
-                     f"echo $HQ_INSTANCE_ID >> {marker}; "
-                     "if [ $HQ_INSTANCE_ID = 0 ]; then sleep 100; fi"])
-    wait_until(lambda: marker.exists() and marker.read_text().split() == ["0"],
-               what="first run")
+    cluster.command(
+        [
+            "submit",
+            "--",
+            "bash",
+            "-c",
+            f"echo $HQ_INSTANCE_ID >> {marker}; if [ $HQ_INSTANCE_ID = 0 ]; then sleep 100; fi",
+        ]
+    )
+    wait_until(lambda: marker.exists() and marker.read_text().split() == ["0"], what="first run")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     cluster.wait_for_worker_state(1, "CONNECTION LOST")
@@ -113,7 +136,9 @@ def test_failure_messages(cluster: ClusterEnv) -> None:
     out = cluster.command(["task", "list", "1", "-v"])
     assert "Program terminated with exit code 3." in out
     out = cluster.command(["task", "list", "2", "-v"])
-    assert 'Cannot execute "/nonexistent/program --bar": No such file or directory (os error 2)' in out
+    assert (
+        'Cannot execute "/nonexistent/program --bar": No such file or directory (os error 2)' in out
+    )
 
 
 def test_time_limit(cluster: ClusterEnv) -> None:
@@ -149,8 +174,17 @@ def test_priorities_and_compact_placement(cluster: ClusterEnv) -> None:
     cluster.start_server()
     order = cluster.work_dir / "order"
     for priority in (1, 3, 3, 0):
-        cluster.command(["submit", "--priority", str(priority), "--", "bash", "-c",
-                         f"echo $HQ_JOB_ID >> {order}"])
+        cluster.command(
+            [
+                "submit",
+                "--priority",
+                str(priority),
+                "--",
+                "bash",
+                "-c",
+                f"echo $HQ_JOB_ID >> {order}",
+            ]
+        )
     cluster.start_worker(cpus=1)
     for job in range(1, 5):
         cluster.wait_for_job_state(job, "FINISHED")
@@ -161,8 +195,9 @@ def test_tasks_die_with_a_killed_worker(cluster: ClusterEnv) -> None:
     cluster.start_server()
     worker = cluster.start_worker()
     pids = cluster.work_dir / "pids"
-    cluster.command(["submit", "--", "bash", "-c",
-                     f"sleep 100 & echo $! >> {pids}; echo $$ >> {pids}; wait"])
+    cluster.command(
+        ["submit", "--", "bash", "-c", f"sleep 100 & echo $! >> {pids}; echo $$ >> {pids}; wait"]
+    )
     wait_until(lambda: len(read_pids(pids)) == 2, what="task pids")
     os.kill(worker.pid, signal.SIGKILL)  # the worker alone, not its group
     worker.wait()
@@ -174,8 +209,9 @@ def test_tasks_die_when_worker_gets_sigterm(cluster: ClusterEnv) -> None:
     cluster.start_server()
     worker = cluster.start_worker()
     pids = cluster.work_dir / "pids"
-    cluster.command(["submit", "--", "bash", "-c",
-                     f"sleep 100 & echo $! >> {pids}; echo $$ >> {pids}; wait"])
+    cluster.command(
+        ["submit", "--", "bash", "-c", f"sleep 100 & echo $! >> {pids}; echo $$ >> {pids}; wait"]
+    )
     wait_until(lambda: len(read_pids(pids)) == 2, what="task pids")
     os.kill(worker.pid, signal.SIGTERM)
     assert worker.wait(timeout=10) == 0

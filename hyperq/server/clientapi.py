@@ -66,7 +66,9 @@ def _in_items(value: int, items: list[tuple[int, int, int]]) -> bool:
     return any(s <= value <= last and (value - s) % step == 0 for s, last, step in items)
 
 
-def select_ids(selector: Any, existing: list[int], last: int | None, all_ids: list[int]) -> list[int]:
+def select_ids(
+    selector: Any, existing: list[int], last: int | None, all_ids: list[int]
+) -> list[int]:
     """IDs named by a selector: `last`, `all` (the command's own meaning) or ranges.
 
     Missing IDs are kept (the command reports them) unless the range is huge.
@@ -240,8 +242,11 @@ class ClientApi:
         core = self.core
         assert core is not None
         model = self.model
-        active = [j for j in model.job_ids()
-                  if model.jobs[j].job_state() in (JobState.WAITING, JobState.RUNNING)]
+        active = [
+            j
+            for j in model.job_ids()
+            if model.jobs[j].job_state() in (JobState.WAITING, JobState.RUNNING)
+        ]
         ids = self._job_ids(request["selector"], active)
         results = []
         for job_id in ids:
@@ -251,15 +256,22 @@ class ClientApi:
                 results.append({"id": job_id, "status": "missing", "canceled": 0, "finished": 0})
                 continue
             except WrongState:
-                results.append({"id": job_id, "status": "all-finished", "canceled": 0,
-                                "finished": 0})
+                results.append(
+                    {"id": job_id, "status": "all-finished", "canceled": 0, "finished": 0}
+                )
                 continue
             for index, event in enumerate(result.events):
                 core.commit([event])
                 if index % 16 == 15:
                     await trio.sleep(0)
-            results.append({"id": job_id, "status": "canceled", "canceled": result.canceled,
-                            "finished": result.already_finished})
+            results.append(
+                {
+                    "id": job_id,
+                    "status": "canceled",
+                    "canceled": result.canceled,
+                    "finished": result.already_finished,
+                }
+            )
         return {"results": results}
 
     async def _job_forget(self, request: dict[str, Any]) -> Any:
@@ -351,7 +363,9 @@ class ClientApi:
             if states is None:
                 jobs[str(job_id)] = [list(item) for item in model.job_task_items(job_id)]
             else:
-                jobs[str(job_id)] = _compact(v.task_id for v in model.iter_tasks(job_id, states=states))
+                jobs[str(job_id)] = _compact(
+                    v.task_id for v in model.iter_tasks(job_id, states=states)
+                )
             await trio.sleep(0)
         return {"jobs": jobs, "missing": missing}
 
@@ -389,22 +403,36 @@ class ClientApi:
         model = self.model
         ids = self._job_ids(request["selector"], model.job_ids())
         if not ids or ids[0] not in model.jobs:
-            return {"job": ids[0] if ids else None, "found": False, "tasks": [],
-                    "missing_tasks": [], "worker_names": {}}
+            return {
+                "job": ids[0] if ids else None,
+                "found": False,
+                "tasks": [],
+                "missing_tasks": [],
+                "worker_names": {},
+            }
         job_id = ids[0]
         submits = model.job_submits(job_id)
-        wanted = [i for s, last, step in _items({"ranges": request["tasks"]})
-                  for i in range(s, min(last, s + MAX_EXPANDED_IDS * step) + 1, step)]
+        wanted = [
+            i
+            for s, last, step in _items({"ranges": request["tasks"]})
+            for i in range(s, min(last, s + MAX_EXPANDED_IDS * step) + 1, step)
+        ]
         tasks, missing = [], []
         for task_id in wanted:
             view = model.task(job_id, task_id)
             if view is None:
                 missing.append(task_id)
             else:
-                tasks.append(task_info_wire(view, submits[view.submit_index], job_id,
-                                            core.server_uid))
-        return {"job": job_id, "found": True, "tasks": tasks, "missing_tasks": missing,
-                "worker_names": self._worker_names()}
+                tasks.append(
+                    task_info_wire(view, submits[view.submit_index], job_id, core.server_uid)
+                )
+        return {
+            "job": job_id,
+            "found": True,
+            "tasks": tasks,
+            "missing_tasks": missing,
+            "worker_names": self._worker_names(),
+        }
 
     # --- workers ----------------------------------------------------------------------
     def _worker_ids(self, selector: Any, all_ids: list[int]) -> list[int]:

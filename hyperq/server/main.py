@@ -176,4 +176,3 @@ async def _serve(config: ServerConfig, preset: AccessRecord | None, announce: An
     finally:
         if run_dir is not None:
             serverdir.remove_current_link(config.server_dir, run_dir)
-

@@ -80,7 +80,9 @@ def task_wire(view: TaskView, desc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def task_info_wire(view: TaskView, desc: Mapping[str, Any], job_id: int, server_uid: str) -> dict[str, Any]:
+def task_info_wire(
+    view: TaskView, desc: Mapping[str, Any], job_id: int, server_uid: str
+) -> dict[str, Any]:
     """A TASK plus what `task info` shows about how it runs."""
     wire = task_wire(view, desc)
     td = task_desc_json(desc)

@@ -104,10 +104,13 @@ class WorkerHandler:
             if kind == "started":
                 new = model.task_started(job, task, worker_id=worker_id, instance=instance, now=now)
             elif kind == "finished":
-                new = model.task_finished(job, task, worker_id=worker_id, instance=instance, now=now)
+                new = model.task_finished(
+                    job, task, worker_id=worker_id, instance=instance, now=now
+                )
             elif kind == "failed":
-                new = model.task_failed(job, task, worker_id=worker_id, instance=instance, now=now,
-                                        error=str(item[4]))
+                new = model.task_failed(
+                    job, task, worker_id=worker_id, instance=instance, now=now, error=str(item[4])
+                )
             else:
                 raise ProtocolError(f"unknown update {kind!r}")
             # Each command reads the model, so apply before deciding on the next item.
@@ -135,15 +138,18 @@ class WorkerHandler:
                     if key not in desc_keys:
                         desc_keys[key] = str(len(descs))
                         descs[desc_keys[key]] = launch_desc(
-                            model.job_submits(effect.job_id)[view.submit_index])
-                    tasks.append({
-                        "job": effect.job_id,
-                        "task": effect.task_id,
-                        "instance": effect.instance,
-                        "desc": desc_keys[key],
-                        "entry": view.entry,
-                        "allocation": effect.allocation.to_wire(),
-                    })
+                            model.job_submits(effect.job_id)[view.submit_index]
+                        )
+                    tasks.append(
+                        {
+                            "job": effect.job_id,
+                            "task": effect.task_id,
+                            "instance": effect.instance,
+                            "desc": desc_keys[key],
+                            "entry": view.entry,
+                            "allocation": effect.allocation.to_wire(),
+                        }
+                    )
                 if tasks:
                     await peer.send({"op": "compute", "descs": descs, "tasks": tasks})
             if link.stop_reason is not None:

@@ -49,7 +49,9 @@ def build_config(ctx: Context, args: dict[str, Any]) -> Any:
     try:
         min_util = float(min_util_text)
     except ValueError:
-        raise UsageError(f"error: invalid value '{min_util_text}' for '--min-utilization'") from None
+        raise UsageError(
+            f"error: invalid value '{min_util_text}' for '--min-utilization'"
+        ) from None
     if not 0.0 <= min_util <= 1.0:
         raise HqError("Minimal utilization has to be in the interval [0.0, 1.0].")
     manager_arg = args.get("--manager") or "detect"
@@ -146,9 +148,14 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
     deadline = time.monotonic() + CONNECT_RETRY
     while True:
         try:
-            return trio.run(run_worker, config, endpoint.host, endpoint.port,
-                            endpoint.key_bytes(),
-                            lambda worker: output.worker_info([{**worker, "runtime_info": None}]))
+            return trio.run(
+                run_worker,
+                config,
+                endpoint.host,
+                endpoint.port,
+                endpoint.key_bytes(),
+                lambda worker: output.worker_info([{**worker, "runtime_info": None}]),
+            )
         except (OSError, HandshakeError, BaseExceptionGroup) as raised:
             error = _connect_error(raised)
             if error is None:

@@ -17,7 +17,9 @@ MESSAGE_QUEUE_SIZE = 8
 
 
 @asynccontextmanager
-async def open_server_connection(host: str, port: int, key: bytes | None) -> AsyncIterator[PeerConnection]:
+async def open_server_connection(
+    host: str, port: int, key: bytes | None
+) -> AsyncIterator[PeerConnection]:
     async with open_websocket(
         host,
         port,

@@ -55,8 +55,14 @@ def hq_executable() -> str | None:
 
 
 class WorkerRuntime:
-    def __init__(self, config: WorkerConfig, peer: PeerConnection, worker_id: int,
-                 server_uid: str, guardian: Guardian) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        peer: PeerConnection,
+        worker_id: int,
+        server_uid: str,
+        guardian: Guardian,
+    ) -> None:
         self.guardian = guardian
         # Copying os.environ per task costs more than the rest of preparing it.
         self.base_env = dict(os.environ)
@@ -68,7 +74,9 @@ class WorkerRuntime:
         self.ending: Ending | None = None
         self.receive_scope = trio.CancelScope()
         self.task_scopes: dict[tuple[int, int], tuple[int, trio.CancelScope]] = {}
-        self.updates_send, self.updates_recv = trio.open_memory_channel[list[Any]](UPDATE_QUEUE_SIZE)
+        self.updates_send, self.updates_recv = trio.open_memory_channel[list[Any]](
+            UPDATE_QUEUE_SIZE
+        )
         self.connected = True
 
     def end(self, ending: Ending) -> None:
@@ -106,8 +114,12 @@ class WorkerRuntime:
         while True:
             try:
                 message = await self.peer.recv()
-            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError,
-                    ProtocolError) as error:
+            except (
+                ConnectionClosed,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                ProtocolError,
+            ) as error:
                 log.debug("Receive failed: %s", error)
                 self.connected = False
                 policy = self.config.on_server_lost
@@ -203,8 +215,12 @@ class WorkerRuntime:
                 continue  # nobody to tell; finish-running tasks just drain
             try:
                 await self.peer.send({"op": "updates", "items": batch})
-            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError,
-                    trio.TooSlowError):
+            except (
+                ConnectionClosed,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                trio.TooSlowError,
+            ):
                 self.connected = False
 
     async def _heartbeat(self) -> None:
@@ -214,12 +230,18 @@ class WorkerRuntime:
                 return
             try:
                 await self.peer.send({"op": "heartbeat"})
-            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError,
-                    trio.TooSlowError):
+            except (
+                ConnectionClosed,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                trio.TooSlowError,
+            ):
                 self.connected = False
                 return
 
-    async def _watch_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _watch_signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         with trio.open_signal_receiver(*WORKER_SIGNALS) as signals:
             task_status.started()
             async for signum in signals:
@@ -246,8 +268,9 @@ class WorkerRuntime:
             self.connected = False
 
 
-async def run_worker(config: WorkerConfig, host: str, port: int, key: bytes | None,
-                     announce: Any) -> int:
+async def run_worker(
+    config: WorkerConfig, host: str, port: int, key: bytes | None, announce: Any
+) -> int:
     """Connect, register, announce (print the info table), then serve until the end."""
     guardian = Guardian()
     try:
@@ -256,8 +279,9 @@ async def run_worker(config: WorkerConfig, host: str, port: int, key: bytes | No
         guardian.close()
 
 
-async def _serve(config: WorkerConfig, host: str, port: int, key: bytes | None, announce: Any,
-                 guardian: Guardian) -> int:
+async def _serve(
+    config: WorkerConfig, host: str, port: int, key: bytes | None, announce: Any, guardian: Guardian
+) -> int:
     from hyperq.worker.connection import open_server_connection
 
     async with open_server_connection(host, port, key) as peer:

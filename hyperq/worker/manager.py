@@ -35,8 +35,13 @@ def _slurm_time(text: str) -> float:
 
 def pbs_remaining(job_id: str) -> float | None:
     try:
-        out = subprocess.run(["qstat", "-f", job_id, "-F", "json"], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["qstat", "-f", job_id, "-F", "json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         job = json.loads(out)["Jobs"][job_id]
         limit = _hms(job["Resource_List"]["walltime"])
         used = _hms(job.get("resources_used", {}).get("walltime", "00:00:00"))
@@ -48,8 +53,13 @@ def pbs_remaining(job_id: str) -> float | None:
 
 def slurm_remaining(job_id: str) -> float | None:
     try:
-        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "job", job_id],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         fields = dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
         return max(_slurm_time(fields["TimeLimit"]) - _slurm_time(fields["RunTime"]), 0.0)
     except (OSError, subprocess.SubprocessError, ValueError, KeyError) as error:
