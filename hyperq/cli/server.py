@@ -34,7 +34,7 @@ Options:
   --worker-port <PORT>           Port for worker connections (default: random free port)
   --idle-timeout <DUR>           Idle timeout for workers that do not set their own
   --journal <PATH>               Event journal; the server restores from it if it exists
-  --journal-flush-period <DUR>   How often the journal is flushed [default: 30s]
+  --journal-flush-period <DUR>   How often progress events are fsynced [default: 1s]
   --access-file <PATH>           Reuse a full access record (see `hq server generate-access`)
   --disable-client-authentication-and-encryption  Clients connect without a key
   --disable-worker-authentication-and-encryption  Workers connect without a key
@@ -126,7 +126,7 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
         worker_port=_port(args["--worker-port"], "--worker-port"),
         idle_timeout=_duration(args["--idle-timeout"], "--idle-timeout"),
         journal_path=args["--journal"],
-        journal_flush_period=flush if flush is not None else 30.0,
+        journal_flush_period=flush if flush is not None else 1.0,
         access_file=Path(os.path.abspath(args["--access-file"])) if args["--access-file"] else None,
         client_auth=not args["--disable-client-authentication-and-encryption"],
         worker_auth=not args["--disable-worker-authentication-and-encryption"],

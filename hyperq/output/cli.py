@@ -51,6 +51,7 @@ class CliOutput(Output):
     def __init__(self, colors: bool, clock: Callable[[], float] = time.time) -> None:
         self.colors = colors
         self.clock = clock
+        self._last_progress = ""
 
     def _state(self, state: str, *, worker: bool = False) -> str:
         return color_state(state.upper(), colors=self.colors, worker=worker)
@@ -315,8 +316,10 @@ class CliOutput(Output):
             # Redraw in place: back to column 0 and clear the line.
             sys.stdout.write(f"\r\x1b[2K{line}" + ("\n" if final else ""))
             sys.stdout.flush()
-        else:
+        elif line != self._last_progress:
+            # A log file gets one line per visible change, not one per server message.
             print(line, flush=True)
+        self._last_progress = line
 
     # Workers
 

@@ -206,6 +206,7 @@ class ClientApi:
             max_fails=job_desc.get("max_fails"),
         )
         core.commit(events)
+        await core.durable()
         return {"job": events[0].job}
 
     async def _job_open(self, request: dict[str, Any]) -> Any:
@@ -215,6 +216,7 @@ class ClientApi:
             now=core.now(), name=request.get("name"), max_fails=request.get("max_fails")
         )
         core.commit(events)
+        await core.durable()
         return {"job": events[0].job_id}
 
     def _job_ids(self, selector: Any, all_ids: list[int]) -> list[int]:
@@ -236,6 +238,7 @@ class ClientApi:
                 results.append({"id": job_id, "status": "missing"})
             except WrongState:
                 results.append({"id": job_id, "status": "already-closed"})
+        await core.durable()
         return {"results": results, "nothing": not ids}
 
     async def _job_cancel(self, request: dict[str, Any]) -> Any:
@@ -272,6 +275,7 @@ class ClientApi:
                     "finished": result.already_finished,
                 }
             )
+        await core.durable()
         return {"results": results}
 
     async def _job_forget(self, request: dict[str, Any]) -> Any:
@@ -282,6 +286,7 @@ class ClientApi:
         states = _states(request.get("states"), JobState)
         result = model.forget_jobs(ids, now=core.now(), states=states)
         core.commit(result.events)
+        await core.durable()
         return {"forgotten": result.forgotten, "ignored": result.ignored}
 
     # --- jobs: queries ----------------------------------------------------------------
@@ -477,6 +482,7 @@ class ClientApi:
                 link.stop_reason = "stopped"
                 link.poke()
             results.append({"id": worker_id, "status": "stopped"})
+        await core.durable()
         return {"results": results}
 
 

@@ -18,6 +18,7 @@ import trio
 
 from hyperq.common.placeholders import fill, submit_values
 from hyperq.server.events import Event, ServerStart
+from hyperq.server.journal import Journal
 from hyperq.server.model import KillTask, LaunchTask, Model
 from hyperq.server.scheduler import schedule, worker_is_idle
 
@@ -63,8 +64,16 @@ class Pulse:
 
 
 class ServerCore:
-    def __init__(self, server_uid: str, started_at: float, idle_timeout: float | None) -> None:
-        self.model = Model()
+    def __init__(
+        self,
+        server_uid: str,
+        started_at: float,
+        idle_timeout: float | None,
+        model: Model | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        self.model = model if model is not None else Model()
+        self.journal = journal
         self.server_uid = server_uid
         self.started_at = started_at
         self.idle_timeout = idle_timeout
@@ -75,6 +84,9 @@ class ServerCore:
 
     # --- applying events --------------------------------------------------------------
     def commit(self, events: Iterable[Event]) -> None:
+        events = list(events)
+        if self.journal is not None:
+            self.journal.append(events)
         applied = False
         for event in events:
             applied = True
@@ -92,6 +104,11 @@ class ServerCore:
         if applied:
             self._schedule_wanted.set()
             self.changed.fire()
+
+    async def durable(self) -> None:
+        """Wait until every event committed so far is on disk (no-op without a journal)."""
+        if self.journal is not None:
+            await self.journal.sync()
 
     @staticmethod
     def now() -> float:

@@ -1,0 +1,151 @@
+"""The journal's on-disk format: a header, then length- and CRC-framed CBOR records.
+
+    header  = b"HYPERQ-JOURNAL\\0" + format version (u16, big endian)          17 bytes
+    record  = length (u32 BE, of the payload) + CRC32 (u32 BE, of seq + payload)
+              + seq (u64 BE, 1, 2, 3, ... across the whole file) + payload (CBOR)
+
+Reading never gives up on damage. A torn tail (a record cut short by a crash) is
+reported so the server can truncate it. Damage in the middle (zeroed or garbled bytes)
+is skipped: the reader scans forward for the next offset holding a record with a sane
+length and a matching CRC, and reports how many bytes were skipped and, from the
+sequence numbers on both sides, how many records were lost. No trio here; callers run
+these blocking functions in a thread where it matters.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from hyperq.common.errors import HqError
+from hyperq.transport.codec import ProtocolError, decode_unbounded
+
+MAGIC = b"HYPERQ-JOURNAL\0"
+FORMAT_VERSION = 1
+HEADER = MAGIC + struct.pack(">H", FORMAT_VERSION)
+RECORD_HEAD = struct.Struct(">IIQ")  # length, crc, seq
+# No single event comes near this; a larger length field can only be damage.
+MAX_RECORD = 64 * 1024 * 1024
+
+
+def encode_record(seq: int, payload: bytes) -> bytes:
+    seq_bytes = seq.to_bytes(8, "big")
+    crc = zlib.crc32(payload, zlib.crc32(seq_bytes))
+    return RECORD_HEAD.pack(len(payload), crc, seq) + payload
+
+
+@dataclass
+class ReadReport:
+    """What reading a journal found besides the records themselves."""
+
+    records: int = 0
+    last_seq: int = 0
+    valid_end: int = len(HEADER)  # offset just after the last good record
+    torn_tail: int = 0  # bytes after valid_end that are not a complete record
+    damaged: list[tuple[int, int, int]] = field(default_factory=list)  # (offset, bytes, records)
+
+
+def check_header(data: bytes, path: str) -> None:
+    if len(data) < len(HEADER) or data[: len(MAGIC)] != MAGIC:
+        raise HqError(f"{path} is not a hyperq journal (unknown header)")
+    version = struct.unpack(">H", data[len(MAGIC) : len(HEADER)])[0]
+    if version != FORMAT_VERSION:
+        raise HqError(
+            f"Journal {path} has format version {version}; this hyperq reads version "
+            f"{FORMAT_VERSION}"
+        )
+
+
+def _record_at(data: memoryview, offset: int) -> tuple[int, bytes, int] | None:
+    """(seq, payload, end) of a valid record at offset, or None."""
+    end_head = offset + RECORD_HEAD.size
+    if end_head > len(data):
+        return None
+    length, crc, seq = RECORD_HEAD.unpack_from(data, offset)
+    if length > MAX_RECORD or end_head + length > len(data):
+        return None
+    payload = bytes(data[end_head : end_head + length])
+    if zlib.crc32(payload, zlib.crc32(seq.to_bytes(8, "big"))) != crc:
+        return None
+    return seq, payload, end_head + length
+
+
+def iter_records(data: bytes, path: str, report: ReadReport) -> Iterator[tuple[int, Any]]:
+    """(seq, decoded payload) of every good record; fills `report` as it goes."""
+    check_header(data, path)
+    view = memoryview(data)
+    offset = len(HEADER)
+    while offset < len(data):
+        found = _record_at(view, offset)
+        if found is not None:
+            seq, payload, end = found
+            try:
+                value = decode_unbounded(payload)
+            except ProtocolError:
+                found = None
+            else:
+                report.records += 1
+                report.last_seq = seq
+                report.valid_end = end
+                offset = end
+                yield seq, value
+                continue
+        # Not a record here: a torn tail if nothing valid follows, else damage to skip.
+        resume = _resync(view, offset + 1)
+        if resume is None:
+            report.torn_tail = len(data) - offset
+            return
+        next_seq = RECORD_HEAD.unpack_from(view, resume)[2]
+        lost = max(next_seq - report.last_seq - 1, 0)
+        report.damaged.append((offset, resume - offset, lost))
+        offset = resume
+
+
+def _resync(view: memoryview, start: int) -> int | None:
+    for offset in range(start, len(view) - RECORD_HEAD.size + 1):
+        if _record_at(view, offset) is not None:
+            return offset
+    return None
+
+
+def read_journal(path: str) -> tuple[list[tuple[int, Any]], ReadReport]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise HqError(f"Cannot open event log file at {path}: {error.strerror}") from None
+    report = ReadReport()
+    records = list(iter_records(data, path, report))
+    return records, report
+
+
+def create_journal(path: str) -> None:
+    """A new, empty journal (header only), durable before anything is appended."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, HEADER)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_for_append(path: str, valid_end: int) -> BinaryIO:
+    """Open the journal for appending, first cutting off a torn tail."""
+    f = open(path, "r+b")
+    f.truncate(valid_end)
+    f.seek(valid_end)
+    os.fsync(f.fileno())
+    return f
