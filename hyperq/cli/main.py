@@ -26,7 +26,7 @@ GROUPS: dict[str, str] = {
     "worker": "hyperq.cli.worker",
     "job": "hyperq.cli.job",
     "task": "hyperq.cli.task",
-    "journal": "hyperq.cli.journal",
+    "journal": "hyperq.cli.journalcmd",
 }
 # single-word commands: name -> (module, command name inside that module)
 ALIASES: dict[str, tuple[str, str]] = {

@@ -123,7 +123,10 @@ class ClientApi:
         }
         self.stream_ops: dict[str, StreamOp] = {
             "job-progress": self._job_progress,
+            "journal-stream": self._journal_stream,
         }
+        self.ops["journal-flush"] = self._journal_flush
+        self.ops["journal-prune"] = self._journal_prune
 
     @property
     def model(self) -> Any:
@@ -438,6 +441,75 @@ class ClientApi:
             "missing_tasks": missing,
             "worker_names": self._worker_names(),
         }
+
+    # --- journal ----------------------------------------------------------------------
+    async def _journal_flush(self, request: dict[str, Any]) -> Any:
+        assert self.core is not None
+        await self.core.durable()
+        return None
+
+    async def _journal_prune(self, request: dict[str, Any]) -> Any:
+        from hyperq.server.prune import prune_file
+
+        core = self.core
+        assert core is not None
+        journal = core.journal
+        if journal is None:
+            return None
+        model = self.model
+        async with journal.lock:
+            await journal.flush_locked()
+            live_jobs = {j for j, job in model.jobs.items() if not job.is_completed}
+            live_workers = {w for w, worker in model.workers.items() if worker.is_connected}
+            file, before, after = await trio.to_thread.run_sync(
+                prune_file, journal.path, live_jobs, live_workers
+            )
+            journal.replace_file(file)
+        log.info("Journal pruned from %d to %d bytes", before, after)
+        return {"before": before, "after": after}
+
+    async def _journal_stream(self, request: dict[str, Any], peer: PeerConnection) -> None:
+        """History first (the journal file, or events rebuilt from the state), then,
+        with `follow`, every new persisted event until the server stops."""
+        from hyperq.server.events import from_wire, to_export_json
+        from hyperq.server.journalfile import read_journal
+        from hyperq.server.reconstruct import reconstruct
+
+        core = self.core
+        assert core is not None
+        subscription = core.subscribe()
+        try:
+            journal = core.journal
+            if journal is not None:
+                await journal.sync()
+                cut = journal.synced
+                records, _report = await trio.to_thread.run_sync(read_journal, journal.path)
+                history = [from_wire(value) for seq, value in records if seq <= cut]
+            else:
+                cut = None
+                history = reconstruct(self.model, core.started_at)
+            await peer.send({"ok": None})
+            for start in range(0, len(history), 1000):
+                batch = [to_export_json(event) for event in history[start : start + 1000]]
+                await peer.send({"events": batch})
+            if not request.get("follow"):
+                await peer.send({"end": True})
+                return
+            async for seq, event in subscription.receive:
+                if cut is not None and seq is not None and seq <= cut:
+                    continue
+                batch = [to_export_json(event)]
+                while True:
+                    try:
+                        seq, event = subscription.receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    batch.append(to_export_json(event))
+                await peer.send({"events": batch})
+            if subscription.overflowed:
+                await peer.send({"error": "the event stream fell too far behind; reconnect"})
+        finally:
+            core.unsubscribe(subscription)
 
     # --- workers ----------------------------------------------------------------------
     def _worker_ids(self, selector: Any, all_ids: list[int]) -> list[int]:

@@ -63,6 +63,20 @@ class Pulse:
         await self._event.wait()
 
 
+class Subscription:
+    """Live persisted events for one `hq journal stream`, with their sequence numbers.
+
+    Bounded: a client that reads too slowly for this many events is cut off rather than
+    growing the server's memory.
+    """
+
+    QUEUE = 100_000
+
+    def __init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[tuple[int | None, Event]](self.QUEUE)
+        self.overflowed = False
+
+
 class ServerCore:
     def __init__(
         self,
@@ -78,6 +92,7 @@ class ServerCore:
         self.started_at = started_at
         self.idle_timeout = idle_timeout
         self.links: dict[int, WorkerLink] = {}
+        self.subscriptions: set[Subscription] = set()
         self.changed = Pulse()
         self._schedule_wanted = trio.Event()
         self.commit([ServerStart(started_at, server_uid)])
@@ -86,7 +101,11 @@ class ServerCore:
     def commit(self, events: Iterable[Event]) -> None:
         events = list(events)
         if self.journal is not None:
-            self.journal.append(events)
+            numbered: list[tuple[int | None, Event]] = list(self.journal.append(events))
+        else:
+            numbered = [(None, event) for event in events if event.persisted]
+        if numbered and self.subscriptions:
+            self._publish(numbered)
         applied = False
         for event in events:
             applied = True
@@ -104,6 +123,26 @@ class ServerCore:
         if applied:
             self._schedule_wanted.set()
             self.changed.fire()
+
+    def _publish(self, numbered: list[tuple[int | None, Event]]) -> None:
+        for subscription in list(self.subscriptions):
+            for item in numbered:
+                try:
+                    subscription.send.send_nowait(item)
+                except trio.WouldBlock:
+                    subscription.overflowed = True
+                    subscription.send.close()
+                    self.subscriptions.discard(subscription)
+                    break
+
+    def subscribe(self) -> Subscription:
+        subscription = Subscription()
+        self.subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscriptions.discard(subscription)
+        subscription.send.close()
 
     async def durable(self) -> None:
         """Wait until every event committed so far is on disk (no-op without a journal)."""

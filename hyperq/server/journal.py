@@ -42,18 +42,24 @@ class Journal:
         self._wanted = trio.Event()
         self._synced_pulse = trio.Event()
         self._closed = False
+        # Held while the file is written or replaced (flush, prune).
+        self.lock = trio.Lock()
         # Sizes (records) of recent fsync batches, for `tools/bench`'s report.
         self.batch_sizes: list[int] = []
         self.fsyncs = 0
 
-    def append(self, events: Iterable[Event]) -> None:
+    def append(self, events: Iterable[Event]) -> list[tuple[int, Event]]:
+        """Queue the persisted events; returns them with their sequence numbers."""
+        numbered = []
         for event in events:
             if not event.persisted:
                 continue
             payload = encode_unbounded(to_wire(event))
             self._pending.append(encode_record(self.next_seq, payload))
+            numbered.append((self.next_seq, event))
             self.appended = self.next_seq
             self.next_seq += 1
+        return numbered
 
     async def sync(self) -> None:
         """Return once everything appended so far is on disk."""
@@ -82,6 +88,11 @@ class Journal:
                 self._release()
 
     async def _flush(self) -> None:
+        async with self.lock:
+            await self.flush_locked()
+
+    async def flush_locked(self) -> None:
+        """Write and fsync what is queued; the caller holds `lock`."""
         if not self._pending:
             self._release()
             return
@@ -94,6 +105,11 @@ class Journal:
             del self.batch_sizes[:5_000]
         self.synced = target
         self._release()
+
+    def replace_file(self, file: BinaryIO) -> None:
+        """After a prune renamed a new file over the journal; the caller holds `lock`."""
+        self.file.close()
+        self.file = file
 
     def _release(self) -> None:
         self._synced_pulse.set()

@@ -1,0 +1,130 @@
+"""`hq journal …`: export a journal file, stream or replay events, flush and prune."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from hyperq.cli.context import Context
+from hyperq.common.errors import HqError
+
+GROUP_USAGE = """Commands for the event journal
+
+Usage:
+  hq journal export <PATH>
+  hq journal stream
+  hq journal replay
+  hq journal flush
+  hq journal prune
+"""
+
+EXPORT_USAGE = """Print every event of a journal file as one JSON object per line (no server needed)
+
+Usage:
+  hq journal export <PATH>
+"""
+STREAM_USAGE = """Print the server's past events, then follow new ones live
+
+Usage:
+  hq journal stream
+"""
+REPLAY_USAGE = """Print the server's past events and exit
+
+Usage:
+  hq journal replay
+"""
+FLUSH_USAGE = """Force the server to write its journal to disk
+
+Usage:
+  hq journal flush
+"""
+PRUNE_USAGE = """Rewrite the journal keeping only live jobs and workers
+
+Usage:
+  hq journal prune
+"""
+
+
+def _print_line(event: Any) -> None:
+    sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+
+
+def export(ctx: Context, args: dict[str, Any]) -> int:
+    from hyperq.common import log
+    from hyperq.server.events import from_wire, to_export_json
+    from hyperq.server.journalfile import read_journal
+
+    path = args["<PATH>"]
+    records, report = read_journal(path)
+    for offset, skipped, lost in report.damaged:
+        log.error(
+            f"Journal is damaged at offset {offset}: skipped {skipped} bytes, {lost} record(s) lost"
+        )
+    count = 0
+    for seq, value in records:
+        try:
+            event = from_wire(value)
+        except (KeyError, TypeError, ValueError) as error:
+            log.error(f"Cannot read journal record {seq}: {error}")
+            continue
+        _print_line(to_export_json(event))
+        count += 1
+    sys.stdout.flush()
+    log.info(f"Outputted {count} {'event' if count == 1 else 'events'}")
+    return 0
+
+
+def _stream(ctx: Context, follow: bool) -> int:
+    from hyperq.client.session import connect_to_server
+    from hyperq.transport.wsclient import ConnectionClosedError
+
+    with connect_to_server(ctx) as session:
+        session.request("journal-stream", follow=follow)
+        while True:
+            try:
+                message = session.connection.recv()
+            except ConnectionClosedError:
+                return 0  # the server stopped: the stream simply ends
+            if not isinstance(message, dict):
+                raise HqError("Invalid message from the server")
+            if "error" in message:
+                raise HqError(str(message["error"]))
+            for event in message.get("events", ()):
+                _print_line(event)
+            sys.stdout.flush()
+            if message.get("end"):
+                return 0
+
+
+def stream(ctx: Context, args: dict[str, Any]) -> int:
+    return _stream(ctx, follow=True)
+
+
+def replay(ctx: Context, args: dict[str, Any]) -> int:
+    return _stream(ctx, follow=False)
+
+
+def flush(ctx: Context, args: dict[str, Any]) -> int:
+    from hyperq.client.session import connect_to_server
+
+    with connect_to_server(ctx) as session:
+        session.request("journal-flush")
+    return 0
+
+
+def prune(ctx: Context, args: dict[str, Any]) -> int:
+    from hyperq.client.session import connect_to_server
+
+    with connect_to_server(ctx) as session:
+        session.request("journal-prune")
+    return 0
+
+
+COMMANDS = {
+    "export": (EXPORT_USAGE, export, False),
+    "stream": (STREAM_USAGE, stream, False),
+    "replay": (REPLAY_USAGE, replay, False),
+    "flush": (FLUSH_USAGE, flush, False),
+    "prune": (PRUNE_USAGE, prune, False),
+}

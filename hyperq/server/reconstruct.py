@@ -1,0 +1,60 @@
+"""Events rebuilt from the current state, for `hq journal replay/stream` without a journal.
+
+Without a journal the server keeps no history, so it describes what it holds as the
+events that would have produced it (journal.md §4), stably sorted by time. Pure.
+"""
+
+from __future__ import annotations
+
+from hyperq.server.events import (
+    Event,
+    JobCompleted,
+    JobCreated,
+    JobOpen,
+    ServerStart,
+    TaskAborted,
+    TaskCanceled,
+    TaskFailed,
+    TaskFinished,
+    TaskStarted,
+    WorkerConnected,
+    WorkerLost,
+)
+from hyperq.server.jobs import TaskState
+from hyperq.server.model import Model
+
+
+def reconstruct(model: Model, started_at: float) -> list[Event]:
+    events: list[Event] = [ServerStart(started_at, model.server_uid or "")]
+    for worker_id in model.worker_ids():
+        view = model.worker_info(worker_id)
+        assert view is not None
+        events.append(WorkerConnected(view.started_at, worker_id, dict(view.configuration)))
+        if view.lost_reason is not None and view.ended_at is not None:
+            events.append(WorkerLost(view.ended_at, worker_id, view.lost_reason))
+    for job_id in model.job_ids():
+        info = model.job_info(job_id)
+        assert info is not None
+        job_desc = {"name": info.name, "max_fails": info.max_fails}
+        events.append(JobOpen(info.submitted_at, job_id, info.name, info.max_fails))
+        for desc in model.job_submits(job_id):
+            events.append(JobCreated(info.submitted_at, job_id, False, job_desc, desc))
+        for view in model.iter_tasks(job_id):
+            ref = ((job_id, ((view.task_id, view.task_id, 1),)),)
+            if view.started_at is not None and view.workers:
+                events.append(
+                    TaskStarted(view.started_at, job_id, view.task_id, view.instance, view.workers)
+                )
+            end = view.finished_at if view.finished_at is not None else info.submitted_at
+            if view.state == TaskState.FINISHED:
+                events.append(TaskFinished(end, job_id, view.task_id))
+            elif view.state == TaskState.FAILED:
+                events.append(TaskFailed(end, job_id, view.task_id, view.error or ""))
+            elif view.state == TaskState.CANCELED:
+                events.append(TaskCanceled(end, ref))
+            elif view.state == TaskState.ABORTED:
+                events.append(TaskAborted(end, ref))
+        if info.completed_at is not None:
+            events.append(JobCompleted(info.completed_at, job_id))
+    events.sort(key=lambda event: event.time)
+    return events

@@ -1,0 +1,212 @@
+"""The journal end to end: durability of acknowledged requests, restore, commands."""
+
+import json
+import os
+import signal
+import subprocess
+
+from tests.harness import HQ_ARGV, ClusterEnv, wait_until
+
+
+def kill_server(cluster: ClusterEnv, process: subprocess.Popen[str]) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def export(cluster: ClusterEnv, path: str = "journal.bin") -> list[dict]:
+    out = cluster.run(["journal", "export", path])
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_acknowledged_requests_survive_kill_9(cluster: ClusterEnv) -> None:
+    server = cluster.start_server("--journal", "journal.bin", "--journal-flush-period", "1h")
+    cluster.command(["submit", "--array", "0-9", "--", "sleep", "100"])
+    cluster.command(["submit", "--", "sleep", "100"])
+    cluster.command(["job", "cancel", "2"])
+    cluster.command(["job", "open"])
+    kill_server(cluster, server)
+    types = [e["event"]["type"] for e in export(cluster)]
+    assert types[:1] == ["server-start"]
+    assert types.count("job-created") == 2
+    assert "job-cancel" in types and "task-canceled" in types and "job-open" in types
+
+    cluster.start_server("--journal", "journal.bin", name="server2")
+    jobs = {job["id"]: job for job in cluster.json(["job", "list", "--all"])}
+    # Job 2 was canceled, so completed: a restore drops it. IDs are never reused.
+    assert sorted(jobs) == [1, 3]
+    assert jobs[1]["task_stats"]["waiting"] == 10
+    assert jobs[3]["is_open"]
+    out = cluster.command(["submit", "--", "true"])
+    assert "job ID: 4" in out
+
+
+def test_restore_half_done_array(cluster: ClusterEnv) -> None:
+    server = cluster.start_server("--journal", "journal.bin")
+    cluster.start_worker(cpus=2)
+    flag = cluster.work_dir / "flag"
+    cluster.command(
+        [
+            "submit",
+            "--array",
+            "0-5",
+            "--",
+            "bash",
+            "-c",
+            f"if [ $HQ_TASK_ID -ge 4 ]; then while [ ! -e {flag} ]; do sleep 0.05; done; "
+            "fi; if [ $HQ_TASK_ID = 3 ]; then exit 1; fi; echo $HQ_INSTANCE_ID",
+        ]
+    )
+    wait_until(
+        lambda: (
+            cluster.task_states(1).get(4) == "running"
+            and cluster.task_states(1).get(5) == "running"
+        ),
+        what="tasks 4, 5 running",
+    )
+    cluster.command(["journal", "flush"])
+    kill_server(cluster, server)
+    cluster.kill_all()
+
+    cluster.start_server("--journal", "journal.bin", name="server2")
+    states = cluster.task_states(1)
+    assert states == {
+        0: "finished",
+        1: "finished",
+        2: "finished",
+        3: "failed",
+        4: "waiting",
+        5: "waiting",
+    }
+    out = cluster.command(["task", "list", "1", "-v"])
+    assert "Program terminated with exit code 1." in out
+    flag.write_text("")
+    cluster.start_worker(cpus=2)
+    # One worker before the restart: the next one gets ID 3 (journal.md §2).
+    assert list(cluster.worker_states()) == [3]
+    cluster.wait_for_job_state(1, "FAILED")
+    assert (cluster.work_dir / "job-1" / "4.stdout").read_text().strip() == "1"
+
+
+def test_torn_tail_and_damage_do_not_stop_the_server(cluster: ClusterEnv) -> None:
+    server = cluster.start_server("--journal", "journal.bin")
+    for _ in range(20):
+        cluster.command(["submit", "--", "sleep", "100"])
+    cluster.stop_server(server)
+    path = cluster.work_dir / "journal.bin"
+    data = bytearray(path.read_bytes())
+    size = len(data)
+    # Zero a block in the middle and cut the last byte off.
+    data[size // 2 : size // 2 + 300] = bytes(300)
+    path.write_bytes(bytes(data[:-1]))
+
+    cluster.start_server("--journal", "journal.bin", name="server2")
+    log = cluster.log_of("server2")
+    assert "WARN Journal contains not fully written data; they will be removed from the log" in log
+    assert "is damaged at offset" in log
+    ids = [job["id"] for job in cluster.json(["job", "list", "--all"])]
+    assert 1 in ids and len(ids) < 20
+    assert "job ID: 21" in cluster.command(["submit", "--", "true"])
+
+
+def test_wrong_header_refused(cluster: ClusterEnv) -> None:
+    (cluster.work_dir / "journal.bin").write_bytes(b"not a journal at all")
+    process = cluster.start_process(
+        "server",
+        [
+            *["--server-dir", str(cluster.server_dir)],
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--journal",
+            "journal.bin",
+        ],
+    )
+    assert process.wait(timeout=10) == 1
+    assert "is not a hyperq journal" in cluster.log_of("server")
+
+
+def test_export_stream_replay_while_running(cluster: ClusterEnv) -> None:
+    cluster.start_server("--journal", "journal.bin")
+    cluster.command(["submit", "--name", "first", "--", "true"])
+    stream = subprocess.Popen(
+        [*HQ_ARGV, "--server-dir", str(cluster.server_dir), "journal", "stream"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cluster.env,
+        cwd=cluster.work_dir,
+        start_new_session=True,
+    )
+    cluster.processes.append(("stream", stream))  # type: ignore[arg-type]
+    cluster.command(["submit", "--name", "second", "--", "true"])
+    cluster.command(["journal", "flush"])
+    names = [
+        e["event"]["job_desc"]["name"]
+        for e in export(cluster)
+        if e["event"]["type"] == "job-created"
+    ]
+    assert names == ["first", "second"]
+    replay = cluster.run(["journal", "replay"]).stdout.splitlines()
+    assert json.loads(replay[0])["event"]["type"] == "server-start"
+    assert len(replay) == 3
+    cluster.command(["submit", "--name", "third", "--", "true"])
+    assert stream.stdout is not None
+    seen = []
+    while len(seen) < 4:
+        line = stream.stdout.readline()
+        assert line, "stream ended early"
+        seen.append(json.loads(line)["event"])
+    assert [e["type"] for e in seen] == [
+        "server-start",
+        "job-created",
+        "job-created",
+        "job-created",
+    ]
+    assert seen[3]["job_desc"]["name"] == "third"
+    os.killpg(stream.pid, signal.SIGTERM)
+
+
+def test_prune_while_running(cluster: ClusterEnv) -> None:
+    cluster.start_server("--journal", "journal.bin")
+    cluster.start_worker(cpus=2)
+    for _ in range(10):
+        cluster.command(["submit", "--", "true"])
+    for job in range(1, 11):
+        cluster.wait_for_job_state(job, "FINISHED")
+    cluster.command(["submit", "--", "sleep", "100"])
+    cluster.command(["journal", "flush"])
+    path = cluster.work_dir / "journal.bin"
+    before = path.stat().st_size
+    cluster.command(["journal", "prune"])
+    after = path.stat().st_size
+    assert after < before
+    events = export(cluster)
+    jobs = {e["event"].get("job") for e in events if e["event"]["type"] == "job-created"}
+    assert jobs == {11}
+    # The server keeps appending to the pruned journal.
+    cluster.command(["submit", "--name", "later", "--", "true"])
+    cluster.command(["journal", "flush"])
+    names = [
+        e["event"]["job_desc"]["name"]
+        for e in export(cluster)
+        if e["event"]["type"] == "job-created"
+    ]
+    assert names == ["sleep", "later"]
+
+
+def test_journal_commands_without_journal(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.start_worker()
+    cluster.command(["submit", "--", "true"])
+    cluster.wait_for_job_state(1, "FINISHED")
+    cluster.command(["journal", "flush"])
+    cluster.command(["journal", "prune"])
+    types = [
+        json.loads(line)["event"]["type"]
+        for line in cluster.run(["journal", "replay"]).stdout.splitlines()
+    ]
+    assert types[0] == "server-start"
+    assert "worker-connected" in types and "task-finished" in types
+    assert types.index("task-started") < types.index("task-finished") < types.index("job-completed")

@@ -1,0 +1,102 @@
+"""The journal's file format: torn tails, damage in the middle, foreign headers."""
+
+from pathlib import Path
+
+import pytest
+
+from hyperq.common.errors import HqError
+from hyperq.server.events import JobCompleted, ServerStart, ServerStop, from_wire, to_wire
+from hyperq.server.journalfile import HEADER, encode_record, read_journal
+from hyperq.server.prune import keep_event
+from hyperq.transport.codec import encode_unbounded
+
+
+def write_journal(path: Path, count: int) -> list[int]:
+    """A journal of `count` events; returns the offset where each record starts."""
+    offsets = []
+    data = bytearray(HEADER)
+    for seq in range(1, count + 1):
+        offsets.append(len(data))
+        event = JobCompleted(float(seq), seq)
+        data += encode_record(seq, encode_unbounded(to_wire(event)))
+    path.write_bytes(bytes(data))
+    return offsets
+
+
+def jobs_of(records: list) -> list[int]:
+    return [from_wire(value).job for _, value in records]
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    write_journal(path, 50)
+    records, report = read_journal(str(path))
+    assert jobs_of(records) == list(range(1, 51))
+    assert report.torn_tail == 0 and report.damaged == []
+    assert report.valid_end == path.stat().st_size
+    assert report.last_seq == 50
+
+
+@pytest.mark.parametrize("cut", [1, 5, 12, 20])
+def test_torn_tail_is_reported_not_fatal(tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "j"
+    offsets = write_journal(path, 10)
+    data = path.read_bytes()
+    path.write_bytes(data[:-cut])
+    records, report = read_journal(str(path))
+    assert jobs_of(records) == list(range(1, 10))
+    assert report.valid_end == offsets[9]
+    assert report.torn_tail == len(data) - cut - offsets[9]
+
+
+def test_zeroed_block_in_the_middle_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    offsets = write_journal(path, 100)
+    data = bytearray(path.read_bytes())
+    # Zero records 40..59 (and a bit into the 60th's neighbour boundary).
+    start, end = offsets[39], offsets[60]
+    data[start:end] = bytes(end - start)
+    path.write_bytes(bytes(data))
+    records, report = read_journal(str(path))
+    assert jobs_of(records) == list(range(1, 40)) + list(range(61, 101))
+    assert report.damaged == [(start, end - start, 21)]
+    assert report.torn_tail == 0
+
+
+def test_garbled_bytes_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    offsets = write_journal(path, 30)
+    data = bytearray(path.read_bytes())
+    for i in range(offsets[10] + 3, offsets[12] + 5):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    records, report = read_journal(str(path))
+    assert jobs_of(records) == list(range(1, 11)) + list(range(14, 31))
+    assert len(report.damaged) == 1
+    assert report.damaged[0][2] == 3
+
+
+def test_foreign_and_newer_headers_refused(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    path.write_bytes(b"HQJOURNAL-OTHER-FORMAT")
+    with pytest.raises(HqError, match="not a hyperq journal"):
+        read_journal(str(path))
+    path.write_bytes(HEADER[:-2] + b"\x00\x09")
+    with pytest.raises(HqError, match="format version 9"):
+        read_journal(str(path))
+    with pytest.raises(HqError, match="Cannot open event log file at"):
+        read_journal(str(tmp_path / "missing"))
+
+
+def test_prune_rules() -> None:
+    from hyperq.server.events import TaskCanceled, WorkerConnected
+
+    assert keep_event(ServerStart(1.0, "abc"), set(), set()) is not None
+    assert keep_event(ServerStop(1.0), set(), set()) is not None
+    assert keep_event(JobCompleted(1.0, 3), {3}, set()) is not None
+    assert keep_event(JobCompleted(1.0, 4), {3}, set()) is None
+    assert keep_event(WorkerConnected(1.0, 2, {}), set(), {1}) is None
+    canceled = TaskCanceled(1.0, ((1, ((0, 5, 1),)), (2, ((0, 1, 1),))))
+    kept = keep_event(canceled, {2}, set())
+    assert kept == TaskCanceled(1.0, ((2, ((0, 1, 1),)),))
+    assert keep_event(canceled, {7}, set()) is None
