@@ -209,7 +209,7 @@ class ClusterEnv(HqEnv):
                 "worker",
                 "start",
                 f"--work-dir=workdir{index}",
-                "--on-server-lost=stop",
+                *([] if "--on-server-lost" in args else ["--on-server-lost=stop"]),
                 "--detect-resources=none",
                 "--hostname",
                 hostname,
@@ -260,8 +260,13 @@ class ClusterEnv(HqEnv):
         )
 
     def worker_states(self) -> dict[int, str]:
-        workers = json.loads(self.command(["worker", "list", "--all"], json_mode=True))
-        return {w["id"]: w.get("state", "") for w in workers}
+        out = self.command(["--output-mode", "quiet", "worker", "list", "--all"])
+        states = {}
+        for line in out.splitlines():
+            worker_id, _, state = line.partition(" ")
+            if worker_id.isdigit():
+                states[int(worker_id)] = state.strip()
+        return states
 
     def wait_for_worker_state(
         self, worker_id: int, state: str, timeout: float = DEFAULT_TIMEOUT

@@ -218,3 +218,14 @@ def test_tasks_die_when_worker_gets_sigterm(cluster: ClusterEnv) -> None:
     for pid in read_pids(pids):
         wait_until(lambda pid=pid: not pid_alive(pid), what=f"pid {pid} to die")
     cluster.wait_for_worker_state(1, "CONNECTION LOST")
+
+
+def test_job_info_rows(cluster: ClusterEnv) -> None:
+    from tests.tableparse import parse_table
+
+    cluster.start_server()
+    cluster.command(["submit", "--array", "1-4,7", "--", "true"])
+    table = parse_table(cluster.command(["job", "info", "1"]))
+    assert table.get_row_value("Tasks") == "5; Ids: 1-4,7"
+    assert table.get_row_value("Submission directory") == str(cluster.work_dir)
+    assert table.get_row_value("Session") == "closed"

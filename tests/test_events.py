@@ -32,6 +32,7 @@ from hyperq.server.events import (
     TaskStarted,
     WorkerConnected,
     WorkerLost,
+    WorkerResumed,
     WorkerStopRequested,
     from_wire,
     persisted,
@@ -69,6 +70,7 @@ SAMPLES: list[Event] = [
     TaskFailed(T, 1, 1, "Program terminated with exit code 1."),
     TaskCanceled(T, ((1, ((2, 4, 1), (8, 8, 1))), (2, ((0, 6, 3),)))),
     TaskAborted(T, ((5, ((0, 1, 1),)),)),
+    WorkerResumed(T, 2, ((1, 0), (3, 7))),
 ]
 
 
@@ -180,7 +182,12 @@ def test_export_shapes() -> None:
 
 def test_only_journal_kinds_are_persisted() -> None:
     transient = {e.kind for e in SAMPLES if not e.persisted}
-    assert transient == {"task-assigned", "worker-stop-requested", "job-forgotten"}
+    assert transient == {
+        "task-assigned",
+        "worker-stop-requested",
+        "job-forgotten",
+        "worker-resumed",
+    }
     assert [e.kind for e in persisted(SAMPLES)] == [e.kind for e in SAMPLES if e.persisted]
 
 

@@ -160,7 +160,9 @@ def job_detail(info: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "max_fails": None,
         "started_at": T0,
         "finished_at": T0 + 0.503,
-        "submits": [{"array": DESC, "ids": [[0, 0, 1]], "submit_dir": "/sub"}],
+        "submits": [{"array": DESC}],
+        "submit_dirs": ["/sub"],
+        "submit_ids": [[[0, 0, 1]]],
         "tasks": [],
         "state": info["state"],
         "workers": [],
@@ -789,6 +791,14 @@ def test_task_info_json_and_missing_job(hq: Hq, server: Any) -> None:
     }
     result = hq("task", "info", "8", "0")
     assert result.code == 0 and "ERROR Cannot find job 8" in result.err
+    session.replies["task-info"] = {
+        "job": 9,
+        "found": False,
+        "tasks": [],
+        "missing_tasks": [],
+        "worker_names": {},
+    }
+    assert "ERROR Cannot find job 9" in hq("task", "info", "9", "0").err
     assert hq("task", "info", "1-2", "0").code == 2
     assert hq("task", "info", "all", "0").code == 2
 

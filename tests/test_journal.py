@@ -210,3 +210,56 @@ def test_journal_commands_without_journal(cluster: ClusterEnv) -> None:
     assert types[0] == "server-start"
     assert "worker-connected" in types and "task-finished" in types
     assert types.index("task-started") < types.index("task-finished") < types.index("job-completed")
+
+
+def test_reconnecting_workers_ride_out_a_server_crash(cluster: ClusterEnv) -> None:
+    """Tasks running while the server dies complete exactly once: counted by markers."""
+    server = cluster.start_server("--journal", "journal.bin")
+    cluster.start_worker("--on-server-lost", "reconnect", cpus=2)
+    gate = cluster.work_dir / "gate"
+    markers = cluster.work_dir / "markers"
+    markers.mkdir()
+    # Tasks 0-1 run during the crash and wait for the gate; 2-3 run after it.
+    cluster.command(
+        [
+            "submit",
+            "--array",
+            "0-3",
+            "--",
+            "bash",
+            "-c",
+            f"while [ ! -e {gate} ]; do sleep 0.05; done; "
+            f"echo $HQ_INSTANCE_ID >> {markers}/$HQ_TASK_ID",
+        ]
+    )
+    wait_until(
+        lambda: (
+            cluster.task_states(1).get(0) == "running"
+            and cluster.task_states(1).get(1) == "running"
+        ),
+        what="two tasks running",
+    )
+    cluster.command(["journal", "flush"])
+    kill_server(cluster, server)
+
+    cluster.start_server("--journal", "journal.bin", "--reconnect-grace", "30s", name="server2")
+    # The worker comes back with its two tasks, still running, same worker ID.
+    wait_until(lambda: cluster.worker_states() == {1: "RUNNING"}, what="worker 1 to reconnect")
+    assert cluster.task_states(1) == {0: "running", 1: "running", 2: "waiting", 3: "waiting"}
+    gate.write_text("")
+    cluster.wait_for_job_state(1, "FINISHED")
+    for task in range(4):
+        # Each task ran exactly once, and the adopted ones kept their instance.
+        assert (markers / str(task)).read_text().split() == ["0"]
+    assert "reconnected" in cluster.log_of("server2")
+
+
+def test_non_reconnecting_tasks_return_to_waiting_at_once(cluster: ClusterEnv) -> None:
+    server = cluster.start_server("--journal", "journal.bin")
+    cluster.start_worker(cpus=1)
+    cluster.command(["submit", "--", "sleep", "100"])
+    cluster.wait_for_task_state(1, 0, "RUNNING")
+    cluster.command(["journal", "flush"])
+    kill_server(cluster, server)
+    cluster.start_server("--journal", "journal.bin", "--reconnect-grace", "1h", name="server2")
+    assert cluster.task_states(1) == {0: "waiting"}

@@ -21,9 +21,17 @@ def make_spec(tmp_path: Path, argv: list[str], **changes) -> TaskLaunchSpec:
     work_dir = tmp_path / "work"
     work_dir.mkdir(exist_ok=True)
     fields = {
-        "job_id": 1, "task_id": 0, "instance": 0, "argv": argv, "env": {},
-        "cwd": str(tmp_path), "stdout": DEFAULT_STDOUT, "stderr": DEFAULT_STDERR,
-        "submit_dir": str(tmp_path), "server_uid": "uid1", "work_dir": str(work_dir),
+        "job_id": 1,
+        "task_id": 0,
+        "instance": 0,
+        "argv": argv,
+        "env": {},
+        "cwd": str(tmp_path),
+        "stdout": DEFAULT_STDOUT,
+        "stderr": DEFAULT_STDERR,
+        "submit_dir": str(tmp_path),
+        "server_uid": "uid1",
+        "work_dir": str(work_dir),
     }
     fields.update(changes)
     return TaskLaunchSpec(**fields)
@@ -65,9 +73,16 @@ async def test_finished_with_outputs(tmp_path):
 
 async def test_env_vars(tmp_path):
     spec = make_spec(
-        tmp_path, ["env"], job_id=1, task_id=7, instance=2, entry="line x",
-        env={"FOO": "bar", "HQ_JOB_ID": "overridden"}, cpu_labels=["3", "5"],
-        resource_env={"HQ_RESOURCE_REQUEST_cpus": "2 compact"}, hq_executable="/opt/hq",
+        tmp_path,
+        ["env"],
+        job_id=1,
+        task_id=7,
+        instance=2,
+        entry="line x",
+        env={"FOO": "bar", "HQ_JOB_ID": "overridden"},
+        cpu_labels=["3", "5"],
+        resource_env={"HQ_RESOURCE_REQUEST_cpus": "2 compact"},
+        hq_executable="/opt/hq",
         stdout="%{CWD}/job-%{JOB_ID}/0.stdout",
     )
     assert (await run(spec)).finished
@@ -96,8 +111,9 @@ async def test_env_without_entry_and_user_omp(tmp_path):
 
 
 async def test_fractional_cpus_no_omp_threads(tmp_path):
-    spec = make_spec(tmp_path, ["env"], cpu_labels=["0"], cpus_whole=False,
-                     base_env={"PATH": os.environ["PATH"]})
+    spec = make_spec(
+        tmp_path, ["env"], cpu_labels=["0"], cpus_whole=False, base_env={"PATH": os.environ["PATH"]}
+    )
     assert (await run(spec)).finished
     env = env_of(tmp_path)
     assert "OMP_NUM_THREADS" not in env
@@ -110,8 +126,13 @@ async def test_pin_omp(tmp_path):
     env = env_of(tmp_path)
     assert (env["HQ_PIN"], env["OMP_PLACES"], env["OMP_PROC_BIND"]) == ("omp", "{1,2}", "close")
 
-    spec = make_spec(tmp_path, ["env"], pin="omp", cpu_labels=["1"],
-                     env={"OMP_PLACES": "mine", "OMP_PROC_BIND": "spread"})
+    spec = make_spec(
+        tmp_path,
+        ["env"],
+        pin="omp",
+        cpu_labels=["1"],
+        env={"OMP_PLACES": "mine", "OMP_PROC_BIND": "spread"},
+    )
     assert (await run(spec)).finished
     env = env_of(tmp_path)
     assert (env["OMP_PLACES"], env["OMP_PROC_BIND"]) == ("mine", "spread")
@@ -134,8 +155,14 @@ async def test_pin_without_cpus(tmp_path):
 
 
 async def test_instance_placeholders_resolved(tmp_path):
-    spec = make_spec(tmp_path, ["pwd"], cwd="%{INSTANCE_ID}-dir", stdout="%{INSTANCE_ID}.out",
-                     stderr="%{INSTANCE_ID}.err", instance=3)
+    spec = make_spec(
+        tmp_path,
+        ["pwd"],
+        cwd="%{INSTANCE_ID}-dir",
+        stdout="%{INSTANCE_ID}.out",
+        stderr="%{INSTANCE_ID}.err",
+        instance=3,
+    )
     assert (await run(spec)).finished
     assert (tmp_path / "3-dir" / "3.out").read_text() == f"{tmp_path}/3-dir\n"
     assert (tmp_path / "3-dir" / "3.err").read_text() == ""
@@ -271,8 +298,9 @@ async def test_rm_if_finished(tmp_path):
     assert not (tmp_path / "job-1" / "0.stdout").exists()
     assert (tmp_path / "job-1" / "0.stderr").exists()
 
-    spec = make_spec(tmp_path, ["sh", "-c", "exit 1"], stdout_rm_if_finished=True,
-                     stderr_rm_if_finished=True)
+    spec = make_spec(
+        tmp_path, ["sh", "-c", "exit 1"], stdout_rm_if_finished=True, stderr_rm_if_finished=True
+    )
     assert not (await run(spec)).finished
     assert (tmp_path / "job-1" / "0.stdout").exists()
     assert (tmp_path / "job-1" / "0.stderr").exists()
@@ -341,6 +369,7 @@ async def _cancel_when_started(
     pids: list[int] = []
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
+
             async def runner():
                 await run_task(spec)
                 pytest.fail("run_task returned instead of raising Cancelled")

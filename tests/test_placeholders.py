@@ -88,19 +88,27 @@ def test_server_uid_resolved_at_submit():
 
 def test_submit_stage_like_original():
     paths = resolve_paths(
-        "%{SUBMIT_DIR}/%{SERVER_UID}/%{JOB_ID}-%{TASK_ID}", "%{CWD}/out", "%{CWD}/err",
-        submit_values(5, "/foo", "testHQ"), "/foo",
+        "%{SUBMIT_DIR}/%{SERVER_UID}/%{JOB_ID}-%{TASK_ID}",
+        "%{CWD}/out",
+        "%{CWD}/err",
+        submit_values(5, "/foo", "testHQ"),
+        "/foo",
     )
     assert paths == (
-        "/foo/testHQ/5-%{TASK_ID}", "/foo/testHQ/5-%{TASK_ID}/out", "/foo/testHQ/5-%{TASK_ID}/err"
+        "/foo/testHQ/5-%{TASK_ID}",
+        "/foo/testHQ/5-%{TASK_ID}/out",
+        "/foo/testHQ/5-%{TASK_ID}/err",
     )
 
 
 def test_task_stage_like_original():
     values = task_values(5, 10, 6, "/foo", "testHQ")
     paths = resolve_paths(
-        "%{SERVER_UID}-%{TASK_ID}-%{INSTANCE_ID}", "%{JOB_ID}/stdout", "%{JOB_ID}/stderr",
-        values, "/foo",
+        "%{SERVER_UID}-%{TASK_ID}-%{INSTANCE_ID}",
+        "%{JOB_ID}/stdout",
+        "%{JOB_ID}/stderr",
+        values,
+        "/foo",
     )
     assert paths == ("/foo/testHQ-10-6", "/foo/testHQ-10-6/5/stdout", "/foo/testHQ-10-6/5/stderr")
     values = task_values(1, 2, 3, "/foo", "testHQ")
@@ -131,17 +139,17 @@ def test_unknown_placeholder_keeps_path_verbatim():
 
 
 _literal = st.text(alphabet=st.characters(blacklist_characters="%{}"), max_size=8)
-_name = st.one_of(st.sampled_from(sorted(KNOWN_PLACEHOLDERS)),
-                  st.text(alphabet=st.characters(blacklist_characters="}%{"), max_size=6))
+_name = st.one_of(
+    st.sampled_from(sorted(KNOWN_PLACEHOLDERS)),
+    st.text(alphabet=st.characters(blacklist_characters="}%{"), max_size=6),
+)
 _part = st.one_of(st.tuples(st.just("text"), _literal), st.tuples(st.just("name"), _name))
 
 
 @given(st.lists(_part, max_size=8), st.dictionaries(_name, _literal, max_size=4))
 def test_fill_substitutes_exactly_the_given_names(parts, values):
     template = "".join(v if kind == "text" else "%{" + v + "}" for kind, v in parts)
-    expected = "".join(
-        v if kind == "text" else values.get(v, "%{" + v + "}") for kind, v in parts
-    )
+    expected = "".join(v if kind == "text" else values.get(v, "%{" + v + "}") for kind, v in parts)
     assert fill(template, values) == expected
     names = [v for kind, v in parts if kind == "name"]
     assert unknown_placeholders(template) == [n for n in names if n not in KNOWN_PLACEHOLDERS]

@@ -78,6 +78,7 @@ def test_worker_info_rows(hq: Hq, server: Any) -> None:
         },
     )
     busy["configuration"].update(idle_timeout=90.0, time_limit=1.2)
+    busy["overview_interval"] = 2.0
     stopped = wire_worker(2, "STOPPED", pid=None)
     session = server({"worker-info": {"workers": [stopped, busy], "missing": [3]}})
     result = hq("worker", "info", "1-3")
@@ -114,7 +115,8 @@ def test_worker_info_rows(hq: Hq, server: Any) -> None:
     first.check_row_value("Data provider", "worker1:0")
     first.check_row_value("Heartbeat", "8s")
     first.check_row_value("Idle timeout", "1m 30s")
-    first.check_row_value("Overview interval", "None")
+    first.check_row_value("Overview interval", "2s")
+    second.check_row_value("Overview interval", "None")
     assert parse_multiline_cell(first.get_row_value("Resources")) == {"cpus": "4"}
     first.check_row_value("Time Limit", "1s 200ms")
     first.check_row_value("Process pid", "4242")

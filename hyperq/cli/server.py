@@ -39,6 +39,9 @@ Options:
   --disable-client-authentication-and-encryption  Clients connect without a key
   --disable-worker-authentication-and-encryption  Workers connect without a key
   --scheduler-time-limit <DUR>   Accepted for compatibility [default: 5s]
+  --reconnect-grace <DUR>        After a restore from the journal, how long tasks of workers
+                                 started with `--on-server-lost reconnect` wait for their
+                                 worker to come back before they are rescheduled [default: 1m]
 """
 
 STOP_USAGE = """Stop the server
@@ -130,6 +133,7 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
         access_file=Path(os.path.abspath(args["--access-file"])) if args["--access-file"] else None,
         client_auth=not args["--disable-client-authentication-and-encryption"],
         worker_auth=not args["--disable-worker-authentication-and-encryption"],
+        reconnect_grace=_duration(args["--reconnect-grace"], "--reconnect-grace") or 0.0,
     )
     setup_logging(ctx.debug)
     output = make_output(ctx.output_mode, ctx.colors)

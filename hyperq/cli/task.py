@@ -109,11 +109,10 @@ def info(ctx: Context, args: dict[str, Any]) -> int:
             "task-info", selector=selector_wire(selector), tasks=ranges_wire(tasks)
         )
     job_id = reply.get("job")
-    if job_id is None:
-        if selector.ids is not None:
-            log.error(f"Cannot find job {selector.ids.min()}")
-        else:
-            log.error("No jobs were found")
+    if job_id is None or reply.get("found") is False:
+        if job_id is None and selector.ids is not None:
+            job_id = selector.ids.min()
+        log.error(f"Cannot find job {job_id}" if job_id is not None else "No jobs were found")
         output.task_info(0, [], {}, False)
         return 0
     for task_id in sorted(int(t) for t in reply.get("missing_tasks") or []):

@@ -140,7 +140,7 @@ class CliOutput(Output):
                 "Session",
                 paint("open", "green", colors=self.colors) if info.get("is_open") else "closed",
             ),
-            ("Tasks", _tasks_cell(task_count, submits)),
+            ("Tasks", _tasks_cell(task_count, submit_ids(job))),
             ("Workers", _job_workers(job.get("workers") or [], worker_names)),
         ]
         if len(submits) == 1 and "array" in submits[0]:
@@ -148,7 +148,7 @@ class CliOutput(Output):
         started = job.get("started_at")
         rows.append(("Submission date", format_date(started) if started is not None else ""))
         if len(submits) == 1:
-            rows.append(("Submission directory", str(submits[0].get("submit_dir") or "")))
+            rows.append(("Submission directory", submit_dirs(job)[0] or ""))
         if started is None:
             makespan = ""
         else:
@@ -375,7 +375,12 @@ class CliOutput(Output):
             ("Working directory", str(configuration.get("work_dir", ""))),
             ("Heartbeat", duration_or_none(configuration.get("heartbeat_interval"))),
             ("Idle timeout", duration_or_none(configuration.get("idle_timeout"))),
-            ("Overview interval", duration_or_none(configuration.get("overview_interval"))),
+            (
+                "Overview interval",
+                duration_or_none(
+                    worker.get("overview_interval", configuration.get("overview_interval"))
+                ),
+            ),
             (
                 "Resources",
                 ResourceDescriptor.from_json(resources).summary_lines() if resources else "",
@@ -445,10 +450,28 @@ def format_ranges(ranges: IdRanges) -> str:
     return format_ids(ranges)
 
 
-def _tasks_cell(count: int, submits: Sequence[Mapping[str, Any]]) -> str:
+def submit_dirs(job: Mapping[str, Any]) -> list[str | None]:
+    """Submit directory of each submit: `submit_dirs` beside `submits`, or per submit."""
+    submits = job.get("submits") or []
+    dirs = job.get("submit_dirs")
+    if isinstance(dirs, list) and len(dirs) == len(submits):
+        return [str(d) if d is not None else None for d in dirs]
+    return [submit.get("submit_dir") for submit in submits]
+
+
+def submit_ids(job: Mapping[str, Any]) -> list[list[Sequence[int]]]:
+    """Task ID ranges of each submit: `submit_ids` beside `submits`, or `ids` per submit."""
+    submits = job.get("submits") or []
+    ids = job.get("submit_ids")
+    if isinstance(ids, list) and len(ids) == len(submits):
+        return [list(items or []) for items in ids]
+    return [list(submit.get("ids") or []) for submit in submits]
+
+
+def _tasks_cell(count: int, per_submit: Sequence[Sequence[Sequence[int]]]) -> str:
     from hyperq.common.idrange import IdRanges
 
-    items = [tuple(item) for submit in submits for item in submit.get("ids") or []]
+    items = [tuple(item) for items in per_submit for item in items]
     if not items:
         return str(count)
     try:
@@ -456,7 +479,7 @@ def _tasks_cell(count: int, submits: Sequence[Mapping[str, Any]]) -> str:
     except ValueError:
         return str(count)
     # One array keeps its steps as submitted; several submits print the collapsed set.
-    text = str(ranges) if len(submits) == 1 else format_ranges(ranges)
+    text = str(ranges) if len(per_submit) == 1 else format_ranges(ranges)
     return f"{count}; Ids: {text}"
 
 

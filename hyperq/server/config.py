@@ -18,3 +18,4 @@ class ServerConfig:
     access_file: Path | None
     client_auth: bool
     worker_auth: bool
+    reconnect_grace: float = 60.0

@@ -192,6 +192,17 @@ class ServerCore:
                 self.commit(self.model.assign(assignments, now=self.now()))
                 await trio.sleep(0)
 
+    async def release_held_workers(self, grace: float) -> None:
+        """After a restore, wait for `reconnect` workers; give up on them after `grace`."""
+        held = self.model.held_workers()
+        if not held:
+            return
+        log.info("Waiting up to %s s for %d reconnecting worker(s)", grace, len(held))
+        await trio.sleep(grace)
+        for worker_id in self.model.held_workers():
+            log.warning("Worker %d did not reconnect; its tasks go back to waiting", worker_id)
+            self.commit(self.model.worker_lost(worker_id, now=self.now(), reason="ConnectionLost"))
+
     async def run_watchdog(self) -> None:
         """Heartbeat loss and idle timeouts, checked for every connected worker."""
         while True:

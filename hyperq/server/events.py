@@ -133,6 +133,22 @@ class WorkerStopRequested(Event):
 
 
 @dataclass(frozen=True)
+class WorkerResumed(Event):
+    """A `reconnect` worker held since a restore came back and keeps its running tasks.
+
+    Transient: if the server restarts again, the journal still shows the worker as
+    connected, so the restore holds it again. `tasks` are the (job, task) pairs the
+    worker still knows (running, or finished and not yet reported); any other task held
+    on it goes back to waiting.
+    """
+
+    kind: ClassVar[str] = "worker-resumed"
+    persisted: ClassVar[bool] = False
+    id: int
+    known: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
 class JobOpen(Event):
     kind: ClassVar[str] = "job-open"
     job_id: int
@@ -239,6 +255,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     WorkerConnected,
     WorkerLost,
     WorkerStopRequested,
+    WorkerResumed,
     JobOpen,
     JobCreated,
     JobClose,
@@ -304,6 +321,12 @@ def _item(value: Any) -> IdItem:
     return (start, last, step)
 
 
+def _pairs(value: Any) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected a list of (job, task) pairs")
+    return tuple((_int(pair[0]), _int(pair[1])) for pair in value)
+
+
 def _task_groups(value: Any) -> TaskGroups:
     if not isinstance(value, list | tuple):
         raise ValueError(f"expected a list, got {value!r}")
@@ -338,6 +361,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "variant": _int,
     "error": _str,
     "tasks": _task_groups,
+    "known": _pairs,
 }
 
 

@@ -140,6 +140,7 @@ async def _serve(
                 await root.start(journal.run)
             root.start_soon(core.run_scheduler)
             root.start_soon(core.run_watchdog)
+            root.start_soon(core.release_held_workers, config.reconnect_grace)
             client_ws = await root.start(
                 serve_role,
                 "client",

@@ -55,6 +55,7 @@ from hyperq.server.events import (
     TaskStarted,
     WorkerConnected,
     WorkerLost,
+    WorkerResumed,
     WorkerStopRequested,
 )
 from hyperq.server.jobs import (
@@ -219,6 +220,7 @@ class Model:
             WorkerConnected: self._on_worker_connected,
             WorkerLost: self._on_worker_lost,
             WorkerStopRequested: self._on_worker_stop_requested,
+            WorkerResumed: self._on_worker_resumed,
             JobOpen: self._on_job_open,
             JobCreated: self._on_job_created,
             JobClose: self._on_job_close,
@@ -286,6 +288,28 @@ class Model:
         worker = self.workers.get(event.id)
         if worker is not None and worker.is_connected:
             worker.stop_requested = True
+
+    def _on_worker_resumed(self, event: WorkerResumed) -> None:
+        worker = self.workers.get(event.id)
+        if worker is None or not worker.held:
+            return
+        worker.held = False
+        known = set(event.known)
+        for job_id, task_id in sorted(worker.tasks):
+            job = self.jobs[job_id]
+            record = job.records[task_id]
+            if (job_id, task_id) in known and record.state == TaskState.RUNNING:
+                # Account for what the task holds; the allocator was rebuilt empty.
+                if worker.allocator is not None:
+                    record.allocation = worker.allocator.try_allocate(record.submit.request)
+                continue
+            self._unplace(job, record)
+            record.instance += 1
+            record.started_at = None
+            record.worker = None
+            record.workers = ()
+            job.set_state(record, TaskState.WAITING)
+            self._refresh(record.submit)
 
     def _on_worker_lost(self, event: WorkerLost) -> None:
         worker = self.workers.get(event.id)
@@ -639,6 +663,18 @@ class Model:
         if worker.stop_requested:
             return []
         return [WorkerStopRequested(now, worker_id)]
+
+    def worker_resumed(
+        self, worker_id: int, known: Iterable[tuple[int, int]], *, now: float
+    ) -> list[Event]:
+        """A held `reconnect` worker is back; `known` are the tasks it still has."""
+        worker = self.workers.get(worker_id)
+        if worker is None or not worker.held:
+            raise NotFound(f"Worker {worker_id} is not waiting to reconnect")
+        return [WorkerResumed(now, worker_id, tuple(sorted(set(known))))]
+
+    def held_workers(self) -> list[int]:
+        return sorted(w for w, worker in self.workers.items() if worker.held)
 
     def worker_lost(self, worker_id: int, *, now: float, reason: str) -> list[Event]:
         """The worker is gone. A worker asked to stop is always lost as `Stopped`."""

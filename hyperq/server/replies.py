@@ -77,6 +77,7 @@ def task_wire(view: TaskView, desc: Mapping[str, Any]) -> dict[str, Any]:
         "workers": list(view.workers),
         "error": view.error,
         "crash_count": view.crash_count,
+        "submit_dir": desc["submit_dir"],
     }
 
 
@@ -122,6 +123,7 @@ def job_detail_wire(model: Model, job_id: int, with_tasks: bool) -> dict[str, An
         "finished_at": info.completed_at,
         "submits": [{"array": task_desc_json(desc)} for desc in submits],
         "submit_dirs": [desc["submit_dir"] for desc in submits],
+        "submit_ids": [[list(item) for item in desc["tasks"]["ids"]] for desc in submits],
         "tasks": tasks,
         "workers": list(info.workers),
         "failed_tasks": [task_wire(view, submits[view.submit_index]) for view in failed],

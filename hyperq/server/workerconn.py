@@ -43,12 +43,22 @@ class WorkerHandler:
         if configuration.get("idle_timeout") is None and core.idle_timeout is not None:
             configuration["idle_timeout"] = core.idle_timeout
         configuration["pid"] = message.get("pid")
-        try:
-            events = core.model.worker_connected(configuration, now=core.now())
-        except HqError as error:
-            await peer.send({"error": error.message})
-            return
-        worker_id = events[0].id  # type: ignore[attr-defined]
+        resumed = self._resume(message.get("resume"))
+        drop: list[list[int]] = []
+        if resumed is not None:
+            worker_id, events, drop = resumed
+        else:
+            try:
+                events = core.model.worker_connected(configuration, now=core.now())
+            except HqError as error:
+                await peer.send({"error": error.message})
+                return
+            worker_id = events[0].id  # type: ignore[attr-defined]
+            resume = message.get("resume")
+            if isinstance(resume, dict):
+                # A reconnecting worker this server cannot take back: it must drop
+                # everything it still runs and start afresh under a new ID.
+                drop = [list(item[:3]) for item in resume.get("known", [])]
         link = WorkerLink(worker_id)
         core.links[worker_id] = link
         reason = "ConnectionLost"
@@ -56,8 +66,13 @@ class WorkerHandler:
             core.commit(events)
             view = core.model.worker_info(worker_id)
             assert view is not None
-            await peer.send({"worker": worker_wire(view), "server_uid": core.server_uid})
-            log.info("Worker %d registered from %s", worker_id, peer.remote)
+            await peer.send(
+                {"worker": worker_wire(view), "server_uid": core.server_uid, "drop": drop}
+            )
+            if resumed is not None:
+                log.info("Worker %d reconnected from %s", worker_id, peer.remote)
+            else:
+                log.info("Worker %d registered from %s", worker_id, peer.remote)
             with link.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._send_loop, peer, link)
@@ -73,6 +88,26 @@ class WorkerHandler:
                 reason = link.lost_reason
             core.commit(core.model.worker_lost(worker_id, now=core.now(), reason=reason))
             log.info("Worker %d lost: %s", worker_id, reason)
+
+    def _resume(self, resume: Any) -> tuple[int, list[Any], list[list[int]]] | None:
+        """Take back a held `reconnect` worker: (its ID, events, tasks it must drop)."""
+        core = self.core
+        if not isinstance(resume, dict) or resume.get("server_uid") != core.server_uid:
+            return None
+        worker_id = resume.get("worker_id")
+        if not isinstance(worker_id, int) or worker_id not in core.model.held_workers():
+            return None
+        known = [(int(j), int(t), int(i)) for j, t, i in resume.get("known", [])]
+        keep = []
+        drop = []
+        for job, task, instance in known:
+            view = core.model.task(job, task)
+            if view is not None and view.worker == worker_id and view.instance == instance:
+                keep.append((job, task))
+            else:
+                drop.append([job, task, instance])
+        events = core.model.worker_resumed(worker_id, keep, now=core.now())
+        return worker_id, events, drop
 
     async def _receive_loop(self, peer: PeerConnection, link: WorkerLink) -> str:
         worker_id = link.worker_id

@@ -24,6 +24,7 @@ class Worker:
         "configuration",
         "descriptor",
         "ended_at",
+        "held",
         "hostname",
         "id",
         "last_task_started",
@@ -55,6 +56,9 @@ class Worker:
         self.lost_reason: str | None = None
         self.ended_at: float | None = None
         self.stop_requested = False
+        # Restored from a journal and waiting for its `reconnect` worker to come back:
+        # its running tasks stay put, nothing new is assigned to it.
+        self.held = False
         self.tasks: set[tuple[int, int]] = set()
         self.n_running = 0
         self.last_task_started: tuple[int, int, float] | None = None
@@ -65,7 +69,12 @@ class Worker:
 
     @property
     def accepts_tasks(self) -> bool:
-        return self.lost_reason is None and not self.stop_requested and self.allocator is not None
+        return (
+            self.lost_reason is None
+            and not self.stop_requested
+            and not self.held
+            and self.allocator is not None
+        )
 
     def remaining_lifetime(self, now: float) -> float | None:
         """Seconds left before the worker's time limit; None when it has none."""

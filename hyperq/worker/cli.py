@@ -97,6 +97,18 @@ def build_config(ctx: Context, args: dict[str, Any]) -> Any:
     )
 
 
+def read_worker_endpoint(ctx: Context) -> Any:
+    """One attempt at reading the worker part of the current access record."""
+    from hyperq.common import serverdir
+    from hyperq.common.access import read_record
+
+    active = serverdir.resolve_active_dir(ctx.server_dir)
+    record = read_record(active / serverdir.ACCESS_FILE)
+    if record.worker is None:
+        raise HqError("the access record has no worker part")
+    return record.worker
+
+
 def load_worker_endpoint(ctx: Context) -> Any:
     """The worker part of the access record, retrying briefly while the server starts."""
     from hyperq.common import serverdir
@@ -151,9 +163,8 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
             return trio.run(
                 run_worker,
                 config,
-                endpoint.host,
-                endpoint.port,
-                endpoint.key_bytes(),
+                endpoint,
+                lambda: trio.to_thread.run_sync(read_worker_endpoint, ctx),
                 lambda worker: output.worker_info([{**worker, "runtime_info": None}]),
             )
         except (OSError, HandshakeError, BaseExceptionGroup) as raised:

@@ -52,9 +52,24 @@ MAX_ERROR_FILE_BYTES = 2048
 ERROR_FILE_NAME = "hq-error"
 
 SIGNAL_NAMES: dict[int, str] = {
-    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
-    7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2",
-    13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 17: "SIGCHLD", 18: "SIGCONT", 19: "SIGSTOP",
+    1: "SIGHUP",
+    2: "SIGINT",
+    3: "SIGQUIT",
+    4: "SIGILL",
+    5: "SIGTRAP",
+    6: "SIGABRT",
+    7: "SIGBUS",
+    8: "SIGFPE",
+    9: "SIGKILL",
+    10: "SIGUSR1",
+    11: "SIGSEGV",
+    12: "SIGUSR2",
+    13: "SIGPIPE",
+    14: "SIGALRM",
+    15: "SIGTERM",
+    17: "SIGCHLD",
+    18: "SIGCONT",
+    19: "SIGSTOP",
 }
 
 # Python ignores SIGPIPE and SIGXFSZ and a worker started as a background job of a
@@ -224,10 +239,8 @@ def _task_env(spec: TaskLaunchSpec) -> tuple[dict[str, str], list[str]]:
 
 
 def _task_paths(spec: TaskLaunchSpec) -> tuple[str, str | None, str | None]:
-    values = task_values(spec.job_id, spec.task_id, spec.instance, spec.submit_dir,
-                         spec.server_uid)
-    cwd, stdout, stderr = resolve_paths(spec.cwd, spec.stdout, spec.stderr, values,
-                                        spec.submit_dir)
+    values = task_values(spec.job_id, spec.task_id, spec.instance, spec.submit_dir, spec.server_uid)
+    cwd, stdout, stderr = resolve_paths(spec.cwd, spec.stdout, spec.stderr, values, spec.submit_dir)
     # Only unknown placeholders can keep a path relative here; anchor it like the rest
     # instead of letting it land relative to the worker's own cwd.
     cwd = os.path.join(spec.submit_dir, cwd)
@@ -283,12 +296,17 @@ def _find_program(name: str, env: dict[str, str]) -> str:
     raise OSError(code, os.strerror(code))
 
 
-def _spawn(argv: list[str], env: dict[str, str], cwd: str, fds: tuple[int, int, int],
-           death_signal: bool) -> int:
+def _spawn(
+    argv: list[str], env: dict[str, str], cwd: str, fds: tuple[int, int, int], death_signal: bool
+) -> int:
     """Start the program in its own session with `fds` as 0-2; the pid, or OSError."""
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
-    options = {"file_actions": actions, "setsid": True, "setsigdef": _RESET_SIGNALS,
-               "setsigmask": ()}
+    options = {
+        "file_actions": actions,
+        "setsid": True,
+        "setsigdef": _RESET_SIGNALS,
+        "setsigmask": (),
+    }
     home = os.open(".", os.O_PATH | os.O_CLOEXEC)
     try:
         os.chdir(cwd)
@@ -305,8 +323,7 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, fds: tuple[int, int, 
                 if e.errno != errno.ENOEXEC:
                     raise
                 # execvp runs a script without a shebang with /bin/sh; so does HyperQueue.
-                return os.posix_spawn("/bin/sh", ["/bin/sh", program, *argv[1:]], env,
-                                      **options)
+                return os.posix_spawn("/bin/sh", ["/bin/sh", program, *argv[1:]], env, **options)
         finally:
             os.fchdir(home)
     finally:
@@ -333,8 +350,12 @@ class _Child:
             # A limiter of its own: behind the shared default one (40 threads), exits of
             # short tasks would go unnoticed while long ones hold every thread.
             await trio.to_thread.run_sync(
-                os.waitid, os.P_PID, self.pid, os.WEXITED | os.WNOWAIT,
-                abandon_on_cancel=True, limiter=trio.CapacityLimiter(1),
+                os.waitid,
+                os.P_PID,
+                self.pid,
+                os.WEXITED | os.WNOWAIT,
+                abandon_on_cancel=True,
+                limiter=trio.CapacityLimiter(1),
             )
 
     def signal_group(self, signum: int) -> None:
@@ -390,8 +411,10 @@ async def _wait(child: _Child, stdin: trio.lowlevel.FdStream | None, data: bytes
 
 
 def _remove_outputs(spec: TaskLaunchSpec, stdout: str | None, stderr: str | None) -> None:
-    for path, remove in ((stdout, spec.stdout_rm_if_finished),
-                         (stderr, spec.stderr_rm_if_finished)):
+    for path, remove in (
+        (stdout, spec.stdout_rm_if_finished),
+        (stderr, spec.stderr_rm_if_finished),
+    ):
         if remove and path is not None:
             try:
                 os.unlink(path)
@@ -410,8 +433,10 @@ async def run_task(spec: TaskLaunchSpec) -> TaskOutcome:
             try:
                 task_dir = tempfile.mkdtemp(prefix="t", dir=spec.work_dir)
             except OSError as e:
-                raise _SetupError(f"Cannot create task_dir in worker's workdir at "
-                                  f"{spec.work_dir}: {_os_error_text(e)}") from e
+                raise _SetupError(
+                    f"Cannot create task_dir in worker's workdir at "
+                    f"{spec.work_dir}: {_os_error_text(e)}"
+                ) from e
             env["HQ_TASK_DIR"] = task_dir
             env["HQ_ERROR_FILENAME"] = os.path.join(task_dir, ERROR_FILE_NAME)
         cwd, stdout, stderr = _task_paths(spec)
@@ -423,9 +448,15 @@ async def run_task(spec: TaskLaunchSpec) -> TaskOutcome:
             shutil.rmtree(task_dir, ignore_errors=True)
 
 
-async def _run_process(spec: TaskLaunchSpec, env: dict[str, str], argv: list[str], cwd: str,
-                       stdout: str | None, stderr: str | None,
-                       task_dir: str | None) -> TaskOutcome:
+async def _run_process(
+    spec: TaskLaunchSpec,
+    env: dict[str, str],
+    argv: list[str],
+    cwd: str,
+    stdout: str | None,
+    stderr: str | None,
+    task_dir: str | None,
+) -> TaskOutcome:
     try:
         os.makedirs(cwd, exist_ok=True)
     except OSError as e:
@@ -447,8 +478,9 @@ async def _run_process(spec: TaskLaunchSpec, env: dict[str, str], argv: list[str
             to_close.append(in_fd)
             stdin_stream = trio.lowlevel.FdStream(_high_fd(write_end))
         try:
-            child = _Child(_spawn(argv, env, cwd, (in_fd, out_fd, err_fd),
-                                  spec.parent_death_signal))
+            child = _Child(
+                _spawn(argv, env, cwd, (in_fd, out_fd, err_fd), spec.parent_death_signal)
+            )
         except OSError as e:
             return failed(spawn_error_message(e, argv, cwd))
         except ValueError as e:  # e.g. a NUL byte in an argument or variable

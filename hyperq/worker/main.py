@@ -1,6 +1,7 @@
 """The worker program: connection, task runners, heartbeats, and how it ends.
 
 worker nursery
+├── websocket reader  (trio-websocket's, one per connection)
 ├── update sender     batches task state updates into one message
 ├── heartbeat         keeps the server from declaring us lost
 ├── signal watcher    SIGINT/SIGTERM/SIGTSTP → stop (exit 0)
@@ -8,7 +9,9 @@ worker nursery
 └── task nursery      one runner per task; cancelling a runner kills its process group
 The receive loop runs in the main task. Whatever ends the worker (server's stop, time
 limit, signal, server lost) goes through `end()`, which decides the exit code and
-whether running tasks are killed or allowed to finish.
+whether running tasks are killed or allowed to finish. With `--on-server-lost
+reconnect` a lost server is not an end: tasks keep running, their reports wait, and the
+worker retries the server directory until the server is back or the limit runs out.
 """
 
 from __future__ import annotations
@@ -17,16 +20,20 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, HandshakeError
 
+from hyperq.common.access import Endpoint
+from hyperq.common.errors import HqError
 from hyperq.common.resources import Allocation
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.peer import PeerConnection
 from hyperq.worker.config import WorkerConfig
+from hyperq.worker.connection import connect_server
 from hyperq.worker.guardian import Guardian
 from hyperq.worker.launcher import TaskLaunchSpec, TaskOutcome, run_task
 
@@ -36,11 +43,22 @@ log = logging.getLogger(__name__)
 # into one message, so this bounds memory, not throughput; runners wait when it is full.
 UPDATE_QUEUE_SIZE = 4096
 WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
+# `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
+RECONNECT_LIMIT = 600.0
+RECONNECT_MAX_DELAY = 5.0
+SEND_ERRORS = (
+    ConnectionClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+)
+
+EndpointLoader = Callable[[], Awaitable[Endpoint]]
 
 
 @dataclass
 class Ending:
-    reason: str  # "stopped", "idle-timeout", "time-limit", "signal", "server-lost"
+    reason: str  # "stopped", "IdleTimeout", "time-limit", "signal", "server-lost"
     exit_code: int
     kill_tasks: bool
 
@@ -54,33 +72,62 @@ def hq_executable() -> str | None:
     return candidate if os.path.exists(candidate) else None
 
 
+async def register(
+    nursery: trio.Nursery,
+    endpoint: Endpoint,
+    config: WorkerConfig,
+    resume: dict[str, Any] | None = None,
+) -> tuple[PeerConnection, dict[str, Any]]:
+    peer = await connect_server(nursery, endpoint.host, endpoint.port, endpoint.key_bytes())
+    message: dict[str, Any] = {
+        "op": "register",
+        "configuration": config.to_json(),
+        "pid": os.getpid(),
+    }
+    if resume is not None:
+        message["resume"] = resume
+    await peer.send(message)
+    with trio.fail_after(30):
+        reply = await peer.recv()
+    if not isinstance(reply, dict) or "error" in reply:
+        error = reply.get("error") if isinstance(reply, dict) else "invalid reply"
+        await peer.close()
+        raise HqError(f"Server refused the worker: {error}")
+    return peer, reply
+
+
 class WorkerRuntime:
     def __init__(
         self,
         config: WorkerConfig,
+        nursery: trio.Nursery,
         peer: PeerConnection,
-        worker_id: int,
-        server_uid: str,
+        reply: dict[str, Any],
         guardian: Guardian,
+        load_endpoint: EndpointLoader,
     ) -> None:
+        self.config = config
+        self.conn_nursery = nursery
+        self.peer = peer
+        self.worker_id: int = reply["worker"]["id"]
+        self.server_uid: str = reply["server_uid"]
         self.guardian = guardian
+        self.load_endpoint = load_endpoint
+        self.hq = hq_executable()
         # Copying os.environ per task costs more than the rest of preparing it.
         self.base_env = dict(os.environ)
-        self.config = config
-        self.peer = peer
-        self.worker_id = worker_id
-        self.server_uid = server_uid
-        self.hq = hq_executable()
         self.ending: Ending | None = None
         self.receive_scope = trio.CancelScope()
         self.task_scopes: dict[tuple[int, int], tuple[int, trio.CancelScope]] = {}
         self.updates_send, self.updates_recv = trio.open_memory_channel[list[Any]](
             UPDATE_QUEUE_SIZE
         )
+        self.unsent: list[list[Any]] = []
         self.connected = True
+        self.reconnecting = config.on_server_lost == "reconnect"
 
     def end(self, ending: Ending) -> None:
-        """The first reason to end wins; it stops the receive loop."""
+        """The first reason to end wins; it stops the receive loop (or reconnecting)."""
         if self.ending is None:
             self.ending = ending
             log.info("Worker is stopping (%s)", ending.reason)
@@ -95,9 +142,22 @@ class WorkerRuntime:
                 services.start_soon(self._time_limit, self.config.time_limit)
             async with trio.open_nursery() as tasks:
                 self.task_nursery = tasks
-                with self.receive_scope:
-                    await self._receive_loop(tasks)
+                while True:
+                    with self.receive_scope:
+                        await self._receive_loop(tasks)
+                    if self.ending is None and self.reconnecting:
+                        reconnected = False
+                        self.receive_scope = trio.CancelScope()
+                        with self.receive_scope:
+                            reconnected = await self._reconnect()
+                        if reconnected:
+                            self.receive_scope = trio.CancelScope()
+                            continue
+                        if self.ending is None:
+                            log.error("Could not reconnect to the server")
+                    break
                 ending = self.ending or Ending("server-lost", 1, True)
+                self.ending = ending
                 if ending.reason == "server-lost":
                     log.error("Connection to the server was lost")
                 if ending.kill_tasks:
@@ -106,8 +166,7 @@ class WorkerRuntime:
                     log.info("Waiting for %d running task(s) to finish", len(self.task_scopes))
             await self._close_connection()
             services.cancel_scope.cancel()
-        assert self.ending is not None or True
-        return (self.ending or Ending("server-lost", 1, True)).exit_code
+        return self.ending.exit_code if self.ending else 1
 
     # --- receiving -------------------------------------------------------------------
     async def _receive_loop(self, tasks: trio.Nursery) -> None:
@@ -122,8 +181,9 @@ class WorkerRuntime:
             ) as error:
                 log.debug("Receive failed: %s", error)
                 self.connected = False
-                policy = self.config.on_server_lost
-                self.end(Ending("server-lost", 1, kill_tasks=policy == "stop"))
+                if not self.reconnecting:
+                    policy = self.config.on_server_lost
+                    self.end(Ending("server-lost", 1, kill_tasks=policy == "stop"))
                 return
             if not isinstance(message, dict):
                 continue
@@ -131,20 +191,22 @@ class WorkerRuntime:
             if op == "compute":
                 self._start_tasks(tasks, message)
             elif op == "cancel":
-                for job, task, instance in message.get("tasks", ()):
-                    slot = self.task_scopes.get((job, task))
-                    if slot is not None and slot[0] == instance:
-                        slot[1].cancel()
+                self._cancel(message.get("tasks", ()))
             elif op == "stop":
                 reason = message.get("reason", "stopped")
                 self.end(Ending(reason, 0, kill_tasks=True))
                 return
 
+    def _cancel(self, items: Any) -> None:
+        for job, task, instance in items:
+            slot = self.task_scopes.get((job, task))
+            if slot is not None and slot[0] == instance:
+                slot[1].cancel()
+
     def _start_tasks(self, tasks: trio.Nursery, message: dict[str, Any]) -> None:
-        descs: dict[Any, dict[str, Any]] = message.get("descs", {})
+        descs: dict[str, dict[str, Any]] = message.get("descs", {})
         for item in message.get("tasks", ()):
-            desc = descs[item["desc"]]
-            spec = self._spec(item, desc)
+            spec = self._spec(item, descs[item["desc"]])
             scope = trio.CancelScope()
             self.task_scopes[(spec.job_id, spec.task_id)] = (spec.instance, scope)
             tasks.start_soon(self._run_one, spec, scope)
@@ -154,7 +216,6 @@ class WorkerRuntime:
         allocation = Allocation.from_wire(item["allocation"])
         stdout = program.get("stdout")
         stderr = program.get("stderr")
-        whole = allocation.whole_cpu_count()
         return TaskLaunchSpec(
             job_id=item["job"],
             task_id=item["task"],
@@ -176,7 +237,7 @@ class WorkerRuntime:
             entry=item.get("entry"),
             resource_env=allocation.env(),
             cpu_labels=allocation.cpu_labels(),
-            cpus_whole=whole is not None,
+            cpus_whole=allocation.whole_cpu_count() is not None,
             hq_executable=self.hq,
             base_env=self.base_env,
             on_process=self.guardian.track,
@@ -202,43 +263,94 @@ class WorkerRuntime:
         with trio.CancelScope(shield=True):
             await self.updates_send.send(update)
 
-    # --- services --------------------------------------------------------------------
+    # --- sending ---------------------------------------------------------------------
     async def _send_updates(self) -> None:
         async for first in self.updates_recv:
-            batch = [first]
+            self.unsent.append(first)
             while True:
                 try:
-                    batch.append(self.updates_recv.receive_nowait())
+                    self.unsent.append(self.updates_recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            if not self.connected:
-                continue  # nobody to tell; finish-running tasks just drain
-            try:
-                await self.peer.send({"op": "updates", "items": batch})
-            except (
-                ConnectionClosed,
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-                trio.TooSlowError,
-            ):
-                self.connected = False
+            await self._flush_unsent()
+
+    async def _flush_unsent(self) -> None:
+        if not self.connected:
+            if not self.reconnecting:
+                self.unsent.clear()  # nobody to tell; finish-running tasks just drain
+            return
+        batch, self.unsent = self.unsent, []
+        if not batch:
+            return
+        try:
+            await self.peer.send({"op": "updates", "items": batch})
+        except SEND_ERRORS:
+            self.connected = False
+            if self.reconnecting:
+                # Maybe delivered, maybe not: the server ignores a repeated report.
+                self.unsent[:0] = batch
 
     async def _heartbeat(self) -> None:
         while True:
             await trio.sleep(self.config.heartbeat)
             if not self.connected:
-                return
+                continue
             try:
                 await self.peer.send({"op": "heartbeat"})
-            except (
-                ConnectionClosed,
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-                trio.TooSlowError,
-            ):
+            except SEND_ERRORS:
                 self.connected = False
-                return
 
+    # --- reconnecting ----------------------------------------------------------------
+    def _known_tasks(self) -> list[list[int]]:
+        known = {(job, task): instance for (job, task), (instance, _s) in self.task_scopes.items()}
+        for item in self.unsent:
+            known.setdefault((item[1], item[2]), item[3])
+        return [[job, task, instance] for (job, task), instance in sorted(known.items())]
+
+    async def _reconnect(self) -> bool:
+        log.warning("Connection to the server was lost; reconnecting (running tasks continue)")
+        with trio.move_on_after(RECONNECT_LIMIT):
+            delay = 0.1
+            while True:
+                await trio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+                try:
+                    endpoint = await self.load_endpoint()
+                    resume = {
+                        "worker_id": self.worker_id,
+                        "server_uid": self.server_uid,
+                        "known": self._known_tasks(),
+                    }
+                    peer, reply = await register(self.conn_nursery, endpoint, self.config, resume)
+                except (
+                    OSError,
+                    HandshakeError,
+                    HqError,
+                    ConnectionClosed,
+                    ProtocolError,
+                    trio.TooSlowError,
+                    trio.BrokenResourceError,
+                ) as error:
+                    log.debug("Reconnect attempt failed: %s", error)
+                    continue
+                self._cancel(reply.get("drop", ()))
+                dropped = {(job, task) for job, task, _i in reply.get("drop", ())}
+                self.unsent = [u for u in self.unsent if (u[1], u[2]) not in dropped]
+                new_id = reply["worker"]["id"]
+                if new_id != self.worker_id:
+                    log.warning(
+                        "The server did not know this worker; continuing as worker %d", new_id
+                    )
+                self.worker_id = new_id
+                self.server_uid = reply["server_uid"]
+                self.peer = peer
+                self.connected = True
+                log.info("Reconnected to the server as worker %d", new_id)
+                await self._flush_unsent()
+                return True
+        return False
+
+    # --- services --------------------------------------------------------------------
     async def _watch_signals(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -258,7 +370,7 @@ class WorkerRuntime:
             with trio.move_on_after(2):
                 try:
                     await self.peer.send({"op": "goodbye", "reason": "TimeLimitReached"})
-                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                except SEND_ERRORS:
                     pass
         self.end(Ending("time-limit", 0, kill_tasks=True))
 
@@ -269,30 +381,20 @@ class WorkerRuntime:
 
 
 async def run_worker(
-    config: WorkerConfig, host: str, port: int, key: bytes | None, announce: Any
+    config: WorkerConfig,
+    endpoint: Endpoint,
+    load_endpoint: EndpointLoader,
+    announce: Callable[[dict[str, Any]], None],
 ) -> int:
     """Connect, register, announce (print the info table), then serve until the end."""
     guardian = Guardian()
     try:
-        return await _serve(config, host, port, key, announce, guardian)
+        async with trio.open_nursery() as connections:
+            peer, reply = await register(connections, endpoint, config)
+            announce(reply["worker"])
+            runtime = WorkerRuntime(config, connections, peer, reply, guardian, load_endpoint)
+            code = await runtime.run()
+            connections.cancel_scope.cancel()
+        return code
     finally:
         guardian.close()
-
-
-async def _serve(
-    config: WorkerConfig, host: str, port: int, key: bytes | None, announce: Any, guardian: Guardian
-) -> int:
-    from hyperq.worker.connection import open_server_connection
-
-    async with open_server_connection(host, port, key) as peer:
-        await peer.send({"op": "register", "configuration": config.to_json(), "pid": os.getpid()})
-        reply = await peer.recv()
-        if not isinstance(reply, dict) or "error" in reply:
-            from hyperq.common.errors import HqError
-
-            message = reply.get("error") if isinstance(reply, dict) else "invalid reply"
-            raise HqError(f"Server refused the worker: {message}")
-        worker = reply["worker"]
-        announce(worker)
-        runtime = WorkerRuntime(config, peer, worker["id"], reply["server_uid"], guardian)
-        return await runtime.run()
