@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import HqEnv
+from tests.harness import ClusterEnv, HqEnv
 
 
 @pytest.fixture
@@ -16,9 +16,7 @@ def hq_env(tmp_path: Path) -> Iterator[HqEnv]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator["ClusterEnv"]:
-    from tests.harness import ClusterEnv
-
+def cluster(tmp_path: Path) -> Iterator[ClusterEnv]:
     env = ClusterEnv(tmp_path)
     try:
         yield env
