@@ -263,3 +263,27 @@ EVENTS = st.one_of(
 def test_generated_events_round_trip(event: Event) -> None:
     assert from_wire(cbor2.loads(cbor2.dumps(to_wire(event)))) == event
     json.dumps(to_export_json(event))
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: e.kind)
+def test_record_round_trip(event: Event) -> None:
+    from hyperq.server.events import from_record, to_record
+
+    record = to_record(event)
+    assert record[0] == event.kind
+    assert from_record(cbor2.loads(cbor2.dumps(record))) == event
+
+
+def test_bad_records_rejected() -> None:
+    from hyperq.server.events import from_record
+
+    for bad in (
+        [],
+        ["no-such-kind", 1.0],
+        ["job-close", 1.0],
+        ["job-close", "soon", 1],
+        {"kind": "job-close"},
+        ["job-close", 1.0, 1, 2, 3],
+    ):
+        with pytest.raises(ValueError):
+            from_record(bad)

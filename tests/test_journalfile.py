@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from hyperq.common.errors import HqError
-from hyperq.server.events import JobCompleted, ServerStart, ServerStop, from_wire, to_wire
+from hyperq.server.events import JobCompleted, ServerStart, ServerStop, from_record, to_record
 from hyperq.server.journalfile import HEADER, encode_record, read_journal
 from hyperq.server.prune import keep_event
 from hyperq.transport.codec import encode_unbounded
@@ -18,13 +18,13 @@ def write_journal(path: Path, count: int) -> list[int]:
     for seq in range(1, count + 1):
         offsets.append(len(data))
         event = JobCompleted(float(seq), seq)
-        data += encode_record(seq, encode_unbounded(to_wire(event)))
+        data += encode_record(seq, encode_unbounded(to_record(event)))
     path.write_bytes(bytes(data))
     return offsets
 
 
 def jobs_of(records: list) -> list[int]:
-    return [from_wire(value).job for _, value in records]
+    return [from_record(value).job for _, value in records]
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def _print_line(event: Any) -> None:
 
 def export(ctx: Context, args: dict[str, Any]) -> int:
     from hyperq.common import log
-    from hyperq.server.events import from_wire, to_export_json
+    from hyperq.server.events import from_record, to_export_json
     from hyperq.server.journalfile import read_journal
 
     path = args["<PATH>"]
@@ -64,7 +64,7 @@ def export(ctx: Context, args: dict[str, Any]) -> int:
     count = 0
     for seq, value in records:
         try:
-            event = from_wire(value)
+            event = from_record(value)
         except (KeyError, TypeError, ValueError) as error:
             log.error(f"Cannot read journal record {seq}: {error}")
             continue

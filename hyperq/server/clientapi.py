@@ -189,6 +189,12 @@ class ClientApi:
                 "jobs": [job_info_wire(model.job_info(j)) for j in model.job_ids()],
                 "task_records": model.record_count(),
             },
+            "journal": None
+            if self.core.journal is None
+            else {
+                "fsyncs": self.core.journal.fsyncs,
+                "batch_sizes": self.core.journal.batch_sizes[-1000:],
+            },
             "server": self.info.to_wire(),
         }
 
@@ -471,7 +477,7 @@ class ClientApi:
     async def _journal_stream(self, request: dict[str, Any], peer: PeerConnection) -> None:
         """History first (the journal file, or events rebuilt from the state), then,
         with `follow`, every new persisted event until the server stops."""
-        from hyperq.server.events import from_wire, to_export_json
+        from hyperq.server.events import from_record, to_export_json
         from hyperq.server.journalfile import read_journal
         from hyperq.server.reconstruct import reconstruct
 
@@ -484,7 +490,7 @@ class ClientApi:
                 await journal.sync()
                 cut = journal.synced
                 records, _report = await trio.to_thread.run_sync(read_journal, journal.path)
-                history = [from_wire(value) for seq, value in records if seq <= cut]
+                history = [from_record(value) for seq, value in records if seq <= cut]
             else:
                 cut = None
                 history = reconstruct(self.model, core.started_at)

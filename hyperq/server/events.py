@@ -374,12 +374,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES
+}
+
+
 def to_wire(event: Event) -> dict[str, Any]:
     """The map the journal stores: {"kind": ..., "time": ..., <fields>}."""
     out: dict[str, Any] = {"kind": event.kind}
-    for field in dataclasses.fields(event):
-        out[field.name] = _plain(getattr(event, field.name))
+    for name in _FIELD_NAMES[type(event)]:
+        out[name] = _plain(getattr(event, name))
     return out
+
+
+# Per kind: (class, [(field name, decoder, has a default)]); restoring a journal decodes
+# every record, so the dataclass introspection is done once, not per event.
+_FIELD_PLANS: dict[str, tuple[type[Event], list[tuple[str, Callable[[Any], Any], bool]]]] = {
+    cls.kind: (
+        cls,
+        [
+            (f.name, _DECODERS[f.name], f.default is not dataclasses.MISSING)
+            for f in dataclasses.fields(cls)
+        ],
+    )
+    for cls in EVENT_TYPES
+}
 
 
 def from_wire(data: Mapping[str, Any]) -> Event:
@@ -387,20 +406,49 @@ def from_wire(data: Mapping[str, Any]) -> Event:
     if not isinstance(data, Mapping):
         raise ValueError(f"an event must be a map, got {type(data).__name__}")
     kind = data.get("kind")
-    cls = REGISTRY.get(kind) if isinstance(kind, str) else None
-    if cls is None:
+    plan = _FIELD_PLANS.get(kind) if isinstance(kind, str) else None
+    if plan is None:
         raise ValueError(f"unknown event kind {kind!r}")
+    cls, fields = plan
     values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        if field.name not in data:
-            if field.default is not dataclasses.MISSING:
+    for name, decoder, has_default in fields:
+        if name not in data:
+            if has_default:
                 continue
-            raise ValueError(f"event {kind!r} lacks field {field.name!r}")
+            raise ValueError(f"event {kind!r} lacks field {name!r}")
         try:
-            values[field.name] = _DECODERS[field.name](data[field.name])
+            values[name] = decoder(data[name])
         except (TypeError, ValueError) as error:
-            raise ValueError(f"event {kind!r}, field {field.name!r}: {error}") from error
+            raise ValueError(f"event {kind!r}, field {name!r}: {error}") from error
     return cls(**values)
+
+
+def to_record(event: Event) -> list[Any]:
+    """The journal's compact form: [kind, time, <fields in declaration order>].
+
+    Positional arrays decode about twice as fast as maps, and a restore decodes every
+    record of the journal.
+    """
+    return [event.kind, *(_plain(getattr(event, name)) for name in _FIELD_NAMES[type(event)])]
+
+
+def from_record(record: Any) -> Event:
+    """Inverse of `to_record`; raises ValueError for anything malformed or unknown."""
+    if not isinstance(record, list) or not record:
+        raise ValueError("a journal record must be a non-empty array")
+    kind = record[0]
+    plan = _FIELD_PLANS.get(kind) if isinstance(kind, str) else None
+    if plan is None:
+        raise ValueError(f"unknown event kind {kind!r}")
+    cls, fields = plan
+    if len(record) - 1 > len(fields) or any(
+        not has_default for _n, _d, has_default in fields[len(record) - 1 :]
+    ):
+        raise ValueError(f"event {kind!r} has {len(record) - 1} fields")
+    try:
+        return cls(*[decoder(value) for (_n, decoder, _h), value in zip(fields, record[1:])])
+    except (TypeError, ValueError, IndexError) as error:
+        raise ValueError(f"event {kind!r}: {error}") from error
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import trio
 
-from hyperq.server.events import Event, to_wire
+from hyperq.server.events import Event, to_record
 from hyperq.server.journalfile import encode_record
 from hyperq.transport.codec import encode_unbounded
 
@@ -54,7 +54,7 @@ class Journal:
         for event in events:
             if not event.persisted:
                 continue
-            payload = encode_unbounded(to_wire(event))
+            payload = encode_unbounded(to_record(event))
             self._pending.append(encode_record(self.next_seq, payload))
             numbered.append((self.next_seq, event))
             self.appended = self.next_seq

@@ -78,22 +78,31 @@ def iter_records(data: bytes, path: str, report: ReadReport) -> Iterator[tuple[i
     """(seq, decoded payload) of every good record; fills `report` as it goes."""
     check_header(data, path)
     view = memoryview(data)
+    size = len(data)
     offset = len(HEADER)
-    while offset < len(data):
-        found = _record_at(view, offset)
-        if found is not None:
-            seq, payload, end = found
-            try:
-                value = decode_unbounded(payload)
-            except ProtocolError:
-                found = None
-            else:
-                report.records += 1
-                report.last_seq = seq
-                report.valid_end = end
-                offset = end
-                yield seq, value
-                continue
+    unpack_head = RECORD_HEAD.unpack_from
+    head_size = RECORD_HEAD.size
+    crc32 = zlib.crc32
+    while offset < size:
+        # The common case inline (a restore reads every record): a whole, intact record.
+        if offset + head_size <= size:
+            length, crc, seq = unpack_head(view, offset)
+            start = offset + head_size
+            end = start + length
+            if length <= MAX_RECORD and end <= size:
+                payload = view[start:end]
+                if crc32(payload, crc32(view[offset + 8 : start])) == crc:
+                    try:
+                        value = decode_unbounded(payload)
+                    except ProtocolError:
+                        pass
+                    else:
+                        report.records += 1
+                        report.last_seq = seq
+                        report.valid_end = end
+                        offset = end
+                        yield seq, value
+                        continue
         # Not a record here: a torn tail if nothing valid follows, else damage to skip.
         resume = _resync(view, offset + 1)
         if resume is None:

@@ -29,8 +29,8 @@ from hyperq.server.events import (
     TaskStarted,
     WorkerConnected,
     WorkerLost,
-    from_wire,
-    to_wire,
+    from_record,
+    to_record,
 )
 from hyperq.server.journalfile import HEADER, encode_record, fsync_dir, read_journal
 from hyperq.transport.codec import encode_unbounded
@@ -67,10 +67,10 @@ def prune_file(
     with os.fdopen(fd, "wb") as out:
         out.write(HEADER)
         for seq, value in records:
-            event = keep_event(from_wire(value), live_jobs, live_workers)
+            event = keep_event(from_record(value), live_jobs, live_workers)
             if event is None:
                 continue
-            out.write(encode_record(seq, encode_unbounded(to_wire(event))))
+            out.write(encode_record(seq, encode_unbounded(to_record(event))))
         out.flush()
         os.fsync(out.fileno())
         after = out.tell()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from hyperq.common.errors import HqError
-from hyperq.server.events import Event, ServerStart, from_wire
+from hyperq.server.events import Event, ServerStart, from_record
 from hyperq.server.journalfile import HEADER, create_journal, open_for_append, read_journal
 from hyperq.server.model import Model
 from hyperq.server.restore import restore
@@ -46,7 +46,7 @@ def read_events(path: str) -> tuple[list[Event], int, int, int]:
     events = []
     for seq, value in records:
         try:
-            events.append(from_wire(value))
+            events.append(from_record(value))
         except (KeyError, TypeError, ValueError) as error:
             log.warning("Skipping unreadable journal record %d: %s", seq, error)
     return events, report.last_seq, report.valid_end, report.torn_tail
