@@ -446,7 +446,8 @@ def from_record(record: Any) -> Event:
     ):
         raise ValueError(f"event {kind!r} has {len(record) - 1} fields")
     try:
-        return cls(*[decoder(value) for (_n, decoder, _h), value in zip(fields, record[1:])])
+        values = record[1:]
+        return cls(*[fields[i][1](value) for i, value in enumerate(values)])
     except (TypeError, ValueError, IndexError) as error:
         raise ValueError(f"event {kind!r}: {error}") from error
 
