@@ -328,14 +328,14 @@ def test_worker_address(cluster: ClusterEnv) -> None:
 @pytest.mark.parametrize("policy", ["stop", "finish-running"])
 def test_server_lost_no_tasks(cluster: ClusterEnv, policy: str) -> None:
     server = cluster.start_server()
-    worker = cluster.start_worker(f"--on-server-lost={policy}")
+    worker = cluster.start_worker("--on-server-lost", policy)
     kill_process(server)
     assert worker.wait(timeout=10) == 1
 
 
 def test_server_lost_stop_with_task(cluster: ClusterEnv) -> None:
     server = cluster.start_server()
-    worker = cluster.start_worker("--on-server-lost=stop")
+    worker = cluster.start_worker("--on-server-lost", "stop")
     pids = cluster.work_dir / "pids"
     finished = cluster.work_dir / "finished"
     cluster.command(
@@ -358,7 +358,7 @@ def test_server_lost_stop_with_task(cluster: ClusterEnv) -> None:
 
 def test_server_lost_finish_running_with_task(cluster: ClusterEnv) -> None:
     server = cluster.start_server()
-    worker = cluster.start_worker("--on-server-lost=finish-running")
+    worker = cluster.start_worker("--on-server-lost", "finish-running")
     started = cluster.work_dir / "started"
     cluster.command(
         [
@@ -381,7 +381,7 @@ def test_server_lost_finish_running_with_task(cluster: ClusterEnv) -> None:
 
 def test_server_lost_finish_running_explicit_stop(cluster: ClusterEnv) -> None:
     cluster.start_server()
-    worker = cluster.start_worker("--on-server-lost=finish-running")
+    worker = cluster.start_worker("--on-server-lost", "finish-running")
     cluster.command(["submit", "sleep", "3600"])
     cluster.wait_for_job_state(1, "RUNNING")
     cluster.command(["worker", "stop", "1"])
