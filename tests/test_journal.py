@@ -263,3 +263,27 @@ def test_non_reconnecting_tasks_return_to_waiting_at_once(cluster: ClusterEnv) -
     kill_server(cluster, server)
     cluster.start_server("--journal", "journal.bin", "--reconnect-grace", "1h", name="server2")
     assert cluster.task_states(1) == {0: "waiting"}
+
+
+def test_reconnecting_workers_ride_out_a_graceful_restart(cluster: ClusterEnv) -> None:
+    server = cluster.start_server("--journal", "journal.bin")
+    cluster.start_worker("--on-server-lost", "reconnect", cpus=1)
+    gate = cluster.work_dir / "gate"
+    marker = cluster.work_dir / "marker"
+    cluster.command(
+        [
+            "submit",
+            "--",
+            "bash",
+            "-c",
+            f"while [ ! -e {gate} ]; do sleep 0.05; done; echo $HQ_INSTANCE_ID >> {marker}",
+        ]
+    )
+    cluster.wait_for_task_state(1, 0, "RUNNING")
+    assert cluster.stop_server(server) == 0
+    cluster.start_server("--journal", "journal.bin", name="server2")
+    wait_until(lambda: cluster.worker_states() == {1: "RUNNING"}, what="worker 1 to reconnect")
+    assert cluster.task_states(1) == {0: "running"}
+    gate.write_text("")
+    cluster.wait_for_job_state(1, "FINISHED")
+    assert marker.read_text().split() == ["0"]

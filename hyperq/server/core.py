@@ -93,6 +93,9 @@ class ServerCore:
         self.idle_timeout = idle_timeout
         self.links: dict[int, WorkerLink] = {}
         self.subscriptions: set[Subscription] = set()
+        # Set once the server stops: connections that end from now on are the server's
+        # doing, not the workers' loss, and are not recorded as such.
+        self.stopping = False
         self.changed = Pulse()
         self._schedule_wanted = trio.Event()
         self.commit([ServerStart(started_at, server_uid)])

@@ -182,6 +182,7 @@ async def _serve(
             announce(info, config.server_dir)
             await stop.requested.wait()
             log.info("Stopping server (%s)", stop.reason)
+            core.stopping = True
             with trio.move_on_after(GRACE_PERIOD) as grace:
                 stop.grace_scope = grace
                 await api.shutdown()

@@ -86,8 +86,13 @@ class WorkerHandler:
                 reason = link.stop_reason if link.stop_reason != "stopped" else "Stopped"
             if link.lost_reason is not None:
                 reason = link.lost_reason
-            core.commit(core.model.worker_lost(worker_id, now=core.now(), reason=reason))
-            log.info("Worker %d lost: %s", worker_id, reason)
+            if core.stopping:
+                # Not a loss: the journal must still show the worker as connected, so that
+                # a `reconnect` worker is held (and its tasks kept) when the server restarts.
+                log.debug("Worker %d disconnected by the server's stop", worker_id)
+            else:
+                core.commit(core.model.worker_lost(worker_id, now=core.now(), reason=reason))
+                log.info("Worker %d lost: %s", worker_id, reason)
 
     def _resume(self, resume: Any) -> tuple[int, list[Any], list[list[int]]] | None:
         """Take back a held `reconnect` worker: (its ID, events, tasks it must drop)."""
