@@ -317,6 +317,7 @@ class Model:
             return
         worker.lost_reason = event.reason
         worker.ended_at = event.time
+        worker.held = False
         failure = event.reason in (LostReason.CONNECTION_LOST, LostReason.HEARTBEAT_LOST)
         for job_id, task_id in sorted(worker.tasks):
             job = self.jobs[job_id]
