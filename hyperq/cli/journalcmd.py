@@ -105,11 +105,19 @@ def replay(ctx: Context, args: dict[str, Any]) -> int:
     return _stream(ctx, follow=False)
 
 
+def _print_nothing(ctx: Context) -> None:
+    """A command without a result still prints one value in JSON mode (README §3.3)."""
+    from hyperq.cli.job import output_of
+
+    output_of(ctx).nothing()
+
+
 def flush(ctx: Context, args: dict[str, Any]) -> int:
     from hyperq.client.session import connect_to_server
 
     with connect_to_server(ctx) as session:
         session.request("journal-flush")
+    _print_nothing(ctx)
     return 0
 
 
@@ -118,6 +126,7 @@ def prune(ctx: Context, args: dict[str, Any]) -> int:
 
     with connect_to_server(ctx) as session:
         session.request("journal-prune")
+    _print_nothing(ctx)
     return 0
 
 

@@ -566,8 +566,10 @@ def build_submit(
     }
     if request.on_notify is not None:
         submit_desc["on_notify"] = request.on_notify
+    # Attaching to an open job: the server refuses any name, even a default one.
+    default_name = default_job_name(command) if request.job is None else None
     job_desc = {
-        "name": options.name if options.name is not None else default_job_name(command),
+        "name": options.name if options.name is not None else default_name,
         "max_fails": options.max_fails,
     }
     return BuiltSubmit(job_desc, submit_desc, warnings, task_count)

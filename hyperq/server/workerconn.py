@@ -24,6 +24,7 @@ from hyperq.transport.peer import PeerConnection
 log = logging.getLogger(__name__)
 
 REGISTER_TIMEOUT = 10.0
+LAUNCH_COALESCE = 0
 
 
 class WorkerHandler:
@@ -160,6 +161,9 @@ class WorkerHandler:
         model = self.core.model
         while True:
             await link.wake.wait()
+            # Yield once so that scheduling rounds already due pile up into one message;
+            # a real delay would leave the worker's CPUs idle in between.
+            await trio.sleep(LAUNCH_COALESCE)
             link.wake = trio.Event()
             if link.kill:
                 kill, link.kill = link.kill, []

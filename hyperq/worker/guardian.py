@@ -66,6 +66,7 @@ class Guardian:
             os.close(read_end)
         os.set_inheritable(write_end, False)
         self.fd = write_end
+        self._ended: list[int] = []
 
     def _write(self, line: str) -> None:
         if self.fd < 0:
@@ -76,7 +77,20 @@ class Guardian:
             pass
 
     def track(self, pgid: int, alive: bool) -> None:
-        self._write(("+" if alive else "-") + str(pgid))
+        # A new group is announced at once: if the worker dies the next moment, the
+        # guardian must know it. Ended groups are batched: forgetting one a little late
+        # costs nothing (killing a group that no longer exists is a no-op).
+        if alive:
+            if self._ended:
+                self._write("\n".join(["-" + str(g) for g in self._ended] + ["+" + str(pgid)]))
+                self._ended.clear()
+            else:
+                self._write("+" + str(pgid))
+        else:
+            self._ended.append(pgid)
+            if len(self._ended) >= 64:
+                self._write("\n".join("-" + str(g) for g in self._ended))
+                self._ended.clear()
 
     def close(self) -> None:
         """The worker ends in order: its tasks are already gone, nothing to kill."""

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # into one message, so this bounds memory, not throughput; runners wait when it is full.
 UPDATE_QUEUE_SIZE = 4096
 WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
+UPDATE_COALESCE = 0
 # `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
 RECONNECT_LIMIT = 600.0
 RECONNECT_MAX_DELAY = 5.0
@@ -267,6 +268,10 @@ class WorkerRuntime:
     async def _send_updates(self) -> None:
         async for first in self.updates_recv:
             self.unsent.append(first)
+            # Yield once so that runners already done can queue theirs: a burst becomes one
+            # message. (A real delay here costs throughput: with few CPUs every task slot
+            # would idle for it.)
+            await trio.sleep(UPDATE_COALESCE)
             while True:
                 try:
                     self.unsent.append(self.updates_recv.receive_nowait())
