@@ -79,6 +79,10 @@ def _stream(ctx: Context, follow: bool) -> int:
     from hyperq.client.session import connect_to_server
     from hyperq.transport.wsclient import ConnectionClosedError
 
+    # Clients never see the running server's own `server-stop` (journal.md §4). In the
+    # history every `server-stop` is followed by the next run's `server-start`, so one
+    # is held back until another event arrives and dropped when the stream ends.
+    held: list[Any] = []
     with connect_to_server(ctx) as session:
         session.request("journal-stream", follow=follow)
         while True:
@@ -91,10 +95,21 @@ def _stream(ctx: Context, follow: bool) -> int:
             if "error" in message:
                 raise HqError(str(message["error"]))
             for event in message.get("events", ()):
-                _print_line(event)
+                for earlier in held:
+                    _print_line(earlier)
+                held.clear()
+                if _is_server_stop(event):
+                    held.append(event)
+                else:
+                    _print_line(event)
             sys.stdout.flush()
             if message.get("end"):
                 return 0
+
+
+def _is_server_stop(event: Any) -> bool:
+    inner = event.get("event") if isinstance(event, dict) else None
+    return isinstance(inner, dict) and inner.get("type") == "server-stop"
 
 
 def stream(ctx: Context, args: dict[str, Any]) -> int:

@@ -705,8 +705,6 @@ def test_job_completion_time(cluster: ClusterEnv) -> None:
     # The completion time is fixed: later reads show the same makespan.
     wait_until(lambda: table(cluster, ["task", "info", "1", "0"]).get_row_value("End"))
     assert table(cluster, ["job", "info", "1"]).get_row_value("Makespan") == makespan
-    task_makespan = table(cluster, ["task", "info", "1", "0"]).get_row_value("Makespan")
-    assert task_makespan and task_makespan.startswith("1s")
 
 
 def test_job_timeout(cluster: ClusterEnv) -> None:
@@ -868,13 +866,21 @@ def test_custom_error_message(cluster: ClusterEnv, code: str, error: str) -> Non
 def test_long_custom_error_message(cluster: ClusterEnv) -> None:
     cluster.start_server()
     cluster.start_worker()
-    code = "import os, sys; open(os.environ['HQ_ERROR_FILENAME'], 'w').write('a' * 10_000); sys.exit(1)"
+    code = (
+        "import os, sys; open(os.environ['HQ_ERROR_FILENAME'], 'w').write('a' * 10_000); "
+        "sys.exit(1)"
+    )
     cluster.command(["submit", "--task-dir", "--", *python(code)])
     cluster.wait_for_job_state(1, "FAILED")
     tasks = cluster.json(["task", "list", "1"])["1"]
     assert tasks[0]["error"] == "a" * 2048 + "\n[The message was truncated]"
     errors = table(cluster, ["task", "list", "1", "-v"]).get_column_value("Error")
     assert errors and errors[0].endswith("aaaaaa\n[The message was truncated]")
+    # `task info` cuts long errors unless asked for all of it.
+    short = table(cluster, ["task", "info", "1", "0"]).get_row_value("Error")
+    assert short == "a" * 237 + "..."
+    full = table(cluster, ["task", "info", "1", "0", "-v"]).get_row_value("Error")
+    assert full == "a" * 2048 + "\n[The message was truncated]"
 
 
 def crash_task(cluster: ClusterEnv, times: int) -> None:
@@ -1127,3 +1133,195 @@ def test_submit_env_output_warnings(cluster: ClusterEnv) -> None:
         "placeholder." in out
     )
     assert "Consider adding `%{TASK_ID}` to the `--stdout` value." in out
+
+
+# --- behaviour the spec pins down beyond the stored original tests -----------------------
+
+
+def test_job_info_workers_row(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    for _ in range(3):
+        cluster.start_worker(cpus=1)
+    go = cluster.work_dir / "go"
+    cluster.command(
+        ["submit", "--array=1-3", "--", "bash", "-c", f"while [ ! -f {go} ]; do sleep 0.02; done"]
+    )
+    wait_until(lambda: list(cluster.task_states(1).values()) == ["running"] * 3)
+    go.touch()
+    cluster.wait_for_job_state(1, "FINISHED")
+    table(cluster, ["job", "info", "1"]).check_row_value("Workers", "worker1, worker2, … (3 total)")
+    assert cluster.json(["job", "info", "1"])[0]["info"]["task_stats"]["finished"] == 3
+
+
+def test_job_info_several_jobs(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(["submit", "--name", "a", "--", "true"])
+    cluster.command(["submit", "--name", "b", "--", "true"])
+    out = cluster.command(["job", "info", "1-3"])
+    first, second = tables(cluster, ["job", "info", "1-3"])
+    first.check_row_value("Name", "a")
+    second.check_row_value("Name", "b")
+    assert "Job 3 not found" in out
+    assert [job["info"]["id"] for job in cluster.json(["job", "info", "all"])] == [1, 2]
+
+
+def test_job_task_ids_several_jobs(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(["submit", "--array=1-3,7", "--", "true"])
+    cluster.command(["submit", "--", "true"])
+    assert cluster.command(["job", "task-ids", "1-2"]) == "1: 1-3,7\n2: 0\n"
+    assert cluster.json(["job", "task-ids", "all"]) == {"1": [1, 2, 3, 7], "2": [0]}
+
+
+def test_job_list_quiet_and_json(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(["submit", "--", "true"])
+    cluster.command(["job", "open"])
+    assert cluster.command(["--output-mode", "quiet", "job", "list"]) == "1 WAITING\n2 OPENED\n"
+    jobs = cluster.json(["job", "list"])
+    assert [(job["id"], job["is_open"], job["task_count"]) for job in jobs] == [
+        (1, False, 1),
+        (2, True, 0),
+    ]
+    assert cluster.command(["--output-mode", "quiet", "submit", "--", "true"]) == "3\n"
+    assert cluster.json(["submit", "--", "true"]) == {"id": 4}
+
+
+def test_cancel_reason_replaced_only_when_canceling(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(["job", "open"])
+
+    def reason() -> str | None:
+        return cluster.json(["job", "list", "--all"])[0]["cancel_reason"]
+
+    cluster.command(["submit", "--job=1", "--", "sleep", "100"])
+    cluster.command(["job", "cancel", "1", "--reason", "first"])
+    assert reason() == "first"
+    # Nothing left to cancel: the stored reason stays.
+    cluster.command(["job", "cancel", "1", "--reason", "second"])
+    assert reason() == "first"
+    # A cancel without --reason that cancels something clears it.
+    cluster.command(["submit", "--job=1", "--", "sleep", "100"])
+    cluster.command(["job", "cancel", "1"])
+    assert reason() is None
+    # The job is still open after the cancel.
+    table(cluster, ["job", "info", "1"]).check_row_value("Session", "open")
+
+
+def test_forget_ignores_open_jobs(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(["job", "open"])
+    out = cluster.command(["job", "forget", "all"])
+    assert "INFO 0 jobs were forgotten, 1 were ignored due to wrong state or invalid ID" in out
+    assert cluster.job_states() == {1: "opened"}
+
+
+def test_job_progress(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    assert "WARN There are no jobs to wait for" in cluster.command(["job", "progress", "all"])
+    cluster.start_worker(cpus=2)
+    go = cluster.work_dir / "go"
+    gated = f"while [ ! -f {go} ]; do sleep 0.02; done"
+    cluster.command(["submit", "--array=1-2", "--", "bash", "-c", gated])
+    cluster.command(["submit", "--", "bash", "-c", f"{gated}; exit 1"])
+    process = hq_popen(cluster, ["job", "progress", "1-2"])
+    submitted = hq_popen(cluster, ["submit", "--progress", "--", "bash", "-c", gated])
+    cluster.wait_for_job_state(3, "WAITING")
+    go.touch()
+    out, _ = process.communicate(timeout=15)
+    last = out.split("\r\x1b[2K")[-1]
+    assert "2/2 jobs, 3/3 tasks" in last
+    assert "2 FINISHED" in last and "1 FAILED" in last
+    out, _ = submitted.communicate(timeout=15)
+    assert out.startswith("Job submitted successfully, job ID: 3\n")
+    assert "1/1 jobs, 1/1 tasks" in out.split("\r\x1b[2K")[-1]
+    # Everything is complete now: nothing to wait for.
+    assert "WARN There are no jobs to wait for" in cluster.command(["job", "progress", "1-3"])
+
+
+def test_job_wait_returns_when_server_stops(cluster: ClusterEnv) -> None:
+    server = cluster.start_server()
+    cluster.command(["submit", "--", "true"])
+    process = hq_popen(cluster, ["job", "wait", "1"])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=0.5)
+        cluster.stop_server(server)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--cpus", "2", "--resource", "cpus=2"],
+            "--cpus and --resource cpus=... cannot be combined",
+        ),
+        (
+            ["--resource", "gpus=1", "--resource", "gpus=2"],
+            "Resource 'gpus' defined more than once",
+        ),
+        (["--cpus", "0"], "Zero resources cannot be requested"),
+    ],
+)
+def test_submit_resource_errors(cluster: ClusterEnv, args: list[str], message: str) -> None:
+    cluster.start_server()
+    result = cluster.run(["submit", *args, "--", "true"])
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert cluster.job_states() == {}
+
+
+def test_job_info_empty_open_job_and_filters(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(["job", "open", "--name", "empty", "--max-fails", "2"])
+    info = table(cluster, ["job", "info", "1"])
+    info.check_row_value("Tasks", "0")
+    # Only a one-task job shows a plain state; others get the (here empty) bar.
+    info.check_row_value("State", "[" + "." * 40 + "]")
+    info.check_row_value("Name", "empty")
+    # Without a submit there is no task description to show.
+    assert info.get_row_value("Command") is None
+    assert info.get_row_value("Submission directory") is None
+    assert cluster.json(["job", "info", "1"])[0]["max_fails"] == 2
+    assert list_jobs(cluster, "--filter", "opened").get_column_value("ID") == ["*1"]
+    assert len(list_jobs(cluster, "--filter", "finished")) == 0
+    summary = cluster.json(["job", "summary"])
+    assert summary["Opened"] == 1 and summary["Waiting"] == 0
+
+
+def test_job_info_resources_and_limits(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(
+        [
+            "submit",
+            "--cpus=2 scatter",
+            "--resource",
+            "gpus=1",
+            "--resource",
+            "mem=100",
+            "--crash-limit=unlimited",
+            "--time-request=10s",
+            "--",
+            "true",
+        ]
+    )
+    info = table(cluster, ["job", "info", "1"])
+    info.check_row_value("Resources", "cpus: 2 scatter\ngpus: 1 compact\nmem: 100 compact")
+    info.check_row_value("Crash limit", "unlimited")
+    info.check_row_value("Priority", "0")
+    info.check_row_value("Pin", "none")
+    info.check_row_value("Session", "closed")
+    info.check_row_value("State", "WAITING")
+    assert cluster.job_states() == {1: "waiting"}
+    desc = cluster.json(["job", "info", "1"])[0]["submits"][0]["array"]
+    assert desc["crash_limit"] == "unlimited"
+    assert desc["resources"][0]["min_time"] == 10.0
+    assert desc["resources"][0]["resources"][0] == {
+        "resource": "cpus",
+        "request": {"Scatter": 20000},
+    }
