@@ -25,7 +25,7 @@ DEFAULT_TIMEOUT = 10.0
 def wait_until(
     condition: Callable[[], T],
     timeout: float = DEFAULT_TIMEOUT,
-    interval: float = 0.02,
+    interval: float = 0.1,
     what: str = "condition",
 ) -> T:
     deadline = time.monotonic() + timeout
@@ -209,7 +209,11 @@ class ClusterEnv(HqEnv):
                 "worker",
                 "start",
                 f"--work-dir=workdir{index}",
-                *([] if "--on-server-lost" in args else ["--on-server-lost=stop"]),
+                *(
+                    []
+                    if any(a.startswith("--on-server-lost") for a in args)
+                    else ["--on-server-lost=stop"]
+                ),
                 "--detect-resources=none",
                 "--hostname",
                 hostname,

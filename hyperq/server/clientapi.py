@@ -477,7 +477,7 @@ class ClientApi:
     async def _journal_stream(self, request: dict[str, Any], peer: PeerConnection) -> None:
         """History first (the journal file, or events rebuilt from the state), then,
         with `follow`, every new persisted event until the server stops."""
-        from hyperq.server.events import from_record, to_export_json
+        from hyperq.server.events import ServerStop, from_record, to_export_json
         from hyperq.server.journalfile import read_journal
         from hyperq.server.reconstruct import reconstruct
 
@@ -504,13 +504,16 @@ class ClientApi:
             async for seq, event in subscription.receive:
                 if cut is not None and seq is not None and seq <= cut:
                     continue
+                if isinstance(event, ServerStop):
+                    continue  # clients never see the stop of the server they talk to
                 batch = [to_export_json(event)]
                 while True:
                     try:
                         seq, event = subscription.receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                    batch.append(to_export_json(event))
+                    if not isinstance(event, ServerStop):
+                        batch.append(to_export_json(event))
                 await peer.send({"events": batch})
             if subscription.overflowed:
                 await peer.send({"error": "the event stream fell too far behind; reconnect"})

@@ -1216,27 +1216,42 @@ def test_forget_ignores_open_jobs(cluster: ClusterEnv) -> None:
     assert cluster.job_states() == {1: "opened"}
 
 
+def first_progress_line(process: subprocess.Popen[str]) -> str:
+    """Blocks until the progress client printed its first line (it is then subscribed)."""
+    assert process.stdout is not None
+    return process.stdout.readline()
+
+
 def test_job_progress(cluster: ClusterEnv) -> None:
     cluster.start_server()
     assert "WARN There are no jobs to wait for" in cluster.command(["job", "progress", "all"])
     cluster.start_worker(cpus=2)
     go = cluster.work_dir / "go"
     gated = f"while [ ! -f {go} ]; do sleep 0.02; done"
-    cluster.command(["submit", "--array=1-2", "--", "bash", "-c", gated])
+    cluster.command(["submit", "--array=1-2", "--", "true"])
     cluster.command(["submit", "--", "bash", "-c", f"{gated}; exit 1"])
+    cluster.wait_for_job_state(1, "FINISHED")
+    cluster.wait_for_job_state(2, "RUNNING")
+    # Only one change is left to report, so the final line follows one completion.
     process = hq_popen(cluster, ["job", "progress", "1-2"])
-    submitted = hq_popen(cluster, ["submit", "--progress", "--", "bash", "-c", gated])
-    cluster.wait_for_job_state(3, "WAITING")
+    assert "1/2 jobs, 2/3 tasks" in first_progress_line(process)
     go.touch()
     out, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
     last = out.split("\r\x1b[2K")[-1]
     assert "2/2 jobs, 3/3 tasks" in last
     assert "2 FINISHED" in last and "1 FAILED" in last
-    out, _ = submitted.communicate(timeout=15)
-    assert out.startswith("Job submitted successfully, job ID: 3\n")
-    assert "1/1 jobs, 1/1 tasks" in out.split("\r\x1b[2K")[-1]
     # Everything is complete now: nothing to wait for.
-    assert "WARN There are no jobs to wait for" in cluster.command(["job", "progress", "1-3"])
+    assert "WARN There are no jobs to wait for" in cluster.command(["job", "progress", "1-2"])
+
+    go.unlink()
+    submitted = hq_popen(cluster, ["submit", "--progress", "--", "bash", "-c", gated])
+    assert first_progress_line(submitted) == "Job submitted successfully, job ID: 3\n"
+    first_progress_line(submitted)
+    go.touch()
+    out, _ = submitted.communicate(timeout=15)
+    assert submitted.returncode == 0
+    assert "1/1 jobs, 1/1 tasks" in out.split("\r\x1b[2K")[-1]
 
 
 def test_job_wait_returns_when_server_stops(cluster: ClusterEnv) -> None:

@@ -371,7 +371,6 @@ def test_server_lost_stop_with_task(cluster: ClusterEnv) -> None:
 def test_server_lost_finish_running_with_task(cluster: ClusterEnv) -> None:
     server = cluster.start_server()
     worker = cluster.start_worker("--on-server-lost", "finish-running")
-    started = cluster.work_dir / "started"
     cluster.command(
         [
             "submit",
@@ -379,16 +378,20 @@ def test_server_lost_finish_running_with_task(cluster: ClusterEnv) -> None:
             "--",
             "bash",
             "-c",
-            f"touch {started}; sleep 1; touch {cluster.work_dir}/finished-$HQ_TASK_ID",
+            "touch started-$HQ_TASK_ID; sleep 2; touch finished-$HQ_TASK_ID",
         ]
     )
-    wait_until(started.exists, what="first task to start")
+
+    def named(prefix: str) -> set[str]:
+        return {p.split("-")[1] for p in os.listdir(cluster.work_dir) if p.startswith(prefix)}
+
+    wait_until(lambda: named("started-"), what="first task to start")
     kill_process(server)
     # The running task is let finish; nothing new starts; then the worker exits 1.
     assert worker.poll() is None
     assert worker.wait(timeout=10) == 1
-    finished = [p for p in os.listdir(cluster.work_dir) if p.startswith("finished-")]
-    assert len(finished) == 1
+    assert len(named("finished-")) == 1
+    assert named("finished-") == named("started-")
 
 
 def test_server_lost_finish_running_explicit_stop(cluster: ClusterEnv) -> None:
