@@ -358,11 +358,18 @@ class ClientApi:
         def snapshot() -> dict[str, Any]:
             return {"jobs": [job_info_wire(model.job_info(j)) for j in ids if j in model.jobs]}
 
-        await peer.send({"ok": snapshot()})
-        while not all(self._is_done(j, False) for j in ids):
+        first = True
+        while True:
+            # The state sent and the decision to stop come from the same moment: a job
+            # finishing during the send still gets its final snapshot out.
+            snap = snapshot()
+            done = all(self._is_done(j, False) for j in ids)
+            await peer.send({"ok": snap} if first else snap)
+            if done:
+                return
+            first = False
             await core.changed.wait()
             await trio.sleep(1 / PROGRESS_RATE)
-            await peer.send(snapshot())
 
     async def _job_task_ids(self, request: dict[str, Any]) -> Any:
         model = self.model
