@@ -118,7 +118,7 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
     from hyperq.common.log import setup_logging
     from hyperq.output.base import make_output
     from hyperq.server.config import ServerConfig
-    from hyperq.server.main import start_server
+    from hyperq.server.startup import start_server
 
     flush = _duration(args["--journal-flush-period"], "--journal-flush-period")
     _duration(args["--scheduler-time-limit"], "--scheduler-time-limit")

@@ -1,8 +1,8 @@
-"""A small blocking websocket client on wsproto, for short-lived CLI commands.
+"""A small blocking websocket client for short-lived CLI commands.
 
 CLI commands live for a fraction of a second, so they must not pay for importing trio:
-this module drives wsproto and the sealing core over a plain socket. It only ever holds
-one connection and one outstanding request at a time.
+this module drives the sans-IO client protocol (`wsframes`) and the sealing core over a
+plain socket. It only ever holds one connection and one outstanding request at a time.
 """
 
 from __future__ import annotations
@@ -10,19 +10,9 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    RejectConnection,
-    Request,
-    TextMessage,
-)
-
-from hyperq.transport.codec import MAX_FRAME_SIZE, MAX_LARGE_SIZE, ProtocolError, decode_unbounded
+from hyperq.transport.codec import MAX_LARGE_SIZE, ProtocolError, decode_unbounded
 from hyperq.transport.sealing import ClientHandshake, Session
+from hyperq.transport.wsframes import ClientProtocol, Closed, Message, Ping
 
 RECV_SIZE = 256 * 1024
 
@@ -32,29 +22,23 @@ class ConnectionClosedError(Exception):
 
 
 class BlockingConnection:
-    def __init__(self, sock: socket.socket, host: str) -> None:
+    def __init__(self, sock: socket.socket, host: str, port: int, role: str) -> None:
         self._sock = sock
-        self._ws = WSConnection(ConnectionType.CLIENT)
-        self._host = host
+        self._ws = ClientProtocol(host, port, f"/{role}")
         self._pending: list[bytes] = []
-        self._partial: list[bytes] = []
-        self._partial_size = 0
         self._closed = False
         self.session: Session | None = None
 
     def _send_raw(self, data: bytes) -> None:
-        if data:
+        try:
             self._sock.sendall(data)
+        except OSError as error:
+            raise ConnectionClosedError(str(error)) from None
 
     def open(self, role: str, key: bytes | None) -> None:
-        self._send_raw(self._ws.send(Request(host=self._host, target=f"/{role}")))
-        accepted = False
-        while not accepted:
-            for event in self._read_events():
-                if isinstance(event, AcceptConnection):
-                    accepted = True
-                elif isinstance(event, RejectConnection):
-                    raise ConnectionClosedError("websocket upgrade rejected")
+        self._send_raw(self._ws.handshake_request())
+        while not self._ws.accepted:
+            self._read()
         handshake = ClientHandshake(role, key)
         self.send_frame(handshake.hello())
         proof = handshake.receive_challenge(self.recv_frame())
@@ -62,7 +46,7 @@ class BlockingConnection:
         assert handshake.session is not None
         self.session = handshake.session
 
-    def _read_events(self) -> list[object]:
+    def _read(self) -> None:
         try:
             data = self._sock.recv(RECV_SIZE)
         except OSError as error:
@@ -70,34 +54,21 @@ class BlockingConnection:
         if not data:
             self._closed = True
             raise ConnectionClosedError("connection closed by the server")
-        self._ws.receive_data(data)
-        return list(self._ws.events())
+        for event in self._ws.feed(data):
+            if isinstance(event, Message):
+                self._pending.append(event.data)
+            elif isinstance(event, Ping):
+                self._send_raw(self._ws.pong(event.payload))
+            elif isinstance(event, Closed):
+                self._closed = True
+                raise ConnectionClosedError(event.reason or "connection closed by the server")
 
     def send_frame(self, frame: bytes) -> None:
-        try:
-            self._send_raw(self._ws.send(BytesMessage(data=frame)))
-        except OSError as error:
-            raise ConnectionClosedError(str(error)) from None
+        self._send_raw(self._ws.send_binary(frame))
 
     def recv_frame(self) -> bytes:
         while not self._pending:
-            for event in self._read_events():
-                if isinstance(event, BytesMessage):
-                    self._partial.append(bytes(event.data))
-                    self._partial_size += len(event.data)
-                    if self._partial_size > MAX_FRAME_SIZE:
-                        raise ProtocolError("frame exceeds the size limit")
-                    if event.message_finished:
-                        self._pending.append(b"".join(self._partial))
-                        self._partial.clear()
-                        self._partial_size = 0
-                elif isinstance(event, TextMessage):
-                    raise ProtocolError("unexpected text message")
-                elif isinstance(event, Ping):
-                    self._send_raw(self._ws.send(event.response()))
-                elif isinstance(event, CloseConnection):
-                    self._closed = True
-                    raise ConnectionClosedError(event.reason or "connection closed by the server")
+            self._read()
         return self._pending.pop(0)
 
     def send(self, value: Any) -> None:
@@ -134,8 +105,8 @@ class BlockingConnection:
         if not self._closed:
             self._closed = True
             try:
-                self._send_raw(self._ws.send(CloseConnection(code=1000)))
-            except Exception:
+                self._sock.sendall(self._ws.close())
+            except OSError:
                 pass
         self._sock.close()
 
@@ -146,7 +117,7 @@ def connect(
     """Open a websocket to host:port and run the role handshake. Raises OSError when unreachable."""
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    conn = BlockingConnection(sock, host)
+    conn = BlockingConnection(sock, host, port, role)
     try:
         conn.open(role, key)
     except BaseException:

@@ -8,6 +8,7 @@ a logged reason; nothing it sends can reach the rest of the server.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -16,7 +17,6 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     WebSocketServer,
-    serve_websocket,
 )
 
 from hyperq.transport.codec import MAX_FRAME_SIZE, ProtocolError
@@ -54,13 +54,12 @@ async def _authenticate(ws: WebSocketConnection, role: str, key: bytes | None) -
 async def serve_role(
     role: str,
     key: bytes | None,
-    host: str | None,
-    port: int,
+    sock: socket.socket,
     handler: Handler,
     *,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen for `role` peers; started value is the WebSocketServer (for its port)."""
+    """Serve `role` peers on an already bound and listening socket."""
 
     async def on_request(request: WebSocketRequest) -> None:
         ws: WebSocketConnection | None = None
@@ -89,18 +88,17 @@ async def serve_role(
             log.exception("Error in %s connection handler", role)
             await _close(ws, 1011, "internal error")
 
-    await serve_websocket(
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    server = WebSocketServer(
         on_request,
-        host,
-        port,
-        None,
+        [listener],
         message_queue_size=MESSAGE_QUEUE_SIZE,
         max_message_size=MAX_FRAME_SIZE,
         receive_buffer_size=256 * 1024,
         connect_timeout=HANDSHAKE_TIMEOUT,
         disconnect_timeout=2,
-        task_status=task_status,
     )
+    await server.run(task_status=task_status)
 
 
 async def _close(ws: WebSocketConnection | None, code: int, reason: str) -> None:
