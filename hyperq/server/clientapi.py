@@ -97,10 +97,10 @@ def _states(values: Any, enum: type[TaskState] | type[JobState]) -> list[Any] | 
 
 
 class ClientApi:
-    def __init__(self, stop: StopRequest) -> None:
+    def __init__(self, stop: StopRequest, core: ServerCore, info: ServerInfo) -> None:
         self.stop = stop
-        self.info: ServerInfo | None = None
-        self.core: ServerCore | None = None
+        self.core = core
+        self.info = info
         self.ops: dict[str, Op] = {
             "server-info": self._server_info,
             "server-stop": self._server_stop,
@@ -130,7 +130,6 @@ class ClientApi:
 
     @property
     def model(self) -> Any:
-        assert self.core is not None
         return self.core.model
 
     async def handle_connection(self, peer: PeerConnection) -> None:
@@ -174,14 +173,12 @@ class ClientApi:
 
     # --- server -----------------------------------------------------------------------
     async def _server_info(self, request: dict[str, Any]) -> Any:
-        assert self.info is not None
         return self.info.to_wire()
 
     async def _server_stop(self, request: dict[str, Any]) -> Any:
         return None
 
     async def _debug_dump(self, request: dict[str, Any]) -> Any:
-        assert self.info is not None
         model = self.model
         return {
             "tako": {
@@ -201,7 +198,6 @@ class ClientApi:
     # --- jobs: changes ----------------------------------------------------------------
     async def _submit(self, request: dict[str, Any]) -> Any:
         core = self.core
-        assert core is not None
         job_desc = request.get("job_desc") or {}
         desc = request["submit_desc"]
         job_id = request.get("job")
@@ -220,7 +216,6 @@ class ClientApi:
 
     async def _job_open(self, request: dict[str, Any]) -> Any:
         core = self.core
-        assert core is not None
         events = self.model.open_job(
             now=core.now(), name=request.get("name"), max_fails=request.get("max_fails")
         )
@@ -234,7 +229,6 @@ class ClientApi:
 
     async def _job_close(self, request: dict[str, Any]) -> Any:
         core = self.core
-        assert core is not None
         model = self.model
         open_ids = [j for j in model.job_ids() if model.jobs[j].is_open]
         ids = self._job_ids(request["selector"], open_ids)
@@ -252,7 +246,6 @@ class ClientApi:
 
     async def _job_cancel(self, request: dict[str, Any]) -> Any:
         core = self.core
-        assert core is not None
         model = self.model
         active = [
             j
@@ -289,7 +282,6 @@ class ClientApi:
 
     async def _job_forget(self, request: dict[str, Any]) -> Any:
         core = self.core
-        assert core is not None
         model = self.model
         ids = self._job_ids(request["selector"], model.job_ids())
         states = _states(request.get("states"), JobState)
@@ -339,7 +331,6 @@ class ClientApi:
 
     async def _job_wait(self, request: dict[str, Any]) -> Any:
         core = self.core
-        assert core is not None
         model = self.model
         ids = [j for j in self._job_ids(request["selector"], model.job_ids()) if j in model.jobs]
         without_close = bool(request.get("without_close"))
@@ -351,7 +342,6 @@ class ClientApi:
 
     async def _job_progress(self, request: dict[str, Any], peer: PeerConnection) -> None:
         core = self.core
-        assert core is not None
         model = self.model
         ids = [j for j in self._job_ids(request["selector"], model.job_ids()) if j in model.jobs]
 
@@ -420,7 +410,6 @@ class ClientApi:
 
     async def _task_info(self, request: dict[str, Any]) -> Any:
         core = self.core
-        assert core is not None
         model = self.model
         ids = self._job_ids(request["selector"], model.job_ids())
         if not ids or ids[0] not in model.jobs:
@@ -457,7 +446,6 @@ class ClientApi:
 
     # --- journal ----------------------------------------------------------------------
     async def _journal_flush(self, request: dict[str, Any]) -> Any:
-        assert self.core is not None
         await self.core.durable()
         return None
 
@@ -465,7 +453,6 @@ class ClientApi:
         from hyperq.server.prune import prune_file
 
         core = self.core
-        assert core is not None
         journal = core.journal
         if journal is None:
             return None
@@ -489,7 +476,6 @@ class ClientApi:
         from hyperq.server.reconstruct import reconstruct
 
         core = self.core
-        assert core is not None
         subscription = core.subscribe()
         try:
             journal = core.journal
@@ -551,7 +537,6 @@ class ClientApi:
 
     async def _worker_stop(self, request: dict[str, Any]) -> Any:
         core = self.core
-        assert core is not None
         model = self.model
         running = [w for w in model.worker_ids() if model.workers[w].is_connected]
         ids = self._worker_ids(request["selector"], running)

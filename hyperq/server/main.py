@@ -76,9 +76,7 @@ async def _serve(
         model=recovery.model if recovery else None,
         journal=journal,
     )
-    api = ClientApi(stop)
-    api.core = core
-    api.info = info
+    api = ClientApi(stop, core, info)
     workers = WorkerHandler(core)
     async with trio.open_nursery() as root:
         await root.start(watch_signals, stop)
