@@ -190,6 +190,7 @@ class ClientApi:
             if self.core.journal is None
             else {
                 "fsyncs": self.core.journal.fsyncs,
+                "inline_fsyncs": self.core.journal.inline_fsyncs,
                 "batch_sizes": self.core.journal.batch_sizes[-1000:],
             },
             "server": self.info.to_wire(),

@@ -57,6 +57,7 @@ class Journal:
         # Recent write+fsync duration: decides between the loop and a thread.
         self._fsync_estimate = 0.0
         self.fsyncs = 0
+        self.inline_fsyncs = 0
 
     def append(self, events: Iterable[Event]) -> list[tuple[int, Event]]:
         """Queue the persisted events; returns them with their sequence numbers."""
@@ -113,6 +114,7 @@ class Journal:
             # acknowledged submits/s by a third here), so write in the loop and release
             # the waiters in the same step (the writer loop yields right after).
             took = _write_batch(self.file, batch)
+            self.inline_fsyncs += 1
         else:
             took = await trio.to_thread.run_sync(_write_batch, self.file, batch)
         # A slow fsync (network filesystem, busy disk) sends the next ones to a thread at
