@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.harness import ClusterEnv
+from tests.harness import ClusterEnv, wait_until
 from tests.tableparse import parse_table
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
@@ -151,11 +151,8 @@ def test_print_server_record(cluster: ClusterEnv) -> None:
 def test_server_start_json_and_quiet(cluster: ClusterEnv) -> None:
     cluster.env["HQ_OUTPUT_MODE"] = "json"
     server = cluster.start_server("--journal", "j.bin")
+    wait_until(lambda: "}" in cluster.log_of("server"), what="JSON start output")
     wait_for_log = cluster.log_of("server")
-    deadline = time.monotonic() + 10
-    while "}" not in wait_for_log and time.monotonic() < deadline:
-        time.sleep(0.02)
-        wait_for_log = cluster.log_of("server")
     start = json.loads(wait_for_log[: wait_for_log.index("}") + 1])
     assert start["server_dir"] == str(cluster.server_dir)
     assert start["journal_path"] == "j.bin"
@@ -164,9 +161,7 @@ def test_server_start_json_and_quiet(cluster: ClusterEnv) -> None:
     cluster.stop_server(server)
 
     quiet = cluster.start_server("--output-mode", "quiet", name="quiet")
-    deadline = time.monotonic() + 10
-    while not cluster.log_of("quiet").strip() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: cluster.log_of("quiet").strip(), what="quiet start output")
     assert cluster.log_of("quiet").splitlines()[0] == str(cluster.server_dir)
     cluster.stop_server(quiet)
 
@@ -444,9 +439,7 @@ def test_server_start_table_host_and_ports(cluster: ClusterEnv) -> None:
             str(worker_port),
         ],
     )
-    deadline = time.monotonic() + 10
-    while "Journal path" not in cluster.log_of("server") and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: "Journal path" in cluster.log_of("server"), what="info table")
     table = parse_table(cluster.log_of("server"))
     assert len(table) == 10
     table.check_row_value("Server directory", str(cluster.server_dir))
