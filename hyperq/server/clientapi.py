@@ -9,8 +9,9 @@ request gets an error reply, never an exception that escapes the handler.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -29,6 +30,7 @@ from hyperq.server.replies import (
     task_wire,
     worker_wire,
 )
+from hyperq.server.taskids import TaskIdSet, ids_to_items
 from hyperq.transport.peer import PeerConnection
 
 log = logging.getLogger(__name__)
@@ -49,21 +51,14 @@ class RequestError(HqError):
     """A request we refuse; its message goes back to the client as the error."""
 
 
-def _items(selector: Any) -> list[tuple[int, int, int]]:
-    ranges = selector.get("ranges") if isinstance(selector, dict) else None
+def _id_set(ranges: Any) -> TaskIdSet:
+    """A client's ID ranges as the model's compact ID set (never expanded)."""
     if not isinstance(ranges, list):
         raise RequestError("malformed selector")
-    items = []
-    for item in ranges:
-        start, last, step = (int(x) for x in item)
-        if step < 1 or last < start:
-            raise RequestError("malformed selector")
-        items.append((start, last, step))
-    return items
-
-
-def _in_items(value: int, items: list[tuple[int, int, int]]) -> bool:
-    return any(s <= value <= last and (value - s) % step == 0 for s, last, step in items)
+    try:
+        return TaskIdSet.build(ranges)
+    except (TypeError, ValueError):
+        raise RequestError("malformed selector") from None
 
 
 def select_ids(
@@ -80,11 +75,10 @@ def select_ids(
         return list(all_ids)
     if kind != "ids":
         raise RequestError("malformed selector")
-    items = _items(selector)
-    size = sum((last_ - s) // step + 1 for s, last_, step in items)
-    if size <= MAX_EXPANDED_IDS:
-        return sorted({i for s, last_, step in items for i in range(s, last_ + 1, step)})
-    return [i for i in existing if _in_items(i, items)]
+    ids = _id_set(selector.get("ranges"))
+    if len(ids) <= MAX_EXPANDED_IDS:
+        return list(ids)
+    return [i for i in existing if i in ids]
 
 
 def _states(values: Any, enum: type[TaskState] | type[JobState]) -> list[Any] | None:
@@ -375,7 +369,7 @@ class ClientApi:
             if states is None:
                 jobs[str(job_id)] = [list(item) for item in model.job_task_items(job_id)]
             else:
-                jobs[str(job_id)] = _compact(
+                jobs[str(job_id)] = ids_to_items(
                     v.task_id for v in model.iter_tasks(job_id, states=states)
                 )
             await trio.sleep(0)
@@ -386,9 +380,7 @@ class ClientApi:
         model = self.model
         if task_items is None:
             return model.iter_tasks(job_id, states=states)
-        items = _items({"ranges": task_items})
-        ids = (i for s, last, step in items for i in range(s, last + 1, step))
-        return model.iter_tasks(job_id, ids, states=states)
+        return model.iter_tasks(job_id, iter(_id_set(task_items)), states=states)
 
     async def _task_list(self, request: dict[str, Any]) -> Any:
         model = self.model
@@ -423,13 +415,8 @@ class ClientApi:
             }
         job_id = ids[0]
         submits = model.job_submits(job_id)
-        wanted = [
-            i
-            for s, last, step in _items({"ranges": request["tasks"]})
-            for i in range(s, min(last, s + MAX_EXPANDED_IDS * step) + 1, step)
-        ]
         tasks, missing = [], []
-        for task_id in wanted:
+        for task_id in itertools.islice(_id_set(request["tasks"]), MAX_EXPANDED_IDS):
             view = model.task(job_id, task_id)
             if view is None:
                 missing.append(task_id)
@@ -558,13 +545,3 @@ class ClientApi:
             results.append({"id": worker_id, "status": "stopped"})
         await core.durable()
         return {"results": results}
-
-
-def _compact(ids: Iterable[int]) -> list[list[int]]:
-    items: list[list[int]] = []
-    for task_id in ids:
-        if items and items[-1][1] + 1 == task_id:
-            items[-1][1] = task_id
-        else:
-            items.append([task_id, task_id, 1])
-    return items

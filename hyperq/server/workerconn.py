@@ -79,8 +79,6 @@ class WorkerHandler:
                     nursery.start_soon(self._send_loop, peer, link)
                     reason = await self._receive_loop(peer, link)
                     nursery.cancel_scope.cancel()
-            if link.lost_reason is not None:
-                reason = link.lost_reason
         finally:
             core.links.pop(worker_id, None)
             if link.stop_reason is not None:

@@ -112,19 +112,16 @@ def read_worker_endpoint(ctx: Context) -> Any:
 def load_worker_endpoint(ctx: Context) -> Any:
     """The worker part of the access record, retrying briefly while the server starts."""
     from hyperq.common import serverdir
-    from hyperq.common.access import read_record
 
     deadline = time.monotonic() + CONNECT_RETRY
     while True:
-        path = ctx.server_dir / serverdir.CURRENT_LINK / serverdir.ACCESS_FILE
         try:
-            active = serverdir.resolve_active_dir(ctx.server_dir)
-            path = active / serverdir.ACCESS_FILE
-            record = read_record(path)
-            if record.worker is None:
-                raise HqError("the access record has no worker part")
-            return record.worker
+            return read_worker_endpoint(ctx)
         except HqError as error:
+            try:
+                path = serverdir.resolve_active_dir(ctx.server_dir) / serverdir.ACCESS_FILE
+            except HqError:
+                path = ctx.server_dir / serverdir.CURRENT_LINK / serverdir.ACCESS_FILE
             if "version mismatch" in error.message or time.monotonic() > deadline:
                 raise HqError(
                     f"Cannot load access record from {path}\n\nCaused by:\n    {error.message}"
