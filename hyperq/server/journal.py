@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from typing import BinaryIO
@@ -20,6 +22,7 @@ import trio
 
 from hyperq.server.events import Event, to_record
 from hyperq.server.journalfile import encode_record
+from hyperq.server.snapshot import SNAPSHOT_EVERY
 from hyperq.transport.codec import encode_unbounded
 
 log = logging.getLogger(__name__)
@@ -39,8 +42,17 @@ def _write_batch(file: BinaryIO, records: list[bytes]) -> float:
 
 
 class Journal:
-    def __init__(self, path: str, file: BinaryIO, next_seq: int, flush_period: float) -> None:
-        self.path = path
+    def __init__(
+        self,
+        path: str,
+        file: BinaryIO,
+        next_seq: int,
+        flush_period: float,
+        *,
+        unsnapshotted: int = 0,
+        snapshot_every: int = SNAPSHOT_EVERY,
+    ) -> None:
+        self.path = os.path.abspath(path)
         self.file = file
         self.next_seq = next_seq
         self.flush_period = flush_period
@@ -58,6 +70,15 @@ class Journal:
         self._fsync_estimate = 0.0
         self.fsyncs = 0
         self.inline_fsyncs = 0
+        # Snapshots: events on disk that the last snapshot (started) does not cover, and
+        # the end of what is on disk, which is where the next snapshot may reach.
+        self.snapshot_every = snapshot_every
+        self.unsnapshotted = unsnapshotted
+        self.durable_end = file.tell()
+        self.snapshots = 0
+        self._snapshot_due = trio.Event()
+        if unsnapshotted >= snapshot_every:
+            self._snapshot_due.set()
 
     def append(self, events: Iterable[Event]) -> list[tuple[int, Event]]:
         """Queue the persisted events; returns them with their sequence numbers."""
@@ -121,6 +142,10 @@ class Journal:
         # once; fast ones bring the estimate back down gradually.
         self._fsync_estimate = max(took, 0.8 * self._fsync_estimate + 0.2 * took)
         self.fsyncs += 1
+        self.durable_end = self.file.tell()
+        self.unsnapshotted += len(batch)
+        if self.unsnapshotted >= self.snapshot_every:
+            self._snapshot_due.set()
         self.batch_sizes.append(len(batch))
         if len(self.batch_sizes) > 10_000:
             del self.batch_sizes[:5_000]
@@ -131,6 +156,31 @@ class Journal:
         """After a prune renamed a new file over the journal; the caller holds `lock`."""
         self.file.close()
         self.file = file
+        self.durable_end = file.tell()
+        # The old snapshot describes the old file; make one of the new file soon.
+        self._snapshot_due.set()
+
+    async def run_snapshots(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep a snapshot of the journal within `snapshot_every` events of its end, so
+        that a restore replays only a short tail. The snapshot is built by a separate
+        process from the fsynced part of the file: the server's loop never stalls on it."""
+        task_status.started()
+        while True:
+            await self._snapshot_due.wait()
+            self._snapshot_due = trio.Event()
+            self.unsnapshotted = 0
+            command = [sys.executable, "-m", "hyperq.server.snapshot", self.path]
+            command += ["--upto", str(self.durable_end)]
+            result = await trio.run_process(
+                command, stdin=subprocess.DEVNULL, capture_stderr=True, check=False
+            )
+            if result.returncode == 0:
+                self.snapshots += 1
+            else:
+                message = result.stderr.decode(errors="replace").strip().splitlines()
+                log.warning("Journal snapshot failed: %s", message[-1] if message else "?")
 
     def _release(self) -> None:
         self._synced_pulse.set()

@@ -74,12 +74,15 @@ def _record_at(data: memoryview, offset: int) -> tuple[int, bytes, int] | None:
     return seq, payload, end_head + length
 
 
-def iter_records(data: bytes, path: str, report: ReadReport) -> Iterator[tuple[int, Any]]:
-    """(seq, decoded payload) of every good record; fills `report` as it goes."""
+def iter_records(
+    data: bytes, path: str, report: ReadReport, start: int | None = None
+) -> Iterator[tuple[int, Any]]:
+    """(seq, decoded payload) of every good record from `start` (a record boundary, by
+    default the first record); fills `report` as it goes."""
     check_header(data, path)
     view = memoryview(data)
     size = len(data)
-    offset = len(HEADER)
+    offset = len(HEADER) if start is None else start
     unpack_head = RECORD_HEAD.unpack_from
     head_size = RECORD_HEAD.size
     crc32 = zlib.crc32

@@ -67,7 +67,11 @@ async def _serve(
     if recovery is not None:
         assert config.journal_path is not None
         journal = Journal(
-            config.journal_path, recovery.file, recovery.next_seq, config.journal_flush_period
+            config.journal_path,
+            recovery.file,
+            recovery.next_seq,
+            config.journal_flush_period,
+            unsnapshotted=recovery.unsnapshotted,
         )
     core = ServerCore(
         record.server_uid,
@@ -84,6 +88,7 @@ async def _serve(
             stop.request(signal.Signals(early_signals[0]).name)
         if journal is not None:
             await root.start(journal.run)
+            await root.start(journal.run_snapshots)
         root.start_soon(core.run_scheduler)
         root.start_soon(core.run_watchdog)
         root.start_soon(core.release_held_workers, config.reconnect_grace)

@@ -33,6 +33,7 @@ from hyperq.server.events import (
     to_record,
 )
 from hyperq.server.journalfile import HEADER, encode_record, fsync_dir, read_journal
+from hyperq.server.snapshot import remove_snapshot
 from hyperq.transport.codec import encode_unbounded
 
 
@@ -76,6 +77,8 @@ def prune_file(
         after = out.tell()
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+    # Its CRC would no longer match anyway; the server makes a new one of the new file.
+    remove_snapshot(path)
     file = open(path, "r+b")
     file.seek(after)
     return file, before, after

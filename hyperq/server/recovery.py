@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from hyperq.common.errors import HqError
-from hyperq.server.events import Event, ServerStart, from_record
-from hyperq.server.journalfile import HEADER, create_journal, open_for_append, read_journal
+from hyperq.server.events import from_record
+from hyperq.server.journalfile import (
+    HEADER,
+    ReadReport,
+    check_header,
+    create_journal,
+    iter_records,
+    open_for_append,
+)
 from hyperq.server.model import Model
 from hyperq.server.restore import restore
+from hyperq.server.snapshot import load_matching, remove_snapshot, snapshot_path
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +39,26 @@ class Recovery:
     file: BinaryIO
     next_seq: int
     events: int
+    unsnapshotted: int = 0  # events after the snapshot (all of them without one)
 
 
-def read_events(path: str) -> tuple[list[Event], int, int, int]:
-    """(events, last seq, end of the last good record, torn tail bytes); logs damage."""
-    records, report = read_journal(path)
+def apply_records(model: Model, records: Iterable[tuple[int, Any]]) -> int:
+    """Apply journal records (seq, decoded payload) to `model`; returns how many were
+    events. A record we cannot understand is skipped with a warning."""
+    count = 0
+    apply = model.apply
+    for seq, value in records:
+        try:
+            event = from_record(value)
+        except (KeyError, TypeError, ValueError) as error:
+            log.warning("Skipping unreadable journal record %d: %s", seq, error)
+            continue
+        apply(event)
+        count += 1
+    return count
+
+
+def _log_damage(path: str, report: ReadReport) -> None:
     for offset, skipped, lost in report.damaged:
         log.warning(
             "Journal %s is damaged at offset %d: skipped %d bytes, %d record(s) lost",
@@ -43,13 +67,6 @@ def read_events(path: str) -> tuple[list[Event], int, int, int]:
             skipped,
             lost,
         )
-    events = []
-    for seq, value in records:
-        try:
-            events.append(from_record(value))
-        except (KeyError, TypeError, ValueError) as error:
-            log.warning("Skipping unreadable journal record %d: %s", seq, error)
-    return events, report.last_seq, report.valid_end, report.torn_tail
 
 
 def recover(path: str) -> Recovery:
@@ -60,20 +77,40 @@ def recover(path: str) -> Recovery:
             create_journal(path)
         except OSError as error:
             raise HqError(f"Cannot create journal {path}: {error.strerror}") from None
+        # A snapshot left beside a journal that is gone describes nothing any more.
+        remove_snapshot(path)
         return Recovery(None, None, open_for_append(path, len(HEADER)), 1, 0)
-    events, last_seq, valid_end, torn = read_events(path)
-    if torn:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise HqError(f"Cannot open event log file at {path}: {error.strerror}") from None
+    check_header(data, path)
+    snapshot = load_matching(snapshot_path(path), data)
+    if snapshot is None:
+        model, report, events = Model(), ReadReport(), 0
+    else:
+        model, events = snapshot.model, snapshot.events
+        report = ReadReport(last_seq=snapshot.last_seq, valid_end=snapshot.journal_end)
+    tail = apply_records(model, iter_records(data, path, report, start=report.valid_end))
+    del data
+    _log_damage(path, report)
+    if report.torn_tail:
         log.warning(TORN_TAIL_WARNING)
-    model = restore(events)
+    model = restore((), model=model)
     for warning in model.warnings:
         log.warning("%s", warning)
-    uid = None
-    for event in events:
-        if isinstance(event, ServerStart):
-            uid = event.server_uid
     try:
-        file = open_for_append(path, valid_end)
+        file = open_for_append(path, report.valid_end)
     except OSError as error:
         raise HqError(f"Cannot open journal {path}: {error.strerror}") from None
-    log.info("Restored %d events from journal %s", len(events), path)
-    return Recovery(model, uid, file, last_seq + 1, len(events))
+    if snapshot is not None:
+        log.info(
+            "Restored %d events from journal %s (%d from its snapshot)",
+            events + tail,
+            path,
+            events,
+        )
+    else:
+        log.info("Restored %d events from journal %s", tail, path)
+    return Recovery(model, model.server_uid, file, report.last_seq + 1, events + tail, tail)

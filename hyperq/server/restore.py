@@ -22,8 +22,12 @@ from hyperq.server.jobs import TaskState
 from hyperq.server.model import Model
 
 
-def restore(events: Iterable[Event], *, hold_reconnecting: bool = True) -> Model:
-    model = Model()
+def restore(
+    events: Iterable[Event], *, model: Model | None = None, hold_reconnecting: bool = True
+) -> Model:
+    """Replay `events` onto `model` (a new one by default, or one already replayed from
+    a snapshot), then apply the restore rules."""
+    model = Model() if model is None else model
     for event in events:
         model.apply(event)
     for job_id in [job_id for job_id, job in model.jobs.items() if job.is_completed]:
