@@ -1,12 +1,13 @@
-"""The journal writer service: group commit, flush period, inline or threaded fsync."""
+"""The journal writer service: group commit, flush period, the sink process."""
 
 from pathlib import Path
 
+import pytest
 import trio
 
-from hyperq.server import journal as journal_module
+from hyperq.common.errors import HqError
 from hyperq.server.events import JobCompleted, TaskAssigned
-from hyperq.server.journal import INLINE_FSYNC_LIMIT, Journal
+from hyperq.server.journal import Journal, JournalSink
 from hyperq.server.journalfile import HEADER, create_journal, open_for_append, read_journal
 
 
@@ -41,43 +42,49 @@ async def test_concurrent_syncs_share_fsyncs(tmp_path: Path) -> None:
     assert sum(journal.batch_sizes) == 40
 
 
-async def test_flush_period_and_final_flush(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
-    journal = open_journal(tmp_path, flush_period=1.0)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(journal.run)
-        journal.append([JobCompleted(1.0, 7)])
-        await trio.sleep(1.5)  # virtual time: the periodic flush has run
-        assert journal.synced == 1
-        journal.append([JobCompleted(1.0, 8)])
-        nursery.cancel_scope.cancel()
+async def test_flush_period_and_final_flush(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, flush_period=0.05)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+            journal.append([JobCompleted(1.0, 7)])
+            # Nobody asks for a sync: the flush period alone gets it to disk.
+            while journal.synced < 1:
+                await trio.sleep(0.01)
+            journal.flush_period = 3600
+            journal.append([JobCompleted(1.0, 8)])
+            nursery.cancel_scope.cancel()
     # Cancelling the tree still writes what was queued.
     records, _ = read_journal(journal.path)
     assert [value[2] for _, value in records] == [7, 8]
 
 
-async def test_slow_fsync_moves_to_a_thread(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_sink_failure_is_an_error_not_a_lost_ack(tmp_path: Path) -> None:
+    """If the journal cannot be written, nobody is told their events are on disk."""
     journal = open_journal(tmp_path)
-    real = journal_module._write_batch
-
-    def slow(file, records):  # type: ignore[no-untyped-def]
-        real(file, records)
-        return INLINE_FSYNC_LIMIT * 10
-
-    monkeypatch.setattr(journal_module, "_write_batch", slow)
-    threads: list[bool] = []
-    real_to_thread = trio.to_thread.run_sync
-
-    async def spy(fn, *args):  # type: ignore[no-untyped-def]
-        threads.append(True)
-        return await real_to_thread(fn, *args)
-
-    monkeypatch.setattr(trio.to_thread, "run_sync", spy)
-    with trio.fail_after(10):
+    released: list[int] = []
+    with pytest.raises(BaseExceptionGroup) as caught, trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run)
-            for i in range(3):
-                journal.append([JobCompleted(1.0, i + 1)])
-                await journal.sync()
-            nursery.cancel_scope.cancel()
-    # The first (fast-estimated) write ran in the loop; after it proved slow, threads.
-    assert len(threads) >= 2
+            assert journal._sink is not None
+            journal._sink.process.kill()
+
+            async def request() -> None:
+                journal.append([JobCompleted(1.0, 1)])
+                with pytest.raises(trio.ClosedResourceError):
+                    await journal.sync()
+                released.append(1)
+
+            nursery.start_soon(request)
+    errors = caught.value.exceptions
+    assert len(errors) == 1 and isinstance(errors[0], HqError)
+    assert "its writer process exited" in errors[0].message
+    assert released == [1]
+    records, _ = read_journal(journal.path)
+    assert records == []
+
+
+async def test_sink_reports_write_errors(tmp_path: Path) -> None:
+    """The sink's own error message reaches the server (here: the path is a directory)."""
+    with pytest.raises(HqError, match="Is a directory"):
+        await JournalSink.open(str(tmp_path), len(HEADER))

@@ -184,8 +184,8 @@ class ClientApi:
             if self.core.journal is None
             else {
                 "fsyncs": self.core.journal.fsyncs,
-                "inline_fsyncs": self.core.journal.inline_fsyncs,
                 "batch_sizes": self.core.journal.batch_sizes[-1000:],
+                "fsync_seconds": self.core.journal.fsync_times[-1000:],
             },
             "server": self.info.to_wire(),
         }
@@ -452,7 +452,7 @@ class ClientApi:
             file, before, after = await trio.to_thread.run_sync(
                 prune_file, journal.path, live_jobs, live_workers
             )
-            journal.replace_file(file)
+            await journal.replace_file(file)
         log.info("Journal pruned from %d to %d bytes", before, after)
         return {"before": before, "after": after}
 

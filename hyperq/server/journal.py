@@ -1,44 +1,102 @@
 """The journal writer service: persisted events → records → one fsync per batch.
 
 `append` (synchronous, called by `ServerCore.commit`) only encodes and queues. The
-writer task drains everything queued, writes it and fsyncs once in a worker thread,
-then releases every waiter: a client request that changed state awaits `sync()` before
-it is answered, so nothing acknowledged is ever lost, and concurrent requests share one
-fsync (group commit). Task progress rides the next batch; with nothing asking for a
-sync, the writer still flushes at least every flush period.
+writer task drains everything queued and hands it to the journal sink, a small child
+process that writes it and fsyncs once (`journal_sink.py` says why not the loop or a
+thread), then releases every waiter: a client request that changed state awaits
+`sync()` before it is answered, so nothing acknowledged is ever lost, and concurrent
+requests share one fsync (group commit). While one batch is being fsynced the loop
+goes on serving and the next batch gathers. Task progress rides the next batch; with
+nothing asking for a sync, the writer still flushes at least every flush period.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import BinaryIO
 
 import trio
+from cbor2 import CBOREncodeError
 
-from hyperq.server.events import Event, to_record
+from hyperq.common.errors import HqError
+from hyperq.server.events import Event, plain_record, to_record
+from hyperq.server.journal_sink import HEAD, OFFSET, TOOK
 from hyperq.server.journalfile import encode_record
 from hyperq.server.snapshot import SNAPSHOT_EVERY
 from hyperq.transport.codec import encode_unbounded
 
 log = logging.getLogger(__name__)
 
-# Write+fsync batches that recently took less than this run in the event loop itself;
-# slower ones go to a worker thread so that a slow filesystem never stalls the server.
-INLINE_FSYNC_LIMIT = 0.002
+SINK_SCRIPT = str(Path(__file__).with_name("journal_sink.py"))
 
 
-def _write_batch(file: BinaryIO, records: list[bytes]) -> float:
-    """Write and fsync; returns how long that took (without any thread hand-off)."""
-    started = time.perf_counter()
-    file.write(b"".join(records))
-    file.flush()
-    os.fsync(file.fileno())
-    return time.perf_counter() - started
+class JournalSink:
+    """The server's end of the journal sink process; one request at a time."""
+
+    def __init__(self, path: str, process: trio.Process) -> None:
+        self.path = path
+        self.process = process
+        assert process.stdin is not None and process.stdout is not None
+        self._stdin = process.stdin
+        self._stdout = process.stdout
+
+    @classmethod
+    async def open(cls, path: str, offset: int) -> JournalSink:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-I", "-S", SINK_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # Not in the terminal's process group: a Ctrl-C meant for the server must
+            # not kill the sink before the server's final flush.
+            start_new_session=True,
+        )
+        sink = cls(path, process)
+        await sink.request(b"O", OFFSET.pack(offset) + path.encode())
+        return sink
+
+    async def request(self, op: bytes, payload: bytes) -> float:
+        """Send one request and wait for its reply; returns the sink's write+fsync time.
+
+        Shielded: a reply left unread would be taken for the next request's, and a
+        batch handed over must be known to be on disk before anyone is released.
+        """
+        with trio.CancelScope(shield=True):
+            try:
+                await self._stdin.send_all(HEAD.pack(op, len(payload)) + payload)
+                status = await self._read(1)
+                if status == b"k":
+                    return float(TOOK.unpack(await self._read(TOOK.size))[0])
+                if status == b"e":
+                    (length,) = struct.unpack(">I", await self._read(4))
+                    reason = (await self._read(length)).decode(errors="replace")
+                    raise HqError(f"Cannot write journal {self.path}: {reason}")
+            except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError):
+                pass
+            raise HqError(f"Cannot write journal {self.path}: its writer process exited")
+
+    async def _read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = await self._stdout.receive_some(size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    async def close(self) -> None:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(5):
+                await self._stdin.aclose()
+                await self.process.wait()
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
 
 
 class Journal:
@@ -53,7 +111,10 @@ class Journal:
         snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
         self.path = os.path.abspath(path)
-        self.file = file
+        # The sink writes the file; here only where it ends matters.
+        self.durable_end = file.tell()
+        file.close()
+        self._sink: JournalSink | None = None
         self.next_seq = next_seq
         self.flush_period = flush_period
         self._pending: list[bytes] = []
@@ -66,15 +127,12 @@ class Journal:
         self.lock = trio.Lock()
         # Sizes (records) of recent fsync batches, for `tools/bench`'s report.
         self.batch_sizes: list[int] = []
-        # Recent write+fsync duration: decides between the loop and a thread.
-        self._fsync_estimate = 0.0
         self.fsyncs = 0
-        self.inline_fsyncs = 0
+        self.fsync_times: list[float] = []  # seconds per write+fsync, recent ones
         # Snapshots: events on disk that the last snapshot (started) does not cover, and
         # the end of what is on disk, which is where the next snapshot may reach.
         self.snapshot_every = snapshot_every
         self.unsnapshotted = unsnapshotted
-        self.durable_end = file.tell()
         self.snapshots = 0
         self._snapshot_due = trio.Event()
         if unsnapshotted >= snapshot_every:
@@ -86,7 +144,10 @@ class Journal:
         for event in events:
             if not event.persisted:
                 continue
-            payload = encode_unbounded(to_record(event))
+            try:
+                payload = encode_unbounded(to_record(event))
+            except (TypeError, ValueError, CBOREncodeError):
+                payload = encode_unbounded(plain_record(event))
             self._pending.append(encode_record(self.next_seq, payload))
             numbered.append((self.next_seq, event))
             self.appended = self.next_seq
@@ -103,6 +164,7 @@ class Journal:
             await self._synced_pulse.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._sink = sink = await JournalSink.open(self.path, self.durable_end)
         task_status.started()
         try:
             while True:
@@ -113,11 +175,13 @@ class Journal:
         finally:
             with trio.CancelScope(shield=True):
                 # Whatever is queued when the tree is cancelled still reaches the disk.
-                with trio.move_on_after(10):
-                    await self._flush()
-                self._closed = True
-                self.file.close()
-                self._release()
+                try:
+                    with trio.move_on_after(10):
+                        await self._flush()
+                finally:
+                    self._closed = True
+                    await sink.close()
+                    self._release()
 
     async def _flush(self) -> None:
         async with self.lock:
@@ -130,33 +194,29 @@ class Journal:
             return
         batch, self._pending = self._pending, []
         target = self.appended
-        if self._fsync_estimate < INLINE_FSYNC_LIMIT:
-            # On a fast disk the thread hand-off costs more than the fsync itself (it cut
-            # acknowledged submits/s by a third here), so write in the loop and release
-            # the waiters in the same step (the writer loop yields right after).
-            took = _write_batch(self.file, batch)
-            self.inline_fsyncs += 1
-        else:
-            took = await trio.to_thread.run_sync(_write_batch, self.file, batch)
-        # A slow fsync (network filesystem, busy disk) sends the next ones to a thread at
-        # once; fast ones bring the estimate back down gradually.
-        self._fsync_estimate = max(took, 0.8 * self._fsync_estimate + 0.2 * took)
+        assert self._sink is not None, "the writer service is not running"
+        data = b"".join(batch)
+        took = await self._sink.request(b"W", data)
         self.fsyncs += 1
-        self.durable_end = self.file.tell()
+        self.durable_end += len(data)
         self.unsnapshotted += len(batch)
         if self.unsnapshotted >= self.snapshot_every:
             self._snapshot_due.set()
         self.batch_sizes.append(len(batch))
+        self.fsync_times.append(took)
+        if len(self.fsync_times) > 10_000:
+            del self.fsync_times[:5_000]
         if len(self.batch_sizes) > 10_000:
             del self.batch_sizes[:5_000]
         self.synced = target
         self._release()
 
-    def replace_file(self, file: BinaryIO) -> None:
+    async def replace_file(self, file: BinaryIO) -> None:
         """After a prune renamed a new file over the journal; the caller holds `lock`."""
-        self.file.close()
-        self.file = file
         self.durable_end = file.tell()
+        file.close()
+        assert self._sink is not None, "the writer service is not running"
+        await self._sink.request(b"O", OFFSET.pack(self.durable_end) + self.path.encode())
         # The old snapshot describes the old file; make one of the new file soon.
         self._snapshot_due.set()
 
