@@ -6,19 +6,26 @@ calls it for 0.3-2 ms here; in the server's event loop that stalled every other
 request, and handing it to a thread cost ~0.25 ms of GIL and futex traffic per batch
 on these machines. A process costs the loop one pipe round trip.
 
+The sink keeps zero-filled space allocated past the journal's end and writes records
+over it: an fdatasync then flushes data only, with no file-size change for the
+filesystem to journal, which halves its CPU cost and cuts its latency by a quarter
+here. Readers take a zero-filled tail for the end of the journal; a clean close cuts
+it off, so after a graceful stop the file ends at its last record.
+
 Protocol over stdin/stdout, one request at a time:
     request  = op (1 byte) + length (u32 BE) + payload
       b"O"   payload = offset (u64 BE) + path (UTF-8): open the journal for writing
              at offset (the server has already cut off any torn tail)
-      b"W"   payload = bytes to append; written, then fsynced
+      b"W"   payload = bytes to append; written, then fdatasync-ed
     reply    = b"k" + seconds the write and fsync took (f64 BE)
              | b"e" + length (u32 BE) + message (UTF-8), after which the sink exits
-End of stdin: close the file and exit 0.
+End of stdin: cut off the zero-filled tail, close the file and exit 0.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import struct
 import sys
 import time
@@ -45,32 +52,82 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+# Zero-filled space is added this much at a time (one write and fsync), ahead of need
+# when the sink is idle and less than LOW_WATER is left.
+CHUNK = 1 << 20 if not os.environ.get("HQNOPRE") else 0
+LOW_WATER = CHUNK // 4
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.fd = -1
+        self.end = 0  # where the next record goes
+        self.allocated = 0  # file size, zero-filled past `end`
+
+    def open(self, path: str, offset: int) -> None:
+        self.close()
+        self.fd = os.open(path, os.O_RDWR)
+        self.end = offset
+        self.allocated = max(os.fstat(self.fd).st_size, offset)
+
+    def write(self, data: bytes) -> None:
+        if self.fd < 0:
+            raise OSError("no journal is open")
+        if CHUNK and self.end + len(data) > self.allocated:
+            self.extend(self.end + len(data) + CHUNK)
+        view = memoryview(data)
+        offset = self.end
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view = view[written:]
+            offset += written
+        os.fdatasync(self.fd)
+        self.end = offset
+
+    def extend(self, size: int) -> None:
+        zeros = bytes(min(size - self.allocated, CHUNK))
+        while self.allocated < size:
+            piece = zeros[: size - self.allocated]
+            self.allocated += os.pwrite(self.fd, piece, self.allocated)
+        # A full fsync: the file's size changed, and later fdatasyncs rely on it.
+        os.fsync(self.fd)
+
+    def maybe_extend(self) -> None:
+        if CHUNK and self.fd >= 0 and self.allocated - self.end < LOW_WATER:
+            self.extend(self.allocated + CHUNK)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.ftruncate(self.fd, self.end)
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
 def serve(inp: int, out: int) -> int:
-    journal = -1
+    sink = Sink()
     try:
         while True:
             head = _read_exactly(inp, HEAD.size)
             if head is None:
+                sink.close()
                 return 0
             op, length = HEAD.unpack(head)
             payload = _read_exactly(inp, length) if length else b""
             if payload is None:
+                sink.close()
                 return 0
             started = time.perf_counter()
             if op == b"O":
-                if journal >= 0:
-                    os.close(journal)
                 (offset,) = OFFSET.unpack_from(payload)
-                journal = os.open(payload[OFFSET.size :].decode(), os.O_WRONLY)
-                os.lseek(journal, offset, os.SEEK_SET)
+                sink.open(payload[OFFSET.size :].decode(), offset)
             elif op == b"W":
-                if journal < 0:
-                    raise OSError("no journal is open")
-                _write_all(journal, payload)
-                os.fdatasync(journal)
+                sink.write(payload)
             else:
                 raise ValueError(f"unknown request {op!r}")
             _write_all(out, b"k" + TOOK.pack(time.perf_counter() - started))
+            if not select.select([inp], [], [], 0)[0]:
+                sink.maybe_extend()  # idle: make room now rather than in a request
     except (OSError, ValueError, struct.error) as error:
         message = str(error).encode()
         try:
@@ -78,9 +135,6 @@ def serve(inp: int, out: int) -> int:
         except OSError:
             pass
         return 1
-    finally:
-        if journal >= 0:
-            os.close(journal)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
     record  = length (u32 BE, of the payload) + CRC32 (u32 BE, of seq + payload)
               + seq (u64 BE, 1, 2, 3, ... across the whole file) + payload (CBOR)
 
+The writer keeps zero-filled space allocated past the last record (journal_sink.py);
+a reader takes zeros to the end of the file for the end of the journal.
+
 Reading never gives up on damage. A torn tail (a record cut short by a crash) is
 reported so the server can truncate it. Damage in the middle (zeroed or garbled bytes)
 is skipped: the reader scans forward for the next offset holding a record with a sane
@@ -15,6 +18,7 @@ these blocking functions in a thread where it matters.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -106,7 +110,11 @@ def iter_records(
                         offset = end
                         yield seq, value
                         continue
-        # Not a record here: a torn tail if nothing valid follows, else damage to skip.
+        # Not a record here. Zeros to the end: the space the writer allocates ahead
+        # (journal_sink.py), so the journal simply ends here.
+        if data.count(0, offset) == size - offset:
+            return
+        # Otherwise a torn tail if nothing valid follows, else damage to skip.
         resume = _resync(view, offset + 1)
         if resume is None:
             report.torn_tail = len(data) - offset
@@ -117,10 +125,26 @@ def iter_records(
         offset = resume
 
 
+_NONZERO = re.compile(rb"[^\0]")
+
+
 def _resync(view: memoryview, start: int) -> int | None:
-    for offset in range(start, len(view) - RECORD_HEAD.size + 1):
+    data = view.obj
+    assert isinstance(data, bytes | bytearray)
+    offset = start
+    last = len(view) - RECORD_HEAD.size
+    while offset <= last:
+        if not any(view[offset : offset + RECORD_HEAD.size]):
+            # No record header is all zeros: jump over a zeroed run (damage, or the
+            # allocated tail behind a torn record) instead of trying every byte of it.
+            found = _NONZERO.search(data, offset)
+            if found is None:
+                return None
+            offset = max(found.start() - RECORD_HEAD.size + 1, offset + 1)
+            continue
         if _record_at(view, offset) is not None:
             return offset
+        offset += 1
     return None
 
 
