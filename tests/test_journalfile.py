@@ -100,3 +100,38 @@ def test_prune_rules() -> None:
     kept = keep_event(canceled, {2}, set())
     assert kept == TaskCanceled(1.0, ((2, ((0, 1, 1),)),))
     assert keep_event(canceled, {7}, set()) is None
+
+
+def test_zero_filled_tail_is_the_end(tmp_path: Path) -> None:
+    """The writer allocates zero-filled space ahead; readers stop there, quietly."""
+    path = tmp_path / "j"
+    write_journal(path, 30)
+    end = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(bytes(1 << 20))
+    records, report = read_journal(str(path))
+    assert jobs_of(records) == list(range(1, 31))
+    assert (report.valid_end, report.torn_tail, report.damaged) == (end, 0, [])
+
+
+def test_torn_record_over_the_zero_tail(tmp_path: Path) -> None:
+    """A crash mid-write leaves part of a record over the zeros: a torn tail."""
+    path = tmp_path / "j"
+    offsets = write_journal(path, 30)
+    data = path.read_bytes()
+    path.write_bytes(data[: offsets[-1] + 10] + bytes(4 << 20))
+    records, report = read_journal(str(path))
+    assert jobs_of(records) == list(range(1, 30))
+    assert report.valid_end == offsets[-1]
+    assert report.torn_tail == len(path.read_bytes()) - offsets[-1]
+    assert report.damaged == []
+
+
+def test_long_zeroed_run_mid_file_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    offsets = write_journal(path, 30)
+    data = path.read_bytes()
+    path.write_bytes(data[: offsets[10]] + bytes(2 << 20) + data[offsets[11] :])
+    records, report = read_journal(str(path))
+    assert jobs_of(records) == [*range(1, 11), *range(12, 31)]
+    assert report.damaged == [(offsets[10], (2 << 20), 1)]

@@ -18,3 +18,21 @@ class HqError(Exception):
 
 class UsageError(HqError):
     """Bad command-line arguments: printed like HqError but exits with code 2."""
+
+
+def only_hq_error(group: BaseExceptionGroup) -> HqError | None:
+    """The first HqError of a (nested) exception group whose every leaf is an HqError,
+    as a nursery tree raises it; None if anything else is in there (a bug)."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(reversed(item.exceptions))
+        else:
+            leaves.append(item)
+    if leaves and all(isinstance(leaf, HqError) for leaf in leaves):
+        first = leaves[0]
+        assert isinstance(first, HqError)
+        return first
+    return None

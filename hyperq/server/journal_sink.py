@@ -54,7 +54,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 # Zero-filled space is added this much at a time (one write and fsync), ahead of need
 # when the sink is idle and less than LOW_WATER is left.
-CHUNK = 1 << 20 if not os.environ.get("HQNOPRE") else 0
+CHUNK = 1 << 20
 LOW_WATER = CHUNK // 4
 
 
@@ -73,7 +73,7 @@ class Sink:
     def write(self, data: bytes) -> None:
         if self.fd < 0:
             raise OSError("no journal is open")
-        if CHUNK and self.end + len(data) > self.allocated:
+        if self.end + len(data) > self.allocated:
             self.extend(self.end + len(data) + CHUNK)
         view = memoryview(data)
         offset = self.end
@@ -93,7 +93,7 @@ class Sink:
         os.fsync(self.fd)
 
     def maybe_extend(self) -> None:
-        if CHUNK and self.fd >= 0 and self.allocated - self.end < LOW_WATER:
+        if self.fd >= 0 and self.allocated - self.end < LOW_WATER:
             self.extend(self.allocated + CHUNK)
 
     def close(self) -> None:
@@ -118,15 +118,17 @@ def serve(inp: int, out: int) -> int:
                 sink.close()
                 return 0
             started = time.perf_counter()
+            wrote = False
             if op == b"O":
                 (offset,) = OFFSET.unpack_from(payload)
                 sink.open(payload[OFFSET.size :].decode(), offset)
             elif op == b"W":
                 sink.write(payload)
+                wrote = True
             else:
                 raise ValueError(f"unknown request {op!r}")
             _write_all(out, b"k" + TOOK.pack(time.perf_counter() - started))
-            if not select.select([inp], [], [], 0)[0]:
+            if wrote and not select.select([inp], [], [], 0)[0]:
                 sink.maybe_extend()  # idle: make room now rather than in a request
     except (OSError, ValueError, struct.error) as error:
         message = str(error).encode()

@@ -22,6 +22,7 @@ import socket
 import trio
 
 from hyperq.common.access import AccessRecord
+from hyperq.common.errors import only_hq_error
 from hyperq.server.clientapi import ClientApi
 from hyperq.server.config import ServerConfig
 from hyperq.server.core import ServerCore
@@ -45,7 +46,15 @@ def serve(
     worker_sock: socket.socket,
     early_signals: list[int],
 ) -> None:
-    trio.run(_serve, config, record, recovery, info, client_sock, worker_sock, early_signals)
+    try:
+        trio.run(_serve, config, record, recovery, info, client_sock, worker_sock, early_signals)
+    except BaseExceptionGroup as group:
+        # A service that fails for a reason the user can act on (the journal cannot be
+        # written, say) says so in one line, like every other error.
+        error = only_hq_error(group)
+        if error is None:
+            raise
+        raise error from None
 
 
 async def _serve(
