@@ -229,3 +229,24 @@ def test_job_info_rows(cluster: ClusterEnv) -> None:
     assert table.get_row_value("Tasks") == "5; Ids: 1-4,7"
     assert table.get_row_value("Submission directory") == str(cluster.work_dir)
     assert table.get_row_value("Session") == "closed"
+
+
+def test_start_and_end_times_of_short_and_longer_tasks(cluster: ClusterEnv) -> None:
+    """Starts of short tasks reach the server with their ends (one report, not two);
+    the recorded start is still when the task began, not when the server heard of it."""
+    from datetime import datetime
+
+    cluster.start_server()
+    cluster.start_worker(cpus=2)
+    cluster.command(["submit", "--wait", "--", "true"])
+    cluster.command(["submit", "--wait", "--", "sleep", "0.5"])
+
+    def times(job: int) -> tuple[datetime, datetime]:
+        (task,) = cluster.json(["task", "info", str(job), "0"])
+        parse = datetime.fromisoformat
+        return parse(task["started_at"].rstrip("Z")), parse(task["finished_at"].rstrip("Z"))
+
+    start, end = times(1)
+    assert start <= end
+    start, end = times(2)
+    assert 0.45 <= (end - start).total_seconds() < 5

@@ -921,3 +921,66 @@ def test_restore_skips_a_damaged_submit() -> None:
     assert model.job_ids() == []
     assert len(model.warnings) == 1 and model.warnings[0].startswith("Tasks submitted to job 1")
     assert model.next_job_id == 2
+
+
+# ---------------------------------------------------------------------------------------
+# starts reported late or only with the end (short tasks)
+
+
+def test_end_without_reported_start_records_the_start_it_carries() -> None:
+    d = Driver()
+    d.connect(cpus=2)
+    job = d.submit(submit_desc([[0, 1, 1]]))
+    d.schedule()
+    record = d.record(job, 0)
+    events = d.do(
+        d.model.task_finished(
+            job, 0, worker_id=record.worker, instance=record.instance, now=d.now, ran_for=2.5
+        )
+    )
+    assert isinstance(events[0], TaskStarted) and events[0].time == d.now - 2.5
+    assert isinstance(events[1], TaskFinished) and events[1].time == d.now
+    view = d.model.task(job, 0)
+    assert view is not None and (view.started_at, view.finished_at) == (d.now - 2.5, d.now)
+
+    record = d.record(job, 1)
+    events = d.do(
+        d.model.task_failed(
+            job, 1, worker_id=record.worker, instance=record.instance, now=d.now,
+            error="Program terminated with exit code 1.", ran_for=0.5,
+        )
+    )  # fmt: skip
+    assert [type(e) for e in events[:2]] == [TaskStarted, TaskFailed]
+    assert events[0].time == d.now - 0.5
+    assert d.task_state(job, 1) == TaskState.FAILED
+
+
+def test_failure_before_start_records_no_start() -> None:
+    """A task that never ran (its worker could not spawn it) has no start."""
+    d = Driver()
+    d.connect(cpus=1)
+    job = d.submit()
+    d.schedule()
+    record = d.record(job, 0)
+    events = d.do(
+        d.model.task_failed(
+            job, 0, worker_id=record.worker, instance=record.instance, now=d.now, error="e"
+        )
+    )
+    assert [type(e) for e in events] == [TaskFailed, JobCompleted]
+    view = d.model.task(job, 0)
+    assert view is not None and view.started_at is None
+
+
+def test_late_start_report_is_stamped_when_the_task_began() -> None:
+    d = Driver()
+    d.connect(cpus=1)
+    job = d.submit()
+    d.schedule()
+    record = d.record(job, 0)
+    (event,) = d.do(
+        d.model.task_started(
+            job, 0, worker_id=record.worker, instance=record.instance, now=d.now - 0.02
+        )
+    )
+    assert event.time == d.now - 0.02 and d.task_state(job, 0) == TaskState.RUNNING

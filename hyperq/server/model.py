@@ -743,8 +743,16 @@ class Model:
         return [TaskStarted(now, job_id, task_id, instance, (worker_id,), variant)]
 
     def task_finished(
-        self, job_id: int, task_id: int, *, worker_id: int, instance: int, now: float
+        self,
+        job_id: int,
+        task_id: int,
+        *,
+        worker_id: int,
+        instance: int,
+        now: float,
+        ran_for: float | None = None,
     ) -> list[Event]:
+        """`ran_for`: seconds the task ran, when its start was not reported before."""
         found = self._placed_record(job_id, task_id, worker_id, instance)
         if found is None:
             return []
@@ -752,20 +760,34 @@ class Model:
         events: list[Event] = []
         if record.state == TaskState.WAITING:
             # Finished before its start was reported: the journal still gets the start.
-            events.append(TaskStarted(now, job_id, task_id, instance, (worker_id,)))
+            started = now - (ran_for or 0.0)
+            events.append(TaskStarted(started, job_id, task_id, instance, (worker_id,)))
         events.append(TaskFinished(now, job_id, task_id))
         events.extend(self._follow_ups(job, now, 0, -1, frozenset((task_id,))))
         return events
 
     def task_failed(
-        self, job_id: int, task_id: int, *, worker_id: int, instance: int, now: float, error: str
+        self,
+        job_id: int,
+        task_id: int,
+        *,
+        worker_id: int,
+        instance: int,
+        now: float,
+        error: str,
+        ran_for: float | None = None,
     ) -> list[Event]:
-        """The task failed on its worker (also before it started, e.g. spawn errors)."""
+        """The task failed on its worker (also before it started, e.g. spawn errors).
+
+        `ran_for`: seconds its process ran, when its start was not reported before."""
         found = self._placed_record(job_id, task_id, worker_id, instance)
         if found is None:
             return []
-        job, _record = found
-        events: list[Event] = [TaskFailed(now, job_id, task_id, error)]
+        job, record = found
+        events: list[Event] = []
+        if ran_for is not None and record.state == TaskState.WAITING:
+            events.append(TaskStarted(now - ran_for, job_id, task_id, instance, (worker_id,)))
+        events.append(TaskFailed(now, job_id, task_id, error))
         events.extend(self._follow_ups(job, now, 1, -1, frozenset((task_id,))))
         return events
 

@@ -140,15 +140,31 @@ class WorkerHandler:
         now = core.now()
         for item in items:
             kind, job, task, instance = item[0], item[1], item[2], item[3]
+            # Workers say how long ago a task started (its start may be reported late,
+            # or only with its end): the server's clock stamps both, so no skew.
             if kind == "started":
-                new = model.task_started(job, task, worker_id=worker_id, instance=instance, now=now)
+                ago = _seconds(item[4] if len(item) > 4 else None) or 0.0
+                new = model.task_started(
+                    job, task, worker_id=worker_id, instance=instance, now=now - ago
+                )
             elif kind == "finished":
                 new = model.task_finished(
-                    job, task, worker_id=worker_id, instance=instance, now=now
+                    job,
+                    task,
+                    worker_id=worker_id,
+                    instance=instance,
+                    now=now,
+                    ran_for=_seconds(item[4] if len(item) > 4 else None),
                 )
             elif kind == "failed":
                 new = model.task_failed(
-                    job, task, worker_id=worker_id, instance=instance, now=now, error=str(item[4])
+                    job,
+                    task,
+                    worker_id=worker_id,
+                    instance=instance,
+                    now=now,
+                    error=str(item[4]),
+                    ran_for=_seconds(item[5] if len(item) > 5 else None),
                 )
             else:
                 raise ProtocolError(f"unknown update {kind!r}")
@@ -209,3 +225,10 @@ def launch_desc(desc: Any) -> dict[str, Any]:
         "pin": desc.get("pin"),
         "time_limit": desc.get("time_limit"),
     }
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration a worker reported: a non-negative number, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return None
+    return min(float(value), 1e9)

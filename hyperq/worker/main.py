@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 UPDATE_QUEUE_SIZE = 4096
 WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
 UPDATE_COALESCE = 0
+# A task's start is reported this long after it (or with its end, if that comes first):
+# short tasks then cost the server one report instead of two. Workers that may
+# reconnect report at once, so that a restored server knows what they run.
+STARTED_REPORT_DELAY = 0.02
 # `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
 RECONNECT_LIMIT = 600.0
 RECONNECT_MAX_DELAY = 5.0
@@ -126,6 +131,10 @@ class WorkerRuntime:
         self.unsent: list[list[Any]] = []
         self.connected = True
         self.reconnecting = config.on_server_lost == "reconnect"
+        # Running tasks whose start is not reported yet: key -> (instance, monotonic start).
+        self.unreported: dict[tuple[int, int], tuple[int, float]] = {}
+        self.started_delay = 0.0 if self.reconnecting else STARTED_REPORT_DELAY
+        self._unreported_added = trio.Event()
 
     def end(self, ending: Ending) -> None:
         """The first reason to end wins; it stops the receive loop (or reconnecting)."""
@@ -137,6 +146,7 @@ class WorkerRuntime:
     async def run(self) -> int:
         async with trio.open_nursery() as services:
             services.start_soon(self._send_updates)
+            services.start_soon(self._report_starts)
             services.start_soon(self._heartbeat)
             await services.start(self._watch_signals)
             if self.config.time_limit is not None:
@@ -249,20 +259,47 @@ class WorkerRuntime:
         outcome: TaskOutcome | None = None
         try:
             with scope:
-                await self.updates_send.send(["started", spec.job_id, spec.task_id, spec.instance])
+                if self.started_delay:
+                    self.unreported[key] = (spec.instance, time.monotonic())
+                    self._unreported_added.set()
+                else:
+                    await self.updates_send.send(["started", *key, spec.instance, 0.0])
                 outcome = await run_task(spec)
         finally:
             slot = self.task_scopes.get(key)
             if slot is not None and slot[1] is scope:
                 del self.task_scopes[key]
+            unreported = self.unreported.pop(key, None)
         if outcome is None:
             return  # canceled: the server already knows
+        # Not reported as started yet: the end carries how long it ran, so that the
+        # server records the start at the right moment.
+        ran_for = time.monotonic() - unreported[1] if unreported is not None else None
         if outcome.error is None:
-            update = ["finished", spec.job_id, spec.task_id, spec.instance]
+            update = ["finished", spec.job_id, spec.task_id, spec.instance, ran_for]
         else:
-            update = ["failed", spec.job_id, spec.task_id, spec.instance, outcome.error]
+            update = ["failed", spec.job_id, spec.task_id, spec.instance, outcome.error, ran_for]
         with trio.CancelScope(shield=True):
             await self.updates_send.send(update)
+
+    async def _report_starts(self) -> None:
+        """Report the starts of tasks still running `started_delay` after they began."""
+        while True:
+            if not self.unreported:
+                await self._unreported_added.wait()
+                self._unreported_added = trio.Event()
+                continue
+            oldest = min(start for _instance, start in self.unreported.values())
+            await trio.sleep(max(oldest + self.started_delay - time.monotonic(), 0.0))
+            now = time.monotonic()
+            due = [
+                (key, instance, start)
+                for key, (instance, start) in self.unreported.items()
+                if now - start >= self.started_delay
+            ]
+            for key, instance, start in due:
+                del self.unreported[key]
+                await self.updates_send.send(["started", *key, instance, now - start])
 
     # --- sending ---------------------------------------------------------------------
     async def _send_updates(self) -> None:
