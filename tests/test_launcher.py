@@ -454,3 +454,32 @@ async def test_parent_death_signal(tmp_path):
     spec = make_spec(tmp_path, [sys.executable, "-c", code])
     assert (await run(spec)).finished
     assert stdout_of(tmp_path) == "0\n"
+
+
+async def test_program_cache_finds_by_task_path_and_expires(tmp_path, monkeypatch):
+    from hyperq.worker import launcher
+    from hyperq.worker.launcher import ProgramCache
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for directory in (first, second):
+        directory.mkdir()
+    old = second / "mytool"
+    old.write_text("#!/bin/sh\necho old\n")
+    old.chmod(0o755)
+    cache = ProgramCache()
+    path = f"{first}:{second}:{os.environ['PATH']}"
+    spec = make_spec(tmp_path, ["mytool"], env={"PATH": path}, programs=cache)
+    assert (await run(spec)).finished
+    assert stdout_of(tmp_path) == "old\n"
+    # A program appearing earlier in PATH is not seen while the entry is fresh...
+    new = first / "mytool"
+    new.write_text("#!/bin/sh\necho new\n")
+    new.chmod(0o755)
+    assert cache.find("mytool", {"PATH": path}) == str(old)
+    # ...but is once it has expired.
+    monkeypatch.setattr(launcher, "PROGRAM_CACHE_SECONDS", 0.0)
+    assert (await run(spec)).finished
+    assert stdout_of(tmp_path) == "new\n"
+    # Each PATH has its own entry.
+    assert cache.find("mytool", {"PATH": f"{second}"}) == str(old)
+    assert cache.find("sh", {"PATH": "/bin"}) == "/bin/sh"

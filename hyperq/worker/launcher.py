@@ -35,6 +35,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ from hyperq.common.placeholders import resolve_paths, task_values
 log = logging.getLogger(__name__)
 
 KILL_GRACE_SECONDS = 1.0
+PROGRAM_CACHE_SECONDS = 1.0
 # After SIGKILL a process normally vanishes at once; one stuck in uninterruptible I/O is
 # left behind rather than holding the caller's cancellation hostage.
 REAP_TIMEOUT_SECONDS = 5.0
@@ -128,6 +130,8 @@ class TaskLaunchSpec:
     # Told (pid, True) once the task's process group exists and (pid, False) once it is
     # gone, so the worker's guardian can kill the group if the worker itself is killed.
     on_process: Callable[[int, bool], None] | None = None
+    # The worker's cache of PATH searches; None = search every time.
+    programs: ProgramCache | None = None
     # The worker's environment, snapshotted once by the caller (copying os.environ costs
     # ~40 us per task); None = os.environ now.
     base_env: Mapping[str, str] | None = None
@@ -276,6 +280,32 @@ def _open_output(path: str | None, name: str, devnull: int) -> int:
     return _high_fd(fd)
 
 
+class ProgramCache:
+    """Recent PATH searches of one worker: an array of a million tasks would otherwise
+    stat every PATH directory for every task. Entries live PROGRAM_CACHE_SECONDS, so a
+    program installed or removed meanwhile is seen within that time."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    def find(self, name: str, env: dict[str, str]) -> str:
+        if "/" in name:
+            return name
+        search = env.get("PATH", os.defpath)
+        # Relative PATH entries are relative to the task's directory (the current one).
+        relative = any(not d.startswith("/") for d in search.split(":"))
+        key = (name, search, os.getcwd() if relative else "")
+        now = time.monotonic()
+        hit = self._found.get(key)
+        if hit is not None and now - hit[1] < PROGRAM_CACHE_SECONDS:
+            return hit[0]
+        path = _find_program(name, env)
+        if len(self._found) >= 1024:
+            self._found.clear()
+        self._found[key] = (path, now)
+        return path
+
+
 def _find_program(name: str, env: dict[str, str]) -> str:
     """execvp's PATH search with the task's own PATH, relative to the current directory."""
     if "/" in name:
@@ -297,7 +327,12 @@ def _find_program(name: str, env: dict[str, str]) -> str:
 
 
 def _spawn(
-    argv: list[str], env: dict[str, str], cwd: str, fds: tuple[int, int, int], death_signal: bool
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    fds: tuple[int, int, int],
+    death_signal: bool,
+    programs: ProgramCache | None = None,
 ) -> int:
     """Start the program in its own session with `fds` as 0-2; the pid, or OSError."""
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
@@ -311,7 +346,9 @@ def _spawn(
     try:
         os.chdir(cwd)
         try:
-            program = _find_program(argv[0], env)
+            program = (
+                programs.find(argv[0], env) if programs is not None else _find_program(argv[0], env)
+            )
             if death_signal:
                 setpriv = shutil.which("setpriv", path=env.get("PATH"))
                 if setpriv is not None:
@@ -458,7 +495,8 @@ async def _run_process(
     task_dir: str | None,
 ) -> TaskOutcome:
     try:
-        os.makedirs(cwd, exist_ok=True)
+        if not os.path.isdir(cwd):  # one stat in the usual case; makedirs costs four
+            os.makedirs(cwd, exist_ok=True)
     except OSError as e:
         raise _SetupError(f"Could not create working directory: {_os_error_text(e)}") from e
     to_close: list[int] = []
@@ -479,7 +517,14 @@ async def _run_process(
             stdin_stream = trio.lowlevel.FdStream(_high_fd(write_end))
         try:
             child = _Child(
-                _spawn(argv, env, cwd, (in_fd, out_fd, err_fd), spec.parent_death_signal)
+                _spawn(
+                    argv,
+                    env,
+                    cwd,
+                    (in_fd, out_fd, err_fd),
+                    spec.parent_death_signal,
+                    spec.programs,
+                )
             )
         except OSError as e:
             return failed(spawn_error_message(e, argv, cwd))

@@ -36,7 +36,7 @@ from hyperq.transport.peer import PeerConnection
 from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
 from hyperq.worker.guardian import Guardian
-from hyperq.worker.launcher import TaskLaunchSpec, TaskOutcome, run_task
+from hyperq.worker.launcher import ProgramCache, TaskLaunchSpec, TaskOutcome, run_task
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class WorkerRuntime:
         self.hq = hq_executable()
         # Copying os.environ per task costs more than the rest of preparing it.
         self.base_env = dict(os.environ)
+        self.programs = ProgramCache()
         self.ending: Ending | None = None
         self.receive_scope = trio.CancelScope()
         self.task_scopes: dict[tuple[int, int], tuple[int, trio.CancelScope]] = {}
@@ -252,6 +253,7 @@ class WorkerRuntime:
             hq_executable=self.hq,
             base_env=self.base_env,
             on_process=self.guardian.track,
+            programs=self.programs,
         )
 
     async def _run_one(self, spec: TaskLaunchSpec, scope: trio.CancelScope) -> None:
