@@ -188,12 +188,18 @@ class ServerCore:
         while True:
             await self._schedule_wanted.wait()
             self._schedule_wanted = trio.Event()
-            while True:
-                assignments = schedule(self.model, self.now(), SCHEDULE_BATCH)
-                if not assignments:
-                    break
-                self.commit(self.model.assign(assignments, now=self.now()))
+            while self.schedule_now():
                 await trio.sleep(0)
+
+    def schedule_now(self) -> bool:
+        """One scheduling pass of at most SCHEDULE_BATCH assignments; True if it made
+        any. Called by the scheduler task, and right after a worker's report, so that a
+        CPU it freed gets its next task without waiting a scheduling round."""
+        assignments = schedule(self.model, self.now(), SCHEDULE_BATCH)
+        if not assignments:
+            return False
+        self.commit(self.model.assign(assignments, now=self.now()))
+        return True
 
     async def release_held_workers(self, grace: float) -> None:
         """After a restore, wait for `reconnect` workers; give up on them after `grace`."""

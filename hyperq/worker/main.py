@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 # into one message, so this bounds memory, not throughput; runners wait when it is full.
 UPDATE_QUEUE_SIZE = 4096
 WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
-UPDATE_COALESCE = 0
 # A task's start is reported this long after it (or with its end, if that comes first):
 # short tasks then cost the server one report instead of two. Workers that may
 # reconnect report at once, so that a restored server knows what they run.
@@ -307,10 +306,9 @@ class WorkerRuntime:
     async def _send_updates(self) -> None:
         async for first in self.updates_recv:
             self.unsent.append(first)
-            # Yield once so that runners already done can queue theirs: a burst becomes one
-            # message. (A real delay here costs throughput: with few CPUs every task slot
-            # would idle for it.)
-            await trio.sleep(UPDATE_COALESCE)
+            # Whatever runners queued before this task woke goes along (tasks that end
+            # together report together). No extra yield or delay: with few CPUs, a round
+            # of latency here leaves a CPU idle.
             while True:
                 try:
                     self.unsent.append(self.updates_recv.receive_nowait())
