@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ from cbor2 import CBOREncodeError
 
 from hyperq.common.errors import HqError
 from hyperq.server.events import Event, plain_record, to_record
-from hyperq.server.journal_sink import HEAD, OFFSET, TOOK
+from hyperq.server.journal_sink import ERROR, HEAD, OFFSET, REPLY_HEAD, TOOK
 from hyperq.server.journalfile import encode_record
 from hyperq.server.snapshot import SNAPSHOT_EVERY
 from hyperq.transport.codec import encode_unbounded
@@ -69,11 +68,11 @@ class JournalSink:
         with trio.CancelScope(shield=True):
             try:
                 await self._write(HEAD.pack(op, len(payload)) + payload)
-                status = await self._read(1)
-                if status == b"k":
-                    return float(TOOK.unpack(await self._read(TOOK.size))[0])
-                if status == b"e":
-                    (length,) = struct.unpack(">I", await self._read(4))
+                reply = await self._read(REPLY_HEAD)
+                if reply[:1] == b"k":
+                    return float(TOOK.unpack_from(reply, 1)[0])
+                if reply[:1] == b"e":
+                    (length,) = ERROR.unpack_from(reply, 1)
                     reason = (await self._read(length)).decode(errors="replace")
                     raise HqError(f"Cannot write journal {self.path}: {reason}")
             except (OSError, EOFError):

@@ -18,7 +18,8 @@ Protocol over stdin/stdout, one request at a time:
              at offset (the server has already cut off any torn tail)
       b"W"   payload = bytes to append; written, then fdatasync-ed
     reply    = b"k" + seconds the write and fsync took (f64 BE)
-             | b"e" + length (u32 BE) + message (UTF-8), after which the sink exits
+             | b"e" + length (u32 BE) + 4 zero bytes + message (UTF-8), after which
+               the sink exits
 End of stdin: cut off the zero-filled tail, close the file and exit 0.
 """
 
@@ -33,17 +34,27 @@ import time
 HEAD = struct.Struct(">cI")
 OFFSET = struct.Struct(">Q")
 TOOK = struct.Struct(">d")
+ERROR = struct.Struct(">I4x")  # message length, padded to the size of TOOK
+REPLY_HEAD = 1 + TOOK.size  # b"k" + TOOK, or b"e" + ERROR
 
 
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    chunks = []
-    while size:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+class _Input:
+    """Requests off stdin, read in large chunks (one syscall per burst, not two per
+    request)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def read_exactly(self, size: int) -> bytes | None:
+        while len(self.buffer) < size:
+            chunk = os.read(self.fd, max(1 << 16, size - len(self.buffer)))
+            if not chunk:
+                return None
+            self.buffer += chunk
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -92,8 +103,11 @@ class Sink:
         # A full fsync: the file's size changed, and later fdatasyncs rely on it.
         os.fsync(self.fd)
 
+    def room_is_low(self) -> bool:
+        return self.fd >= 0 and self.allocated - self.end < LOW_WATER
+
     def maybe_extend(self) -> None:
-        if self.fd >= 0 and self.allocated - self.end < LOW_WATER:
+        if self.room_is_low():
             self.extend(self.allocated + CHUNK)
 
     def close(self) -> None:
@@ -106,14 +120,15 @@ class Sink:
 
 def serve(inp: int, out: int) -> int:
     sink = Sink()
+    requests = _Input(inp)
     try:
         while True:
-            head = _read_exactly(inp, HEAD.size)
+            head = requests.read_exactly(HEAD.size)
             if head is None:
                 sink.close()
                 return 0
             op, length = HEAD.unpack(head)
-            payload = _read_exactly(inp, length) if length else b""
+            payload = requests.read_exactly(length) if length else b""
             if payload is None:
                 sink.close()
                 return 0
@@ -128,12 +143,13 @@ def serve(inp: int, out: int) -> int:
             else:
                 raise ValueError(f"unknown request {op!r}")
             _write_all(out, b"k" + TOOK.pack(time.perf_counter() - started))
-            if wrote and not select.select([inp], [], [], 0)[0]:
-                sink.maybe_extend()  # idle: make room now rather than in a request
+            if wrote and sink.room_is_low() and not requests.buffer:
+                if not select.select([inp], [], [], 0)[0]:
+                    sink.maybe_extend()  # idle: make room now rather than in a request
     except (OSError, ValueError, struct.error) as error:
         message = str(error).encode()
         try:
-            _write_all(out, b"e" + struct.pack(">I", len(message)) + message)
+            _write_all(out, b"e" + ERROR.pack(len(message)) + message)
         except OSError:
             pass
         return 1
