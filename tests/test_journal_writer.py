@@ -89,3 +89,41 @@ async def test_sink_reports_write_errors(tmp_path: Path) -> None:
     """The sink's own error message reaches the server (here: the path is a directory)."""
     with pytest.raises(HqError, match="Is a directory"):
         await JournalSink.open(str(tmp_path), len(HEADER))
+
+
+async def test_sink_without_a_clean_close_leaves_the_file_alone(tmp_path: Path) -> None:
+    """A bare end of input means the server died, and a new one may already be writing:
+    the sink then neither truncates nor touches the file again, and lets go of its lock."""
+    journal = open_journal(tmp_path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        journal.append([JobCompleted(1.0, 1)])
+        await journal.sync()
+        sink = journal._sink
+        assert sink is not None
+        size_while_running = Path(journal.path).stat().st_size
+        assert size_while_running > journal.durable_end  # zero-filled space ahead
+        await sink._stdin.aclose()  # as if the server were gone
+        with trio.fail_after(10):
+            await sink.process.wait()
+        assert Path(journal.path).stat().st_size == size_while_running
+        journal._closed = True
+        nursery.cancel_scope.cancel()
+    records, report = read_journal(journal.path)
+    assert [value[2] for _, value in records] == [1] and report.torn_tail == 0
+
+
+def test_restore_refuses_a_journal_another_writer_holds(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import fcntl
+
+    from hyperq.server import recovery
+
+    path = str(tmp_path / "j")
+    create_journal(path)
+    monkeypatch.setattr(recovery, "OTHER_WRITER_WAIT", 0.2)
+    with open(path, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(HqError, match="is in use by another process"):
+            recovery.recover(path)
+    restored = recovery.recover(path)  # the lock is gone: fine
+    restored.file.close()

@@ -383,18 +383,33 @@ def test_worker_lost_requeues_with_new_instance() -> None:
     worker = d.connect(cpus=2)
     job = d.submit(submit_desc([[0, 2, 1]]))
     d.schedule()
-    d.start(job, 0)  # task 1 stays assigned, task 2 waits
-    d.lose(worker, LostReason.CONNECTION_LOST)
+    d.start(job, 0)  # task 1 stays assigned (its start not reported yet), task 2 waits
+    events = d.lose(worker, LostReason.CONNECTION_LOST)
     assert d.stats(job) == {"waiting": 3}
     running, assigned = d.record(job, 0), d.record(job, 1)
     assert (running.instance, running.crash_count) == (1, 1)
-    assert (assigned.instance, assigned.crash_count) == (1, 0)
+    # Starts are reported late, so an assigned task is presumed to have started: it
+    # counts the crash too, and the journal says so explicitly.
+    assert (assigned.instance, assigned.crash_count) == (1, 1)
+    assert [type(e) for e in events[:2]] == [TaskStarted, WorkerLost]
+    assert 2 not in d.model.jobs[job].records  # never placed: still pristine
     assert d.model.worker_info(worker).lost_reason == "ConnectionLost"  # type: ignore[union-attr]
     # Another worker picks them up again, lowest task ID first.
     d.connect(cpus=1)
     assignments = d.run()
     assert [(a.task_id, a.worker_id) for a in assignments] == [(0, 2)]
     assert d.record(job, 0).instance == 1
+
+
+def test_never_restart_task_assigned_on_a_lost_worker_fails() -> None:
+    """It may have started (its start is reported late): never run it twice."""
+    d = Driver()
+    worker = d.connect(cpus=1)
+    job = d.submit(submit_desc(crash_limit="never-restart"))
+    d.schedule()
+    d.lose(worker, LostReason.STOPPED)
+    assert d.task_state(job, 0) == TaskState.FAILED
+    assert d.record(job, 0).error == NEVER_RESTART_ERROR
 
 
 def test_crash_limit_reached() -> None:
@@ -449,14 +464,18 @@ def test_never_restart_fails_on_worker_stop() -> None:
     # Stop requested: nothing new goes there, and the loss is "Stopped" whatever the edge saw.
     assert schedule(d.model, d.now) == []
     events = d.lose(worker, LostReason.CONNECTION_LOST)
-    assert events[0].reason == "Stopped"  # type: ignore[attr-defined]
+    (lost,) = [e for e in events if isinstance(e, WorkerLost)]
+    assert lost.reason == "Stopped"
+    # Task 1 was assigned, its start maybe not reported yet: presumed started, so it
+    # fails as well rather than risk running twice.
     assert [(e.task, e.error) for e in events if isinstance(e, TaskFailed)] == [
-        (0, NEVER_RESTART_ERROR)
+        (0, NEVER_RESTART_ERROR),
+        (1, NEVER_RESTART_ERROR),
     ]
     assert NEVER_RESTART_ERROR == (
         "Task was running on a lost worker while never restart flag was set."
     )
-    assert d.stats(job) == {"failed": 1, "waiting": 2}
+    assert d.stats(job) == {"failed": 2, "waiting": 1}
 
 
 def test_stop_worker_outcomes() -> None:
@@ -984,3 +1003,16 @@ def test_late_start_report_is_stamped_when_the_task_began() -> None:
         )
     )
     assert event.time == d.now - 0.02 and d.task_state(job, 0) == TaskState.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.25, 0.25), (3, 3.0), (0, 0.0), (None, None), (-1.0, None), (True, None), ("1", None),
+     (float("inf"), None), (float("nan"), None), (10**400, None)],
+)  # fmt: skip
+def test_reported_durations_are_checked(value: Any, expected: float | None) -> None:
+    """Durations come from workers: anything but a finite, non-negative number is
+    ignored (the report then stamps the server's own time) rather than trusted."""
+    from hyperq.server.workerconn import _seconds
+
+    assert _seconds(value) == expected

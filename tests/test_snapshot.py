@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -169,26 +167,52 @@ def test_a_damaged_snapshot_falls_back_to_a_full_replay(
     assert recovery.model.snapshot() == restore(events).snapshot()
 
 
-def test_no_snapshot_across_damage(tmp_path: Path) -> None:
-    """Damage after the last snapshot is kept out of new snapshots, so that every
-    restore still replays it and reports it."""
+def test_damage_under_the_snapshot_is_still_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot covering a damaged spot or an unreadable record keeps the report, so a
+    restore from it warns exactly as a full replay would (and snapshots go on)."""
     events = a_busy_history()
     path = tmp_path / "journal.bin"
     ends = write_journal(path, events)
-    snap.build(str(path), upto=ends[1])
     data = bytearray(path.read_bytes())
     data[ends[3] + 20 : ends[4]] = bytes(ends[4] - ends[3] - 20)  # zero part of record 5
-    path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="damaged"):
-        snap.build(str(path))
-    result = subprocess.run(
-        [sys.executable, "-m", "hyperq.server.snapshot", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "damaged" in result.stderr
-    assert snap.load_matching(snap.snapshot_path(str(path)), bytes(data)).journal_end == ends[1]  # type: ignore[union-attr]
+    unreadable = encode_record(len(events) + 1, encode_unbounded(["no-such-event", 1.0]))
+    path.write_bytes(bytes(data) + unreadable)
+
+    caplog.set_level(logging.INFO)
+    full = recover(str(path))
+    full.file.close()
+    full_warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("is damaged at offset" in w for w in full_warnings)
+    assert any("Skipping unreadable journal record" in w for w in full_warnings)
+
+    built = snap.build(str(path))
+    assert built.damaged and built.unreadable
+    caplog.clear()
+    recovery = recover(str(path))
+    recovery.file.close()
+    assert "from its snapshot" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == full_warnings
+    assert recovery.model is not None and full.model is not None
+    assert recovery.model.snapshot() == full.model.snapshot()
+
+
+def test_a_snapshot_of_another_hyperq_version_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = a_busy_history()
+    path = tmp_path / "journal.bin"
+    write_journal(path, events)
+    monkeypatch.setattr(snap, "__version__", "0.0.1")
+    snap.build(str(path))
+    monkeypatch.undo()
+    recovery = recover(str(path))
+    recovery.file.close()
+    assert "made by hyperq 0.0.1" in caplog.text
+    assert recovery.model is not None
+    assert recovery.model.snapshot() == restore(events).snapshot()
 
 
 def test_a_new_journal_removes_a_stale_snapshot(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ nothing asking for a sync, the writer still flushes at least every flush period.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -32,6 +34,9 @@ from hyperq.transport.codec import encode_unbounded
 
 log = logging.getLogger(__name__)
 
+# At shutdown, how long the last batch may take to reach the disk (a hung network
+# filesystem must not keep the server from exiting).
+FINAL_FLUSH_SECONDS = 10.0
 SINK_SCRIPT = str(Path(__file__).with_name("journal_sink.py"))
 
 
@@ -44,6 +49,8 @@ class JournalSink:
         assert process.stdin is not None and process.stdout is not None
         self._stdin = process.stdin
         self._stdout = process.stdout
+        # Requests are shielded from cancellation; at shutdown this bounds them instead.
+        self.deadline = math.inf
 
     @classmethod
     async def open(cls, path: str, offset: int) -> JournalSink:
@@ -65,7 +72,7 @@ class JournalSink:
         Shielded: a reply left unread would be taken for the next request's, and a
         batch handed over must be known to be on disk before anyone is released.
         """
-        with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True, deadline=self.deadline) as scope:
             try:
                 await self._write(HEAD.pack(op, len(payload)) + payload)
                 reply = await self._read(REPLY_HEAD)
@@ -77,7 +84,9 @@ class JournalSink:
                     raise HqError(f"Cannot write journal {self.path}: {reason}")
             except (OSError, EOFError):
                 pass
-            raise HqError(f"Cannot write journal {self.path}: its writer process exited")
+        if scope.cancelled_caught:
+            raise HqError(f"Cannot write journal {self.path}: the disk did not answer in time")
+        raise HqError(f"Cannot write journal {self.path}: its writer process exited")
 
     # The pipes are used through their (non-blocking) fds rather than trio's streams:
     # the streams yield to the scheduler before every write and read, and on a busy
@@ -106,7 +115,11 @@ class JournalSink:
         return data
 
     async def close(self) -> None:
+        """Ask for a clean close (the zero-filled space is cut off), then end the sink."""
         with trio.CancelScope(shield=True):
+            if self.process.returncode is None:
+                with contextlib.suppress(HqError):
+                    await self.request(b"C", b"")
             with trio.move_on_after(5):
                 await self._stdin.aclose()
                 await self.process.wait()
@@ -194,9 +207,9 @@ class Journal:
         finally:
             with trio.CancelScope(shield=True):
                 # Whatever is queued when the tree is cancelled still reaches the disk.
+                sink.deadline = trio.current_time() + FINAL_FLUSH_SECONDS
                 try:
-                    with trio.move_on_after(10):
-                        await self._flush()
+                    await self._flush()
                 finally:
                     self._closed = True
                     await sink.close()
@@ -258,11 +271,17 @@ class Journal:
             await self._snapshot_due.wait()
             self._snapshot_due = trio.Event()
             self.unsnapshotted = 0
-            command = [sys.executable, "-m", "hyperq.server.snapshot", self.path]
+            # -P: not the server's working directory first on the module path.
+            command = [sys.executable, "-P", "-m", "hyperq.server.snapshot", self.path]
             command += ["--upto", str(self.durable_end)]
-            result = await trio.run_process(
-                command, stdin=subprocess.DEVNULL, capture_stderr=True, check=False
-            )
+            try:
+                result = await trio.run_process(
+                    command, stdin=subprocess.DEVNULL, capture_stderr=True, check=False
+                )
+            except OSError as error:
+                # Only a cache: the server goes on (restores just replay more).
+                log.warning("Journal snapshot could not start: %s", error)
+                continue
             if result.returncode == 0:
                 self.snapshots += 1
             else:

@@ -17,14 +17,18 @@ Protocol over stdin/stdout, one request at a time:
       b"O"   payload = offset (u64 BE) + path (UTF-8): open the journal for writing
              at offset (the server has already cut off any torn tail)
       b"W"   payload = bytes to append; written, then fdatasync-ed
+      b"C"   (empty) clean close: cut off the zero-filled space, reply, exit
     reply    = b"k" + seconds the write and fsync took (f64 BE)
              | b"e" + length (u32 BE) + 4 zero bytes + message (UTF-8), after which
                the sink exits
-End of stdin: cut off the zero-filled tail, close the file and exit 0.
+End of stdin without b"C" (the server died): close the file untouched and exit 0. The
+sink holds an exclusive flock on the journal while it has it open.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import select
 import struct
@@ -76,8 +80,12 @@ class Sink:
         self.allocated = 0  # file size, zero-filled past `end`
 
     def open(self, path: str, offset: int) -> None:
-        self.close()
+        self.close(clean=False)
         self.fd = os.open(path, os.O_RDWR)
+        # Held while this sink writes: a restarted server waits for a sink its crashed
+        # predecessor left behind, and a second server on the same journal is refused.
+        with contextlib.suppress(OSError):  # filesystems without locks
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         self.end = offset
         self.allocated = max(os.fstat(self.fd).st_size, offset)
 
@@ -110,10 +118,14 @@ class Sink:
         if self.room_is_low():
             self.extend(self.allocated + CHUNK)
 
-    def close(self) -> None:
+    def close(self, *, clean: bool) -> None:
+        """`clean`: the server asked (graceful stop), so cut off the zero-filled space.
+        On a bare end of input the server may have crashed and a new one may already be
+        appending to this file: then touch nothing."""
         if self.fd >= 0:
-            os.ftruncate(self.fd, self.end)
-            os.fsync(self.fd)
+            if clean:
+                os.ftruncate(self.fd, self.end)
+                os.fsync(self.fd)
             os.close(self.fd)
             self.fd = -1
 
@@ -125,12 +137,12 @@ def serve(inp: int, out: int) -> int:
         while True:
             head = requests.read_exactly(HEAD.size)
             if head is None:
-                sink.close()
+                sink.close(clean=False)
                 return 0
             op, length = HEAD.unpack(head)
             payload = requests.read_exactly(length) if length else b""
             if payload is None:
-                sink.close()
+                sink.close(clean=False)
                 return 0
             started = time.perf_counter()
             wrote = False
@@ -140,6 +152,10 @@ def serve(inp: int, out: int) -> int:
             elif op == b"W":
                 sink.write(payload)
                 wrote = True
+            elif op == b"C":
+                sink.close(clean=True)
+                _write_all(out, b"k" + TOOK.pack(time.perf_counter() - started))
+                return 0
             else:
                 raise ValueError(f"unknown request {op!r}")
             _write_all(out, b"k" + TOOK.pack(time.perf_counter() - started))

@@ -53,6 +53,9 @@ class ReadReport:
     damaged: list[tuple[int, int, int]] = field(default_factory=list)  # (offset, bytes, records)
 
 
+_NONZERO = re.compile(rb"[^\0]")
+
+
 def check_header(data: bytes, path: str) -> None:
     if len(data) < len(HEADER) or data[: len(MAGIC)] != MAGIC:
         raise HqError(f"{path} is not a hyperq journal (unknown header)")
@@ -112,7 +115,7 @@ def iter_records(
                         continue
         # Not a record here. Zeros to the end: the space the writer allocates ahead
         # (journal_sink.py), so the journal simply ends here.
-        if data.count(0, offset) == size - offset:
+        if _NONZERO.search(data, offset) is None:
             return
         # Otherwise a torn tail if nothing valid follows, else damage to skip.
         resume = _resync(view, offset + 1)
@@ -123,9 +126,6 @@ def iter_records(
         lost = max(next_seq - report.last_seq - 1, 0)
         report.damaged.append((offset, resume - offset, lost))
         offset = resume
-
-
-_NONZERO = re.compile(rb"[^\0]")
 
 
 def _resync(view: memoryview, start: int) -> int | None:

@@ -683,11 +683,21 @@ class Model:
         if worker is None or not worker.is_connected:
             return []
         lost = LostReason.STOPPED if worker.stop_requested else LostReason(reason)
-        events: list[Event] = [WorkerLost(now, worker_id, str(lost))]
+        events: list[Event] = []
+        # Workers report a start up to 20 ms late (or with the end), so a task placed
+        # here may be running although the server has not heard. Presume it started:
+        # crash counting and never-restart then treat it as the running task it may be
+        # (for never-restart, the safe side), and a journal replay sees the same.
+        for job_id, task_id in sorted(worker.tasks):
+            record = self.jobs[job_id].records[task_id]
+            if record.state == TaskState.WAITING:
+                events.append(TaskStarted(now, job_id, task_id, record.instance, (worker_id,)))
+        presumed = {(e.job, e.task) for e in events if isinstance(e, TaskStarted)}
+        events.append(WorkerLost(now, worker_id, str(lost)))
         failed: dict[int, list[int]] = {}
         for job_id, task_id in sorted(worker.tasks):
             record = self.jobs[job_id].records[task_id]
-            if record.state != TaskState.RUNNING:
+            if record.state != TaskState.RUNNING and (job_id, task_id) not in presumed:
                 continue
             submit = record.submit
             error = None

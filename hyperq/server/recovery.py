@@ -7,8 +7,10 @@ and reported, and an event we cannot understand is skipped with a warning.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -25,9 +27,12 @@ from hyperq.server.journalfile import (
 )
 from hyperq.server.model import Model
 from hyperq.server.restore import restore
-from hyperq.server.snapshot import load_matching, remove_snapshot, snapshot_path
+from hyperq.server.snapshot import Snapshot, load_matching, remove_snapshot, snapshot_path
 
 log = logging.getLogger(__name__)
+
+# How long a restarting server waits for a previous server's journal writer to let go.
+OTHER_WRITER_WAIT = 10.0
 
 TORN_TAIL_WARNING = "Journal contains not fully written data; they will be removed from the log"
 
@@ -42,24 +47,30 @@ class Recovery:
     unsnapshotted: int = 0  # events after the snapshot (all of them without one)
 
 
-def apply_records(model: Model, records: Iterable[tuple[int, Any]]) -> int:
+def apply_records(
+    model: Model, records: Iterable[tuple[int, Any]], unreadable: list[tuple[int, str]]
+) -> int:
     """Apply journal records (seq, decoded payload) to `model`; returns how many were
-    events. A record we cannot understand is skipped with a warning."""
+    events. A record we cannot understand is skipped and added to `unreadable`."""
     count = 0
     apply = model.apply
     for seq, value in records:
         try:
             event = from_record(value)
         except (KeyError, TypeError, ValueError) as error:
-            log.warning("Skipping unreadable journal record %d: %s", seq, error)
+            unreadable.append((seq, str(error)))
             continue
         apply(event)
         count += 1
     return count
 
 
-def _log_damage(path: str, report: ReadReport) -> None:
-    for offset, skipped, lost in report.damaged:
+def _log_problems(
+    path: str, damaged: list[tuple[int, int, int]], unreadable: list[tuple[int, str]]
+) -> None:
+    for seq, why in unreadable:
+        log.warning("Skipping unreadable journal record %d: %s", seq, why)
+    for offset, skipped, lost in damaged:
         log.warning(
             "Journal %s is damaged at offset %d: skipped %d bytes, %d record(s) lost",
             path,
@@ -67,6 +78,32 @@ def _log_damage(path: str, report: ReadReport) -> None:
             skipped,
             lost,
         )
+
+
+def _wait_for_other_writer(path: str) -> None:
+    """The journal sink holds an exclusive flock on the journal. A sink left behind by a
+    crashed server lets go as soon as it notices (it never touches the file again); a
+    sink that does not is another server's, using this journal right now."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # reading the journal reports it properly
+    try:
+        deadline = time.monotonic() + OTHER_WRITER_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise HqError(
+                        f"Journal {path} is in use by another process (another server?)"
+                    ) from None
+                time.sleep(0.05)
+            except OSError:
+                return  # a filesystem without locks
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def recover(path: str) -> Recovery:
@@ -80,21 +117,23 @@ def recover(path: str) -> Recovery:
         # A snapshot left beside a journal that is gone describes nothing any more.
         remove_snapshot(path)
         return Recovery(None, None, open_for_append(path, len(HEADER)), 1, 0)
+    _wait_for_other_writer(path)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as error:
         raise HqError(f"Cannot open event log file at {path}: {error.strerror}") from None
     check_header(data, path)
-    snapshot = load_matching(snapshot_path(path), data)
-    if snapshot is None:
-        model, report, events = Model(), ReadReport(), 0
-    else:
-        model, events = snapshot.model, snapshot.events
-        report = ReadReport(last_seq=snapshot.last_seq, valid_end=snapshot.journal_end)
-    tail = apply_records(model, iter_records(data, path, report, start=report.valid_end))
+    found = load_matching(snapshot_path(path), data)
+    snapshot = found if found is not None else Snapshot(Model(), len(HEADER), 0, 0)
+    model, events = snapshot.model, snapshot.events
+    report = ReadReport(last_seq=snapshot.last_seq, valid_end=snapshot.journal_end)
+    unreadable = list(snapshot.unreadable)
+    tail = apply_records(
+        model, iter_records(data, path, report, start=report.valid_end), unreadable
+    )
     del data
-    _log_damage(path, report)
+    _log_problems(path, snapshot.damaged + report.damaged, unreadable)
     if report.torn_tail:
         log.warning(TORN_TAIL_WARNING)
     model = restore((), model=model)
@@ -104,7 +143,7 @@ def recover(path: str) -> Recovery:
         file = open_for_append(path, report.valid_end)
     except OSError as error:
         raise HqError(f"Cannot open journal {path}: {error.strerror}") from None
-    if snapshot is not None:
+    if found is not None:
         log.info(
             "Restored %d events from journal %s (%d from its snapshot)",
             events + tail,

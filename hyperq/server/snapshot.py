@@ -28,9 +28,10 @@ import struct
 import sys
 import zlib
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from hyperq import __version__
 from hyperq.server.jobs import ACTIVE, Job, TaskRecord, TaskState
 from hyperq.server.model import Model
 from hyperq.server.workers import Worker
@@ -60,6 +61,11 @@ class Snapshot:
     journal_end: int  # offset just after the last record replayed into `model`
     last_seq: int
     events: int  # events replayed into `model` (for the restore's log line)
+    # What replaying the covered part found wrong, so that a restore from the snapshot
+    # still reports it as a full replay would: damaged spots (offset, bytes skipped,
+    # records lost) and records that could not be read (seq, why).
+    damaged: list[tuple[int, int, int]] = field(default_factory=list)
+    unreadable: list[tuple[int, str]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,6 +294,9 @@ def encode_snapshot(snapshot: Snapshot, journal_crc: int) -> bytes:
             "journal_crc": journal_crc,
             "last_seq": snapshot.last_seq,
             "events": snapshot.events,
+            "hyperq": __version__,
+            "damaged": [list(d) for d in snapshot.damaged],
+            "unreadable": [list(u) for u in snapshot.unreadable],
             "model": encode_model(snapshot.model),
         }
     )
@@ -326,12 +335,22 @@ def _parse(data: bytes, journal: bytes) -> Snapshot | None:
     if zlib.crc32(body) != crc:
         raise ValueError("checksum mismatch")
     value = decode_unbounded(zlib.decompress(body))
+    if value.get("hyperq") != __version__:
+        # Replay rules may differ between versions; the journal is the truth.
+        raise ValueError(f"made by hyperq {value.get('hyperq')}, this is {__version__}")
     end = int(value["journal_end"])
     if end > len(journal) or zlib.crc32(memoryview(journal)[:end]) != value["journal_crc"]:
         # The journal was pruned or replaced since: the snapshot describes another file.
         log.info("Journal snapshot does not match the journal; replaying the whole journal")
         return None
-    return Snapshot(decode_model(value["model"]), end, int(value["last_seq"]), int(value["events"]))
+    return Snapshot(
+        decode_model(value["model"]),
+        end,
+        int(value["last_seq"]),
+        int(value["events"]),
+        [(int(o), int(b), int(r)) for o, b, r in value["damaged"]],
+        [(int(seq), str(why)) for seq, why in value["unreadable"]],
+    )
 
 
 def write_snapshot(path: str, snapshot: Snapshot, journal: bytes) -> None:
@@ -350,16 +369,19 @@ def write_snapshot(path: str, snapshot: Snapshot, journal: bytes) -> None:
 
 
 def remove_snapshot(journal_path: str) -> None:
+    """Best effort: a snapshot left behind is ignored anyway once it no longer matches."""
     for path in (snapshot_path(journal_path), snapshot_path(journal_path) + ".tmp"):
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError as error:
+            log.warning("Could not remove journal snapshot %s: %s", path, error.strerror)
 
 
 def build(journal_path: str, upto: int | None = None) -> Snapshot:
     """Bring the snapshot of `journal_path` up to `upto` (default: the whole file)."""
-    from hyperq.server.journalfile import ReadReport, check_header, iter_records
+    from hyperq.server.journalfile import HEADER, ReadReport, check_header, iter_records
     from hyperq.server.recovery import apply_records
 
     with open(journal_path, "rb") as f:
@@ -368,16 +390,19 @@ def build(journal_path: str, upto: int | None = None) -> Snapshot:
     path = snapshot_path(journal_path)
     previous = load_matching(path, data)
     if previous is None:
-        model, report, events = Model(), ReadReport(), 0
-    else:
-        model, events = previous.model, previous.events
-        report = ReadReport(last_seq=previous.last_seq, valid_end=previous.journal_end)
+        previous = Snapshot(Model(), len(HEADER), 0, 0)
+    report = ReadReport(last_seq=previous.last_seq, valid_end=previous.journal_end)
+    unreadable = list(previous.unreadable)
     records = iter_records(data, journal_path, report, start=report.valid_end)
-    events += apply_records(model, records)
-    if report.damaged:
-        # Keep the damage in the replayed part, so that every restore still reports it.
-        raise ValueError("the journal is damaged after the last snapshot; keeping that one")
-    snapshot = Snapshot(model, report.valid_end, report.last_seq, events)
+    events = previous.events + apply_records(previous.model, records, unreadable)
+    snapshot = Snapshot(
+        previous.model,
+        report.valid_end,
+        report.last_seq,
+        events,
+        previous.damaged + report.damaged,
+        unreadable,
+    )
     write_snapshot(path, snapshot, data)
     return snapshot
 

@@ -9,6 +9,7 @@ that ended it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -124,8 +125,8 @@ class WorkerHandler:
                 raise ProtocolError("expected a map")
             op = message.get("op")
             if op == "updates":
-                self._apply_updates(worker_id, message.get("items", []))
-                self.core.schedule_now()
+                if self._apply_updates(worker_id, message.get("items", [])):
+                    self.core.schedule_now()
             elif op == "heartbeat":
                 pass
             elif op == "goodbye":
@@ -134,10 +135,12 @@ class WorkerHandler:
             else:
                 raise ProtocolError(f"unknown worker message {op!r}")
 
-    def _apply_updates(self, worker_id: int, items: list[Any]) -> None:
+    def _apply_updates(self, worker_id: int, items: list[Any]) -> bool:
+        """Apply a worker's reports; True if any task ended (so CPUs may be free)."""
         core = self.core
         model = core.model
         now = core.now()
+        ended = False
         for item in items:
             kind, job, task, instance = item[0], item[1], item[2], item[3]
             # Workers say how long ago a task started (its start may be reported late,
@@ -148,6 +151,7 @@ class WorkerHandler:
                     job, task, worker_id=worker_id, instance=instance, now=now - ago
                 )
             elif kind == "finished":
+                ended = True
                 new = model.task_finished(
                     job,
                     task,
@@ -157,6 +161,7 @@ class WorkerHandler:
                     ran_for=_seconds(item[4] if len(item) > 4 else None),
                 )
             elif kind == "failed":
+                ended = True
                 new = model.task_failed(
                     job,
                     task,
@@ -170,6 +175,7 @@ class WorkerHandler:
                 raise ProtocolError(f"unknown update {kind!r}")
             # Each command reads the model, so apply before deciding on the next item.
             core.commit(new)
+        return ended
 
     async def _send_loop(self, peer: PeerConnection, link: WorkerLink) -> None:
         model = self.core.model
@@ -229,7 +235,11 @@ def launch_desc(desc: Any) -> dict[str, Any]:
 
 
 def _seconds(value: Any) -> float | None:
-    """A duration a worker reported: a non-negative number, or None."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+    """A duration a worker reported: a finite, non-negative number, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return min(float(value), 1e9)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

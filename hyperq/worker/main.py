@@ -298,8 +298,11 @@ class WorkerRuntime:
                 for key, (instance, start) in self.unreported.items()
                 if now - start >= self.started_delay
             ]
-            for key, instance, start in due:
+            # Take them all out before the first send yields: a task may end meanwhile
+            # (and then reports its start with its end).
+            for key, _instance, _start in due:
                 del self.unreported[key]
+            for key, instance, start in due:
                 await self.updates_send.send(["started", *key, instance, now - start])
 
     # --- sending ---------------------------------------------------------------------
