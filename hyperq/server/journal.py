@@ -63,7 +63,13 @@ class JournalSink:
             start_new_session=True,
         )
         sink = cls(path, process)
-        await sink.request(b"O", OFFSET.pack(offset) + path.encode())
+        try:
+            await sink.request(b"O", OFFSET.pack(offset) + path.encode())
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                process.kill()
+                await process.wait()
+            raise
         return sink
 
     async def request(self, op: bytes, payload: bytes) -> float:
