@@ -298,12 +298,17 @@ class WorkerRuntime:
                 for key, (instance, start) in self.unreported.items()
                 if now - start >= self.started_delay
             ]
-            # Take them all out before the first send yields: a task may end meanwhile
-            # (and then reports its start with its end).
+            # Take them all out before anything yields: a task may end meanwhile (and
+            # then reports its start with its end). Queue without yielding where there is
+            # room, so that each start goes before its task's end.
             for key, _instance, _start in due:
                 del self.unreported[key]
             for key, instance, start in due:
-                await self.updates_send.send(["started", *key, instance, now - start])
+                update = ["started", *key, instance, now - start]
+                try:
+                    self.updates_send.send_nowait(update)
+                except trio.WouldBlock:
+                    await self.updates_send.send(update)
 
     # --- sending ---------------------------------------------------------------------
     async def _send_updates(self) -> None:
