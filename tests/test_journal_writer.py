@@ -8,13 +8,13 @@ import trio
 from hyperq.common.errors import HqError, only_hq_error
 from hyperq.server.events import JobCompleted, TaskAssigned
 from hyperq.server.journal import Journal, JournalSink
-from hyperq.server.journalfile import HEADER, create_journal, open_for_append, read_journal
+from hyperq.server.journalfile import HEADER, create_journal, read_journal
 
 
 def open_journal(tmp_path: Path, flush_period: float = 3600) -> Journal:
     path = str(tmp_path / "j")
     create_journal(path)
-    return Journal(path, open_for_append(path, len(HEADER)), 1, flush_period)
+    return Journal(path, len(HEADER), 1, flush_period)
 
 
 async def test_concurrent_syncs_share_fsyncs(tmp_path: Path) -> None:
@@ -125,5 +125,4 @@ def test_restore_refuses_a_journal_another_writer_holds(tmp_path: Path, monkeypa
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         with pytest.raises(HqError, match="is in use by another process"):
             recovery.recover(path)
-    restored = recovery.recover(path)  # the lock is gone: fine
-    restored.file.close()
+    recovery.recover(path)  # the lock is gone: fine

@@ -97,7 +97,6 @@ def test_recover_uses_the_snapshot_and_replays_only_the_tail(
     expected = restore(events).snapshot()
     caplog.set_level(logging.INFO)
     recovery = recover(str(path))
-    recovery.file.close()
     assert recovery.model is not None and recovery.model.snapshot() == expected
     assert recovery.events == len(events)
     assert recovery.unsnapshotted == len(events) - built.events
@@ -132,7 +131,6 @@ def test_a_snapshot_of_another_journal_is_ignored(
     write_journal(path, events[:3] + events[5:])
     caplog.set_level(logging.INFO)
     recovery = recover(str(path))
-    recovery.file.close()
     assert "does not match the journal" in caplog.text
     assert recovery.model is not None
     assert recovery.model.snapshot() == restore(events[:3] + events[5:]).snapshot()
@@ -161,7 +159,6 @@ def test_a_damaged_snapshot_falls_back_to_a_full_replay(
         data[len(snap.MAGIC) : len(snap.MAGIC) + 2] = (snap.FORMAT_VERSION + 1).to_bytes(2, "big")
     snapshot_file.write_bytes(bytes(data))
     recovery = recover(str(path))
-    recovery.file.close()
     assert "Ignoring journal snapshot" in caplog.text
     assert recovery.model is not None
     assert recovery.model.snapshot() == restore(events).snapshot()
@@ -182,7 +179,6 @@ def test_damage_under_the_snapshot_is_still_reported(
 
     caplog.set_level(logging.INFO)
     full = recover(str(path))
-    full.file.close()
     full_warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("is damaged at offset" in w for w in full_warnings)
     assert any("Skipping unreadable journal record" in w for w in full_warnings)
@@ -191,7 +187,6 @@ def test_damage_under_the_snapshot_is_still_reported(
     assert built.damaged and built.unreadable
     caplog.clear()
     recovery = recover(str(path))
-    recovery.file.close()
     assert "from its snapshot" in caplog.text
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == full_warnings
@@ -209,7 +204,6 @@ def test_a_snapshot_of_another_hyperq_version_is_ignored(
     snap.build(str(path))
     monkeypatch.undo()
     recovery = recover(str(path))
-    recovery.file.close()
     assert "made by hyperq 0.0.1" in caplog.text
     assert recovery.model is not None
     assert recovery.model.snapshot() == restore(events).snapshot()
@@ -221,7 +215,6 @@ def test_a_new_journal_removes_a_stale_snapshot(tmp_path: Path) -> None:
     snap.build(str(path))
     os.unlink(path)
     recovery = recover(str(path))
-    recovery.file.close()
     assert recovery.model is None
     assert not os.path.exists(snap.snapshot_path(str(path)))
 

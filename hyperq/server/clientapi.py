@@ -449,10 +449,10 @@ class ClientApi:
             await journal.flush_locked()
             live_jobs = {j for j, job in model.jobs.items() if not job.is_completed}
             live_workers = {w for w, worker in model.workers.items() if worker.is_connected}
-            file, before, after = await trio.to_thread.run_sync(
+            before, after = await trio.to_thread.run_sync(
                 prune_file, journal.path, live_jobs, live_workers
             )
-            await journal.replace_file(file)
+            await journal.replace_file(after)
         log.info("Journal pruned from %d to %d bytes", before, after)
         return {"before": before, "after": after}
 

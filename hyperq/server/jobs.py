@@ -256,6 +256,22 @@ class Submit:
         self._advance()
         return count
 
+    def restore_progress(
+        self,
+        cursor: int,
+        ahead: list[int],
+        dropped: list[tuple[int, int, TaskState]],
+        pristine_left: int,
+        requeued: list[int],
+    ) -> None:
+        """Set the pristine-task bookkeeping saved from another model (a snapshot)."""
+        self.cursor = cursor
+        self.ahead = ahead
+        self.dropped = dropped
+        self._drop_starts = [piece[0] for piece in dropped]
+        self.pristine_left = pristine_left
+        self.requeued = requeued
+
     def queue(self, task_id: int) -> None:
         insort(self.requeued, task_id)
 

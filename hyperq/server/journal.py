@@ -20,7 +20,6 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 import trio
 from cbor2 import CBOREncodeError
@@ -138,7 +137,7 @@ class Journal:
     def __init__(
         self,
         path: str,
-        file: BinaryIO,
+        end: int,
         next_seq: int,
         flush_period: float,
         *,
@@ -146,9 +145,8 @@ class Journal:
         snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
         self.path = os.path.abspath(path)
-        # The sink writes the file; here only where it ends matters.
-        self.durable_end = file.tell()
-        file.close()
+        # The sink writes the file; the server only tracks where its records end.
+        self.durable_end = end
         self._sink: JournalSink | None = None
         self.next_seq = next_seq
         self.flush_period = flush_period
@@ -257,10 +255,10 @@ class Journal:
         self.synced = target
         self._release()
 
-    async def replace_file(self, file: BinaryIO) -> None:
-        """After a prune renamed a new file over the journal; the caller holds `lock`."""
-        self.durable_end = file.tell()
-        file.close()
+    async def replace_file(self, end: int) -> None:
+        """After a prune renamed a new file (whose records end at `end`) over the
+        journal; the caller holds `lock`."""
+        self.durable_end = end
         assert self._sink is not None, "the writer service is not running"
         await self._sink.request(b"O", OFFSET.pack(self.durable_end) + self.path.encode())
         # The old snapshot describes the old file; make one of the new file soon.

@@ -23,7 +23,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 from hyperq.common.errors import HqError
 from hyperq.transport.codec import ProtocolError, decode_unbounded
@@ -178,10 +178,13 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def open_for_append(path: str, valid_end: int) -> BinaryIO:
-    """Open the journal for appending, first cutting off a torn tail."""
-    f = open(path, "r+b")
-    f.truncate(valid_end)
-    f.seek(valid_end)
-    os.fsync(f.fileno())
-    return f
+def cut_after(path: str, valid_end: int) -> None:
+    """Cut off whatever follows the last good record (a torn tail, zero-filled space),
+    durably, before the journal is appended to."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        if os.fstat(fd).st_size != valid_end:
+            os.ftruncate(fd, valid_end)
+            os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -77,7 +77,7 @@ async def _serve(
         assert config.journal_path is not None
         journal = Journal(
             config.journal_path,
-            recovery.file,
+            recovery.end,
             recovery.next_seq,
             config.journal_flush_period,
             unsnapshotted=recovery.unsnapshotted,

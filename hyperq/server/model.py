@@ -690,8 +690,7 @@ class Model:
         # (for never-restart, the safe side), and a journal replay sees the same.
         for job_id, task_id in sorted(worker.tasks):
             record = self.jobs[job_id].records[task_id]
-            if record.state == TaskState.WAITING:
-                events.append(TaskStarted(now, job_id, task_id, record.instance, (worker_id,)))
+            events += self._unreported_start(job_id, record, worker_id, now)
         presumed = {(e.job, e.task) for e in events if isinstance(e, TaskStarted)}
         events.append(WorkerLost(now, worker_id, str(lost)))
         failed: dict[int, list[int]] = {}
@@ -737,6 +736,16 @@ class Model:
             return None
         return job, record
 
+    @staticmethod
+    def _unreported_start(
+        job_id: int, record: TaskRecord, worker_id: int, at: float
+    ) -> list[Event]:
+        """The start of a placed task whose worker has not reported it (workers report
+        starts late, or with the end), as the event the journal needs; [] if known."""
+        if record.state != TaskState.WAITING:
+            return []
+        return [TaskStarted(at, job_id, record.task_id, record.instance, (worker_id,))]
+
     def task_started(
         self,
         job_id: int,
@@ -767,11 +776,8 @@ class Model:
         if found is None:
             return []
         job, record = found
-        events: list[Event] = []
-        if record.state == TaskState.WAITING:
-            # Finished before its start was reported: the journal still gets the start.
-            started = now - (ran_for or 0.0)
-            events.append(TaskStarted(started, job_id, task_id, instance, (worker_id,)))
+        # Finished before its start was reported: the journal still gets the start.
+        events = self._unreported_start(job_id, record, worker_id, now - (ran_for or 0.0))
         events.append(TaskFinished(now, job_id, task_id))
         events.extend(self._follow_ups(job, now, 0, -1, frozenset((task_id,))))
         return events
@@ -795,8 +801,8 @@ class Model:
             return []
         job, record = found
         events: list[Event] = []
-        if ran_for is not None and record.state == TaskState.WAITING:
-            events.append(TaskStarted(now - ran_for, job_id, task_id, instance, (worker_id,)))
+        if ran_for is not None:  # its process ran (else it could not even be spawned)
+            events = self._unreported_start(job_id, record, worker_id, now - ran_for)
         events.append(TaskFailed(now, job_id, task_id, error))
         events.extend(self._follow_ups(job, now, 1, -1, frozenset((task_id,))))
         return events

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from typing import BinaryIO
 
 from hyperq.server.events import (
     Event,
@@ -59,8 +58,8 @@ def keep_event(
 
 def prune_file(
     path: str, live_jobs: Collection[int], live_workers: Collection[int]
-) -> tuple[BinaryIO, int, int]:
-    """Rewrite the journal; returns (file open for appending, bytes before, bytes after)."""
+) -> tuple[int, int]:
+    """Rewrite the journal; returns where its records ended before and end now."""
     records, report = read_journal(path)
     before = report.valid_end
     tmp = path + ".tmp"
@@ -79,6 +78,4 @@ def prune_file(
     fsync_dir(os.path.dirname(os.path.abspath(path)))
     # Its CRC would no longer match anyway; the server makes a new one of the new file.
     remove_snapshot(path)
-    file = open(path, "r+b")
-    file.seek(after)
-    return file, before, after
+    return before, after

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from hyperq.common.errors import HqError
 from hyperq.server.events import from_record
@@ -22,11 +22,11 @@ from hyperq.server.journalfile import (
     ReadReport,
     check_header,
     create_journal,
+    cut_after,
     iter_records,
-    open_for_append,
 )
 from hyperq.server.model import Model
-from hyperq.server.restore import restore
+from hyperq.server.restore import apply_restore_rules
 from hyperq.server.snapshot import Snapshot, load_matching, remove_snapshot, snapshot_path
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ TORN_TAIL_WARNING = "Journal contains not fully written data; they will be remov
 class Recovery:
     model: Model | None  # None: a new journal
     server_uid: str | None
-    file: BinaryIO
+    end: int  # where the journal's next record goes
     next_seq: int
     events: int
     unsnapshotted: int = 0  # events after the snapshot (all of them without one)
@@ -116,7 +116,7 @@ def recover(path: str) -> Recovery:
             raise HqError(f"Cannot create journal {path}: {error.strerror}") from None
         # A snapshot left beside a journal that is gone describes nothing any more.
         remove_snapshot(path)
-        return Recovery(None, None, open_for_append(path, len(HEADER)), 1, 0)
+        return Recovery(None, None, len(HEADER), 1, 0)
     _wait_for_other_writer(path)
     try:
         with open(path, "rb") as f:
@@ -136,11 +136,11 @@ def recover(path: str) -> Recovery:
     _log_problems(path, snapshot.damaged + report.damaged, unreadable)
     if report.torn_tail:
         log.warning(TORN_TAIL_WARNING)
-    model = restore((), model=model)
+    model = apply_restore_rules(model)
     for warning in model.warnings:
         log.warning("%s", warning)
     try:
-        file = open_for_append(path, report.valid_end)
+        cut_after(path, report.valid_end)
     except OSError as error:
         raise HqError(f"Cannot open journal {path}: {error.strerror}") from None
     if found is not None:
@@ -152,4 +152,6 @@ def recover(path: str) -> Recovery:
         )
     else:
         log.info("Restored %d events from journal %s", tail, path)
-    return Recovery(model, model.server_uid, file, report.last_seq + 1, events + tail, tail)
+    return Recovery(
+        model, model.server_uid, report.valid_end, report.last_seq + 1, events + tail, tail
+    )

@@ -30,6 +30,11 @@ def restore(
     model = Model() if model is None else model
     for event in events:
         model.apply(event)
+    return apply_restore_rules(model, hold_reconnecting=hold_reconnecting)
+
+
+def apply_restore_rules(model: Model, *, hold_reconnecting: bool = True) -> Model:
+    """Turn a model replayed from a journal into the restored server's starting state."""
     for job_id in [job_id for job_id, job in model.jobs.items() if job.is_completed]:
         del model.jobs[job_id]
     held = set()

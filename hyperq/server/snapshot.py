@@ -217,13 +217,13 @@ def _decode_job(raw: list[Any], swap: bool) -> Job:
     job.completed_at = completed_at
     job.cancel_reason = cancel_reason
     for desc, cursor, ahead, dropped, pristine_left, requeued in submits:
-        submit = job.add_submit(desc)
-        submit.cursor = int(cursor)
-        submit.ahead = list(ahead)
-        submit.dropped = [(first, end, _STATES[code]) for first, end, code in dropped]
-        submit._drop_starts = [piece[0] for piece in submit.dropped]
-        submit.pristine_left = int(pristine_left)
-        submit.requeued = list(requeued)
+        job.add_submit(desc).restore_progress(
+            int(cursor),
+            list(ahead),
+            [(first, end, _STATES[code]) for first, end, code in dropped],
+            int(pristine_left),
+            list(requeued),
+        )
     if len(counts) != len(_STATES):
         raise ValueError("snapshot has a wrong number of task counts")
     job.counts = dict(zip(_STATES, counts, strict=True))
