@@ -42,6 +42,34 @@ async def test_concurrent_syncs_share_fsyncs(tmp_path: Path) -> None:
     assert sum(journal.batch_sizes) == 40
 
 
+async def test_shutdown_under_steady_load(tmp_path: Path) -> None:
+    """With requests always queued the writer never waits unshielded; a cancel must
+    still end it, and every acknowledged request is on disk."""
+    journal = open_journal(tmp_path)
+    acked: list[int] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+
+            async def requester(first: int) -> None:
+                i = first
+                while True:
+                    journal.append([JobCompleted(1.0, i)])
+                    await journal.sync()
+                    acked.append(i)
+                    i += 8
+
+            for k in range(8):
+                nursery.start_soon(requester, k)
+            while len(acked) < 200:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    records, _ = read_journal(journal.path)
+    on_disk = {value[2] for _, value in records}
+    assert len(acked) >= 200
+    assert set(acked) <= on_disk
+
+
 async def test_flush_period_and_final_flush(tmp_path: Path) -> None:
     journal = open_journal(tmp_path, flush_period=0.05)
     with trio.fail_after(10):

@@ -3,7 +3,7 @@
 `append` (synchronous, called by `ServerCore.commit`) only encodes and queues. The
 writer task drains everything queued and hands it to the journal sink, a small child
 process that writes it and fsyncs once (`journal_sink.py` says why not the loop or a
-thread), then releases every waiter: a client request that changed state awaits
+thread), then wakes the requests it covered: a client request that changed state awaits
 `sync()` before it is answered, so nothing acknowledged is ever lost, and concurrent
 requests share one fsync (group commit). While one batch is being fsynced the loop
 goes on serving and the next batch gathers. Task progress rides the next batch; with
@@ -12,6 +12,7 @@ nothing asking for a sync, the writer still flushes at least every flush period.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -71,26 +72,40 @@ class JournalSink:
             raise
         return sink
 
-    async def request(self, op: bytes, payload: bytes) -> float:
+    async def request(
+        self, op: bytes, payload: bytes, *, shield: trio.CancelScope | None = None
+    ) -> float:
         """Send one request and wait for its reply; returns the sink's write+fsync time.
 
         Shielded: a reply left unread would be taken for the next request's, and a
-        batch handed over must be known to be on disk before anyone is released.
+        batch handed over must be known to be on disk before anyone is released. The
+        writer passes `shield`, a scope it is in, to be shielded for the request:
+        entering a fresh scope per batch costs ~10 µs here, switching one on 0.3 µs.
         """
-        with trio.CancelScope(shield=True, deadline=self.deadline) as scope:
+        if shield is not None:
+            shield.shield = True
             try:
-                await self._write(HEAD.pack(op, len(payload)) + payload)
-                reply = await self._read(REPLY_HEAD)
-                if reply[:1] == b"k":
-                    return float(TOOK.unpack_from(reply, 1)[0])
-                if reply[:1] == b"e":
-                    (length,) = ERROR.unpack_from(reply, 1)
-                    reason = (await self._read(length)).decode(errors="replace")
-                    raise HqError(f"Cannot write journal {self.path}: {reason}")
-            except (OSError, EOFError):
-                pass
+                return await self._exchange(op, payload)
+            finally:
+                shield.shield = False
+        with trio.CancelScope(shield=True, deadline=self.deadline) as scope:
+            took = await self._exchange(op, payload)
         if scope.cancelled_caught:
             raise HqError(f"Cannot write journal {self.path}: the disk did not answer in time")
+        return took
+
+    async def _exchange(self, op: bytes, payload: bytes) -> float:
+        try:
+            await self._write(HEAD.pack(op, len(payload)) + payload)
+            reply = await self._read(REPLY_HEAD)
+            if reply[:1] == b"k":
+                return float(TOOK.unpack_from(reply, 1)[0])
+            if reply[:1] == b"e":
+                (length,) = ERROR.unpack_from(reply, 1)
+                reason = (await self._read(length)).decode(errors="replace")
+                raise HqError(f"Cannot write journal {self.path}: {reason}")
+        except (OSError, EOFError):
+            pass
         raise HqError(f"Cannot write journal {self.path}: its writer process exited")
 
     # The pipes are used through their (non-blocking) fds rather than trio's streams:
@@ -109,10 +124,11 @@ class JournalSink:
         data = b""
         fd = self._stdout.fileno()
         while len(data) < size:
+            # Wait first: a reply is never there the moment its request has been sent.
+            await trio.lowlevel.wait_readable(fd)
             try:
                 chunk = os.read(fd, size - len(data))
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)
                 continue
             if not chunk:
                 raise EOFError
@@ -154,7 +170,10 @@ class Journal:
         self.appended = next_seq - 1  # seq of the last record queued
         self.synced = next_seq - 1  # seq of the last record on disk
         self._wanted = trio.Event()
-        self._synced_pulse = trio.Event()
+        # Requests waiting for the disk, oldest first: (seq they need on disk, event).
+        # Each is woken once, by the batch that covers it; waking every waiter on every
+        # batch cost the ones still behind a full park and wake per batch for nothing.
+        self._waiters: collections.deque[tuple[int, trio.Event]] = collections.deque()
         self._closed = False
         # Held while the file is written or replaced (flush, prune).
         self.lock = trio.Lock()
@@ -190,24 +209,38 @@ class Journal:
     async def sync(self) -> None:
         """Return once everything appended so far is on disk."""
         target = self.appended
-        while self.synced < target:
-            if self._closed:
-                raise trio.ClosedResourceError("the journal is closed")
-            self._wanted.set()
-            await self._synced_pulse.wait()
+        if self.synced >= target:
+            return
+        if self._closed:
+            raise trio.ClosedResourceError("the journal is closed")
+        waiters = self._waiters
+        if waiters and waiters[-1][0] == target:
+            done = waiters[-1][1]  # the same records as the last waiter: share its wake
+        else:
+            done = trio.Event()
+            waiters.append((target, done))
+        self._wanted.set()
+        await done.wait()
+        if self.synced < target:
+            raise trio.ClosedResourceError("the journal is closed")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._sink = sink = await JournalSink.open(self.path, self.durable_end)
         task_status.started()
         try:
-            while True:
-                if not self._wanted.is_set():
-                    with trio.move_on_after(self.flush_period):
-                        await self._wanted.wait()
-                # else: requests came in while the last batch was being written; send
-                # them on at once (the sink request itself yields while it waits).
-                self._wanted = trio.Event()
-                await self._flush()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._tick)
+                with trio.CancelScope() as shield:  # switched on while a batch is out
+                    while True:
+                        # Under steady load every yield below is shielded: let a
+                        # shutdown in here.
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                        # If set, requests came in while the last batch was being
+                        # written: send them on at once (the sink request itself yields).
+                        if not self._wanted.is_set():
+                            await self._wanted.wait()
+                        self._wanted = trio.Event()
+                        await self._flush(shield)
         finally:
             with trio.CancelScope(shield=True):
                 # Whatever is queued when the tree is cancelled still reaches the disk.
@@ -219,7 +252,15 @@ class Journal:
                     await sink.close()
                     self._release()
 
-    async def _flush(self) -> None:
+    async def _tick(self) -> None:
+        """Progress events reach the disk at least every flush period with no request
+        asking: a timer wakes the writer, rather than a timeout around each of its
+        waits (a cancel scope per batch costs ~15 µs here)."""
+        while True:
+            await trio.sleep(self.flush_period)
+            self._wanted.set()
+
+    async def _flush(self, shield: trio.CancelScope | None = None) -> None:
         # Uncontended (the usual case), take the lock without yielding to the scheduler:
         # every yield here is a full scheduling round before the batch leaves.
         try:
@@ -227,12 +268,13 @@ class Journal:
         except trio.WouldBlock:
             await self.lock.acquire()
         try:
-            await self.flush_locked()
+            await self.flush_locked(shield)
         finally:
             self.lock.release()
 
-    async def flush_locked(self) -> None:
-        """Write and fsync what is queued; the caller holds `lock`."""
+    async def flush_locked(self, shield: trio.CancelScope | None = None) -> None:
+        """Write and fsync what is queued; the caller holds `lock` (and, for `shield`,
+        see `JournalSink.request`)."""
         if not self._pending:
             self._release()
             return
@@ -240,7 +282,7 @@ class Journal:
         target = self.appended
         assert self._sink is not None, "the writer service is not running"
         data = b"".join(batch)
-        took = await self._sink.request(b"W", data)
+        took = await self._sink.request(b"W", data, shield=shield)
         self.fsyncs += 1
         self.durable_end += len(data)
         self.unsnapshotted += len(batch)
@@ -293,5 +335,8 @@ class Journal:
                 log.warning("Journal snapshot failed: %s", message[-1] if message else "?")
 
     def _release(self) -> None:
-        self._synced_pulse.set()
-        self._synced_pulse = trio.Event()
+        """Wake the waiters whose records are on disk (all of them once closed: they
+        find theirs are not, and fail)."""
+        waiters = self._waiters
+        while waiters and (waiters[0][0] <= self.synced or self._closed):
+            waiters.popleft()[1].set()
