@@ -335,8 +335,8 @@ class Journal:
                 log.warning("Journal snapshot failed: %s", message[-1] if message else "?")
 
     def _release(self) -> None:
-        """Wake the waiters whose records are on disk (all of them once closed: they
-        find theirs are not, and fail)."""
+        """Wake the waiters whose records are on disk; once closed, all of them (those
+        whose records did not make it find out, and fail)."""
         waiters = self._waiters
         while waiters and (waiters[0][0] <= self.synced or self._closed):
             waiters.popleft()[1].set()

@@ -173,9 +173,9 @@ def serve(inp: int, out: int) -> int:
 
 def _no_wakeup_preemption() -> None:
     """SCHED_BATCH: a woken sink does not preempt whatever runs on the CPU it is put
-    on. Left at the default, the kernel often puts it on the CPU of the server that
-    just woke it, and the server, busy answering the requests the sink makes durable,
-    is pushed off its CPU once per batch. An idle CPU still runs the sink at once."""
+    on. Left at the default, the kernel may put it on the CPU of the server that just
+    woke it, pushing the server, busy answering the requests the sink makes durable,
+    off its CPU. An idle CPU still runs the sink at once."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux: no matter
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
