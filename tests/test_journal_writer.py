@@ -47,6 +47,7 @@ async def test_shutdown_under_steady_load(tmp_path: Path) -> None:
     still end it, and every acknowledged request is on disk."""
     journal = open_journal(tmp_path)
     acked: list[int] = []
+    enough = trio.Event()
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run)
@@ -57,12 +58,13 @@ async def test_shutdown_under_steady_load(tmp_path: Path) -> None:
                     journal.append([JobCompleted(1.0, i)])
                     await journal.sync()
                     acked.append(i)
+                    if len(acked) >= 200:
+                        enough.set()
                     i += 8
 
             for k in range(8):
                 nursery.start_soon(requester, k)
-            while len(acked) < 200:
-                await trio.sleep(0.01)
+            await enough.wait()
             nursery.cancel_scope.cancel()
     records, _ = read_journal(journal.path)
     on_disk = {value[2] for _, value in records}

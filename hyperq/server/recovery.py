@@ -11,23 +11,13 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from hyperq.common.errors import HqError
-from hyperq.server.events import from_record
-from hyperq.server.journalfile import (
-    HEADER,
-    ReadReport,
-    check_header,
-    create_journal,
-    cut_after,
-    iter_records,
-)
+from hyperq.server.journalfile import HEADER, create_journal, cut_after
 from hyperq.server.model import Model
 from hyperq.server.restore import apply_restore_rules
-from hyperq.server.snapshot import Snapshot, load_matching, remove_snapshot, snapshot_path
+from hyperq.server.snapshot import catch_up, remove_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +35,6 @@ class Recovery:
     next_seq: int
     events: int
     unsnapshotted: int = 0  # events after the snapshot (all of them without one)
-
-
-def apply_records(
-    model: Model, records: Iterable[tuple[int, Any]], unreadable: list[tuple[int, str]]
-) -> int:
-    """Apply journal records (seq, decoded payload) to `model`; returns how many were
-    events. A record we cannot understand is skipped and added to `unreadable`."""
-    count = 0
-    apply = model.apply
-    for seq, value in records:
-        try:
-            event = from_record(value)
-        except (KeyError, TypeError, ValueError) as error:
-            unreadable.append((seq, str(error)))
-            continue
-        apply(event)
-        count += 1
-    return count
 
 
 def _log_problems(
@@ -123,35 +95,29 @@ def recover(path: str) -> Recovery:
             data = f.read()
     except OSError as error:
         raise HqError(f"Cannot open event log file at {path}: {error.strerror}") from None
-    check_header(data, path)
-    found = load_matching(snapshot_path(path), data)
-    snapshot = found if found is not None else Snapshot(Model(), len(HEADER), 0, 0)
-    model, events = snapshot.model, snapshot.events
-    report = ReadReport(last_seq=snapshot.last_seq, valid_end=snapshot.journal_end)
-    unreadable = list(snapshot.unreadable)
-    tail = apply_records(
-        model, iter_records(data, path, report, start=report.valid_end), unreadable
-    )
+    snapshot, report, from_snapshot = catch_up(data, path)
     del data
-    _log_problems(path, snapshot.damaged + report.damaged, unreadable)
+    _log_problems(path, snapshot.damaged, snapshot.unreadable)
     if report.torn_tail:
         log.warning(TORN_TAIL_WARNING)
-    model = apply_restore_rules(model)
+    model = apply_restore_rules(snapshot.model)
     for warning in model.warnings:
         log.warning("%s", warning)
     try:
-        cut_after(path, report.valid_end)
+        cut_after(path, snapshot.journal_end)
     except OSError as error:
         raise HqError(f"Cannot open journal {path}: {error.strerror}") from None
-    if found is not None:
+    events = snapshot.events
+    if from_snapshot is not None:
         log.info(
             "Restored %d events from journal %s (%d from its snapshot)",
-            events + tail,
-            path,
             events,
+            path,
+            from_snapshot,
         )
     else:
-        log.info("Restored %d events from journal %s", tail, path)
+        log.info("Restored %d events from journal %s", events, path)
+    tail = events - (from_snapshot or 0)
     return Recovery(
-        model, model.server_uid, report.valid_end, report.last_seq + 1, events + tail, tail
+        model, model.server_uid, snapshot.journal_end, snapshot.last_seq + 1, events, tail
     )

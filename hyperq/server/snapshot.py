@@ -28,11 +28,14 @@ import struct
 import sys
 import zlib
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hyperq import __version__
+from hyperq.server.events import from_record
 from hyperq.server.jobs import ACTIVE, Job, TaskRecord, TaskState
+from hyperq.server.journalfile import HEADER, ReadReport, check_header, fsync_dir, iter_records
 from hyperq.server.model import Model
 from hyperq.server.workers import Worker
 from hyperq.transport.codec import ProtocolError, decode_unbounded, encode_unbounded
@@ -355,8 +358,6 @@ def _parse(data: bytes, journal: bytes) -> Snapshot | None:
 
 def write_snapshot(path: str, snapshot: Snapshot, journal: bytes) -> None:
     """Durably replace the snapshot at `path` (tmp file, fsync, rename, directory fsync)."""
-    from hyperq.server.journalfile import fsync_dir
-
     data = encode_snapshot(snapshot, zlib.crc32(memoryview(journal)[: snapshot.journal_end]))
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -379,31 +380,53 @@ def remove_snapshot(journal_path: str) -> None:
             log.warning("Could not remove journal snapshot %s: %s", path, error.strerror)
 
 
-def build(journal_path: str, upto: int | None = None) -> Snapshot:
-    """Bring the snapshot of `journal_path` up to `upto` (default: the whole file)."""
-    from hyperq.server.journalfile import HEADER, ReadReport, check_header, iter_records
-    from hyperq.server.recovery import apply_records
+def apply_records(
+    model: Model, records: Iterable[tuple[int, Any]], unreadable: list[tuple[int, str]]
+) -> int:
+    """Apply journal records (seq, decoded payload) to `model`; returns how many were
+    events. A record we cannot understand is skipped and added to `unreadable`."""
+    count = 0
+    apply = model.apply
+    for seq, value in records:
+        try:
+            event = from_record(value)
+        except (KeyError, TypeError, ValueError) as error:
+            unreadable.append((seq, str(error)))
+            continue
+        apply(event)
+        count += 1
+    return count
 
-    with open(journal_path, "rb") as f:
-        data = f.read() if upto is None else f.read(upto)
-    check_header(data, journal_path)
-    path = snapshot_path(journal_path)
-    previous = load_matching(path, data)
-    if previous is None:
-        previous = Snapshot(Model(), len(HEADER), 0, 0)
-    report = ReadReport(last_seq=previous.last_seq, valid_end=previous.journal_end)
-    unreadable = list(previous.unreadable)
-    records = iter_records(data, journal_path, report, start=report.valid_end)
-    events = previous.events + apply_records(previous.model, records, unreadable)
-    snapshot = Snapshot(
-        previous.model,
+
+def catch_up(journal: bytes, journal_path: str) -> tuple[Snapshot, ReadReport, int | None]:
+    """Replay `journal` (the file's bytes): the snapshot beside it while it matches, then
+    the records after it. Returns the result as a snapshot of all of `journal`, the
+    report of reading those later records (torn tail, damage met now), and how many
+    events came from the old snapshot (None: there was none to use)."""
+    check_header(journal, journal_path)
+    found = load_matching(snapshot_path(journal_path), journal)
+    base = found if found is not None else Snapshot(Model(), len(HEADER), 0, 0)
+    report = ReadReport(last_seq=base.last_seq, valid_end=base.journal_end)
+    unreadable = list(base.unreadable)
+    records = iter_records(journal, journal_path, report, start=report.valid_end)
+    tail = apply_records(base.model, records, unreadable)
+    caught_up = Snapshot(
+        base.model,
         report.valid_end,
         report.last_seq,
-        events,
-        previous.damaged + report.damaged,
+        base.events + tail,
+        base.damaged + report.damaged,
         unreadable,
     )
-    write_snapshot(path, snapshot, data)
+    return caught_up, report, (base.events if found is not None else None)
+
+
+def build(journal_path: str, upto: int | None = None) -> Snapshot:
+    """Bring the snapshot of `journal_path` up to `upto` (default: the whole file)."""
+    with open(journal_path, "rb") as f:
+        data = f.read() if upto is None else f.read(upto)
+    snapshot, _report, _from_old = catch_up(data, journal_path)
+    write_snapshot(snapshot_path(journal_path), snapshot, data)
     return snapshot
 
 
