@@ -1,14 +1,28 @@
 """The journal writer service: group commit, flush period, the sink process."""
 
+import enum
+import types
 from pathlib import Path
 
 import pytest
 import trio
+from cbor2 import CBOREncodeError
 
 from hyperq.common.errors import HqError, only_hq_error
-from hyperq.server.events import JobCompleted, TaskAssigned
+from hyperq.server.events import (
+    Event,
+    JobCompleted,
+    JobCreated,
+    TaskAssigned,
+    persisted,
+    plain_record,
+    to_record,
+)
 from hyperq.server.journal import Journal, JournalSink
-from hyperq.server.journalfile import HEADER, create_journal, read_journal
+from hyperq.server.journalfile import HEADER, create_journal, encode_record, read_journal
+from hyperq.transport.codec import encode_unbounded
+from tests.test_events import SAMPLES, T
+from tests.test_model import submit_desc
 
 
 def open_journal(tmp_path: Path, flush_period: float = 3600) -> Journal:
@@ -156,3 +170,63 @@ def test_restore_refuses_a_journal_another_writer_holds(tmp_path: Path, monkeypa
         with pytest.raises(HqError, match="is in use by another process"):
             recovery.recover(path)
     recovery.recover(path)  # the lock is gone: fine
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+def _server_encoding(event: Event) -> bytes:
+    """The CBOR payload of an event's record, encoded in the server as the format says."""
+    try:
+        return encode_unbounded(to_record(event))
+    except (TypeError, ValueError, CBOREncodeError):
+        return encode_unbounded(plain_record(event))
+
+
+async def _journal_bytes(tmp_path: Path, events: list[Event]) -> bytes:
+    journal = open_journal(tmp_path)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+            journal.append(events[: len(events) // 2])
+            await journal.sync()
+            journal.append(events[len(events) // 2 :])
+            await journal.sync()
+            nursery.cancel_scope.cancel()
+    return Path(journal.path).read_bytes()
+
+
+async def test_the_sink_writes_the_records_the_server_would(tmp_path: Path) -> None:
+    """The sink encodes what the server hands it (marshalled records) into exactly the
+    bytes of the format: header, then each persisted event framed with its seq."""
+    events = persisted(SAMPLES)
+    expected = HEADER + b"".join(
+        encode_record(seq, _server_encoding(event)) for seq, event in enumerate(events, 1)
+    )
+    assert await _journal_bytes(tmp_path, events) == expected
+
+
+async def test_records_marshal_cannot_carry_are_encoded_by_the_server(tmp_path: Path) -> None:
+    """Values of types other than the builtin ones (an IntEnum, a read-only mapping) do
+    not survive marshal; such records reach the disk encoded as before, in the same
+    batch as ordinary ones."""
+    proxy_desc = types.MappingProxyType({"name": "proxy", "max_fails": None})
+    events: list[Event] = [
+        JobCompleted(T, 1),
+        JobCreated(T, 2, True, {"name": "enum", "max_fails": Level.HIGH}, submit_desc()),
+        JobCreated(T, 3, True, proxy_desc, submit_desc()),  # type: ignore[arg-type]
+        # Neither marshal nor CBOR takes a path as a map key: the plain form does.
+        JobCreated(T, 4, True, {"name": "odd", "max_fails": None, Path("/x"): 1}, submit_desc()),
+        JobCompleted(T, 5),
+    ]
+    expected = HEADER + b"".join(
+        encode_record(seq, _server_encoding(event)) for seq, event in enumerate(events, 1)
+    )
+    data = await _journal_bytes(tmp_path, events)
+    assert data == expected
+    records, report = read_journal(str(tmp_path / "j"))
+    assert report.damaged == [] and report.torn_tail == 0
+    assert records[1][1][4] == {"name": "enum", "max_fails": 3}
+    assert records[2][1][4] == {"name": "proxy", "max_fails": None}
+    assert records[3][1][4] == {"name": "odd", "max_fails": None, "/x": 1}

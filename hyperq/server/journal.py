@@ -1,13 +1,14 @@
 """The journal writer service: persisted events → records → one fsync per batch.
 
-`append` (synchronous, called by `ServerCore.commit`) only encodes and queues. The
-writer task drains everything queued and hands it to the journal sink, a small child
-process that writes it and fsyncs once (`journal_sink.py` says why not the loop or a
-thread), then wakes the requests it covered: a client request that changed state awaits
-`sync()` before it is answered, so nothing acknowledged is ever lost, and concurrent
-requests share one fsync (group commit). While one batch is being fsynced the loop
-goes on serving and the next batch gathers. Task progress rides the next batch; with
-nothing asking for a sync, the writer still flushes at least every flush period.
+`append` (synchronous, called by `ServerCore.commit`) only queues. The writer task
+drains everything queued and hands it to the journal sink, a small child process that
+encodes it, writes it and fsyncs once (`journal_sink.py` says why not the loop or a
+thread, and why the sink encodes), then wakes the requests it covered: a client
+request that changed state awaits `sync()` before it is answered, so nothing
+acknowledged is ever lost, and concurrent requests share one fsync (group commit).
+While one batch is being fsynced the loop goes on serving and the next batch gathers.
+Task progress rides the next batch; with nothing asking for a sync, the writer still
+flushes at least every flush period.
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import marshal
 import math
 import os
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import cbor2
 import trio
 from cbor2 import CBOREncodeError
 
 from hyperq.common.errors import HqError
 from hyperq.server.events import Event, plain_record, to_record
-from hyperq.server.journal_sink import ERROR, HEAD, OFFSET, REPLY_HEAD, TOOK
-from hyperq.server.journalfile import encode_record
+from hyperq.server.journal_sink import DONE, ERROR, HEAD, OFFSET, REPLY_HEAD
 from hyperq.server.snapshot import SNAPSHOT_EVERY
 from hyperq.transport.codec import encode_unbounded
 
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 # filesystem must not keep the server from exiting).
 FINAL_FLUSH_SECONDS = 10.0
 SINK_SCRIPT = str(Path(__file__).with_name("journal_sink.py"))
+# Where the sink, a bare script, finds cbor2.
+CBOR2_HOME = str(Path(cbor2.__file__).parent.parent)
 
 
 class JournalSink:
@@ -55,7 +60,7 @@ class JournalSink:
     @classmethod
     async def open(cls, path: str, offset: int) -> JournalSink:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-I", "-S", SINK_SCRIPT],
+            [sys.executable, "-I", "-S", SINK_SCRIPT, CBOR2_HOME],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             # Not in the terminal's process group: a Ctrl-C meant for the server must
@@ -74,8 +79,9 @@ class JournalSink:
 
     async def request(
         self, op: bytes, payload: bytes, *, shield: trio.CancelScope | None = None
-    ) -> float:
-        """Send one request and wait for its reply; returns the sink's write+fsync time.
+    ) -> tuple[float, int]:
+        """Send one request and wait for its reply: the sink's time for it (encode, write
+        and fsync, for a b"W") and the bytes it wrote.
 
         Shielded: a reply left unread would be taken for the next request's, and a
         batch handed over must be known to be on disk before anyone is released. The
@@ -89,17 +95,18 @@ class JournalSink:
             finally:
                 shield.shield = False
         with trio.CancelScope(shield=True, deadline=self.deadline) as scope:
-            took = await self._exchange(op, payload)
+            done = await self._exchange(op, payload)
         if scope.cancelled_caught:
             raise HqError(f"Cannot write journal {self.path}: the disk did not answer in time")
-        return took
+        return done
 
-    async def _exchange(self, op: bytes, payload: bytes) -> float:
+    async def _exchange(self, op: bytes, payload: bytes) -> tuple[float, int]:
         try:
             await self._write(HEAD.pack(op, len(payload)) + payload)
             reply = await self._read(REPLY_HEAD)
             if reply[:1] == b"k":
-                return float(TOOK.unpack_from(reply, 1)[0])
+                took, wrote = DONE.unpack_from(reply, 1)
+                return float(took), int(wrote)
             if reply[:1] == b"e":
                 (length,) = ERROR.unpack_from(reply, 1)
                 reason = (await self._read(length)).decode(errors="replace")
@@ -166,7 +173,8 @@ class Journal:
         self._sink: JournalSink | None = None
         self.next_seq = next_seq
         self.flush_period = flush_period
-        self._pending: list[bytes] = []
+        # Events to be written, with their sequence numbers (see `append`).
+        self._pending: list[tuple[int, Event]] = []
         self.appended = next_seq - 1  # seq of the last record queued
         self.synced = next_seq - 1  # seq of the last record on disk
         self._wanted = trio.Event()
@@ -191,16 +199,15 @@ class Journal:
             self._snapshot_due.set()
 
     def append(self, events: Iterable[Event]) -> list[tuple[int, Event]]:
-        """Queue the persisted events; returns them with their sequence numbers."""
+        """Queue the persisted events; returns them with their sequence numbers.
+
+        Events are queued, not encoded: the sink encodes them, off the server's CPU
+        (see `_marshal_batch`). Events are values, never changed once made."""
         numbered = []
         for event in events:
             if not event.persisted:
                 continue
-            try:
-                payload = encode_unbounded(to_record(event))
-            except (TypeError, ValueError, CBOREncodeError):
-                payload = encode_unbounded(plain_record(event))
-            self._pending.append(encode_record(self.next_seq, payload))
+            self._pending.append((self.next_seq, event))
             numbered.append((self.next_seq, event))
             self.appended = self.next_seq
             self.next_seq += 1
@@ -281,10 +288,9 @@ class Journal:
         batch, self._pending = self._pending, []
         target = self.appended
         assert self._sink is not None, "the writer service is not running"
-        data = b"".join(batch)
-        took = await self._sink.request(b"W", data, shield=shield)
+        took, wrote = await self._sink.request(b"W", _marshal_batch(batch), shield=shield)
         self.fsyncs += 1
-        self.durable_end += len(data)
+        self.durable_end += wrote
         self.unsnapshotted += len(batch)
         if self.unsnapshotted >= self.snapshot_every:
             self._snapshot_due.set()
@@ -340,3 +346,28 @@ class Journal:
         waiters = self._waiters
         while waiters and (waiters[0][0] <= self.synced or self._closed):
             waiters.popleft()[1].set()
+
+
+def _marshal_batch(batch: list[tuple[int, Event]]) -> bytes:
+    """A b"W" request's payload: (seq, record) pairs, for the sink to encode as CBOR.
+    `marshal` dumps the whole batch in one C call. A record holding anything marshal
+    cannot dump (a value of some other type than the builtin ones) is CBOR-encoded here
+    instead, or in plain form (`plain_record`) if CBOR cannot take it either."""
+    records = [(seq, to_record(event)) for seq, event in batch]
+    try:
+        return marshal.dumps(records)
+    except ValueError:
+        return marshal.dumps([_dumpable(seq, event) for seq, event in batch])
+
+
+def _dumpable(seq: int, event: Event) -> tuple[int, Any]:
+    record = to_record(event)
+    try:
+        marshal.dumps(record)
+        return seq, record
+    except ValueError:
+        pass
+    try:
+        return seq, encode_unbounded(record)
+    except (TypeError, ValueError, CBOREncodeError):
+        return seq, encode_unbounded(plain_record(event))

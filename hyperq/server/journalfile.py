@@ -26,20 +26,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyperq.common.errors import HqError
+
+# The records are framed by the journal sink, which runs as a bare script; the one
+# definition of the framing lives there.
+from hyperq.server.journal_sink import RECORD_HEAD
+from hyperq.server.journal_sink import encode_record as encode_record
 from hyperq.transport.codec import ProtocolError, decode_unbounded
 
 MAGIC = b"HYPERQ-JOURNAL\0"
 FORMAT_VERSION = 1
 HEADER = MAGIC + struct.pack(">H", FORMAT_VERSION)
-RECORD_HEAD = struct.Struct(">IIQ")  # length, crc, seq
 # No single event comes near this; a larger length field can only be damage.
 MAX_RECORD = 64 * 1024 * 1024
-
-
-def encode_record(seq: int, payload: bytes) -> bytes:
-    seq_bytes = seq.to_bytes(8, "big")
-    crc = zlib.crc32(payload, zlib.crc32(seq_bytes))
-    return RECORD_HEAD.pack(len(payload), crc, seq) + payload
 
 
 @dataclass
