@@ -135,6 +135,19 @@ async def test_sink_reports_write_errors(tmp_path: Path) -> None:
         await JournalSink.open(str(tmp_path), len(HEADER))
 
 
+async def test_sink_refuses_a_batch_it_cannot_decode(tmp_path: Path) -> None:
+    """A malformed batch is an error the server hears about, and nothing is written."""
+    path = str(tmp_path / "j")
+    create_journal(path)
+    sink = await JournalSink.open(path, len(HEADER))
+    try:
+        with pytest.raises(HqError, match="cannot encode a record"):
+            await sink.request(b"W", b"not a marshal dump")
+    finally:
+        await sink.close()
+    assert Path(path).read_bytes() == HEADER
+
+
 async def test_sink_without_a_clean_close_leaves_the_file_alone(tmp_path: Path) -> None:
     """A bare end of input means the server died, and a new one may already be writing:
     the sink then neither truncates nor touches the file again, and lets go of its lock."""
