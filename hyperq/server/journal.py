@@ -27,7 +27,6 @@ from typing import Any
 
 import cbor2
 import trio
-from cbor2 import CBOREncodeError
 
 from hyperq.common.errors import HqError
 from hyperq.server.events import Event, plain_record, to_record
@@ -207,8 +206,9 @@ class Journal:
         for event in events:
             if not event.persisted:
                 continue
-            self._pending.append((self.next_seq, event))
-            numbered.append((self.next_seq, event))
+            item = (self.next_seq, event)
+            self._pending.append(item)
+            numbered.append(item)
             self.appended = self.next_seq
             self.next_seq += 1
         return numbered
@@ -283,8 +283,7 @@ class Journal:
         """Write and fsync what is queued; the caller holds `lock` (and, for `shield`,
         see `JournalSink.request`)."""
         if not self._pending:
-            self._release()
-            return
+            return  # waiters are released as `synced` advances: none is left behind
         batch, self._pending = self._pending, []
         target = self.appended
         assert self._sink is not None, "the writer service is not running"
@@ -357,17 +356,18 @@ def _marshal_batch(batch: list[tuple[int, Event]]) -> bytes:
     try:
         return marshal.dumps(records)
     except ValueError:
-        return marshal.dumps([_dumpable(seq, event) for seq, event in batch])
+        pairs = zip(records, batch, strict=True)
+        return marshal.dumps([(seq, _dumpable(rec, event)) for (seq, rec), (_, event) in pairs])
 
 
-def _dumpable(seq: int, event: Event) -> tuple[int, Any]:
-    record = to_record(event)
+def _dumpable(record: list[Any], event: Event) -> Any:
+    """`record` (the event's) if marshal takes it, else its CBOR payload."""
     try:
         marshal.dumps(record)
-        return seq, record
+        return record
     except ValueError:
         pass
     try:
-        return seq, encode_unbounded(record)
-    except (TypeError, ValueError, CBOREncodeError):
-        return seq, encode_unbounded(plain_record(event))
+        return encode_unbounded(record)
+    except (TypeError, ValueError, cbor2.CBOREncodeError):
+        return encode_unbounded(plain_record(event))
