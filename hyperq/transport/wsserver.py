@@ -63,6 +63,7 @@ async def serve_role(
 
     async def on_request(request: WebSocketRequest) -> None:
         ws: WebSocketConnection | None = None
+        peer: PeerConnection | None = None
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 ws = await request.accept()
@@ -70,8 +71,17 @@ async def serve_role(
             peer = PeerConnection(ws, session, role)
             await handler(peer)
         except trio.TooSlowError:
-            log.warning("Closing %s connection: handshake timed out", role)
-            await _close(ws, 1008, "handshake timed out")
+            if peer is None:
+                log.warning("Closing %s connection: handshake timed out", role)
+                await _close(ws, 1008, "handshake timed out")
+            else:
+                # A send (PeerConnection's deadline) found the peer no longer reading.
+                log.warning(
+                    "Closing %s connection %s: it stopped reading (a send timed out)",
+                    role,
+                    peer.remote,
+                )
+                await _close(ws, 1008, "stopped reading")
         except ProtocolError as error:
             log.warning("Closing %s connection: %s", role, error)
             await _close(ws, 1008, str(error))

@@ -1,0 +1,49 @@
+"""`serve_role` in-process: how a connection that goes wrong after the handshake ends."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+import trio
+
+from hyperq.transport import peer as peer_module
+from hyperq.transport.peer import PeerConnection
+from hyperq.transport.wsclient import connect
+from hyperq.transport.wsserver import serve_role
+
+
+async def test_peer_that_stops_reading_is_cut_off_with_its_own_reason(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker or client that stops reading makes a send hit its deadline; the log must
+    # say so, not blame the handshake (which this peer completed).
+    monkeypatch.setattr(peer_module, "SEND_TIMEOUT", 0.5)
+    caplog.set_level(logging.WARNING, logger="hyperq.transport.wsserver")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    handler_ended = trio.Event()
+
+    async def flood(peer: PeerConnection) -> None:
+        try:
+            while True:  # until the socket buffers are full and a send times out
+                await peer.send_large(b"x" * (1 << 20))
+        finally:
+            handler_ended.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_role, "worker", None, listener, flood)
+        conn = await trio.to_thread.run_sync(connect, "127.0.0.1", port, "worker", None)
+        try:
+            with trio.fail_after(30):
+                await handler_ended.wait()
+        finally:
+            conn.close()
+        nursery.cancel_scope.cancel()
+
+    assert "Closing worker connection 127.0.0.1:" in caplog.text
+    assert "it stopped reading (a send timed out)" in caplog.text
+    assert "handshake timed out" not in caplog.text
