@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import cast
 
 import pytest
 import trio
 
+from hyperq.server import workerconn
+from hyperq.server.core import ServerCore
 from hyperq.transport import peer as peer_module
 from hyperq.transport.peer import PeerConnection
 from hyperq.transport.wsclient import connect
 from hyperq.transport.wsserver import serve_role
+
+
+def _listener() -> tuple[socket.socket, int]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    return listener, listener.getsockname()[1]
 
 
 async def test_peer_that_stops_reading_is_cut_off_with_its_own_reason(
@@ -21,10 +31,7 @@ async def test_peer_that_stops_reading_is_cut_off_with_its_own_reason(
     # say so, not blame the handshake (which this peer completed).
     monkeypatch.setattr(peer_module, "SEND_TIMEOUT", 0.5)
     caplog.set_level(logging.WARNING, logger="hyperq.transport.wsserver")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
+    listener, port = _listener()
     handler_ended = trio.Event()
 
     async def flood(peer: PeerConnection) -> None:
@@ -47,3 +54,27 @@ async def test_peer_that_stops_reading_is_cut_off_with_its_own_reason(
     assert "Closing worker connection 127.0.0.1:" in caplog.text
     assert "it stopped reading (a send timed out)" in caplog.text
     assert "handshake timed out" not in caplog.text
+
+
+async def test_worker_that_never_registers_is_cut_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(workerconn, "REGISTER_TIMEOUT", 0.3)
+    caplog.set_level(logging.WARNING, logger="hyperq.transport.wsserver")
+    listener, port = _listener()
+    # The handler gives up before it would touch the server's state.
+    handler = workerconn.WorkerHandler(cast(ServerCore, None))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_role, "worker", None, listener, handler.handle)
+        conn = await trio.to_thread.run_sync(connect, "127.0.0.1", port, "worker", None)
+        try:
+            with trio.fail_after(30):
+                while "register" not in caplog.text:
+                    await trio.sleep(0.01)
+        finally:
+            conn.close()
+        nursery.cancel_scope.cancel()
+
+    assert "Closing worker connection: no register message within 0.3 s" in caplog.text
+    assert "handshake timed out" not in caplog.text
+    assert "stopped reading" not in caplog.text

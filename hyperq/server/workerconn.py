@@ -33,8 +33,10 @@ class WorkerHandler:
 
     async def handle(self, peer: PeerConnection) -> None:
         core = self.core
-        with trio.fail_after(REGISTER_TIMEOUT):
+        with trio.move_on_after(REGISTER_TIMEOUT) as waited:
             message = await peer.recv()
+        if waited.cancelled_caught:
+            raise ProtocolError(f"no register message within {REGISTER_TIMEOUT:g} s")
         if not isinstance(message, dict) or message.get("op") != "register":
             raise ProtocolError("expected a register message")
         configuration = message.get("configuration")
