@@ -50,6 +50,7 @@ async def test_peer_that_stops_reading_is_cut_off_with_its_own_reason(
         finally:
             conn.close()
         nursery.cancel_scope.cancel()
+    listener.close()
 
     assert "Closing worker connection 127.0.0.1:" in caplog.text
     assert "it stopped reading (a send timed out)" in caplog.text
@@ -74,6 +75,7 @@ async def test_worker_that_never_registers_is_cut_off(
         finally:
             conn.close()
         nursery.cancel_scope.cancel()
+    listener.close()
 
     assert "Closing worker connection: no register message within 0.3 s" in caplog.text
     assert "handshake timed out" not in caplog.text
