@@ -14,14 +14,34 @@ from hyperq.server.core import ServerCore
 from hyperq.transport import peer as peer_module
 from hyperq.transport.peer import PeerConnection
 from hyperq.transport.wsclient import connect
-from hyperq.transport.wsserver import serve_role
+from hyperq.transport.wsserver import Handler, serve_role
 
 
-def _listener() -> tuple[socket.socket, int]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    return listener, listener.getsockname()[1]
+async def serve_one_worker(handler: Handler) -> None:
+    """Serve the worker role, connect one peer that completes the handshake and then
+    neither sends nor reads, and return once the server's handler for it has ended
+    (`serve_role` logs why in the same step)."""
+    handler_ended = trio.Event()
+
+    async def watched(peer: PeerConnection) -> None:
+        try:
+            await handler(peer)
+        finally:
+            handler_ended.set()
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_role, "worker", None, listener, watched)
+            conn = await trio.to_thread.run_sync(connect, "127.0.0.1", port, "worker", None)
+            try:
+                with trio.fail_after(30):
+                    await handler_ended.wait()
+            finally:
+                conn.close()
+            nursery.cancel_scope.cancel()
 
 
 async def test_peer_that_stops_reading_is_cut_off_with_its_own_reason(
@@ -31,26 +51,12 @@ async def test_peer_that_stops_reading_is_cut_off_with_its_own_reason(
     # say so, not blame the handshake (which this peer completed).
     monkeypatch.setattr(peer_module, "SEND_TIMEOUT", 0.5)
     caplog.set_level(logging.WARNING, logger="hyperq.transport.wsserver")
-    listener, port = _listener()
-    handler_ended = trio.Event()
 
     async def flood(peer: PeerConnection) -> None:
-        try:
-            while True:  # until the socket buffers are full and a send times out
-                await peer.send_large(b"x" * (1 << 20))
-        finally:
-            handler_ended.set()
+        while True:  # until the socket buffers are full and a send times out
+            await peer.send_large(b"x" * (1 << 20))
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(serve_role, "worker", None, listener, flood)
-        conn = await trio.to_thread.run_sync(connect, "127.0.0.1", port, "worker", None)
-        try:
-            with trio.fail_after(30):
-                await handler_ended.wait()
-        finally:
-            conn.close()
-        nursery.cancel_scope.cancel()
-    listener.close()
+    await serve_one_worker(flood)
 
     assert "Closing worker connection 127.0.0.1:" in caplog.text
     assert "it stopped reading (a send timed out)" in caplog.text
@@ -62,20 +68,8 @@ async def test_worker_that_never_registers_is_cut_off(
 ) -> None:
     monkeypatch.setattr(workerconn, "REGISTER_TIMEOUT", 0.3)
     caplog.set_level(logging.WARNING, logger="hyperq.transport.wsserver")
-    listener, port = _listener()
     # The handler gives up before it would touch the server's state.
-    handler = workerconn.WorkerHandler(cast(ServerCore, None))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(serve_role, "worker", None, listener, handler.handle)
-        conn = await trio.to_thread.run_sync(connect, "127.0.0.1", port, "worker", None)
-        try:
-            with trio.fail_after(30):
-                while "register" not in caplog.text:
-                    await trio.sleep(0.01)
-        finally:
-            conn.close()
-        nursery.cancel_scope.cancel()
-    listener.close()
+    await serve_one_worker(workerconn.WorkerHandler(cast(ServerCore, None)).handle)
 
     assert "Closing worker connection: no register message within 0.3 s" in caplog.text
     assert "handshake timed out" not in caplog.text
