@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from cbor2 import CBOREncodeError
 
 from hyperq.common.errors import HqError, only_hq_error
@@ -54,6 +55,36 @@ async def test_concurrent_syncs_share_fsyncs(tmp_path: Path) -> None:
     assert [seq for seq, _ in records] == list(range(1, 41))
     assert journal.fsyncs < 40
     assert sum(journal.batch_sizes) == 40
+
+
+async def test_requests_woken_with_the_writer_share_its_batch(tmp_path: Path) -> None:
+    """Requests that become runnable in the same scheduling round as the writer's wake
+    go out in its batch, in whichever order trio runs that round (it reverses half of
+    them: each repetition would catch a writer that flushed first with odds 1/2)."""
+    journal = open_journal(tmp_path)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+            for repetition in range(12):
+                go = trio.Event()
+
+                async def request(i: int, go: trio.Event = go) -> None:
+                    await go.wait()
+                    journal.append([JobCompleted(1.0, i)])
+                    await journal.sync()
+
+                before = len(journal.batch_sizes)
+                async with trio.open_nursery() as requests:
+                    for i in range(4):
+                        requests.start_soon(request, 10 * repetition + i)
+                    await trio.testing.wait_all_tasks_blocked()
+                    go.set()  # the four requests are runnable in the next round...
+                    journal.append([JobCompleted(1.0, 10 * repetition + 9)])
+                    await journal.sync()  # ...and so is the writer this wakes
+                assert journal.batch_sizes[before:] == [5]
+            nursery.cancel_scope.cancel()
+    records, _ = read_journal(journal.path)
+    assert len(records) == 60
 
 
 async def test_shutdown_under_steady_load(tmp_path: Path) -> None:
