@@ -17,6 +17,8 @@ from hyperq.common.resources import (
 )
 from hyperq.server.events import (
     Event,
+    JobCancel,
+    JobClose,
     JobCompleted,
     JobCreated,
     JobForgotten,
@@ -744,6 +746,35 @@ def test_restore_ignores_submit_to_unknown_open_job() -> None:
     assert model.warnings == ["Tasks submitted to job 7 were ignored: the job is unknown"]
     assert model.next_job_id == 8
     assert model.next_worker_id == 2
+
+
+@pytest.mark.parametrize(
+    "survivor",
+    [
+        TaskStarted(2.0, 4, 0, 0, (6,)),
+        TaskFinished(3.0, 4, 0),
+        TaskFailed(3.0, 4, 0, "Program terminated with exit code 1."),
+        TaskCanceled(3.0, ((4, ((0, 0, 1),)),)),
+        TaskAborted(3.0, ((4, ((0, 0, 1),)),)),
+        JobCancel(3.0, 4, ""),
+        JobClose(3.0, 4),
+        JobCompleted(3.0, 4),
+    ],
+)
+def test_ids_of_jobs_a_damaged_journal_lost_are_not_given_again(survivor: Event) -> None:
+    """A damaged journal may lose a job's `job-created` (or a worker's `worker-connected`)
+    while later events of it survive: its ID was given out, so the restored server must
+    not give it to a new job (journal.md §2: the highest job ID *seen* + 1)."""
+    model = restore([ServerStart(1.0, "uid"), survivor])
+    assert model.next_job_id == 5
+    assert model.job_ids() == []
+
+
+def test_ids_of_workers_a_damaged_journal_lost_are_not_given_again() -> None:
+    model = restore([TaskStarted(2.0, 4, 0, 0, (6,))])
+    assert model.next_worker_id == 6 + 2
+    model = restore([WorkerLost(2.0, 9, LostReason.CONNECTION_LOST)])
+    assert model.next_worker_id == 9 + 2
 
 
 # ---------------------------------------------------------------------------------------

@@ -313,7 +313,10 @@ class Model:
 
     def _on_worker_lost(self, event: WorkerLost) -> None:
         worker = self.workers.get(event.id)
-        if worker is None or not worker.is_connected:
+        if worker is None:
+            self._saw_worker(event.id)
+            return
+        if not worker.is_connected:
             return
         worker.lost_reason = event.reason
         worker.ended_at = event.time
@@ -377,18 +380,35 @@ class Model:
 
     def _on_job_close(self, event: JobClose) -> None:
         job = self.jobs.get(event.job_id)
-        if job is not None:
+        if job is None:
+            self._saw_job(event.job_id)
+        else:
             job.is_open = False
 
     def _on_job_cancel(self, event: JobCancel) -> None:
         job = self.jobs.get(event.job_id)
-        if job is not None:
+        if job is None:
+            self._saw_job(event.job_id)
+        else:
             job.cancel_reason = event.reason or None
 
     def _on_job_completed(self, event: JobCompleted) -> None:
         job = self.jobs.get(event.job)
-        if job is not None and job.completed_at is None:
+        if job is None:
+            self._saw_job(event.job)
+        elif job.completed_at is None:
             job.completed_at = event.time
+
+    def _saw_job(self, job_id: int) -> None:
+        """An event of a job the model does not hold: one forgotten or completed (its ID
+        is counted already), or one whose creation a damaged journal lost. That ID was
+        given out; it must not be given out again."""
+        self.max_job_id = max(self.max_job_id, job_id)
+
+    def _saw_worker(self, worker_id: int) -> None:
+        """As `_saw_job`, for a worker whose `worker-connected` a damaged journal lost."""
+        self.max_worker_id = max(self.max_worker_id, worker_id)
+        self.next_worker_id = max(self.next_worker_id, worker_id + 1)
 
     def _on_job_forgotten(self, event: JobForgotten) -> None:
         for job_id in event.jobs:
@@ -429,8 +449,12 @@ class Model:
         return [LaunchTask(worker.id, job.id, record.task_id, record.instance, allocation)]
 
     def _on_task_started(self, event: TaskStarted) -> None:
+        for worker_id in event.workers:
+            if worker_id not in self.workers:
+                self._saw_worker(worker_id)
         job = self.jobs.get(event.job)
         if job is None:
+            self._saw_job(event.job)
             return
         record = job.record_for(event.task)
         if record is None or record.state != TaskState.WAITING:
@@ -465,6 +489,7 @@ class Model:
     ) -> TaskRecord | None:
         job = self.jobs.get(job_id)
         if job is None:
+            self._saw_job(job_id)
             return None
         record = job.record_for(task_id)
         if record is None or record.state in TERMINAL:
@@ -496,6 +521,7 @@ class Model:
         for job_id, raw_items in groups:
             job = self.jobs.get(job_id)
             if job is None:
+                self._saw_job(job_id)
                 continue
             items = [clean for item in raw_items if (clean := _clean_item(item)) is not None]
             index = _ItemIndex(items)
