@@ -125,7 +125,29 @@ def test_wrong_header_refused(cluster: ClusterEnv) -> None:
         ],
     )
     assert process.wait(timeout=10) == 1
-    assert "is not a hyperq journal" in cluster.log_of("server")
+    path = cluster.work_dir / "journal.bin"
+    problem = "not a hyperq journal (unknown header)"
+    assert f"Cannot open event log file at {path}: {problem}" in cluster.log_of("server")
+    # Export reads the file directly; it fails the same way, on one line.
+    result = cluster.run(["journal", "export", "journal.bin"])
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [f"Cannot open event log file at journal.bin: {problem}"]
+
+
+def test_journal_that_cannot_be_created_refused(cluster: ClusterEnv) -> None:
+    start = ["server", "start", "--host", "127.0.0.1", "--journal"]
+    missing = cluster.work_dir / "no-such-dir" / "journal.bin"
+    result = cluster.run([*start, str(missing)], timeout=10)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Cannot create event log file at {missing}: No such file or directory"
+    ]
+    # An empty path (say, an unset variable in a script) is not "no journal".
+    result = cluster.run([*start, ""], timeout=10)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["Cannot create event log file at '': the path is empty"]
+    assert not (cluster.server_dir / "hq-current").exists()
 
 
 def test_export_stream_replay_while_running(cluster: ClusterEnv) -> None:

@@ -120,6 +120,10 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
     from hyperq.server.config import ServerConfig
     from hyperq.server.startup import start_server
 
+    if args["--journal"] == "":
+        # Not "no journal": a script whose path variable came out empty would otherwise
+        # run without the crash safety it asked for.
+        raise HqError("Cannot create event log file at '': the path is empty")
     flush = _duration(args["--journal-flush-period"], "--journal-flush-period")
     _duration(args["--scheduler-time-limit"], "--scheduler-time-limit")
     config = ServerConfig(

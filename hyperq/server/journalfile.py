@@ -55,13 +55,17 @@ _NONZERO = re.compile(rb"[^\0]")
 
 
 def check_header(data: bytes, path: str) -> None:
+    # Every failure to open a journal starts the same way (spec journal.md §4), as
+    # HyperQueue's do: scripts match on the prefix.
     if len(data) < len(HEADER) or data[: len(MAGIC)] != MAGIC:
-        raise HqError(f"{path} is not a hyperq journal (unknown header)")
+        raise HqError(
+            f"Cannot open event log file at {path}: not a hyperq journal (unknown header)"
+        )
     version = struct.unpack(">H", data[len(MAGIC) : len(HEADER)])[0]
     if version != FORMAT_VERSION:
         raise HqError(
-            f"Journal {path} has format version {version}; this hyperq reads version "
-            f"{FORMAT_VERSION}"
+            f"Cannot open event log file at {path}: format version {version}; this hyperq "
+            f"reads version {FORMAT_VERSION}"
         )
 
 

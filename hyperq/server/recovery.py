@@ -85,7 +85,7 @@ def recover(path: str) -> Recovery:
         try:
             create_journal(path)
         except OSError as error:
-            raise HqError(f"Cannot create journal {path}: {error.strerror}") from None
+            raise HqError(f"Cannot create event log file at {path}: {error.strerror}") from None
         # A snapshot left beside a journal that is gone describes nothing any more.
         remove_snapshot(path)
         return Recovery(None, None, len(HEADER), 1, 0)
