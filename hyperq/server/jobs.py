@@ -123,13 +123,17 @@ class Submit:
         "pristine_left",
         "request",
         "requeued",
+        "submitted_at",
     )
 
-    def __init__(self, job_id: int, index: int, desc: Mapping[str, Any]) -> None:
+    def __init__(
+        self, job_id: int, index: int, desc: Mapping[str, Any], submitted_at: float
+    ) -> None:
         """Builds from a resolved submit description; raises ValueError/KeyError if bad."""
         self.job_id = job_id
         self.index = index
         self.desc = desc
+        self.submitted_at = submitted_at
         tasks = desc["tasks"]
         self.ids = TaskIdSet.build(tasks["ids"])
         entries = tasks.get("entries")
@@ -142,7 +146,8 @@ class Submit:
         # unless it is in `ahead` (it got a record out of order) or in `dropped`.
         self.cursor = 0
         self.ahead: list[int] = []
-        self.dropped: list[tuple[int, int, TaskState]] = []  # (first, end, state), sorted
+        # (first, end, state, when), sorted: ranks [first, end) became `state` at `when`.
+        self.dropped: list[tuple[int, int, TaskState, float]] = []
         self._drop_starts: list[int] = []
         self.pristine_left = len(self.ids)
         self.requeued: list[int] = []  # task IDs of queued records, ascending
@@ -158,11 +163,15 @@ class Submit:
         return self.entries[index] if 0 <= index < len(self.entries) else None
 
     def dropped_state(self, rank: int) -> TaskState | None:
+        piece = self.dropped_piece(rank)
+        return piece[2] if piece is not None else None
+
+    def dropped_piece(self, rank: int) -> tuple[int, int, TaskState, float] | None:
         index = bisect_right(self._drop_starts, rank) - 1
         if index >= 0:
-            first, end, state = self.dropped[index]
-            if first <= rank < end:
-                return state
+            piece = self.dropped[index]
+            if piece[0] <= rank < piece[1]:
+                return piece
         return None
 
     def _is_ahead(self, rank: int) -> bool:
@@ -238,15 +247,16 @@ class Submit:
                 out.append((a, b))
         return out
 
-    def drop(self, first: int, end: int, state: TaskState) -> int:
-        """Pristine tasks at ranks [first, end) become `state`; returns how many did."""
+    def drop(self, first: int, end: int, state: TaskState, when: float) -> int:
+        """Pristine tasks at ranks [first, end) become `state` at time `when`; returns how
+        many did."""
         pieces = self.pristine_segments(first, end)
         if not pieces:
             return 0
-        merged: list[tuple[int, int, TaskState]] = []
-        for piece in sorted(self.dropped + [(a, b, state) for a, b in pieces]):
-            if merged and merged[-1][1] == piece[0] and merged[-1][2] == piece[2]:
-                merged[-1] = (merged[-1][0], piece[1], piece[2])
+        merged: list[tuple[int, int, TaskState, float]] = []
+        for piece in sorted(self.dropped + [(a, b, state, when) for a, b in pieces]):
+            if merged and merged[-1][1] == piece[0] and merged[-1][2:] == piece[2:]:
+                merged[-1] = (merged[-1][0], *piece[1:])
             else:
                 merged.append(piece)
         self.dropped = merged
@@ -260,7 +270,7 @@ class Submit:
         self,
         cursor: int,
         ahead: list[int],
-        dropped: list[tuple[int, int, TaskState]],
+        dropped: list[tuple[int, int, TaskState, float]],
         pristine_left: int,
         requeued: list[int],
     ) -> None:
@@ -330,8 +340,8 @@ class Job:
 
     # -- structure --------------------------------------------------------------------
 
-    def add_submit(self, desc: Mapping[str, Any]) -> Submit:
-        submit = Submit(self.id, len(self.submits), desc)
+    def add_submit(self, desc: Mapping[str, Any], submitted_at: float) -> Submit:
+        submit = Submit(self.id, len(self.submits), desc, submitted_at)
         self.submits.append(submit)
         self.total += len(submit.ids)
         low, high = submit.ids.min(), submit.ids.max()
@@ -454,7 +464,9 @@ class Job:
             record.submit.unqueue(record.task_id)
         record.queued = should
 
-    def drop_pristine(self, submit: Submit, first: int, end: int, state: TaskState) -> int:
-        count = submit.drop(first, end, state)
+    def drop_pristine(
+        self, submit: Submit, first: int, end: int, state: TaskState, when: float
+    ) -> int:
+        count = submit.drop(first, end, state, when)
         self.counts[state] += count
         return count

@@ -370,7 +370,7 @@ class Model:
                 return
             job = found
         try:
-            submit = job.add_submit(event.submit_desc)
+            submit = job.add_submit(event.submit_desc, event.time)
         except (KeyError, TypeError, ValueError) as error:
             # Our commands never make such events; a damaged journal might.
             self.warnings.append(f"Tasks submitted to job {event.job} were ignored: {error}")
@@ -532,12 +532,12 @@ class Model:
                 if worker is not None:
                     effects.append(KillTask(worker.id, job.id, record.task_id, record.instance))
             for item in items:
-                self._drop_item(job, item, state)
+                self._drop_item(job, item, state, time)
             for submit in job.submits:
                 self._refresh(submit)
         return effects
 
-    def _drop_item(self, job: Job, item: IdItem, state: TaskState) -> None:
+    def _drop_item(self, job: Job, item: IdItem, state: TaskState, time: float) -> None:
         """Pristine tasks among `item` become `state` (records were handled already)."""
         start, last, step = item
         found = job.locate(start)
@@ -545,7 +545,7 @@ class Model:
             submit, first = found
             end = submit.ids.rank(last)
             if end is not None and submit.ids.slice(first, end + 1) == [item]:
-                job.drop_pristine(submit, first, end + 1, state)
+                job.drop_pristine(submit, first, end + 1, state, time)
                 return
         # An item that does not line up with one submit's IDs (not made by our commands):
         # one task at a time.
@@ -554,7 +554,7 @@ class Model:
                 continue
             found = job.locate(task_id)
             if found is not None:
-                job.drop_pristine(found[0], found[1], found[1] + 1, state)
+                job.drop_pristine(found[0], found[1], found[1] + 1, state, time)
 
     # ===================================================================================
     # commands: validate, return events, change nothing
@@ -896,6 +896,11 @@ class Model:
         job = self.jobs.get(job_id)
         return [submit.desc for submit in job.submits] if job is not None else []
 
+    def job_submit_times(self, job_id: int) -> list[float]:
+        """When each of the job's submits was made, in `job_submits` order."""
+        job = self.jobs.get(job_id)
+        return [submit.submitted_at for submit in job.submits] if job is not None else []
+
     def job_task_items(self, job_id: int) -> list[IdItem]:
         """All task IDs of the job as (start, last, step) items, sorted, runs joined."""
         job = self.jobs.get(job_id)
@@ -914,7 +919,7 @@ class Model:
         if found is None:
             return None
         submit, rank = found
-        return pristine_view(job.id, submit, task_id, submit.dropped_state(rank))
+        return pristine_view(job.id, submit, task_id, rank)
 
     def iter_tasks(
         self,

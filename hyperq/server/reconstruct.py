@@ -6,6 +6,8 @@ events that would have produced it (journal.md §4), stably sorted by time. Pure
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from hyperq.server.events import (
     Event,
     JobCompleted,
@@ -22,6 +24,7 @@ from hyperq.server.events import (
 )
 from hyperq.server.jobs import TaskState
 from hyperq.server.model import Model
+from hyperq.server.taskids import ids_to_items
 
 
 def reconstruct(model: Model, started_at: float) -> list[Event]:
@@ -37,10 +40,13 @@ def reconstruct(model: Model, started_at: float) -> list[Event]:
         assert info is not None
         job_desc = {"name": info.name, "max_fails": info.max_fails}
         events.append(JobOpen(info.submitted_at, job_id, info.name, info.max_fails))
-        for desc in model.job_submits(job_id):
-            events.append(JobCreated(info.submitted_at, job_id, False, job_desc, desc))
+        submits = zip(model.job_submit_times(job_id), model.job_submits(job_id), strict=True)
+        for submitted_at, desc in submits:
+            events.append(JobCreated(submitted_at, job_id, False, job_desc, desc))
+        # Tasks canceled (aborted) together, by one command, make one event, as they did
+        # when it happened: a canceled array of 100,000 tasks is one line, not 100,000.
+        ended_together: dict[tuple[TaskState, float], list[int]] = defaultdict(list)
         for view in model.iter_tasks(job_id):
-            ref = ((job_id, ((view.task_id, view.task_id, 1),)),)
             if view.started_at is not None and view.workers:
                 events.append(
                     TaskStarted(view.started_at, job_id, view.task_id, view.instance, view.workers)
@@ -50,10 +56,12 @@ def reconstruct(model: Model, started_at: float) -> list[Event]:
                 events.append(TaskFinished(end, job_id, view.task_id))
             elif view.state == TaskState.FAILED:
                 events.append(TaskFailed(end, job_id, view.task_id, view.error or ""))
-            elif view.state == TaskState.CANCELED:
-                events.append(TaskCanceled(end, ref))
-            elif view.state == TaskState.ABORTED:
-                events.append(TaskAborted(end, ref))
+            elif view.state in (TaskState.CANCELED, TaskState.ABORTED):
+                ended_together[(view.state, end)].append(view.task_id)
+        for (state, end), task_ids in ended_together.items():
+            ref = ((job_id, tuple(ids_to_items(sorted(task_ids)))),)
+            kind = TaskCanceled if state == TaskState.CANCELED else TaskAborted
+            events.append(kind(end, ref))
         if info.completed_at is not None:
             events.append(JobCompleted(info.completed_at, job_id))
     events.sort(key=lambda event: event.time)

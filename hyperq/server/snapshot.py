@@ -43,7 +43,7 @@ from hyperq.transport.codec import ProtocolError, decode_unbounded, encode_unbou
 log = logging.getLogger(__name__)
 
 MAGIC = b"HYPERQ-SNAPSHOT\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: submit times, and when dropped tasks were canceled/aborted
 HEAD = struct.Struct(">HI")  # version, crc32 of the body
 # The server starts a new snapshot once this many events were journaled since the
 # last one started; a restore then replays at most about this many events.
@@ -133,9 +133,10 @@ def _encode_job(job: Job) -> list[Any]:
         [
             [
                 dict(s.desc),
+                s.submitted_at,
                 s.cursor,
                 list(s.ahead),
-                [[first, end, _STATE_CODE[state]] for first, end, state in s.dropped],
+                [[first, end, _STATE_CODE[state], when] for first, end, state, when in s.dropped],
                 s.pristine_left,
                 list(s.requeued),
             ]
@@ -219,11 +220,11 @@ def _decode_job(raw: list[Any], swap: bool) -> Job:
     job = Job(int(job_id), name, max_fails, bool(is_open), submitted_at)
     job.completed_at = completed_at
     job.cancel_reason = cancel_reason
-    for desc, cursor, ahead, dropped, pristine_left, requeued in submits:
-        job.add_submit(desc).restore_progress(
+    for desc, submitted_at, cursor, ahead, dropped, pristine_left, requeued in submits:
+        job.add_submit(desc, float(submitted_at)).restore_progress(
             int(cursor),
             list(ahead),
-            [(first, end, _STATES[code]) for first, end, code in dropped],
+            [(first, end, _STATES[code], float(when)) for first, end, code, when in dropped],
             int(pristine_left),
             list(requeued),
         )

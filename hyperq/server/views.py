@@ -141,17 +141,19 @@ def record_view(job_id: int, record: TaskRecord) -> TaskView:
     )
 
 
-def pristine_view(job_id: int, submit: Submit, task_id: int, dropped: TaskState | None) -> TaskView:
+def pristine_view(job_id: int, submit: Submit, task_id: int, rank: int) -> TaskView:
+    """A task that never got a record: waiting, or canceled/aborted before it was placed."""
+    dropped = submit.dropped_piece(rank)
     return TaskView(
         job_id=job_id,
         task_id=task_id,
-        state=dropped or TaskState.WAITING,
+        state=dropped[2] if dropped is not None else TaskState.WAITING,
         instance=0,
         crash_count=0,
         worker=None,
         workers=(),
         started_at=None,
-        finished_at=None,
+        finished_at=dropped[3] if dropped is not None else None,
         error=None,
         variant=0,
         submit_index=submit.index,
@@ -165,7 +167,7 @@ def submit_views(job: Job, submit: Submit) -> Iterator[TaskView]:
         if record is not None:
             yield record_view(job.id, record)
         else:
-            yield pristine_view(job.id, submit, task_id, submit.dropped_state(rank))
+            yield pristine_view(job.id, submit, task_id, rank)
 
 
 def view_facts(view: TaskView, job: Job) -> list[Any]:
