@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 
+from hyperq.server.events import from_record
 from hyperq.server.journalfile import read_journal
 from tests.harness import HQ_ARGV, ClusterEnv, wait_until
 
@@ -286,6 +287,26 @@ def test_non_reconnecting_tasks_return_to_waiting_at_once(cluster: ClusterEnv) -
     kill_server(cluster, server)
     cluster.start_server("--journal", "journal.bin", "--reconnect-grace", "1h", name="server2")
     assert cluster.task_states(1) == {0: "waiting"}
+
+
+def test_worker_stop_is_durable_before_its_reply(cluster: ClusterEnv) -> None:
+    """A `reconnect` worker stopped just before a crash is not waited for after the
+    restore: its task is waiting at once. The journal's record of the stop is not an
+    event HyperQueue has, so exports leave it out."""
+    server = cluster.start_server("--journal", "journal.bin", "--journal-flush-period", "1h")
+    cluster.start_worker("--on-server-lost", "reconnect", cpus=1)
+    cluster.command(["submit", "--", "sleep", "100"])
+    cluster.wait_for_task_state(1, 0, "RUNNING")
+    cluster.command(["journal", "flush"])
+    cluster.command(["worker", "stop", "1"])
+    kill_server(cluster, server)
+    records, _ = read_journal(str(cluster.work_dir / "journal.bin"))
+    assert "worker-stop-requested" in [from_record(value).kind for _, value in records]
+    assert "worker-stop-requested" not in [e["event"]["type"] for e in export(cluster)]
+
+    cluster.start_server("--journal", "journal.bin", "--reconnect-grace", "1h", name="server2")
+    assert cluster.task_states(1) == {0: "waiting"}
+    assert "reconnecting worker" not in cluster.log_of("server2")
 
 
 def test_reconnecting_workers_ride_out_a_graceful_restart(cluster: ClusterEnv) -> None:

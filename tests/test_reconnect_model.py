@@ -72,3 +72,14 @@ def test_given_up_worker_returns_its_tasks() -> None:
         model.apply(event)
     assert model.held_workers() == []
     assert all(v.state == TaskState.WAITING for v in model.iter_tasks(1))
+
+
+def test_a_stopped_reconnect_worker_is_not_held() -> None:
+    """`hq worker stop` was acknowledged (so journaled) before the crash: the worker is
+    leaving, and its tasks return to waiting at once instead of after the grace period."""
+    driver, keeper, _stopper = crashed_with_running_tasks()
+    driver.do(driver.model.stop_worker(keeper, now=driver.now))
+    model = restore(persisted(driver.events))
+    assert model.held_workers() == []
+    assert keeper not in model.workers
+    assert all(v.state == TaskState.WAITING for v in model.iter_tasks(1))

@@ -68,6 +68,8 @@ def export(ctx: Context, args: dict[str, Any]) -> int:
         except (KeyError, TypeError, ValueError) as error:
             log.error(f"Cannot read journal record {seq}: {error}")
             continue
+        if not event.exported:
+            continue
         _print_line(to_export_json(event))
         count += 1
     sys.stdout.flush()

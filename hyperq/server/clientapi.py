@@ -472,6 +472,7 @@ class ClientApi:
                 cut = journal.synced
                 records, _report = await trio.to_thread.run_sync(read_journal, journal.path)
                 history = [from_record(value) for seq, value in records if seq <= cut]
+                history = [event for event in history if event.exported]
             else:
                 cut = None
                 history = reconstruct(self.model, core.started_at)
@@ -485,7 +486,7 @@ class ClientApi:
             async for seq, event in subscription.receive:
                 if cut is not None and seq is not None and seq <= cut:
                     continue
-                if isinstance(event, ServerStop):
+                if isinstance(event, ServerStop) or not event.exported:
                     continue  # clients never see the stop of the server they talk to
                 batch = [to_export_json(event)]
                 while True:
@@ -493,7 +494,7 @@ class ClientApi:
                         seq, event = subscription.receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                    if not isinstance(event, ServerStop):
+                    if not isinstance(event, ServerStop) and event.exported:
                         batch.append(to_export_json(event))
                 await peer.send({"events": batch})
             if subscription.overflowed:

@@ -8,12 +8,17 @@ caller: nothing here reads a clock, touches a file or knows about trio.
 Persistence: every event whose class has `persisted = True` goes to the journal. Three
 kinds are transient (`persisted = False`) and only ever live in a running server:
 `task-assigned` (a task handed to a worker but not yet reported started: a restore turns
-every assigned or running task back into a waiting one and never restores workers, so
-storing assignments would only double the journal's size), `worker-stop-requested`
-(workers are never restored) and `job-forgotten` (only completed jobs can be forgotten,
-and a restore drops completed jobs anyway). Replaying *all* events, transient ones
-included, through a fresh model rebuilds the same model; replaying the persisted ones
-is what `restore` does.
+every assigned or running task back into a waiting one, so storing assignments would
+only double the journal's size), `worker-resumed` (see its class) and `job-forgotten`
+(only completed jobs can be forgotten, and a restore drops completed jobs anyway).
+
+`worker-stop-requested` is persisted but not exported (`exported = False`): HyperQueue
+has no such event, so `hq journal export/stream/replay` leave it out. It is journaled
+because `hq worker stop` is acknowledged only once durable, and a restore must know that
+a `reconnect` worker was stopped, not hold it for the grace period.
+
+Replaying *all* events, transient ones included, through a fresh model rebuilds the
+same model; replaying the persisted ones is what `restore` does.
 
 The submit description carried by `job-created` (`submit_desc`) is a plain map built by
 the client (`hq submit`) and completed by the server (`Model.submit`):
@@ -89,6 +94,7 @@ class Event:
 
     kind: ClassVar[str] = ""
     persisted: ClassVar[bool] = True
+    exported: ClassVar[bool] = True  # shown by `hq journal export/stream/replay`
     time: float
 
 
@@ -128,7 +134,7 @@ class WorkerStopRequested(Event):
     """`hq worker stop` asked this worker to stop; nothing new is assigned to it."""
 
     kind: ClassVar[str] = "worker-stop-requested"
-    persisted: ClassVar[bool] = False
+    exported: ClassVar[bool] = False
     id: int
 
 

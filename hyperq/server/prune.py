@@ -28,6 +28,7 @@ from hyperq.server.events import (
     TaskStarted,
     WorkerConnected,
     WorkerLost,
+    WorkerStopRequested,
     from_record,
     to_record,
 )
@@ -42,7 +43,7 @@ def keep_event(
     """The event as the pruned journal keeps it, or None to drop it."""
     if isinstance(event, ServerStart | ServerStop):
         return event
-    if isinstance(event, WorkerConnected | WorkerLost):
+    if isinstance(event, WorkerConnected | WorkerLost | WorkerStopRequested):
         return event if event.id in live_workers else None
     if isinstance(event, JobCreated | JobCompleted | TaskStarted | TaskFinished | TaskFailed):
         return event if event.job in live_jobs else None

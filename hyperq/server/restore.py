@@ -42,7 +42,10 @@ def apply_restore_rules(model: Model, *, hold_reconnecting: bool = True) -> Mode
         held = {
             worker_id
             for worker_id, worker in model.workers.items()
-            if worker.is_connected and worker.configuration.get("on_server_lost") == "reconnect"
+            if worker.is_connected
+            and worker.configuration.get("on_server_lost") == "reconnect"
+            # `hq worker stop` was acknowledged: the worker is on its way out.
+            and not worker.stop_requested
         }
     for job in model.jobs.values():
         for record in list(job.active.values()):
