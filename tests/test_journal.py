@@ -4,7 +4,9 @@ import json
 import os
 import signal
 import subprocess
+import time
 
+from hyperq.common.duration import parse_timestamp
 from hyperq.server.events import from_record
 from hyperq.server.journalfile import read_journal
 from tests.harness import HQ_ARGV, ClusterEnv, wait_until
@@ -276,6 +278,32 @@ def test_reconnecting_workers_ride_out_a_server_crash(cluster: ClusterEnv) -> No
         # Each task ran exactly once, and the adopted ones kept their instance.
         assert (markers / str(task)).read_text().split() == ["0"]
     assert "reconnected" in cluster.log_of("server2")
+
+
+def test_results_queued_during_an_outage_keep_their_times(cluster: ClusterEnv) -> None:
+    """A task that ends while the server is down is recorded as ending then, not when
+    its `reconnect` worker gets through to the restarted server."""
+    server = cluster.start_server("--journal", "journal.bin")
+    cluster.start_worker("--on-server-lost", "reconnect", cpus=1)
+    gate = cluster.work_dir / "gate"
+    done = cluster.work_dir / "done"
+    script = f"while [ ! -e {gate} ]; do sleep 0.05; done; touch {done}"
+    cluster.command(["submit", "--", "bash", "-c", script])
+    cluster.wait_for_task_state(1, 0, "RUNNING")
+    cluster.command(["journal", "flush"])
+    kill_server(cluster, server)
+    gate.write_text("")
+    wait_until(done.exists, what="the task to end while the server is down")
+    ended = time.time()
+    # The outage itself: long enough that the delivery time (after the restart and the
+    # worker's next retry) cannot pass for the end time.
+    time.sleep(1.5)
+    cluster.start_server("--journal", "journal.bin", "--reconnect-grace", "30s", name="server2")
+    cluster.wait_for_job_state(1, "FINISHED")
+    (task,) = cluster.json(["task", "info", "1", "0"])
+    finished = parse_timestamp(task["finished_at"])
+    # `ended` was taken once the task's file existed, so at most a poll after its end.
+    assert ended - 1.0 < finished < ended + 0.5
 
 
 def test_non_reconnecting_tasks_return_to_waiting_at_once(cluster: ClusterEnv) -> None:

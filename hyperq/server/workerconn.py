@@ -159,7 +159,7 @@ class WorkerHandler:
                     task,
                     worker_id=worker_id,
                     instance=instance,
-                    now=now,
+                    now=now - (_seconds(item[5] if len(item) > 5 else None) or 0.0),
                     ran_for=_seconds(item[4] if len(item) > 4 else None),
                 )
             elif kind == "failed":
@@ -169,7 +169,7 @@ class WorkerHandler:
                     task,
                     worker_id=worker_id,
                     instance=instance,
-                    now=now,
+                    now=now - (_seconds(item[6] if len(item) > 6 else None) or 0.0),
                     error=str(item[4]),
                     ran_for=_seconds(item[5] if len(item) > 5 else None),
                 )

@@ -61,6 +61,24 @@ SEND_ERRORS = (
 EndpointLoader = Callable[[], Awaitable[Endpoint]]
 
 
+def _on_the_wire(batch: list[list[Any]]) -> list[list[Any]]:
+    """Queued updates as sent. Each is queued with the monotonic time its fact became
+    true (last item); on the wire that becomes how long ago, added to a start's own
+    "ago" and appended to an end. Results queued while the server was away (a
+    `reconnect` worker) are then recorded at the time they happened, not at delivery."""
+    now = time.monotonic()
+    wire = []
+    for item in batch:
+        *fields, stamp = item
+        age = max(now - stamp, 0.0)
+        if fields[0] == "started":
+            fields[4] += age
+        else:
+            fields.append(age)
+        wire.append(fields)
+    return wire
+
+
 @dataclass
 class Ending:
     reason: str  # "stopped", "IdleTimeout", "time-limit", "signal", "server-lost"
@@ -264,7 +282,9 @@ class WorkerRuntime:
                     self.unreported[key] = (spec.instance, time.monotonic())
                     self._unreported_added.set()
                 else:
-                    await self.updates_send.send(["started", *key, spec.instance, 0.0])
+                    await self.updates_send.send(
+                        ["started", *key, spec.instance, 0.0, time.monotonic()]
+                    )
                 outcome = await run_task(spec)
         finally:
             slot = self.task_scopes.get(key)
@@ -275,11 +295,13 @@ class WorkerRuntime:
             return  # canceled: the server already knows
         # Not reported as started yet: the end carries how long it ran, so that the
         # server records the start at the right moment.
-        ran_for = time.monotonic() - unreported[1] if unreported is not None else None
+        ended = time.monotonic()
+        ran_for = ended - unreported[1] if unreported is not None else None
+        key_instance = (spec.job_id, spec.task_id, spec.instance)
         if outcome.error is None:
-            update = ["finished", spec.job_id, spec.task_id, spec.instance, ran_for]
+            update = ["finished", *key_instance, ran_for, ended]
         else:
-            update = ["failed", spec.job_id, spec.task_id, spec.instance, outcome.error, ran_for]
+            update = ["failed", *key_instance, outcome.error, ran_for, ended]
         with trio.CancelScope(shield=True):
             await self.updates_send.send(update)
 
@@ -304,7 +326,7 @@ class WorkerRuntime:
             for key, _instance, _start in due:
                 del self.unreported[key]
             for key, instance, start in due:
-                update = ["started", *key, instance, now - start]
+                update = ["started", *key, instance, now - start, now]
                 try:
                     self.updates_send.send_nowait(update)
                 except trio.WouldBlock:
@@ -333,7 +355,7 @@ class WorkerRuntime:
         if not batch:
             return
         try:
-            await self.peer.send({"op": "updates", "items": batch})
+            await self.peer.send({"op": "updates", "items": _on_the_wire(batch)})
         except SEND_ERRORS:
             self.connected = False
             if self.reconnecting:
