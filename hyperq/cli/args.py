@@ -49,7 +49,7 @@ def parse(
     try:
         args = dict(docopt(usage, argv=path + argv, default_help=True))
     except DocoptExit:
-        raise UsageError(_explain(usage, argv, options_first)) from None
+        raise UsageError(_explain(usage, path, argv, options_first)) from None
     if options_first:
         args["<command>"] = command
     return args
@@ -72,7 +72,14 @@ def split_task_command(usage: str, argv: list[str]) -> tuple[list[str], list[str
     return argv, []
 
 
-def _explain(usage: str, argv: list[str], options_first: bool) -> str:
+def _matches(usage: str, argv: list[str]) -> dict[str, Any] | None:
+    try:
+        return dict(docopt(usage, argv=argv, default_help=False))
+    except DocoptExit:
+        return None
+
+
+def _explain(usage: str, path: list[str], argv: list[str], options_first: bool) -> str:
     known = known_options(usage)
     takes_value = value_options(usage)
     short_usage = usage.split("Options:")[0].strip()
@@ -91,4 +98,24 @@ def _explain(usage: str, argv: list[str], options_first: bool) -> str:
                 skip_next = True
         elif options_first:
             break
+    if not options_first:
+        # A word too many or too few: find which, as clap (HyperQueue's parser) says it.
+        for i in reversed(range(len(argv))):
+            if not argv[i].startswith("-") and _matches(usage, path + argv[:i] + argv[i + 1 :]):
+                return f"error: unexpected argument '{argv[i]}' found\n\n{short_usage}"
+        probe = "\0"
+        for extra in (1, 2):
+            found = _matches(usage, path + argv + [probe] * extra)
+            if found is not None:
+                missing = [
+                    name
+                    for name, value in found.items()
+                    if name.startswith("<") and (value == probe or value == [probe] * extra)
+                ]
+                if missing:
+                    names = "\n".join(f"  {name}" for name in missing)
+                    return (
+                        "error: the following required arguments were not provided:\n"
+                        f"{names}\n\n{short_usage}"
+                    )
     return f"error: invalid arguments\n\n{short_usage}"
