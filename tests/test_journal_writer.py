@@ -201,7 +201,9 @@ async def test_sink_without_a_clean_close_leaves_the_file_alone(tmp_path: Path) 
     assert [value[2] for _, value in records] == [1] and report.torn_tail == 0
 
 
-def test_restore_refuses_a_journal_another_writer_holds(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_restore_refuses_a_journal_another_writer_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import fcntl
 
     from hyperq.server import recovery
@@ -211,8 +213,11 @@ def test_restore_refuses_a_journal_another_writer_holds(tmp_path: Path, monkeypa
     monkeypatch.setattr(recovery, "OTHER_WRITER_WAIT", 0.2)
     with open(path, "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-        with pytest.raises(HqError, match="is in use by another process"):
+        with caplog.at_level("INFO"), pytest.raises(HqError, match="is in use by another"):
             recovery.recover(path)
+    # The wait is announced once, not left to look like a hang.
+    waits = [r.getMessage() for r in caplog.records if "still held by another" in r.getMessage()]
+    assert len(waits) == 1 and "waiting up to 0.2 s" in waits[0]
     recovery.recover(path)  # the lock is gone: fine
 
 

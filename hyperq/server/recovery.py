@@ -62,11 +62,21 @@ def _wait_for_other_writer(path: str) -> None:
         return  # reading the journal reports it properly
     try:
         deadline = time.monotonic() + OTHER_WRITER_WAIT
+        told = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
+                if not told:
+                    # Up to OTHER_WRITER_WAIT of silence would look like a hang.
+                    log.info(
+                        "Journal %s is still held by another process (the writer of a "
+                        "crashed server?); waiting up to %g s for it",
+                        path,
+                        OTHER_WRITER_WAIT,
+                    )
+                    told = True
                 if time.monotonic() > deadline:
                     raise HqError(
                         f"Journal {path} is in use by another process (another server?)"
