@@ -238,6 +238,27 @@ def test_journal_commands_without_journal(cluster: ClusterEnv) -> None:
     assert types.index("task-started") < types.index("task-finished") < types.index("job-completed")
 
 
+def test_replay_of_a_canceled_huge_array(cluster: ClusterEnv) -> None:
+    """Canceled together, 700,000 tasks are one event, bigger than a frame (16 MiB):
+    it reaches the client in parts, with and without a journal."""
+    for journal in (False, True):
+        name = "journaled" if journal else "plain"
+        cluster.start_server(*(["--journal", "journal.bin"] if journal else []), name=name)
+        cluster.command(["submit", "--array", "0-699999", "--", "true"])
+        cluster.command(["job", "cancel", "1"])
+        out = cluster.run(["journal", "replay"], timeout=120)
+        assert out.returncode == 0, out.stderr
+        canceled = [
+            event["event"]["tasks"]
+            for event in map(json.loads, out.stdout.splitlines())
+            if event["event"]["type"] == "task-canceled"
+        ]
+        assert [len(tasks) for tasks in canceled] == [700_000]
+        assert canceled[0][-1] == {"job_id": 1, "job_task_id": 699_999}
+        cluster.command(["server", "stop"])
+        wait_until(lambda: not (cluster.server_dir / "hq-current").exists(), what="the stop")
+
+
 def test_reconnecting_workers_ride_out_a_server_crash(cluster: ClusterEnv) -> None:
     """Tasks running while the server dies complete exactly once: counted by markers."""
     server = cluster.start_server("--journal", "journal.bin")

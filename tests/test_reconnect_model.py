@@ -83,3 +83,31 @@ def test_a_stopped_reconnect_worker_is_not_held() -> None:
     assert model.held_workers() == []
     assert keeper not in model.workers
     assert all(v.state == TaskState.WAITING for v in model.iter_tasks(1))
+
+
+def test_a_result_queued_during_an_outage_keeps_its_time_but_not_its_effects() -> None:
+    """The end is recorded when it happened; what it causes (here the job's completion)
+    happens when the server learns of it, and an end is never put before the start."""
+    driver = Driver()
+    worker = connect(driver, "reconnect")
+    driver.submit(submit_desc([[0, 1, 1]]))
+    driver.schedule()
+    driver.start(1, 0)
+    driver.start(1, 1)
+    started = driver.now
+    driver.tick(100)
+    events = driver.do(
+        driver.model.task_finished(
+            1, 0, worker_id=worker, instance=0, now=driver.now, ended_at=started + 40
+        )
+    )
+    assert [(e.kind, e.time) for e in events] == [("task-finished", started + 40)]
+    events = driver.do(
+        driver.model.task_finished(
+            1, 1, worker_id=worker, instance=0, now=driver.now, ended_at=started - 5
+        )
+    )
+    assert [(e.kind, e.time) for e in events] == [
+        ("task-finished", started),
+        ("job-completed", driver.now),
+    ]

@@ -2,6 +2,7 @@
 
 from hyperq.server.events import JobCreated, TaskCanceled, TaskFinished, TaskStarted
 from hyperq.server.jobs import TaskState
+from hyperq.server.model import Model
 from hyperq.server.reconstruct import reconstruct
 from hyperq.server.restore import restore
 from hyperq.server.snapshot import decode_model, encode_model
@@ -23,6 +24,9 @@ def test_times_are_those_of_the_submit_and_of_the_cancel() -> None:
     canceled = d.now
     d.do(d.model.cancel_job(job, now=canceled).events)
 
+    for model in (restore(d.events), _through_a_snapshot(restore(d.events))):
+        created = [e for e in reconstruct(model, 1.0) if isinstance(e, JobCreated)]
+        assert [e.time for e in created] == [submitted, submitted + 7]
     events = reconstruct(d.model, 1.0)
     created = [e for e in events if isinstance(e, JobCreated)]
     assert [e.time for e in created] == [submitted, submitted + 7]
@@ -50,7 +54,7 @@ def test_separate_cancels_stay_separate_and_survive_a_snapshot() -> None:
     d.do([TaskCanceled(second, ((job, ((5, 9, 1),)),))])
 
     replayed = restore(d.events)
-    again = decode_model(decode_unbounded(encode_unbounded(encode_model(replayed))))
+    again = _through_a_snapshot(replayed)
     for model in (d.model, replayed, again):
         cancels = [e for e in reconstruct(model, 1.0) if isinstance(e, TaskCanceled)]
         assert [(e.time, e.tasks) for e in cancels] == [
@@ -58,3 +62,7 @@ def test_separate_cancels_stay_separate_and_survive_a_snapshot() -> None:
             (second, ((job, ((5, 9, 1),)),)),
         ]
         assert not [e for e in reconstruct(model, 1.0) if isinstance(e, TaskFinished)]
+
+
+def _through_a_snapshot(model: Model) -> Model:
+    return decode_model(decode_unbounded(encode_unbounded(encode_model(model))))

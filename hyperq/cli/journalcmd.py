@@ -91,7 +91,10 @@ def _stream(ctx: Context, follow: bool) -> int:
             try:
                 message = session.connection.recv()
             except ConnectionClosedError:
-                return 0  # the server stopped: the stream simply ends
+                if follow:
+                    return 0  # the server stopped: the stream simply ends
+                # A replay ends with an explicit end: without it, history is missing.
+                raise HqError("Connection to the server was lost before the replay ended") from None
             if not isinstance(message, dict):
                 raise HqError("Invalid message from the server")
             if "error" in message:

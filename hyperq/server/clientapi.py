@@ -479,7 +479,9 @@ class ClientApi:
             await peer.send({"ok": None})
             for start in range(0, len(history), 1000):
                 batch = [to_export_json(event) for event in history[start : start + 1000]]
-                await peer.send({"events": batch})
+                # One event can be huge (a cancel of a million-task array lists every
+                # task): parts the client reassembles, not one frame over the limit.
+                await peer.send_large({"events": batch})
             if not request.get("follow"):
                 await peer.send({"end": True})
                 return
@@ -496,7 +498,7 @@ class ClientApi:
                         break
                     if not isinstance(event, ServerStop) and event.exported:
                         batch.append(to_export_json(event))
-                await peer.send({"events": batch})
+                await peer.send_large({"events": batch})
             if subscription.overflowed:
                 await peer.send({"error": "the event stream fell too far behind; reconnect"})
         finally:
@@ -530,6 +532,7 @@ class ClientApi:
         running = [w for w in model.worker_ids() if model.workers[w].is_connected]
         ids = self._worker_ids(request["selector"], running)
         results = []
+        stopped = []
         for worker_id in ids:
             try:
                 core.commit(model.stop_worker(worker_id, now=core.now()))
@@ -539,10 +542,14 @@ class ClientApi:
             except WrongState:
                 results.append({"id": worker_id, "status": "already-stopped"})
                 continue
+            stopped.append(worker_id)
+            results.append({"id": worker_id, "status": "stopped"})
+        # Durable before the workers hear of it: a crash in between must not leave a
+        # stopped worker that a restore would still wait for.
+        await core.durable()
+        for worker_id in stopped:
             link = core.links.get(worker_id)
             if link is not None:
                 link.stop_reason = "stopped"
                 link.poke()
-            results.append({"id": worker_id, "status": "stopped"})
-        await core.durable()
         return {"results": results}

@@ -286,7 +286,9 @@ class Model:
 
     def _on_worker_stop_requested(self, event: WorkerStopRequested) -> None:
         worker = self.workers.get(event.id)
-        if worker is not None and worker.is_connected:
+        if worker is None:
+            self._saw_worker(event.id)
+        elif worker.is_connected:
             worker.stop_requested = True
 
     def _on_worker_resumed(self, event: WorkerResumed) -> None:
@@ -796,15 +798,19 @@ class Model:
         instance: int,
         now: float,
         ran_for: float | None = None,
+        ended_at: float | None = None,
     ) -> list[Event]:
-        """`ran_for`: seconds the task ran, when its start was not reported before."""
+        """`ran_for`: seconds the task ran, when its start was not reported before.
+        `ended_at`: when it ended, if before `now` (a result queued while the server was
+        away); what it causes (an abort, the job's completion) still happens `now`."""
         found = self._placed_record(job_id, task_id, worker_id, instance)
         if found is None:
             return []
         job, record = found
+        end = _ended(ended_at, now, record)
         # Finished before its start was reported: the journal still gets the start.
-        events = self._unreported_start(job_id, record, worker_id, now - (ran_for or 0.0))
-        events.append(TaskFinished(now, job_id, task_id))
+        events = self._unreported_start(job_id, record, worker_id, end - (ran_for or 0.0))
+        events.append(TaskFinished(end, job_id, task_id))
         events.extend(self._follow_ups(job, now, 0, -1, frozenset((task_id,))))
         return events
 
@@ -818,18 +824,21 @@ class Model:
         now: float,
         error: str,
         ran_for: float | None = None,
+        ended_at: float | None = None,
     ) -> list[Event]:
         """The task failed on its worker (also before it started, e.g. spawn errors).
 
-        `ran_for`: seconds its process ran, when its start was not reported before."""
+        `ran_for`: seconds its process ran, when its start was not reported before.
+        `ended_at`: as for `task_finished`."""
         found = self._placed_record(job_id, task_id, worker_id, instance)
         if found is None:
             return []
         job, record = found
+        end = _ended(ended_at, now, record)
         events: list[Event] = []
         if ran_for is not None:  # its process ran (else it could not even be spawned)
-            events = self._unreported_start(job_id, record, worker_id, now - ran_for)
-        events.append(TaskFailed(now, job_id, task_id, error))
+            events = self._unreported_start(job_id, record, worker_id, end - ran_for)
+        events.append(TaskFailed(end, job_id, task_id, error))
         events.extend(self._follow_ups(job, now, 1, -1, frozenset((task_id,))))
         return events
 
@@ -1006,6 +1015,7 @@ class Model:
                 "workers_used": sorted(job.workers_used),
                 "stats": {key: job.count(TaskState(key)) for key in TASK_STAT_KEYS},
                 "submits": [dict(submit.desc) for submit in job.submits],
+                "submit_times": [submit.submitted_at for submit in job.submits],
                 "tasks": [view_facts(view, job) for view in self.iter_tasks(job_id)],
                 "queued": [list(submit.requeued) for submit in job.submits],
             }
@@ -1036,6 +1046,14 @@ class Model:
 
 # ---------------------------------------------------------------------------------------
 # helpers
+
+
+def _ended(ended_at: float | None, now: float, record: TaskRecord) -> float:
+    """A reported end time, kept between the task's recorded start and `now`."""
+    if ended_at is None:
+        return now
+    floor = record.started_at if record.started_at is not None else ended_at
+    return min(max(ended_at, floor), now)
 
 
 def _check_name(name: str | None) -> None:

@@ -79,7 +79,8 @@ def _wait_for_other_writer(path: str) -> None:
                     told = True
                 if time.monotonic() > deadline:
                     raise HqError(
-                        f"Journal {path} is in use by another process (another server?)"
+                        f"Cannot open event log file at {path}: it is in use by another "
+                        "process (another server?)"
                     ) from None
                 time.sleep(0.05)
             except OSError:
@@ -116,7 +117,7 @@ def recover(path: str) -> Recovery:
     try:
         cut_after(path, snapshot.journal_end)
     except OSError as error:
-        raise HqError(f"Cannot open journal {path}: {error.strerror}") from None
+        raise HqError(f"Cannot open event log file at {path}: {error.strerror}") from None
     events = snapshot.events
     if from_snapshot is not None:
         log.info(

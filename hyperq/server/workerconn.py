@@ -159,8 +159,9 @@ class WorkerHandler:
                     task,
                     worker_id=worker_id,
                     instance=instance,
-                    now=now - (_seconds(item[5] if len(item) > 5 else None) or 0.0),
+                    now=now,
                     ran_for=_seconds(item[4] if len(item) > 4 else None),
+                    ended_at=_ago(now, item[5] if len(item) > 5 else None),
                 )
             elif kind == "failed":
                 ended = True
@@ -169,9 +170,10 @@ class WorkerHandler:
                     task,
                     worker_id=worker_id,
                     instance=instance,
-                    now=now - (_seconds(item[6] if len(item) > 6 else None) or 0.0),
+                    now=now,
                     error=str(item[4]),
                     ran_for=_seconds(item[5] if len(item) > 5 else None),
+                    ended_at=_ago(now, item[6] if len(item) > 6 else None),
                 )
             else:
                 raise ProtocolError(f"unknown update {kind!r}")
@@ -234,6 +236,12 @@ def launch_desc(desc: Any) -> dict[str, Any]:
         "pin": desc.get("pin"),
         "time_limit": desc.get("time_limit"),
     }
+
+
+def _ago(now: float, value: Any) -> float | None:
+    """The time a worker reported as `value` seconds before `now`, if it did."""
+    seconds = _seconds(value)
+    return now - seconds if seconds is not None else None
 
 
 def _seconds(value: Any) -> float | None:
