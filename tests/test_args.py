@@ -8,11 +8,12 @@ from hyperq.common.errors import UsageError
 USAGE = """Show things
 
 Usage:
-  hq thing show <SELECTOR> [--verbose]
+  hq thing show <SELECTOR> [--verbose] [--format <FMT>]
   hq thing copy <FROM> <TO>
 
 Options:
-  --verbose   More
+  --verbose         More
+  --format <FMT>    How
 """
 
 
@@ -30,6 +31,10 @@ Options:
             ["error: the following required arguments were not provided:", "  <FROM>", "  <TO>"],
         ),
         (["copy", "a", "b", "c"], ["error: unexpected argument 'c' found"]),
+        (
+            ["show", "1", "--format"],
+            ["error: a value is required for '--format <FMT>' but none was supplied"],
+        ),
     ],
 )
 def test_usage_errors_say_what_is_wrong(argv: list[str], first_lines: list[str]) -> None:

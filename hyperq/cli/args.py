@@ -6,6 +6,7 @@ docopt only says "usage: ..." on a mismatch; scripts built for `hq` look for
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from docopt import DocoptExit, docopt, parse_options
@@ -72,6 +73,12 @@ def split_task_command(usage: str, argv: list[str]) -> tuple[list[str], list[str
     return argv, []
 
 
+def _with_value(usage: str, name: str) -> str:
+    """`--name <VALUE>` as the usage's Options section spells it."""
+    found = re.search(rf"(?<![\w-]){re.escape(name)}[ =](<[^>]+>)", usage)
+    return f"{name} {found.group(1)}" if found else name
+
+
 def _matches(usage: str, argv: list[str]) -> dict[str, Any] | None:
     try:
         return dict(docopt(usage, argv=argv, default_help=False))
@@ -84,7 +91,7 @@ def _explain(usage: str, path: list[str], argv: list[str], options_first: bool) 
     takes_value = value_options(usage)
     short_usage = usage.split("Options:")[0].strip()
     skip_next = False
-    for token in argv:
+    for position, token in enumerate(argv):
         if skip_next:
             skip_next = False
             continue
@@ -96,6 +103,11 @@ def _explain(usage: str, path: list[str], argv: list[str], options_first: bool) 
                 return f"error: unexpected argument '{name}' found\n\n{short_usage}"
             if name in takes_value and "=" not in token:
                 skip_next = True
+                if position == len(argv) - 1:
+                    return (
+                        f"error: a value is required for '{_with_value(usage, name)}' but "
+                        f"none was supplied\n\n{short_usage}"
+                    )
         elif options_first:
             break
     if not options_first:
