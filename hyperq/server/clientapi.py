@@ -471,8 +471,8 @@ class ClientApi:
                 await journal.sync()
                 cut = journal.synced
                 records, _report = await trio.to_thread.run_sync(read_journal, journal.path)
-                history = [from_record(value) for seq, value in records if seq <= cut]
-                history = [event for event in history if event.exported]
+                events = (from_record(value) for seq, value in records if seq <= cut)
+                history = [event for event in events if event.exported]
             else:
                 cut = None
                 history = reconstruct(self.model, core.started_at)
