@@ -274,6 +274,30 @@ def test_horizontal_round_trip(case: tuple[list[str], list[list[str]], set[int]]
     assert parse_tables(text) == [table]
 
 
+_ascii_line = st.text(
+    st.characters(min_codepoint=32, max_codepoint=126).filter(lambda c: c != "|"), max_size=10
+)
+
+
+@given(
+    st.integers(1, 4).flatmap(
+        lambda columns: st.tuples(
+            st.lists(_ascii_line.filter(str.strip), min_size=columns, max_size=columns),
+            st.lists(st.lists(_ascii_line, min_size=1, max_size=columns), max_size=5),
+            st.sets(st.integers(0, columns - 1)),
+        )
+    )
+)
+def test_plain_rows_render_as_measured_rows_do(
+    case: tuple[list[str], list[list[str]], set[int]],
+) -> None:
+    # Rows of plain ASCII lines take a shortcut; a colour code (stripped when colours
+    # are off) sends the same text down the general path, which must agree byte for byte.
+    header, rows, align = case
+    coloured = [[f"\x1b[31m{cell}\x1b[0m" for cell in row] for row in rows]
+    assert render_horizontal(header, rows, align) == render_horizontal(header, coloured, align)
+
+
 @given(st.lists(st.tuples(_first_cell, _cell), min_size=2, max_size=8))
 def test_vertical_round_trip(rows: list[tuple[str, str]]) -> None:
     text = render_vertical(rows)

@@ -126,6 +126,12 @@ def _cell_lines(cell: object, colors: bool) -> list[_Line]:
 _EMPTY: list[_Line] = [("", 0)]
 
 
+def _plain_line(texts: list[str]) -> bool:
+    """Every cell one line of plain ASCII (no escape codes): display width = len."""
+    joined = "".join(texts)
+    return joined.isascii() and "\n" not in joined and "\r" not in joined and _ESC not in joined
+
+
 def _render(
     header: Sequence[object] | None,
     rows: Sequence[Sequence[object]],
@@ -134,18 +140,32 @@ def _render(
     bold_first_column: bool,
     colors: bool,
 ) -> str:
-    grid: list[list[list[_Line]]] = []
+    # A row is kept as its cells' texts when they are all plain single lines (nearly
+    # every row of a big list: `hq task list` of a 100,000-task array), and measured
+    # line by line otherwise.
+    grid: list[list[str] | list[list[_Line]]] = []
+    widths = [0] * columns
+    plain_allowed = not (colors and bold_first_column)
     for row in rows:
         if len(row) > columns:
             raise ValueError(f"row has {len(row)} cells, the table has {columns} columns")
-        cells = [_cell_lines(cell, colors) for cell in row]
-        cells.extend([_EMPTY] * (columns - len(row)))
+        texts = [str(cell) for cell in row]
+        texts.extend([""] * (columns - len(row)))
+        if plain_allowed and _plain_line(texts):
+            grid.append(texts)
+            for index, text in enumerate(texts):
+                if len(text) > widths[index]:
+                    widths[index] = len(text)
+            continue
+        cells = [_cell_lines(text, colors) for text in texts]
         grid.append(cells)
-    header_cells = [_cell_lines(cell, colors) for cell in header] if header is not None else None
-
-    widths = [0] * columns
-    for cells in [header_cells, *grid] if header_cells is not None else grid:
         for index, lines in enumerate(cells):
+            for _text, width in lines:
+                if width > widths[index]:
+                    widths[index] = width
+    header_cells = [_cell_lines(cell, colors) for cell in header] if header is not None else None
+    if header_cells is not None:
+        for index, lines in enumerate(header_cells):
             for _text, width in lines:
                 if width > widths[index]:
                     widths[index] = width
@@ -154,6 +174,7 @@ def _render(
     out = [border]
     aligned = [index in right_align for index in range(columns)]
     left = [False] * columns
+    justify = [str.rjust if right else str.ljust for right in aligned]
 
     def emit(cells: list[list[_Line]], right: list[bool], bold: int) -> None:
         height = max(len(lines) for lines in cells)
@@ -172,7 +193,13 @@ def _render(
         out.append(border)
     bold = 1 if bold_first_column else 0
     for cells in grid:
-        emit(cells, aligned, bold)
+        if cells and isinstance(cells[0], str):
+            line = [
+                just(text, width) for just, text, width in zip(justify, cells, widths, strict=True)
+            ]
+            out.append("| " + " | ".join(line) + " |")  # type: ignore[arg-type]
+        else:
+            emit(cells, aligned, bold)  # type: ignore[arg-type]
     if grid or header_cells is None:
         out.append(border)
     return "\n".join(out)
