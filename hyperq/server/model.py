@@ -951,6 +951,8 @@ class Model:
             )
         elif wanted is not None and wanted <= RECORD_ONLY_STATES:
             views = (record_view(job.id, job.records[t]) for t in sorted(job.records))
+        elif len(job.submits) == 1:
+            views = submit_views(job, job.submits[0])
         else:
             views = heapq.merge(
                 *(submit_views(job, submit) for submit in job.submits),

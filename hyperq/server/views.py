@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hyperq.server.jobs import Job, JobState, Submit, TaskRecord, TaskState
 
 
-@dataclass(frozen=True)
-class TaskView:
+class TaskView(NamedTuple):
+    # A tuple, not a frozen dataclass: `task list` builds one per task, and a frozen
+    # dataclass's __init__ (one object.__setattr__ per field) cost 3 µs of the server's
+    # ~12 µs per listed task.
     job_id: int
     task_id: int
     state: TaskState
