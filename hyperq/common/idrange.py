@@ -75,7 +75,7 @@ class IdRanges:
         if ordered and ordered[-1] > MAX_ID:
             raise ValueError(f"ID {ordered[-1]} is larger than {MAX_ID}")
         result = cls.__new__(cls)
-        result._set(tuple(_runs(ordered)))
+        result._set(tuple(runs(ordered)))
         return result
 
     @classmethod
@@ -152,7 +152,7 @@ def format_ids(ids: Iterable[int]) -> str:
 
     Duplicates are skipped; a descending ID is a programming error (ValueError).
     """
-    return ",".join(_format_item(item) for item in _runs(ids))
+    return ",".join(_format_item(item) for item in runs(ids))
 
 
 class Selector:
@@ -248,7 +248,7 @@ def _parse_item(item: str) -> Item:
     return (start, start + (end - start) // step * step, step)
 
 
-def _common_id(a: Item, b: Item) -> int | None:
+def common_id(a: Item, b: Item) -> int | None:
     """The smallest ID in both items, or None (CRT on the two arithmetic progressions)."""
     (a0, a_last, sa), (b0, b_last, sb) = a, b
     low, high = max(a0, b0), min(a_last, b_last)
@@ -264,33 +264,43 @@ def _common_id(a: Item, b: Item) -> int | None:
     return first if first <= high else None
 
 
-def _normalize(items: Iterable[Item]) -> tuple[tuple[Item, ...], tuple[Item, Item, int] | None]:
-    """Validates, sorts and merges items; returns them or the first clash (a, b, id)."""
-    fixed: list[Item] = []
-    for start, last, step in items:
-        if not (0 <= start <= last <= MAX_ID) or step < 1:
-            raise ValueError(f"invalid ID range item {(start, last, step)}")
-        last = start + (last - start) // step * step
-        fixed.append((start, last, 1) if start == last else (start, last, step))
-    fixed.sort()
-    active: list[Item] = []
-    for item in fixed:
-        active = [other for other in active if other[1] >= item[0]]
-        for other in active:
-            common = _common_id(other, item)
-            if common is not None:
-                return (), (other, item, common)
-        active.append(item)
+def clean_item(item: Item, what: str = "ID range") -> Item:
+    """`item` with `last` on its progression (and step 1 for a single ID); ValueError if
+    it is no valid item."""
+    start, last, step = item
+    if not (0 <= start <= last <= MAX_ID) or step < 1:
+        raise ValueError(f"invalid {what} item {(start, last, step)}")
+    last = start + (last - start) // step * step
+    return (start, last, 1) if start == last else (start, last, step)
+
+
+def merge_adjacent(items: Iterable[Item]) -> list[Item]:
+    """Sorted items with runs (step 1) that touch joined into one."""
     merged: list[Item] = []
-    for item in fixed:
+    for item in items:
         if merged and item[2] == 1 and merged[-1][2] == 1 and merged[-1][1] + 1 == item[0]:
             merged[-1] = (merged[-1][0], item[1], 1)
         else:
             merged.append(item)
-    return tuple(merged), None
+    return merged
 
 
-def _runs(ids: Iterable[int]) -> Iterator[Item]:
+def _normalize(items: Iterable[Item]) -> tuple[tuple[Item, ...], tuple[Item, Item, int] | None]:
+    """Validates, sorts and merges items; returns them or the first clash (a, b, id)."""
+    fixed = sorted(clean_item(item) for item in items)
+    active: list[Item] = []
+    for item in fixed:
+        active = [other for other in active if other[1] >= item[0]]
+        for other in active:
+            common = common_id(other, item)
+            if common is not None:
+                return (), (other, item, common)
+        active.append(item)
+    return tuple(merge_adjacent(fixed)), None
+
+
+def runs(ids: Iterable[int]) -> Iterator[Item]:
+    """Ascending IDs (repeats are skipped) as consecutive runs; ValueError if unsorted."""
     start = previous = -1
     for value in ids:
         if previous < 0:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from hyperq.common.errors import HqError
+from hyperq.common.idrange import clean_item, merge_adjacent
 from hyperq.common.resources import Allocation, ResourceDescriptor, ResourceRequest
 from hyperq.server.events import (
     Event,
@@ -72,7 +73,6 @@ from hyperq.server.taskids import (
     TaskIdSet,
     find_clash,
     ids_to_items,
-    merge_adjacent,
 )
 from hyperq.server.views import (
     RECORD_ONLY_STATES,
@@ -184,11 +184,10 @@ class _ItemIndex:
 
 
 def _clean_item(item: IdItem) -> IdItem | None:
-    start, last, step = item
-    if start < 0 or last < start or step < 1:
+    try:
+        return clean_item(item, "task ID")
+    except ValueError:
         return None
-    last = start + (last - start) // step * step
-    return (start, last, 1) if start == last else (start, last, step)
 
 
 def _chunks(items: Sequence[IdItem], size: int) -> Iterator[tuple[IdItem, ...]]:

@@ -11,11 +11,8 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
-from math import gcd
 
-from hyperq.common.idrange import MAX_ID
-
-Item = tuple[int, int, int]  # (start, last, step): `last` is the last ID included
+from hyperq.common.idrange import Item, clean_item, common_id, merge_adjacent, runs
 
 
 class DuplicateTaskId(ValueError):
@@ -26,40 +23,6 @@ class DuplicateTaskId(ValueError):
         self.task_id = task_id
 
 
-def first_common(a: Item, b: Item) -> int | None:
-    """The smallest ID in both items, or None (two arithmetic progressions: CRT)."""
-    (a0, a_last, sa), (b0, b_last, sb) = a, b
-    low, high = max(a0, b0), min(a_last, b_last)
-    if low > high:
-        return None
-    g = gcd(sa, sb)
-    if (b0 - a0) % g:
-        return None
-    mb = sb // g
-    k = (b0 - a0) // g * pow(sa // g, -1, mb) % mb if mb > 1 else 0
-    period = sa // g * sb
-    first = low + (a0 + sa * k - low) % period
-    return first if first <= high else None
-
-
-def _clean(item: Sequence[int]) -> Item:
-    start, last, step = (int(v) for v in item)
-    if not (0 <= start <= last <= MAX_ID) or step < 1:
-        raise ValueError(f"invalid task ID item {tuple(item)}")
-    last = start + (last - start) // step * step
-    return (start, last, 1) if start == last else (start, last, step)
-
-
-def _runs(ids: Iterable[int]) -> list[Item]:
-    out: list[Item] = []
-    for value in ids:
-        if out and out[-1][2] == 1 and out[-1][1] + 1 == value:
-            out[-1] = (out[-1][0], value, 1)
-        else:
-            out.append((value, value, 1))
-    return out
-
-
 def find_clash(items: Sequence[Item], others: Sequence[Item]) -> int | None:
     """Smallest ID present in both item lists (each list already sorted by start)."""
     best: int | None = None
@@ -67,7 +30,7 @@ def find_clash(items: Sequence[Item], others: Sequence[Item]) -> int | None:
         for b in others:
             if b[0] > a[1]:
                 break
-            common = first_common(a, b)
+            common = common_id(a, b)
             if common is not None and (best is None or common < best):
                 best = common
     return best
@@ -91,7 +54,7 @@ class TaskIdSet:
     @classmethod
     def build(cls, raw: Iterable[Sequence[int]]) -> TaskIdSet:
         """Validates raw (start, last, step) items; raises DuplicateTaskId or ValueError."""
-        items = sorted(_clean(item) for item in raw)
+        items = sorted(clean_item(_ints(item), "task ID") for item in raw)
         clash: int | None = None
         interleaved = False
         active: list[Item] = []
@@ -99,7 +62,7 @@ class TaskIdSet:
             active = [other for other in active if other[1] >= item[0]]
             for other in active:
                 interleaved = True
-                common = first_common(other, item)
+                common = common_id(other, item)
                 if common is not None and (clash is None or common < clash):
                     clash = common
             active.append(item)
@@ -107,7 +70,7 @@ class TaskIdSet:
             raise DuplicateTaskId(clash)
         if interleaved:
             merged = heapq.merge(*(range(s, last + 1, step) for s, last, step in items))
-            return cls(_runs(merged))
+            return cls(list(runs(merged)))
         return cls(merge_adjacent(items))
 
     @classmethod
@@ -164,16 +127,6 @@ class TaskIdSet:
         return out
 
 
-def merge_adjacent(items: list[Item]) -> list[Item]:
-    merged: list[Item] = []
-    for item in items:
-        if merged and item[2] == 1 and merged[-1][2] == 1 and merged[-1][1] + 1 == item[0]:
-            merged[-1] = (merged[-1][0], item[1], 1)
-        else:
-            merged.append(item)
-    return merged
-
-
 def items_to_ids(items: Iterable[Item]) -> Iterator[int]:
     for start, last, step in items:
         yield from range(start, last + 1, step)
@@ -181,4 +134,9 @@ def items_to_ids(items: Iterable[Item]) -> Iterator[int]:
 
 def ids_to_items(sorted_ids: Iterable[int]) -> list[Item]:
     """Ascending distinct IDs as consecutive runs."""
-    return _runs(sorted_ids)
+    return list(runs(sorted_ids))
+
+
+def _ints(item: Sequence[int]) -> Item:
+    start, last, step = (int(v) for v in item)
+    return (start, last, step)
