@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from typing import cast
@@ -12,6 +13,8 @@ import trio
 from hyperq.server import workerconn
 from hyperq.server.core import ServerCore
 from hyperq.transport import peer as peer_module
+from hyperq.transport import wsclient
+from hyperq.transport.codec import encode_unbounded
 from hyperq.transport.peer import PeerConnection
 from hyperq.transport.wsclient import connect
 from hyperq.transport.wsserver import Handler, serve_role
@@ -74,3 +77,47 @@ async def test_worker_that_never_registers_is_cut_off(
     assert "Closing worker connection: no register message within 0.3 s" in caplog.text
     assert "handshake timed out" not in caplog.text
     assert "stopped reading" not in caplog.text
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+async def test_big_values_arrive_whole_and_leave_the_collector_as_it_was(
+    collector_on: bool,
+) -> None:
+    # A big value is decoded with the cyclic collector paused (wsclient.recv); the client
+    # must get it intact and find the collector as it left it.
+    big = [{"id": i, "state": "waiting", "workers": [i % 7]} for i in range(100_000)]
+    small = {"ok": "after"}
+
+    async def send_both(peer: PeerConnection) -> None:
+        await peer.send_large(big)
+        await peer.send_large(small)
+        await trio.sleep_forever()
+
+    def receive(port: int) -> tuple[object, object, bool]:
+        conn = connect("127.0.0.1", port, "client", None)
+        try:
+            first = conn.recv()
+            second = conn.recv()
+            return first, second, gc.isenabled()
+        finally:
+            conn.close()
+
+    was = gc.isenabled()
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            port = listener.getsockname()[1]
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_role, "client", None, listener, send_both)
+                with trio.fail_after(60):
+                    first, second, enabled = await trio.to_thread.run_sync(receive, port)
+                nursery.cancel_scope.cancel()
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()
+    assert len(encode_unbounded(big)) >= wsclient.BIG_VALUE  # the paused path was taken
+    assert first == big
+    assert second == small
+    assert enabled is collector_on
