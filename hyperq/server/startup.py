@@ -9,6 +9,7 @@ and are served as soon as the trio tree (`hyperq.server.main`) takes the sockets
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -94,10 +95,14 @@ def start_server(config: ServerConfig, announce: Announce) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda signum, _frame: early_signals.append(signum))
     check_not_running(config.server_dir)
+    # Young-generation collections every 20,000 allocations instead of 700: a request
+    # allocates hundreds of short-lived containers (freed by reference counting anyway),
+    # and at the default the collector ran every few requests and walked the ones still
+    # waiting for their reply. Measured (alternating runs, 8 submitters): ~7% more
+    # submits/s, with the journal on and off alike (server CPU per submit -40 µs).
+    gc.set_threshold(20_000, 20, 100)
     recovery = None
     if config.journal_path:
-        import gc
-
         from hyperq.server.recovery import recover
 
         # A restore builds up to millions of objects that all live on: cyclic GC passes
