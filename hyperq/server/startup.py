@@ -98,7 +98,7 @@ def start_server(config: ServerConfig, announce: Announce) -> None:
     # Young-generation collections every 20,000 allocations instead of 700: a request
     # allocates hundreds of short-lived containers (freed by reference counting anyway),
     # and at the default the collector ran every few requests and walked the ones still
-    # waiting for their reply. Measured (alternating runs, 8 submitters): ~7% more
+    # waiting for their reply. Measured (alternating runs, 8 submitters): 5-7% more
     # submits/s, with the journal on and off alike (server CPU per submit -40 µs).
     gc.set_threshold(20_000, 20, 100)
     recovery = None
