@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import socket
+from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
@@ -20,6 +22,18 @@ from hyperq.transport.wsclient import connect
 from hyperq.transport.wsserver import Handler, serve_role
 
 
+@contextlib.asynccontextmanager
+async def serving(role: str, handler: Handler) -> AsyncIterator[int]:
+    """`serve_role` for `role` on a free loopback port, which it yields; stopped on exit."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_role, role, None, listener, handler)
+            yield listener.getsockname()[1]
+            nursery.cancel_scope.cancel()
+
+
 async def serve_one_worker(handler: Handler) -> None:
     """Serve the worker role, connect one peer that completes the handshake and then
     neither sends nor reads, and return once the server's handler for it has ended
@@ -32,19 +46,13 @@ async def serve_one_worker(handler: Handler) -> None:
         finally:
             handler_ended.set()
 
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve_role, "worker", None, listener, watched)
-            conn = await trio.to_thread.run_sync(connect, "127.0.0.1", port, "worker", None)
-            try:
-                with trio.fail_after(30):
-                    await handler_ended.wait()
-            finally:
-                conn.close()
-            nursery.cancel_scope.cancel()
+    async with serving("worker", watched) as port:
+        conn = await trio.to_thread.run_sync(connect, "127.0.0.1", port, "worker", None)
+        try:
+            with trio.fail_after(30):
+                await handler_ended.wait()
+        finally:
+            conn.close()
 
 
 async def test_peer_that_stops_reading_is_cut_off_with_its_own_reason(
@@ -105,15 +113,9 @@ async def test_big_values_arrive_whole_and_leave_the_collector_as_it_was(
     was = gc.isenabled()
     (gc.enable if collector_on else gc.disable)()
     try:
-        with socket.socket() as listener:
-            listener.bind(("127.0.0.1", 0))
-            listener.listen()
-            port = listener.getsockname()[1]
-            async with trio.open_nursery() as nursery:
-                await nursery.start(serve_role, "client", None, listener, send_both)
-                with trio.fail_after(60):
-                    first, second, enabled = await trio.to_thread.run_sync(receive, port)
-                nursery.cancel_scope.cancel()
+        async with serving("client", send_both) as port:
+            with trio.fail_after(60):
+                first, second, enabled = await trio.to_thread.run_sync(receive, port)
     finally:
         gc.unfreeze()
         (gc.enable if was else gc.disable)()

@@ -132,6 +132,14 @@ def _plain_line(texts: list[str]) -> bool:
     return joined.isascii() and "\n" not in joined and "\r" not in joined and _ESC not in joined
 
 
+def _widen(widths: list[int], cells: list[list[_Line]]) -> None:
+    """Columns at least as wide as the widest line of each of `cells`."""
+    for index, lines in enumerate(cells):
+        for _text, width in lines:
+            if width > widths[index]:
+                widths[index] = width
+
+
 def _render(
     header: Sequence[object] | None,
     rows: Sequence[Sequence[object]],
@@ -159,16 +167,10 @@ def _render(
             continue
         cells = [_cell_lines(text, colors) for text in texts]
         grid.append(cells)
-        for index, lines in enumerate(cells):
-            for _text, width in lines:
-                if width > widths[index]:
-                    widths[index] = width
+        _widen(widths, cells)
     header_cells = [_cell_lines(cell, colors) for cell in header] if header is not None else None
     if header_cells is not None:
-        for index, lines in enumerate(header_cells):
-            for _text, width in lines:
-                if width > widths[index]:
-                    widths[index] = width
+        _widen(widths, header_cells)
 
     border = "+" + "+".join("-" * (width + 2) for width in widths) + "+"
     out = [border]

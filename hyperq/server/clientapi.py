@@ -459,9 +459,14 @@ class ClientApi:
     async def _journal_stream(self, request: dict[str, Any], peer: PeerConnection) -> None:
         """History first (the journal file, or events rebuilt from the state), then,
         with `follow`, every new persisted event until the server stops."""
-        from hyperq.server.events import ServerStop, from_record, to_export_json
+        from hyperq.server.events import Event, ServerStop, from_record, to_export_json
         from hyperq.server.journalfile import read_journal
         from hyperq.server.reconstruct import reconstruct
+
+        def shown(event: Event) -> bool:
+            # Clients never see the stop of the server they talk to, nor events that
+            # HyperQueue does not have (`exported`).
+            return event.exported and not isinstance(event, ServerStop)
 
         core = self.core
         subscription = core.subscribe()
@@ -488,15 +493,15 @@ class ClientApi:
             async for seq, event in subscription.receive:
                 if cut is not None and seq is not None and seq <= cut:
                     continue
-                if isinstance(event, ServerStop) or not event.exported:
-                    continue  # clients never see the stop of the server they talk to
+                if not shown(event):
+                    continue
                 batch = [to_export_json(event)]
                 while True:
                     try:
                         seq, event = subscription.receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                    if not isinstance(event, ServerStop) and event.exported:
+                    if shown(event):
                         batch.append(to_export_json(event))
                 await peer.send_large({"events": batch})
             if subscription.overflowed:
