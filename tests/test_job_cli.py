@@ -803,8 +803,12 @@ def test_task_info_json_and_missing_job(hq: Hq, server: Any) -> None:
     assert hq("task", "info", "all", "0").code == 2
 
 
-def test_task_explain_and_notify_not_supported(hq: Hq) -> None:
-    for argv in (("task", "explain", "1", "0"), ("task", "notify", "hello")):
+def test_stub_commands_not_supported(hq: Hq) -> None:
+    for argv in (
+        ("task", "explain", "1", "0"),
+        ("task", "notify", "hello"),
+        ("journal", "report", "journal.bin", "report.html"),
+    ):
         result = hq(*argv)
         assert result.code == 1 and "not supported" in result.err
 

@@ -23,6 +23,7 @@ from hyperq.cli.submitdesc import (
     DEFAULT_STDERR,
     DEFAULT_STDOUT,
     STDIN_PROMPT,
+    STREAM_IGNORED,
     BuiltSubmit,
     build_submit,
     default_job_name,
@@ -366,7 +367,8 @@ def test_unknown_placeholders() -> None:
     assert "Found unknown placeholders `BAR, BAZ` in stdout path" in warnings
     assert "Found unknown placeholder `TAS_ID` in stderr path" in warnings
     assert "Found unknown placeholder `BAR` in working directory path" in warnings
-    assert len(warnings) == 4
+    assert STREAM_IGNORED in warnings
+    assert len(warnings) == 5
 
 
 def test_many_output_files() -> None:
@@ -379,7 +381,16 @@ def test_many_output_files() -> None:
         "option to stream all outputs into a single file"
     ]
     assert warnings_of(["--array=1-499", "ls"]) == []
-    assert warnings_of(["--array=1-1000", "--stream=logs", "ls"]) == []
+    assert warnings_of(["--array=1-1000", "--stream=logs", "ls"]) == [STREAM_IGNORED]
+
+
+def test_stream_is_stored_with_a_warning() -> None:
+    # Streaming is not implemented: the user is told where the outputs go instead.
+    built = build(["--stream=logs", "ls"])
+    assert built.warnings == [STREAM_IGNORED]
+    assert built.submit_desc["stream_path"] == "logs"
+    assert built.submit_desc["program"]["stdout"]["path"] == DEFAULT_STDOUT
+    assert warnings_of(["ls"]) == []
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ Usage:
   hq journal replay
   hq journal flush
   hq journal prune
+  hq journal report
 """
 
 EXPORT_USAGE = """Print every event of a journal file as one JSON object per line (no server needed)
@@ -43,6 +44,11 @@ PRUNE_USAGE = """Rewrite the journal keeping only live jobs and workers
 
 Usage:
   hq journal prune
+"""
+REPORT_USAGE = """Write an HTML report of a journal (not supported by hyperq yet)
+
+Usage:
+  hq journal report [<ARGS>...]
 """
 
 
@@ -150,10 +156,15 @@ def prune(ctx: Context, args: dict[str, Any]) -> int:
     return 0
 
 
+def report(ctx: Context, args: dict[str, Any]) -> int:
+    raise HqError("`hq journal report` is not supported by hyperq yet")
+
+
 COMMANDS = {
     "export": (EXPORT_USAGE, export, False),
     "stream": (STREAM_USAGE, stream, False),
     "replay": (REPLAY_USAGE, replay, False),
     "flush": (FLUSH_USAGE, flush, False),
     "prune": (PRUNE_USAGE, prune, False),
+    "report": (REPORT_USAGE, report, True),
 }

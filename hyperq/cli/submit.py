@@ -45,7 +45,8 @@ Options:
   --task-dir                Give each task a temporary directory (HQ_TASK_DIR)
   --crash-limit <N>         Restarts after lost workers: N > 0, never-restart or
                             unlimited (default: 5)
-  --stream <DIR>            Stream task outputs into DIR (stored; streaming comes later)
+  --stream <DIR>            Not supported yet: stored, with a warning; outputs go
+                            to the --stdout/--stderr files
   --job <ID>                Add the tasks to this open job
   --wait                    Wait until the job completes
   --progress                Show the job's progress until it completes

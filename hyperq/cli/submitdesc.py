@@ -44,6 +44,12 @@ DEFAULT_JOB_NAME = "job"
 MANY_FILES_LIMIT = 999
 """More task output files than this without `--stream` earns a warning."""
 
+STREAM_IGNORED = (
+    "The `--stream` option is not supported by hyperq yet: task outputs are written to "
+    "their `--stdout`/`--stderr` files (by default `job-<job id>/<task id>.stdout` and "
+    "`.stderr` in the task's working directory)"
+)
+
 STDIN_PROMPT = "Reading data from stdin. In the interactive mode press Ctrl-D to submit."
 DIRECTIVE_MODES = ("auto", "file", "stdin", "off")
 PIN_MODES = ("taskset", "omp")
@@ -533,6 +539,10 @@ def build_submit(
     entries = read_entries(options, reader)
     ids, entries, task_count = task_ids(options.array, entries)
     warnings = check_suspicious(options, task_count)
+    if options.stream is not None:
+        # Stored for the day streaming lands; until then say so, since a user would
+        # otherwise look for the outputs in DIR (or through `hq output-log`).
+        warnings.append(STREAM_IGNORED)
 
     env: dict[str, str] = {}
     for key, value in options.env:
