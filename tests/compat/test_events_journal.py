@@ -503,12 +503,17 @@ def test_flush_and_prune_journal(cluster: ClusterEnv) -> None:
     assert collect_ids(read_events(cluster)) == ({1}, {2})
 
 
+def kill_server(server: subprocess.Popen[str]) -> None:
+    """No graceful stop: only what was fsynced before each reply is in the journal."""
+    server.send_signal(signal.SIGKILL)
+    server.wait(timeout=10)
+
+
 def test_journal_submit_auto_flush(cluster: ClusterEnv) -> None:
     server = start_with_journal(cluster, "--journal-flush-period", "1h")
     cluster.command(["submit", "--nodes=2", "--", "hostname"])
     cluster.command(["submit", "--array=1-3", "--", "hostname"])
-    os.kill(server.pid, signal.SIGTERM)
-    server.wait(timeout=10)
+    kill_server(server)
     events = read_events(cluster)
     created = find_events(events, "job-created")
     assert [e["job"] for e in created] == [1, 2]
@@ -521,8 +526,7 @@ def test_journal_cancel_auto_flush(cluster: ClusterEnv) -> None:
     cluster.command(["job", "cancel", "1"])
     cluster.command(["job", "open"])
     cluster.command(["job", "close", "2"])
-    os.kill(server.pid, signal.SIGTERM)
-    server.wait(timeout=10)
+    kill_server(server)
     kinds = types_of(read_events(cluster))
     for kind in ("job-created", "job-cancel", "task-canceled", "job-open", "job-close"):
         assert kind in kinds
@@ -543,3 +547,46 @@ def test_restore_keeps_ids_and_server_uid(cluster: ClusterEnv) -> None:
     # No worker ever connected: the next worker ID is 0 + 2 after a restore.
     cluster.start_worker()
     assert cluster.worker_states() == {2: "RUNNING"}
+
+
+def test_restore_crash_counters(cluster: ClusterEnv) -> None:
+    # One crash before the restart and one after reach --crash-limit=2 together.
+    server = start_with_journal(cluster)
+    first = cluster.start_worker()
+    cluster.command(["submit", "--crash-limit=2", "--", "sleep", "60"])
+    cluster.wait_for_job_state(1, "RUNNING")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    cluster.wait_for_job_state(1, "WAITING")
+    restart(cluster, server, "server2")
+    assert cluster.job_states() == {1: "waiting"}
+    second = cluster.start_worker()
+    cluster.wait_for_job_state(1, "RUNNING")
+    assert cluster.worker_states().get(3) == "RUNNING"
+    second.send_signal(signal.SIGKILL)
+    second.wait(timeout=10)
+    cluster.wait_for_job_state(1, "FAILED")
+    (task,) = cluster.json(["task", "info", "1", "0"])
+    assert "occurred 2 times" in task["error"], task["error"]
+
+
+def test_server_crash_does_not_count_as_task_crash(cluster: ClusterEnv) -> None:
+    # A task running when the server dies is put back with its instance raised, but
+    # the server's own crash is not charged to it: with --crash-limit=1 it still runs.
+    server = start_with_journal(cluster)
+    worker = cluster.start_worker()
+    cluster.command(
+        ["submit", "--crash-limit=1", "--", "bash", "-c", "echo $HQ_INSTANCE_ID > inst; sleep 60"]
+    )
+    # The start is progress, not a request: it reaches the disk within the flush period.
+    wait_until(lambda: find_events(read_events(cluster), "task-started"), what="a durable start")
+    kill_server(server)
+    worker.wait(timeout=30)  # --on-server-lost=stop
+    start_with_journal(cluster, name="server2")
+    assert cluster.job_states() == {1: "waiting"}
+    cluster.start_worker()
+    wait_until(
+        lambda: (cluster.work_dir / "inst").read_text().strip() == "1",
+        what="the task to run again as instance 1",
+    )
+    assert cluster.job_states() == {1: "running"}
