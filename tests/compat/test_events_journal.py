@@ -585,8 +585,9 @@ def test_server_crash_does_not_count_as_task_crash(cluster: ClusterEnv) -> None:
     start_with_journal(cluster, name="server2")
     assert cluster.job_states() == {1: "waiting"}
     cluster.start_worker()
+    inst = cluster.work_dir / "inst"
     wait_until(
-        lambda: (cluster.work_dir / "inst").read_text().strip() == "1",
+        lambda: inst.exists() and inst.read_text().strip() == "1",
         what="the task to run again as instance 1",
     )
     assert cluster.job_states() == {1: "running"}
