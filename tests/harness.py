@@ -22,6 +22,12 @@ HQ_ARGV = [sys.executable, "-m", "hyperq"]
 DEFAULT_TIMEOUT = 10.0
 
 
+def kill_process(process: subprocess.Popen[str], signum: int = signal.SIGKILL) -> None:
+    """Signal the process alone (not its group) and reap it."""
+    process.send_signal(signum)
+    process.wait(timeout=10)
+
+
 def wait_until(
     condition: Callable[[], T],
     timeout: float = DEFAULT_TIMEOUT,

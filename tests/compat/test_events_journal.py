@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ClusterEnv, wait_until
+from tests.harness import ClusterEnv, kill_process, wait_until
 from tests.tableparse import parse_table
 
 JOURNAL = "my.journal"
@@ -508,17 +508,12 @@ def test_flush_and_prune_journal(cluster: ClusterEnv, cpus: int, kept_jobs: set[
     assert collect_ids(read_events(cluster)) == (kept_jobs, {2})
 
 
-def kill_server(server: subprocess.Popen[str]) -> None:
-    """No graceful stop: only what was fsynced before each reply is in the journal."""
-    server.send_signal(signal.SIGKILL)
-    server.wait(timeout=10)
-
-
 def test_journal_submit_auto_flush(cluster: ClusterEnv) -> None:
+    # kill -9, no graceful stop: only what was fsynced before each reply is on disk.
     server = start_with_journal(cluster, "--journal-flush-period", "1h")
     cluster.command(["submit", "--nodes=2", "--", "hostname"])
     cluster.command(["submit", "--array=1-3", "--", "hostname"])
-    kill_server(server)
+    kill_process(server)
     events = read_events(cluster)
     created = find_events(events, "job-created")
     assert [e["job"] for e in created] == [1, 2]
@@ -531,7 +526,7 @@ def test_journal_cancel_auto_flush(cluster: ClusterEnv) -> None:
     cluster.command(["job", "cancel", "1"])
     cluster.command(["job", "open"])
     cluster.command(["job", "close", "2"])
-    kill_server(server)
+    kill_process(server)
     kinds = types_of(read_events(cluster))
     for kind in ("job-created", "job-cancel", "task-canceled", "job-open", "job-close"):
         assert kind in kinds
@@ -560,16 +555,14 @@ def test_restore_crash_counters(cluster: ClusterEnv) -> None:
     first = cluster.start_worker()
     cluster.command(["submit", "--crash-limit=2", "--", "sleep", "60"])
     cluster.wait_for_job_state(1, "RUNNING")
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=10)
+    kill_process(first)
     cluster.wait_for_job_state(1, "WAITING")
     restart(cluster, server, "server2")
     assert cluster.job_states() == {1: "waiting"}
     second = cluster.start_worker()
     cluster.wait_for_job_state(1, "RUNNING")
     assert cluster.worker_states().get(3) == "RUNNING"
-    second.send_signal(signal.SIGKILL)
-    second.wait(timeout=10)
+    kill_process(second)
     cluster.wait_for_job_state(1, "FAILED")
     (task,) = cluster.json(["task", "info", "1", "0"])
     assert "occurred 2 times" in task["error"], task["error"]
@@ -585,7 +578,7 @@ def test_server_crash_does_not_count_as_task_crash(cluster: ClusterEnv) -> None:
     )
     # The start is progress, not a request: it reaches the disk within the flush period.
     wait_until(lambda: find_events(read_events(cluster), "task-started"), what="a durable start")
-    kill_server(server)
+    kill_process(server)
     worker.wait(timeout=30)  # --on-server-lost=stop
     start_with_journal(cluster, name="server2")
     assert cluster.job_states() == {1: "waiting"}

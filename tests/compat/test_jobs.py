@@ -23,7 +23,7 @@ from tests.compat import (
     tables,
     wait_for_text,
 )
-from tests.harness import HQ_ARGV, ClusterEnv, pid_alive, wait_until
+from tests.harness import HQ_ARGV, ClusterEnv, kill_process, pid_alive, wait_until
 
 COLUMNS = ["ID", "Name", "State"]
 
@@ -38,11 +38,6 @@ def hq_popen(cluster: ClusterEnv, args: list[str]) -> subprocess.Popen[str]:
         env=cluster.env,
         cwd=cluster.work_dir,
     )
-
-
-def kill_worker(process: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
-    process.send_signal(sig)
-    process.wait(timeout=10)
 
 
 def test_job_submit(cluster: ClusterEnv) -> None:
@@ -427,7 +422,7 @@ def test_cancel_terminate_process_children(cluster: ClusterEnv) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_kill_task_subprocess_when_worker_is_signalled(cluster: ClusterEnv, sig: int) -> None:
-    check_child_process_exited(cluster, lambda worker: kill_worker(worker, sig))
+    check_child_process_exited(cluster, lambda worker: kill_process(worker, sig))
 
 
 def test_kill_task_subprocess_when_worker_is_stopped(cluster: ClusterEnv) -> None:
@@ -450,7 +445,7 @@ def test_kill_task_when_worker_dies(cluster: ClusterEnv) -> None:
         ]
     )
     pid = int(wait_for_text(default_output(cluster.work_dir)).strip())
-    kill_worker(worker)
+    kill_process(worker)
     wait_until(lambda: not pid_alive(pid), what="the task to die with its worker")
 
 
@@ -471,7 +466,7 @@ def test_reporting_state_after_worker_lost(cluster: ClusterEnv) -> None:
         if task.get("worker") == 1 or 1 in task.get("workers", [])
     ]
     assert len(on_first) == 1
-    kill_worker(first)
+    kill_process(first)
 
     def lost_job() -> int | None:
         states = list_jobs(cluster).get_column_value("State") or []
@@ -888,7 +883,7 @@ def crash_task(cluster: ClusterEnv, times: int) -> None:
     for i in range(times):
         worker = cluster.start_worker()
         cluster.wait_for_job_state(1, "RUNNING")
-        kill_worker(worker)
+        kill_process(worker)
         if i < times - 1:
             cluster.wait_for_job_state(1, "WAITING")
 

@@ -8,7 +8,6 @@ against real processes. Every wait is a poll; nothing here sleeps for a fixed ti
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ClusterEnv, pid_alive, wait_until
+from tests.harness import ClusterEnv, kill_process, pid_alive, wait_until
 from tests.tableparse import Table, parse_table
 
 
@@ -27,11 +26,6 @@ def list_all_workers(cluster: ClusterEnv) -> Table:
 
 def worker_info(cluster: ClusterEnv, worker_id: int | str) -> Table:
     return parse_table(cluster.command(["worker", "info", str(worker_id)]))
-
-
-def kill_process(process: subprocess.Popen[str], signum: int = signal.SIGKILL) -> None:
-    os.kill(process.pid, signum)
-    process.wait(timeout=10)
 
 
 def read_pids(path: Path) -> list[int]:
