@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hyperq.common.resources import parse_task_request
-from hyperq.server.events import (
+from hyperq.server.model.events import (
     EVENT_TYPES,
     REGISTRY,
     Event,
@@ -264,7 +264,7 @@ def test_generated_events_round_trip(event: Event) -> None:
 
 @pytest.mark.parametrize("event", SAMPLES, ids=lambda e: e.kind)
 def test_record_round_trip(event: Event) -> None:
-    from hyperq.server.events import from_record, to_record
+    from hyperq.server.model.events import from_record, to_record
 
     record = to_record(event)
     assert record[0] == event.kind
@@ -272,7 +272,7 @@ def test_record_round_trip(event: Event) -> None:
 
 
 def test_bad_records_rejected() -> None:
-    from hyperq.server.events import from_record
+    from hyperq.server.model.events import from_record
 
     for bad in (
         [],

@@ -7,8 +7,8 @@ import subprocess
 import time
 
 from hyperq.common.duration import parse_timestamp
-from hyperq.server.events import from_record
-from hyperq.server.journalfile import read_journal
+from hyperq.server.journal.format import read_journal
+from hyperq.server.model.events import from_record
 from tests.harness import HQ_ARGV, ClusterEnv, wait_until
 
 

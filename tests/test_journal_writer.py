@@ -10,7 +10,9 @@ import trio.testing
 from cbor2 import CBOREncodeError
 
 from hyperq.common.errors import HqError, only_hq_error
-from hyperq.server.events import (
+from hyperq.server.journal.format import HEADER, create_journal, encode_record, read_journal
+from hyperq.server.journal.writer import Journal, JournalSink
+from hyperq.server.model.events import (
     Event,
     JobCompleted,
     JobCreated,
@@ -19,8 +21,6 @@ from hyperq.server.events import (
     plain_record,
     to_record,
 )
-from hyperq.server.journal import Journal, JournalSink
-from hyperq.server.journalfile import HEADER, create_journal, encode_record, read_journal
 from hyperq.transport.codec import encode_unbounded
 from tests.test_events import SAMPLES, T
 from tests.test_model import submit_desc
@@ -206,7 +206,7 @@ def test_restore_refuses_a_journal_another_writer_holds(
 ) -> None:
     import fcntl
 
-    from hyperq.server import recovery
+    from hyperq.server.journal import recovery
 
     path = str(tmp_path / "j")
     create_journal(path)

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from hyperq.common.errors import HqError
-from hyperq.server.events import JobCompleted, ServerStart, ServerStop, from_record, to_record
-from hyperq.server.journalfile import HEADER, encode_record, read_journal
-from hyperq.server.prune import keep_event
+from hyperq.server.journal.format import HEADER, encode_record, read_journal
+from hyperq.server.journal.prune import keep_event
+from hyperq.server.model.events import JobCompleted, ServerStart, ServerStop, from_record, to_record
 from hyperq.transport.codec import encode_unbounded
 
 
@@ -89,7 +89,7 @@ def test_foreign_and_newer_headers_refused(tmp_path: Path) -> None:
 
 
 def test_prune_rules() -> None:
-    from hyperq.server.events import TaskCanceled, WorkerConnected
+    from hyperq.server.model.events import TaskCanceled, WorkerConnected
 
     assert keep_event(ServerStart(1.0, "abc"), set(), set()) is not None
     assert keep_event(ServerStop(1.0), set(), set()) is not None

@@ -15,7 +15,8 @@ from hyperq.common.resources import (
     ResourceDescriptorItem,
     parse_task_request,
 )
-from hyperq.server.events import (
+from hyperq.server.journal.restore import restore
+from hyperq.server.model.events import (
     Event,
     JobCancel,
     JobClose,
@@ -33,8 +34,9 @@ from hyperq.server.events import (
     WorkerLost,
     persisted,
 )
-from hyperq.server.jobs import JobState, TaskState
-from hyperq.server.model import (
+from hyperq.server.model.jobs import JobState, TaskState
+from hyperq.server.model.scheduler import schedule
+from hyperq.server.model.state import (
     NEVER_RESTART_ERROR,
     Assignment,
     Effect,
@@ -45,8 +47,6 @@ from hyperq.server.model import (
     WrongState,
     crash_limit_error,
 )
-from hyperq.server.restore import restore
-from hyperq.server.scheduler import schedule
 
 # ---------------------------------------------------------------------------------------
 # helpers (also used by test_scheduler.py)

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from hyperq.common.duration import format_timestamp
 from hyperq.common.idrange import IdRanges
 from hyperq.common.resources import ResourceDescriptor, ResourceDescriptorItem
-from hyperq.output.base import Progress, is_job_completed, job_state, make_output, task_paths
+from hyperq.output.base import Progress, is_job_completed, job_state, task_paths
 from hyperq.output.cli import CliOutput, format_ranges, progress_bar, truncate_middle
 from hyperq.output.jsonout import job_detail_json, task_json, worker_json
+from hyperq.output.modes import make_output
 from tests.tableparse import parse_table
 
 T0 = 1_714_557_600.0  # 2024-05-01T10:00:00Z

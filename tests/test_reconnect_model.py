@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperq.server.events import persisted
-from hyperq.server.jobs import TaskState
-from hyperq.server.restore import restore
-from hyperq.server.scheduler import schedule
+from hyperq.server.journal.restore import restore
+from hyperq.server.model.events import persisted
+from hyperq.server.model.jobs import TaskState
+from hyperq.server.model.scheduler import schedule
 from tests.test_model import Driver, submit_desc, worker_config
 
 

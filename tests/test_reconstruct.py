@@ -1,11 +1,11 @@
 """Events rebuilt from the state of a server without a journal (`hq journal replay`)."""
 
-from hyperq.server.events import JobCreated, TaskCanceled, TaskFinished, TaskStarted
-from hyperq.server.jobs import TaskState
-from hyperq.server.model import Model
-from hyperq.server.reconstruct import reconstruct
-from hyperq.server.restore import restore
-from hyperq.server.snapshot import decode_model, encode_model
+from hyperq.server.journal.reconstruct import reconstruct
+from hyperq.server.journal.restore import restore
+from hyperq.server.journal.snapshot import decode_model, encode_model
+from hyperq.server.model.events import JobCreated, TaskCanceled, TaskFinished, TaskStarted
+from hyperq.server.model.jobs import TaskState
+from hyperq.server.model.state import Model
 from hyperq.transport.codec import decode_unbounded, encode_unbounded
 from tests.test_model import Driver, submit_desc
 

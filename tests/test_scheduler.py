@@ -12,9 +12,9 @@ from hyperq.common.resources import (
     ResourceDescriptorItem,
     parse_task_request,
 )
-from hyperq.server.events import LostReason
-from hyperq.server.jobs import TaskState
-from hyperq.server.scheduler import schedule, worker_is_idle
+from hyperq.server.model.events import LostReason
+from hyperq.server.model.jobs import TaskState
+from hyperq.server.model.scheduler import schedule, worker_is_idle
 from tests.test_model import Driver, submit_desc, worker_config
 
 

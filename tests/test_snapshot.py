@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hyperq.server import snapshot as snap
-from hyperq.server.events import Event, LostReason, persisted, to_record
-from hyperq.server.journalfile import HEADER, encode_record
-from hyperq.server.model import Model
-from hyperq.server.recovery import recover
-from hyperq.server.restore import restore
+from hyperq.server.journal import snapshot as snap
+from hyperq.server.journal.format import HEADER, encode_record
+from hyperq.server.journal.recovery import recover
+from hyperq.server.journal.restore import restore
+from hyperq.server.model.events import Event, LostReason, persisted, to_record
+from hyperq.server.model.state import Model
 from hyperq.transport.codec import decode_unbounded, encode_unbounded
 from tests.harness import ClusterEnv, wait_until
 from tests.test_model import STEPS, Driver, _check_invariants, _drive, replayed, submit_desc

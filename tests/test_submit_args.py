@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from hyperq.cli.args import parse
-from hyperq.cli.context import Context
 from hyperq.cli.directives import INVALID_DIRECTIVE
 from hyperq.cli.submit import COMMANDS, SUBMIT_USAGE, submit
 from hyperq.cli.submitdesc import (
@@ -30,6 +29,7 @@ from hyperq.cli.submitdesc import (
     parse_output_spec,
     request_from_args,
 )
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError, UsageError
 from hyperq.common.resources import AMOUNT_SCALE
 

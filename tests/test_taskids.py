@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperq.server.taskids import DuplicateTaskId, TaskIdSet, find_clash, ids_to_items, items_to_ids
+from hyperq.server.model.taskids import (
+    DuplicateTaskId,
+    TaskIdSet,
+    find_clash,
+    ids_to_items,
+    items_to_ids,
+)
 
 _item = st.tuples(st.integers(0, 60), st.integers(0, 30), st.integers(1, 7)).map(
     lambda t: (t[0], t[0] + t[1], t[2])

@@ -12,14 +12,19 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from hyperq.cli.context import Context
+from hyperq.cli.commandargs import (
+    connect,
+    output_of,
+    parse_states,
+    selector_wire,
+)
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError, UsageError
-from hyperq.common.idrange import IdRanges, Selector, parse_selector
+from hyperq.common.idrange import IdRanges, parse_selector
+from hyperq.common.states import JOB_STATES, TASK_STATES
 
 CommandEntry = tuple[str, Callable[..., int | None], bool]
 
-JOB_STATES = ("waiting", "running", "finished", "failed", "canceled", "aborted", "opened")
-TASK_STATES = ("waiting", "running", "finished", "failed", "canceled", "aborted")
 FORGET_STATES = ("finished", "failed", "aborted", "canceled")
 MAX_CANCEL_REASON = 200
 
@@ -153,59 +158,6 @@ Usage:
 Arguments:
   <SELECTOR>   Job ID(s): last, all (every open job) or an ID range list
 """
-
-
-# Argument helpers shared by the task and worker commands.
-
-
-def selector_wire(selector: Selector) -> dict[str, Any]:
-    """A selector in the contract's wire form."""
-    if selector.is_last:
-        return {"kind": "last"}
-    if selector.is_all:
-        return {"kind": "all"}
-    assert selector.ids is not None
-    return {"kind": "ids", "ranges": ranges_wire(selector.ids)}
-
-
-def ranges_wire(ranges: IdRanges) -> list[list[int]]:
-    return [list(item) for item in ranges.items]
-
-
-def parse_states(
-    text: str | None, allowed: tuple[str, ...], option: str = "--filter"
-) -> list[str] | None:
-    """A comma-separated state list (case-insensitive); None when the option is absent."""
-    if text is None:
-        return None
-    states: list[str] = []
-    for raw in text.split(","):
-        state = raw.strip().lower()
-        if state not in allowed:
-            raise UsageError(
-                f"error: invalid value '{raw.strip()}' for '{option} <STATES>'\n"
-                f"  [possible values: {', '.join(allowed)}]"
-            )
-        if state not in states:
-            states.append(state)
-    return states
-
-
-def parse_ranges(text: str | None) -> IdRanges | None:
-    return IdRanges.parse(text) if text is not None else None
-
-
-def connect(ctx: Context) -> Any:
-    """The client session (imported here so that usage errors never pay for it)."""
-    from hyperq.client.session import connect_to_server
-
-    return connect_to_server(ctx)
-
-
-def output_of(ctx: Context) -> Any:
-    from hyperq.output.base import make_output
-
-    return make_output(ctx.output_mode, ctx.colors)
 
 
 # Commands

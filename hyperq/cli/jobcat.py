@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperq.cli.context import Context
-from hyperq.cli.job import (
-    TASK_STATES,
+from hyperq.cli.commandargs import (
     connect,
     output_of,
     parse_ranges,
@@ -20,8 +18,10 @@ from hyperq.cli.job import (
     selector_wire,
 )
 from hyperq.common import log
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError
 from hyperq.common.idrange import parse_selector
+from hyperq.common.states import TASK_STATES
 
 
 def cat_jobs(ctx: Context, args: dict[str, Any]) -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from hyperq.cli.context import Context
 from hyperq.common import log
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError
 from hyperq.common.idrange import IdRanges, Selector
 
@@ -27,7 +27,7 @@ _LOST = "Connection to the server was lost"
 
 
 def wire_selector(selection: JobSelection) -> dict[str, Any]:
-    from hyperq.cli.job import selector_wire
+    from hyperq.cli.commandargs import selector_wire
 
     if isinstance(selection, Selector):
         return selector_wire(selection)
@@ -64,7 +64,7 @@ def progress_of_jobs(
     On a terminal the line is redrawn in place; otherwise each change is a new line.
     Returns the last JOB_INFOs seen.
     """
-    from hyperq.output.base import make_output
+    from hyperq.output.modes import make_output
 
     output = make_output(ctx.output_mode, ctx.colors)
     try:

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from hyperq.cli.context import Context
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError
 
 GROUP_USAGE = """Commands for the event journal
@@ -58,8 +58,8 @@ def _print_line(event: Any) -> None:
 
 def export(ctx: Context, args: dict[str, Any]) -> int:
     from hyperq.common import log
-    from hyperq.server.events import from_record, to_export_json
-    from hyperq.server.journalfile import read_journal
+    from hyperq.server.journal.format import read_journal
+    from hyperq.server.model.events import from_record, to_export_json
 
     path = args["<PATH>"]
     records, report = read_journal(path)
@@ -133,7 +133,7 @@ def replay(ctx: Context, args: dict[str, Any]) -> int:
 
 def _print_nothing(ctx: Context) -> None:
     """A command without a result still prints one value in JSON mode (README §3.3)."""
-    from hyperq.cli.job import output_of
+    from hyperq.cli.commandargs import output_of
 
     output_of(ctx).nothing()
 

@@ -190,7 +190,7 @@ def run(argv: list[str]) -> int:
         output_mode = found.get("--output-mode", output_mode)
         debug = debug or bool(found.get("--debug"))
 
-        from hyperq.cli.context import Context
+        from hyperq.common.context import Context
 
         ctx = Context.from_options(
             found.get("--server-dir"), found.get("--output-mode"), found.get("--colors"), debug

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hyperq.cli.context import Context
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError, UsageError
 
 GROUP_USAGE = """Commands for the server
@@ -116,7 +116,7 @@ def _duration(value: str | None, name: str) -> float | None:
 
 def start(ctx: Context, args: dict[str, Any]) -> int:
     from hyperq.common.log import setup_logging
-    from hyperq.output.base import make_output
+    from hyperq.output.modes import make_output
     from hyperq.server.config import ServerConfig
     from hyperq.server.startup import start_server
 
@@ -158,7 +158,7 @@ def stop(ctx: Context, args: dict[str, Any]) -> int:
 
 def info(ctx: Context, args: dict[str, Any]) -> int:
     from hyperq.client.session import connect_to_server
-    from hyperq.output.base import make_output
+    from hyperq.output.modes import make_output
     from hyperq.server.info import ServerInfo
 
     with connect_to_server(ctx) as session:
@@ -193,7 +193,7 @@ def wait(ctx: Context, args: dict[str, Any]) -> int:
 
 def generate_access(ctx: Context, args: dict[str, Any]) -> int:
     from hyperq.common.access import generate_record, write_record
-    from hyperq.output.base import make_output
+    from hyperq.output.modes import make_output
 
     client_port = _port(args["--client-port"], "--client-port")
     worker_port = _port(args["--worker-port"], "--worker-port")

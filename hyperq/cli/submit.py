@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperq.cli.context import Context
+from hyperq.common.context import Context
 
 SUBMIT_USAGE = """Submit a job to HyperQueue
 
@@ -78,7 +78,7 @@ def submit(ctx: Context, args: dict[str, Any]) -> int:
         log.warn(warning)
 
     from hyperq.client.session import connect_to_server
-    from hyperq.output.base import make_output
+    from hyperq.output.modes import make_output
 
     with connect_to_server(ctx) as session:
         result = session.request(

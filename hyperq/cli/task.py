@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperq.cli.context import Context
-from hyperq.cli.job import (
-    TASK_STATES,
+from hyperq.cli.commandargs import (
     connect,
     output_of,
     parse_ranges,
@@ -19,8 +17,10 @@ from hyperq.cli.job import (
     selector_wire,
 )
 from hyperq.common import log
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError, UsageError
 from hyperq.common.idrange import IdRanges, parse_selector
+from hyperq.common.states import TASK_STATES
 
 GROUP_USAGE = """Commands for tasks
 

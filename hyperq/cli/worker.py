@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hyperq.cli.context import Context
-from hyperq.cli.job import connect, output_of, selector_wire
+from hyperq.cli.commandargs import connect, output_of, selector_wire
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError, UsageError
 from hyperq.common.idrange import IdRanges, Selector, parse_selector
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hyperq.cli.context import Context
 from hyperq.common import serverdir
 from hyperq.common.access import read_record
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.wsclient import BlockingConnection, ConnectionClosedError, connect

@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from hyperq.common.idrange import IdRanges
     from hyperq.common.resources import ResourceDescriptor
 
-JOB_STATES = ("waiting", "running", "finished", "failed", "canceled", "aborted", "opened")
-TASK_STATES = ("waiting", "running", "finished", "failed", "canceled", "aborted")
 
 Task = Mapping[str, Any]
 """A TASK of the client contract (wire form: epoch timestamps, absent values None)."""
@@ -208,20 +206,6 @@ class Output:
                 log.warn(f"Stopping worker {worker_id} failed; worker is already stopped")
             else:
                 log.error(f"Stopping worker {worker_id} failed; worker not found")
-
-
-def make_output(mode: str, colors: bool) -> Output:
-    if mode == "json":
-        from hyperq.output.jsonout import JsonOutput
-
-        return JsonOutput()
-    if mode == "quiet":
-        from hyperq.output.quiet import QuietOutput
-
-        return QuietOutput()
-    from hyperq.output.cli import CliOutput
-
-    return CliOutput(colors)
 
 
 def print_json(value: Any) -> None:

@@ -20,9 +20,10 @@ from trio_websocket import ConnectionClosed
 from hyperq.common.errors import HqError
 from hyperq.server.core import ServerCore
 from hyperq.server.info import ServerInfo
-from hyperq.server.jobs import JobState, TaskState
 from hyperq.server.lifecycle import StopRequest
-from hyperq.server.model import NotFound, WrongState
+from hyperq.server.model.jobs import JobState, TaskState
+from hyperq.server.model.state import NotFound, WrongState
+from hyperq.server.model.taskids import TaskIdSet, ids_to_items
 from hyperq.server.replies import (
     job_detail_wire,
     job_info_wire,
@@ -30,7 +31,6 @@ from hyperq.server.replies import (
     task_wire,
     worker_wire,
 )
-from hyperq.server.taskids import TaskIdSet, ids_to_items
 from hyperq.transport.peer import PeerConnection
 
 log = logging.getLogger(__name__)
@@ -438,7 +438,7 @@ class ClientApi:
         return None
 
     async def _journal_prune(self, request: dict[str, Any]) -> Any:
-        from hyperq.server.prune import prune_file
+        from hyperq.server.journal.prune import prune_file
 
         core = self.core
         journal = core.journal
@@ -459,9 +459,9 @@ class ClientApi:
     async def _journal_stream(self, request: dict[str, Any], peer: PeerConnection) -> None:
         """History first (the journal file, or events rebuilt from the state), then,
         with `follow`, every new persisted event until the server stops."""
-        from hyperq.server.events import Event, ServerStop, from_record, to_export_json
-        from hyperq.server.journalfile import read_journal
-        from hyperq.server.reconstruct import reconstruct
+        from hyperq.server.journal.format import read_journal
+        from hyperq.server.journal.reconstruct import reconstruct
+        from hyperq.server.model.events import Event, ServerStop, from_record, to_export_json
 
         def shown(event: Event) -> bool:
             # Clients never see the stop of the server they talk to, nor events that

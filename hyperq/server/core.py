@@ -17,10 +17,10 @@ from typing import Any
 import trio
 
 from hyperq.common.placeholders import fill, submit_values
-from hyperq.server.events import Event, ServerStart
-from hyperq.server.journal import Journal
-from hyperq.server.model import KillTask, LaunchTask, Model
-from hyperq.server.scheduler import schedule, worker_is_idle
+from hyperq.server.journal.writer import Journal
+from hyperq.server.model.events import Event, ServerStart
+from hyperq.server.model.scheduler import schedule, worker_is_idle
+from hyperq.server.model.state import KillTask, LaunchTask, Model
 
 log = logging.getLogger(__name__)
 

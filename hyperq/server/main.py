@@ -26,11 +26,11 @@ from hyperq.common.errors import only_hq_error
 from hyperq.server.clientapi import ClientApi
 from hyperq.server.config import ServerConfig
 from hyperq.server.core import ServerCore
-from hyperq.server.events import ServerStop
 from hyperq.server.info import ServerInfo
-from hyperq.server.journal import Journal
+from hyperq.server.journal.recovery import Recovery
+from hyperq.server.journal.writer import Journal
 from hyperq.server.lifecycle import GRACE_PERIOD, StopRequest, watch_signals
-from hyperq.server.recovery import Recovery
+from hyperq.server.model.events import ServerStop
 from hyperq.server.workerconn import WorkerHandler
 from hyperq.transport.wsserver import serve_role
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hyperq.common.resources import ResourceRequest
-from hyperq.server.model import JobInfo, Model, TaskView, WorkerView
+from hyperq.server.model.state import JobInfo, Model, TaskView, WorkerView
 
 LOST_STATES = {
     None: "RUNNING",

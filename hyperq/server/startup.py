@@ -103,7 +103,7 @@ def start_server(config: ServerConfig, announce: Announce) -> None:
     gc.set_threshold(20_000, 20, 100)
     recovery = None
     if config.journal_path:
-        from hyperq.server.recovery import recover
+        from hyperq.server.journal.recovery import recover
 
         # A restore builds up to millions of objects that all live on: cyclic GC passes
         # over them would double its time, and after it they belong in the permanent

@@ -8,7 +8,7 @@ import tempfile
 import time
 from typing import Any
 
-from hyperq.cli.context import Context
+from hyperq.common.context import Context
 from hyperq.common.errors import HqError, UsageError
 
 # How long a starting worker keeps retrying a server that is not up yet.
@@ -146,7 +146,7 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
     from trio_websocket import HandshakeError
 
     from hyperq.common.log import setup_logging
-    from hyperq.output.base import make_output
+    from hyperq.output.modes import make_output
     from hyperq.worker.main import run_worker
 
     setup_logging(ctx.debug)

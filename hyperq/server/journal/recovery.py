@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 
 from hyperq.common.errors import HqError
-from hyperq.server.journalfile import HEADER, create_journal, cut_after
-from hyperq.server.model import Model
-from hyperq.server.restore import apply_restore_rules
-from hyperq.server.snapshot import catch_up, remove_snapshot
+from hyperq.server.journal.format import HEADER, create_journal, cut_after
+from hyperq.server.journal.restore import apply_restore_rules
+from hyperq.server.journal.snapshot import catch_up, remove_snapshot
+from hyperq.server.model.state import Model
 
 log = logging.getLogger(__name__)
 

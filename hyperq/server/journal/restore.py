@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hyperq.server.events import Event
-from hyperq.server.jobs import TaskState
-from hyperq.server.model import Model
+from hyperq.server.model.events import Event
+from hyperq.server.model.jobs import TaskState
+from hyperq.server.model.state import Model
 
 
 def restore(

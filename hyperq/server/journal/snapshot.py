@@ -9,7 +9,7 @@ snapshot is a cache, never a source of truth. The journal keeps every event, so
 
 The server never serialises its own live model (that would stall its loop, and the
 live model holds allocations a replay does not). Instead it runs `python -m
-hyperq.server.snapshot <journal> --upto <offset>` in the background: that process
+hyperq.server.journal.snapshot <journal> --upto <offset>` in the background: that process
 loads the previous snapshot if it still matches, replays the records after it up to
 `offset` (a point the server has fsynced) and writes the new snapshot beside the
 journal (tmp file, fsync, rename, fsync of the directory).
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyperq import __version__
-from hyperq.server.events import from_record
-from hyperq.server.jobs import ACTIVE, Job, TaskRecord, TaskState
-from hyperq.server.journalfile import HEADER, ReadReport, check_header, fsync_dir, iter_records
-from hyperq.server.model import Model
-from hyperq.server.workers import Worker
+from hyperq.server.journal.format import HEADER, ReadReport, check_header, fsync_dir, iter_records
+from hyperq.server.model.events import from_record
+from hyperq.server.model.jobs import ACTIVE, Job, TaskRecord, TaskState
+from hyperq.server.model.state import Model
+from hyperq.server.model.workers import Worker
 from hyperq.transport.codec import ProtocolError, decode_unbounded, encode_unbounded
 
 log = logging.getLogger(__name__)
@@ -432,9 +432,12 @@ def build(journal_path: str, upto: int | None = None) -> Snapshot:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m hyperq.server.snapshot <journal> [--upto OFFSET]`, run by the server."""
+    """`python -m hyperq.server.journal.snapshot <journal> [--upto OFFSET]`, run by the server."""
     if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--upto"):
-        print("usage: python -m hyperq.server.snapshot <journal> [--upto OFFSET]", file=sys.stderr)
+        print(
+            "usage: python -m hyperq.server.journal.snapshot <journal> [--upto OFFSET]",
+            file=sys.stderr,
+        )
         return 2
     try:
         # Background work: let the server and the tasks have the CPU first. A short-lived

@@ -19,7 +19,7 @@ How the trio edge uses it (all I/O lives there):
    `task_failed`; stale reports (wrong worker or instance) produce no events.
 
 Queries (`job_info`, `iter_tasks`, `worker_info`, ...) read the state for replies.
-Restoring from a journal is `restore(events)` in hyperq.server.restore: the same
+Restoring from a journal is `restore(events)` in hyperq.server.journal.restore: the same
 `apply`, then the restore rules.
 
 Never here: I/O, clocks, randomness, awaits. Time always comes in as an argument.
@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 from hyperq.common.errors import HqError
 from hyperq.common.idrange import clean_item, merge_adjacent
 from hyperq.common.resources import Allocation, ResourceDescriptor, ResourceRequest
-from hyperq.server.events import (
+from hyperq.server.model.events import (
     Event,
     IdItem,
     JobCancel,
@@ -59,7 +59,7 @@ from hyperq.server.events import (
     WorkerResumed,
     WorkerStopRequested,
 )
-from hyperq.server.jobs import (
+from hyperq.server.model.jobs import (
     TERMINAL,
     Job,
     JobState,
@@ -68,13 +68,13 @@ from hyperq.server.jobs import (
     TaskState,
     parse_crash_limit,
 )
-from hyperq.server.taskids import (
+from hyperq.server.model.taskids import (
     DuplicateTaskId,
     TaskIdSet,
     find_clash,
     ids_to_items,
 )
-from hyperq.server.views import (
+from hyperq.server.model.views import (
     RECORD_ONLY_STATES,
     TASK_STAT_KEYS,
     JobInfo,
@@ -85,7 +85,7 @@ from hyperq.server.views import (
     submit_views,
     view_facts,
 )
-from hyperq.server.workers import Worker
+from hyperq.server.model.workers import Worker
 
 DEFAULT_JOB_NAME = "job"
 # Items per task-canceled / task-aborted event: keeps one journal record (and one apply

@@ -1,6 +1,6 @@
 """The journal's disk writer: a tiny child process that encodes, appends and fsyncs.
 
-Run as a plain script (`python -I -S journal_sink.py <dir of cbor2>`, stdlib and cbor2
+Run as a plain script (`python -I -S sink.py <dir of cbor2>`, stdlib and cbor2
 only, so it starts in a few milliseconds) by the server's journal writer service. An
 fsync blocks whoever calls it for 0.3-2 ms here; in the server's event loop that
 stalled every other request, and handing it to a thread cost ~0.25 ms of GIL and futex
@@ -52,7 +52,7 @@ OFFSET = struct.Struct(">Q")
 DONE = struct.Struct(">dQ")  # seconds taken, bytes written
 ERROR = struct.Struct(">I12x")  # message length, padded to the size of DONE
 REPLY_HEAD = 1 + DONE.size  # b"k" + DONE, or b"e" + ERROR
-RECORD_HEAD = struct.Struct(">IIQ")  # length, crc, seq (journalfile.py: the format)
+RECORD_HEAD = struct.Struct(">IIQ")  # length, crc, seq (format.py: the format)
 
 
 def encode_record(seq: int, payload: bytes) -> bytes:

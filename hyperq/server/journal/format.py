@@ -4,7 +4,7 @@
     record  = length (u32 BE, of the payload) + CRC32 (u32 BE, of seq + payload)
               + seq (u64 BE, 1, 2, 3, ... across the whole file) + payload (CBOR)
 
-The writer keeps zero-filled space allocated past the last record (journal_sink.py);
+The writer keeps zero-filled space allocated past the last record (sink.py);
 a reader takes zeros to the end of the file for the end of the journal.
 
 Reading never gives up on damage. A torn tail (a record cut short by a crash) is
@@ -29,8 +29,8 @@ from hyperq.common.errors import HqError
 
 # The records are framed by the journal sink, which runs as a bare script; the one
 # definition of the framing lives there.
-from hyperq.server.journal_sink import RECORD_HEAD
-from hyperq.server.journal_sink import encode_record as encode_record
+from hyperq.server.journal.sink import RECORD_HEAD
+from hyperq.server.journal.sink import encode_record as encode_record
 from hyperq.transport.codec import ProtocolError, decode_unbounded
 
 MAGIC = b"HYPERQ-JOURNAL\0"
@@ -116,7 +116,7 @@ def iter_records(
                         yield seq, value
                         continue
         # Not a record here. Zeros to the end: the space the writer allocates ahead
-        # (journal_sink.py), so the journal simply ends here.
+        # (sink.py), so the journal simply ends here.
         if _NONZERO.search(data, offset) is None:
             return
         # Otherwise a torn tail if nothing valid follows, else damage to skip.

@@ -22,9 +22,9 @@ from __future__ import annotations
 import heapq
 
 from hyperq.common.resources import Allocation, ResourceRequest, WorkerAllocator, fits_ever
-from hyperq.server.jobs import Submit
-from hyperq.server.model import Assignment, Model
-from hyperq.server.workers import Worker
+from hyperq.server.model.jobs import Submit
+from hyperq.server.model.state import Assignment, Model
+from hyperq.server.model.workers import Worker
 
 DEFAULT_BATCH = 1_000
 

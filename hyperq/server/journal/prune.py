@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 
-from hyperq.server.events import (
+from hyperq.server.journal.format import HEADER, encode_record, fsync_dir, read_journal
+from hyperq.server.journal.snapshot import remove_snapshot
+from hyperq.server.model.events import (
     Event,
     JobCancel,
     JobClose,
@@ -32,8 +34,6 @@ from hyperq.server.events import (
     from_record,
     to_record,
 )
-from hyperq.server.journalfile import HEADER, encode_record, fsync_dir, read_journal
-from hyperq.server.snapshot import remove_snapshot
 from hyperq.transport.codec import encode_unbounded
 
 

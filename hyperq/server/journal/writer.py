@@ -2,7 +2,7 @@
 
 `append` (synchronous, called by `ServerCore.commit`) only queues. The writer task
 drains everything queued and hands it to the journal sink, a small child process that
-encodes it, writes it and fsyncs once (`journal_sink.py` says why not the loop or a
+encodes it, writes it and fsyncs once (`sink.py` says why not the loop or a
 thread, and why the sink encodes), then wakes the requests it covered: a client
 request that changed state awaits `sync()` before it is answered, so nothing
 acknowledged is ever lost, and concurrent requests share one fsync (group commit).
@@ -29,9 +29,9 @@ import cbor2
 import trio
 
 from hyperq.common.errors import HqError
-from hyperq.server.events import Event, plain_record, to_record
-from hyperq.server.journal_sink import DONE, ERROR, HEAD, OFFSET, REPLY_HEAD
-from hyperq.server.snapshot import SNAPSHOT_EVERY
+from hyperq.server.journal.sink import DONE, ERROR, HEAD, OFFSET, REPLY_HEAD
+from hyperq.server.journal.snapshot import SNAPSHOT_EVERY
+from hyperq.server.model.events import Event, plain_record, to_record
 from hyperq.transport.codec import encode_unbounded
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # At shutdown, how long the last batch may take to reach the disk (a hung network
 # filesystem must not keep the server from exiting).
 FINAL_FLUSH_SECONDS = 10.0
-SINK_SCRIPT = str(Path(__file__).with_name("journal_sink.py"))
+SINK_SCRIPT = str(Path(__file__).with_name("sink.py"))
 # Where the sink, a bare script, finds cbor2.
 CBOR2_HOME = str(Path(cbor2.__file__).parent.parent)
 
@@ -329,7 +329,7 @@ class Journal:
             self._snapshot_due = trio.Event()
             self.unsnapshotted = 0
             # -P: not the server's working directory first on the module path.
-            command = [sys.executable, "-P", "-m", "hyperq.server.snapshot", self.path]
+            command = [sys.executable, "-P", "-m", "hyperq.server.journal.snapshot", self.path]
             command += ["--upto", str(self.durable_end)]
             try:
                 result = await trio.run_process(

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from hyperq.server.jobs import Job, JobState, Submit, TaskRecord, TaskState
+from hyperq.server.model.jobs import Job, JobState, Submit, TaskRecord, TaskState
 
 
 class TaskView(NamedTuple):

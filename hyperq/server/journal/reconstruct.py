@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from hyperq.server.events import (
+from hyperq.server.model.events import (
     Event,
     JobCompleted,
     JobCreated,
@@ -22,9 +22,9 @@ from hyperq.server.events import (
     WorkerConnected,
     WorkerLost,
 )
-from hyperq.server.jobs import TaskState
-from hyperq.server.model import Model
-from hyperq.server.taskids import ids_to_items
+from hyperq.server.model.jobs import TaskState
+from hyperq.server.model.state import Model
+from hyperq.server.model.taskids import ids_to_items
 
 
 def reconstruct(model: Model, started_at: float) -> list[Event]:

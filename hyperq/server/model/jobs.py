@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from hyperq.common.resources import Allocation, ResourceRequest
-from hyperq.server.taskids import TaskIdSet
+from hyperq.server.model.taskids import TaskIdSet
 
 
 class TaskState(StrEnum):
