@@ -340,3 +340,60 @@ def test_qsub_missing_fails_the_submission(alloc: AllocEnv) -> None:
         what="the missing qsub to be reported",
     )
     assert alloc.allocations() == []
+
+
+# --- journal and restore (alloc.md §6) --------------------------------------------------------
+
+
+def export(alloc: AllocEnv, journal: str) -> list[dict[str, object]]:
+    out = alloc.run(["journal", "export", journal])
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line)["event"] for line in out.stdout.splitlines()]
+
+
+def test_queues_survive_restarts(alloc: AllocEnv) -> None:
+    journal = str(alloc.work_dir / "journal.bin")
+    server = alloc.start_server("--journal", journal)
+    for name in ("a", "b", "c"):
+        alloc.add_queue("pbs", "--name", name, "--cpus", "2", "--", "-q", name)
+    alloc.command(["alloc", "remove", "2"])
+    alloc.command(["submit", "--", "sleep", "0"])
+    alloc.wait_for_alloc("queued")
+    worker = alloc.start_alloc_worker("pbs", "1.job", "w1")
+    alloc.wait_for_alloc("running")
+    alloc.wait_for_job_state(1, "finished")
+    listed = json.loads(alloc.command(["alloc", "list"], json_mode=True))
+    assert listed[0]["known_worker_resources"] is not None
+    kill_process(worker, signal.SIGKILL)
+    alloc.wait_for_alloc("failed")
+    assert alloc.stop_server(server) == 0
+
+    events = [e for e in export(alloc, journal) if str(e["type"]).startswith("autoalloc-")]
+    assert [e["type"] for e in events] == [
+        "autoalloc-queue-created",
+        "autoalloc-queue-created",
+        "autoalloc-queue-created",
+        "autoalloc-queue-removed",
+        "autoalloc-allocation-queued",
+        "autoalloc-allocation-started",
+        "autoalloc-allocation-finished",
+    ]
+    assert events[3] == {"type": "autoalloc-queue-removed", "queue-id": 2}
+    assert events[4] == {
+        "type": "autoalloc-allocation-queued",
+        "queue-id": 1,
+        "allocation-id": "1.job",
+        "worker-count": 1,
+    }
+    assert events[0]["params"]["name"] == "a"  # type: ignore[index]
+
+    alloc.start_server("--journal", journal, name="server2")
+    assert json.loads(alloc.command(["alloc", "list"], json_mode=True)) == listed
+    alloc.add_queue("slurm", "--cpus", "1")
+    ids = [q["id"] for q in json.loads(alloc.command(["alloc", "list"], json_mode=True))]
+    assert ids == [1, 3, 4]
+    # Ended allocations are not restored.
+    assert alloc.allocations(1) == []
+    alloc.command(["journal", "prune"])
+    kept = [e["type"] for e in export(alloc, journal)]
+    assert kept.count("autoalloc-queue-created") == 4
