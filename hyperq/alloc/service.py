@@ -122,6 +122,7 @@ class Allocator:
         self._lock = trio.Lock()
         self._wanted = False
         self._activity = trio.Event()
+        self._queue_added = trio.Event()
         self._tracked: dict[int, str] = {}  # worker id → allocation id
         self._seen_worker = 0
         self._failed_dirs: deque[str] = deque()
@@ -182,6 +183,13 @@ class Allocator:
 
     async def _watch_changes(self) -> None:
         while True:
+            if not self.queues:
+                # A server without queues pays nothing per change: wait for the first
+                # queue, and from then on look only at workers that connect later.
+                self._queue_added = trio.Event()
+                await self._queue_added.wait()
+                self._seen_worker = self.host.model.max_worker_id
+                continue
             await self.host.changed.wait()
             self._sync_workers()
             if self.host.model.ready:
@@ -420,11 +428,13 @@ class Allocator:
             log.error("Failed to remove allocation %s: %s", allocation.id, error.message)
 
     async def shutdown(self) -> None:
-        """Server stop: cancel every queued and running allocation (paused queues too)."""
-        async with self._lock:
-            for queue in self.queues.values():
-                for allocation in queue.active():
-                    await self._cancel(queue, allocation)
+        """Server stop: cancel every queued and running allocation (paused queues too).
+
+        Not under the lock: a pass stuck on a hanging tool must not use up the stop's
+        grace period."""
+        for queue in list(self.queues.values()):
+            for allocation in queue.active():
+                await self._cancel(queue, allocation)
 
     # --- client requests --------------------------------------------------------------
     async def add_queue(self, params: QueueParams, dry_run: bool) -> int:
@@ -433,6 +443,7 @@ class Allocator:
         queue_id = self.next_queue_id
         self.next_queue_id += 1
         self.queues[queue_id] = Queue(queue_id, params)
+        self._queue_added.set()
         self.host.commit([AutoallocQueueCreated(self.host.now(), queue_id, params.to_wire())])
         await self.host.durable()
         self.request_pass()
