@@ -185,3 +185,27 @@ def test_hq_command_for_module_and_script(monkeypatch: pytest.MonkeyPatch) -> No
     assert service.hq_command().endswith(" -m hyperq")
     monkeypatch.setattr(service.sys, "argv", ["/opt/bin/hq"])
     assert service.hq_command() == "/opt/bin/hq"
+
+
+def test_snapshot_keeps_the_autoalloc_record() -> None:
+    from hyperq.server.journal.snapshot import decode_model, encode_model
+    from hyperq.server.model.events import (
+        AutoallocAllocationQueued,
+        AutoallocAllocationStarted,
+        AutoallocQueueCreated,
+        AutoallocQueueRemoved,
+    )
+
+    model = Model()
+    for event in [
+        AutoallocQueueCreated(1.0, 1, params().to_wire()),
+        AutoallocQueueCreated(1.0, 2, params().to_wire()),
+        AutoallocQueueRemoved(2.0, 2),
+        AutoallocAllocationQueued(3.0, 1, "7", 2),
+        AutoallocAllocationStarted(4.0, 1, "7"),
+    ]:
+        model.apply(event)
+    again = decode_model(encode_model(model))
+    assert again.autoalloc == model.autoalloc
+    assert again.autoalloc.max_queue_id == 2 and list(again.autoalloc.queues) == [1]
+    assert again.autoalloc.allocations["7"].started_at == 4.0

@@ -28,6 +28,7 @@ import trio
 
 from hyperq.alloc import decisions, managers
 from hyperq.alloc.queue import (
+    ENDED,
     QUEUED,
     RUNNING,
     SLURM,
@@ -564,6 +565,8 @@ def allocation_wire(allocation: Allocation) -> dict[str, Any]:
         "started_at": allocation.started_at,
         "ended_at": allocation.ended_at,
         "workdir": allocation.workdir,
+        # Ended by the batch system's word, not by its workers: no start/end in JSON.
+        "ended_unexpectedly": allocation.state == ENDED,
     }
 
 

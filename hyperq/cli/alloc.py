@@ -453,12 +453,15 @@ def _allocation_json(a: dict[str, Any]) -> dict[str, Any]:
     def stamp(value: float | None) -> str | None:
         return None if value is None else format_timestamp(value)
 
+    status = a["status"]
+    early = bool(a.get("ended_unexpectedly"))
+    started = a["started_at"] if status in ("running", "finished", "failed") and not early else None
     return {
         "id": a["id"],
         "target_worker_count": a["target_worker_count"],
         "queued_at": stamp(a["queued_at"]),
-        "started_at": stamp(a["started_at"]),
-        "ended_at": stamp(a["ended_at"]),
+        "started_at": stamp(started),
+        "ended_at": stamp(None if early else a["ended_at"]),
         "status": a["status"],
         "workdir": a["workdir"],
     }

@@ -223,7 +223,14 @@ def test_status_refresh(alloc: AllocEnv, manager: str) -> None:
     alloc.wait_for_alloc("running")
     alloc.set_job("1.job", state="finished", end=1_700_000_100.0)
     done = alloc.wait_for_alloc("finished")
-    assert done["ended_at"] is not None
+    # Ended by the manager's word (not by its workers): JSON has no start and end times,
+    # the table shows them.
+    assert done["started_at"] is None and done["ended_at"] is None
+    assert done["queued_at"] is not None
+    row = next(
+        line for line in alloc.command(["alloc", "info", "1"]).splitlines() if "1.job" in line
+    )
+    assert row.count(".20") == 3  # queue, start and finish dates
     # The queue has room again: the next allocation is submitted.
     alloc.wait_for_alloc("queued", index=1)
     alloc.set_job("2.job", state="failed", start=1_700_000_000.0, end=1_700_000_100.0)
