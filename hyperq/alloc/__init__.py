@@ -6,6 +6,6 @@ start workers, grows with the waiting tasks and gives nodes back when they idle.
               subprocess, no clock; time comes in as arguments)
 * `scripts`   the batch scripts and worker command, parsing of sbatch/qsub/scontrol/qstat
               output (pure)
-* `managers`  running sbatch/squeue-free Slurm and PBS tools as subprocesses (trio)
+* `managers`  sbatch/scontrol/scancel and qsub/qstat/qdel as subprocesses with timeouts
 * `service`   the allocator service in the server's nursery tree and the client ops
 """

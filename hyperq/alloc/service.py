@@ -31,7 +31,6 @@ from hyperq.alloc.queue import (
     ENDED,
     QUEUED,
     RUNNING,
-    SLURM,
     Allocation,
     ParamError,
     Queue,
@@ -623,5 +622,3 @@ def client_ops(allocator: Allocator) -> dict[str, Op]:
         "alloc-remove": remove,
     }
 
-
-__all__ = ["SLURM", "Allocator", "client_ops"]
