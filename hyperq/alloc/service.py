@@ -333,6 +333,9 @@ class Allocator:
                     ]
                 )
                 queue.limiter.submit_succeeded()
+                # A job in the batch system that the journal does not know of would be
+                # orphaned by a crash: one fsync per submission is cheap.
+                await self.host.durable()
         self._auto_pause()
 
     async def _submit(self, queue: Queue, workers: int) -> Allocation:

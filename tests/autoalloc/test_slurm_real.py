@@ -148,6 +148,8 @@ def test_slurm_server_restart_keeps_queue_and_allocation(slurm: ClusterEnv) -> N
         what="the worker of the allocation to connect",
     )
     before = json.loads(slurm.command(["alloc", "list"], json_mode=True))
+    # Worker connections reach the journal with its periodic flush; force it here.
+    slurm.command(["journal", "flush"])
     # A crash, not a stop: a stopping server would cancel its allocations.
     kill_process(server, signal.SIGKILL)
     slurm.start_server("--journal", journal, name="server2")
