@@ -404,3 +404,17 @@ def test_queues_survive_restarts(alloc: AllocEnv) -> None:
     alloc.command(["journal", "prune"])
     kept = [e["type"] for e in export(alloc, journal)]
     assert kept.count("autoalloc-queue-created") == 4
+
+
+def test_multi_node_allocation_and_rust_log(alloc: AllocEnv) -> None:
+    alloc.env["RUST_LOG"] = "foo"
+    alloc.start_server()
+    alloc.add_queue("pbs", "--cpus", "1", "--max-workers-per-alloc", "2")
+    alloc.command(["submit", "--nodes", "2", "--", "sleep", "0"])
+    allocation = alloc.wait_for_alloc("queued")
+    assert allocation["target_worker_count"] == 2
+    script = alloc.jobs()["1.job"]["script_text"]
+    assert "#PBS -l select=2\n" in script
+    last = script.splitlines()[-1]
+    assert last.startswith("pbsdsh -- bash -l -c 'RUST_LOG=foo ")
+    assert last.endswith('--time-limit "1h"\'')
