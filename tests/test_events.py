@@ -14,6 +14,11 @@ from hyperq.common.resources import parse_task_request
 from hyperq.server.model.events import (
     EVENT_TYPES,
     REGISTRY,
+    AutoallocAllocationFinished,
+    AutoallocAllocationQueued,
+    AutoallocAllocationStarted,
+    AutoallocQueueCreated,
+    AutoallocQueueRemoved,
     Event,
     JobCancel,
     JobClose,
@@ -71,6 +76,14 @@ SAMPLES: list[Event] = [
     TaskCanceled(T, ((1, ((2, 4, 1), (8, 8, 1))), (2, ((0, 6, 3),)))),
     TaskAborted(T, ((5, ((0, 1, 1),)),)),
     WorkerResumed(T, 2, ((1, 0), (3, 7))),
+]
+# Automatic allocation (alloc.md §6).
+SAMPLES += [
+    AutoallocQueueCreated(T, 1, {"manager": "slurm", "backlog": 1, "additional_args": ["-A"]}),
+    AutoallocQueueRemoved(T, 1),
+    AutoallocAllocationQueued(T, 1, "12.pbs", 2),
+    AutoallocAllocationStarted(T, 1, "12.pbs"),
+    AutoallocAllocationFinished(T, 1, "12.pbs"),
 ]
 
 

@@ -6,6 +6,7 @@ root nursery
 ├── scheduler          wakes on change → assignments → worker links
 ├── watchdog           heartbeats and idle timeouts
 ├── held workers       after a restore: gives up on `reconnect` workers after the grace
+├── allocator          automatic allocation (hyperq.alloc): queues, sbatch/qsub, polling
 ├── client listener    one handler per client connection
 └── worker listener    one handler per worker connection
 
@@ -21,6 +22,7 @@ import socket
 
 import trio
 
+from hyperq.alloc.service import Allocator, client_ops
 from hyperq.common.access import AccessRecord
 from hyperq.common.errors import only_hq_error
 from hyperq.server.clientapi import ClientApi
@@ -90,6 +92,8 @@ async def _serve(
         journal=journal,
     )
     api = ClientApi(stop, core, info)
+    allocator = Allocator(core, str(config.server_dir))
+    api.ops.update(client_ops(allocator))
     workers = WorkerHandler(core)
     async with trio.open_nursery() as root:
         await root.start(watch_signals, stop)
@@ -101,6 +105,7 @@ async def _serve(
         root.start_soon(core.run_scheduler)
         root.start_soon(core.run_watchdog)
         root.start_soon(core.release_held_workers, config.reconnect_grace)
+        await root.start(allocator.run)
         await root.start(
             serve_role, "client", record.client.key_bytes(), client_sock, api.handle_connection
         )
@@ -113,6 +118,8 @@ async def _serve(
         with trio.move_on_after(GRACE_PERIOD) as grace:
             stop.grace_scope = grace
             await api.shutdown()
+            # Allocations would otherwise keep nodes busy for nothing (alloc.md §6).
+            await allocator.shutdown()
             core.commit([ServerStop(core.now())])
             await core.durable()
         root.cancel_scope.cancel()

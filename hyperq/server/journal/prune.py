@@ -43,6 +43,8 @@ def keep_event(
     """The event as the pruned journal keeps it, or None to drop it."""
     if isinstance(event, ServerStart | ServerStop):
         return event
+    if event.kind.startswith("autoalloc-"):
+        return event
     if isinstance(event, WorkerConnected | WorkerLost | WorkerStopRequested):
         return event if event.id in live_workers else None
     if isinstance(event, JobCreated | JobCompleted | TaskStarted | TaskFinished | TaskFailed):

@@ -34,6 +34,7 @@ from typing import Any
 
 from hyperq import __version__
 from hyperq.server.journal.format import HEADER, ReadReport, check_header, fsync_dir, iter_records
+from hyperq.server.model.autoalloc import AutoallocRecords
 from hyperq.server.model.events import from_record
 from hyperq.server.model.jobs import ACTIVE, Job, TaskRecord, TaskState
 from hyperq.server.model.state import Model
@@ -87,6 +88,7 @@ def encode_model(model: Model) -> dict[str, Any]:
         "byteorder": sys.byteorder,  # of the packed task columns
         "workers": [_encode_worker(worker) for worker in model.workers.values()],
         "jobs": [_encode_job(job) for job in model.jobs.values()],
+        "autoalloc": model.autoalloc.to_plain(),
     }
 
 
@@ -170,6 +172,7 @@ def decode_model(data: dict[str, Any]) -> Model:
     model.max_worker_id = int(data["max_worker_id"])
     model.next_worker_id = int(data["next_worker_id"])
     model.warnings = [str(w) for w in data["warnings"]]
+    model.autoalloc = AutoallocRecords.from_plain(data.get("autoalloc"))
     for raw in data["workers"]:
         worker = _decode_worker(raw)
         model.workers[worker.id] = worker

@@ -255,6 +255,45 @@ class TaskAborted(Event):
     tasks: TaskGroups
 
 
+# Automatic allocation (alloc.md §6): queues and their allocations, so that a restored
+# server knows its queues again and the allocations still in the batch system.
+
+
+@dataclass(frozen=True)
+class AutoallocQueueCreated(Event):
+    kind: ClassVar[str] = "autoalloc-queue-created"
+    queue_id: int
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class AutoallocQueueRemoved(Event):
+    kind: ClassVar[str] = "autoalloc-queue-removed"
+    queue_id: int
+
+
+@dataclass(frozen=True)
+class AutoallocAllocationQueued(Event):
+    kind: ClassVar[str] = "autoalloc-allocation-queued"
+    queue_id: int
+    allocation_id: str
+    worker_count: int
+
+
+@dataclass(frozen=True)
+class AutoallocAllocationStarted(Event):
+    kind: ClassVar[str] = "autoalloc-allocation-started"
+    queue_id: int
+    allocation_id: str
+
+
+@dataclass(frozen=True)
+class AutoallocAllocationFinished(Event):
+    kind: ClassVar[str] = "autoalloc-allocation-finished"
+    queue_id: int
+    allocation_id: str
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     ServerStart,
     ServerStop,
@@ -274,6 +313,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TaskFailed,
     TaskCanceled,
     TaskAborted,
+    AutoallocQueueCreated,
+    AutoallocQueueRemoved,
+    AutoallocAllocationQueued,
+    AutoallocAllocationStarted,
+    AutoallocAllocationFinished,
 )
 REGISTRY: dict[str, type[Event]] = {cls.kind: cls for cls in EVENT_TYPES}
 
@@ -368,6 +412,10 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "error": _str,
     "tasks": _task_groups,
     "known": _pairs,
+    "queue_id": _int,
+    "params": _map,
+    "allocation_id": _str,
+    "worker_count": _int,
 }
 
 
@@ -542,11 +590,25 @@ def export_payload(event: Event) -> dict[str, Any]:
             out["variant"] = event.variant
     elif isinstance(event, TaskCanceled | TaskAborted):
         out["tasks"] = _task_refs(event.tasks)
+    elif isinstance(event, _AUTOALLOC_EVENTS):
+        # The original names these fields with dashes (`queue-id`, `allocation-id`).
+        for field in dataclasses.fields(event):
+            if field.name != "time":
+                out[field.name.replace("_", "-")] = _jsonable(getattr(event, field.name))
     else:
         for field in dataclasses.fields(event):
             if field.name != "time":
                 out[field.name] = _jsonable(getattr(event, field.name))
     return out
+
+
+_AUTOALLOC_EVENTS = (
+    AutoallocQueueCreated,
+    AutoallocQueueRemoved,
+    AutoallocAllocationQueued,
+    AutoallocAllocationStarted,
+    AutoallocAllocationFinished,
+)
 
 
 def to_export_json(event: Event) -> dict[str, Any]:

@@ -36,7 +36,13 @@ from typing import Any, NamedTuple
 from hyperq.common.errors import HqError
 from hyperq.common.idrange import clean_item, merge_adjacent
 from hyperq.common.resources import Allocation, ResourceDescriptor, ResourceRequest
+from hyperq.server.model.autoalloc import AutoallocRecords
 from hyperq.server.model.events import (
+    AutoallocAllocationFinished,
+    AutoallocAllocationQueued,
+    AutoallocAllocationStarted,
+    AutoallocQueueCreated,
+    AutoallocQueueRemoved,
     Event,
     IdItem,
     JobCancel,
@@ -233,6 +239,33 @@ class Model:
             TaskCanceled: self._on_task_canceled,
             TaskAborted: self._on_task_aborted,
         }
+        self._add_autoalloc_handlers()
+
+    def _add_autoalloc_handlers(self) -> None:
+        # Automatic allocation's durable record (alloc.md §6); see model/autoalloc.py.
+        self.autoalloc = AutoallocRecords()
+        records = self.autoalloc
+
+        def created(e: AutoallocQueueCreated) -> None:
+            records.queue_created(e.queue_id, dict(e.params))
+
+        def removed(e: AutoallocQueueRemoved) -> None:
+            records.queue_removed(e.queue_id)
+
+        def queued(e: AutoallocAllocationQueued) -> None:
+            records.allocation_queued(e.queue_id, e.allocation_id, e.worker_count, e.time)
+
+        def started(e: AutoallocAllocationStarted) -> None:
+            records.allocation_started(e.allocation_id, e.time)
+
+        def finished(e: AutoallocAllocationFinished) -> None:
+            records.allocation_finished(e.allocation_id)
+
+        self._handlers[AutoallocQueueCreated] = created
+        self._handlers[AutoallocQueueRemoved] = removed
+        self._handlers[AutoallocAllocationQueued] = queued
+        self._handlers[AutoallocAllocationStarted] = started
+        self._handlers[AutoallocAllocationFinished] = finished
 
     @property
     def next_job_id(self) -> int:
@@ -282,6 +315,7 @@ class Model:
         self.workers[event.id] = Worker(event.id, event.configuration, event.time)
         self.max_worker_id = max(self.max_worker_id, event.id)
         self.next_worker_id = max(self.next_worker_id, event.id + 1)
+        self.autoalloc.worker_connected(event.configuration)
 
     def _on_worker_stop_requested(self, event: WorkerStopRequested) -> None:
         worker = self.workers.get(event.id)
