@@ -32,6 +32,7 @@ from hyperq.server.model.events import (
     TaskStarted,
     WorkerConnected,
     WorkerLost,
+    WorkerOverview,
     WorkerResumed,
     WorkerStopRequested,
     from_wire,
@@ -71,6 +72,20 @@ SAMPLES: list[Event] = [
     TaskCanceled(T, ((1, ((2, 4, 1), (8, 8, 1))), (2, ((0, 6, 3),)))),
     TaskAborted(T, ((5, ((0, 1, 1),)),)),
     WorkerResumed(T, 2, ((1, 0), (3, 7))),
+    WorkerOverview(
+        T,
+        1,
+        {
+            "timestamp": 1714557600,
+            "cpu_usage": {"cpu_per_core_percent_usage": [0.0, 12.5]},
+            "memory_usage": {"total": 1024, "free": 512},
+            "network_usage": dict.fromkeys(
+                ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_errors", "tx_errors"), 0
+            ),
+            "nvidia_gpus": {"gpus": [{"id": "BUS1", "processor_usage": 10.0, "mem_usage": 50.0}]},
+            "amd_gpus": None,
+        },
+    ),
 ]
 
 
@@ -284,3 +299,14 @@ def test_bad_records_rejected() -> None:
     ):
         with pytest.raises(ValueError):
             from_record(bad)
+
+
+def test_worker_overview_export_shape() -> None:
+    overview = next(e for e in SAMPLES if isinstance(e, WorkerOverview))
+    line = json.dumps(to_export_json(overview))
+    payload = json.loads(line)["event"]
+    assert payload["type"] == "worker-overview" and payload["id"] == 1
+    state = payload["hw-state"]["state"]
+    assert state["cpu_usage"]["cpu_per_core_percent_usage"] == [0.0, 12.5]
+    assert '"cpu_per_core_percent_usage": [0.0, 12.5]' in line  # floats stay floats
+    assert state["amd_gpus"] is None and state["nvidia_gpus"]["gpus"][0]["id"] == "BUS1"

@@ -18,6 +18,8 @@ from trio_websocket import ConnectionClosed
 
 from hyperq.common.errors import HqError
 from hyperq.server.core import ServerCore, WorkerLink
+from hyperq.server.model.events import WorkerOverview
+from hyperq.server.overview import checked_hw_state
 from hyperq.server.replies import worker_wire
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.peer import PeerConnection
@@ -131,11 +133,20 @@ class WorkerHandler:
                     self.core.schedule_now()
             elif op == "heartbeat":
                 pass
+            elif op == "overview":
+                self._overview(worker_id, message.get("hw_state"))
             elif op == "goodbye":
                 reason = message.get("reason")
                 return reason if reason in ("TimeLimitReached", "IdleTimeout") else "ConnectionLost"
             else:
                 raise ProtocolError(f"unknown worker message {op!r}")
+
+    def _overview(self, worker_id: int, hw_state: Any) -> None:
+        state = checked_hw_state(hw_state)
+        if state is None:
+            log.warning("Worker %d sent a malformed overview; ignored", worker_id)
+            return
+        self.core.commit([WorkerOverview(self.core.now(), worker_id, state)])
 
     def _apply_updates(self, worker_id: int, items: list[Any]) -> bool:
         """Apply a worker's reports; True if any task ended (so CPUs may be free)."""

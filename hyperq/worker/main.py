@@ -169,6 +169,8 @@ class WorkerRuntime:
             await services.start(self._watch_signals)
             if self.config.time_limit is not None:
                 services.start_soon(self._time_limit, self.config.time_limit)
+            if self.config.overview_interval:
+                services.start_soon(self._overview, self.config.overview_interval)
             async with trio.open_nursery() as tasks:
                 self.task_nursery = tasks
                 while True:
@@ -445,6 +447,28 @@ class WorkerRuntime:
                 except SEND_ERRORS:
                     pass
         self.end(Ending("time-limit", 0, kill_tasks=True))
+
+    async def _overview(self, interval: float) -> None:
+        """Every interval (the first one interval after start) one hardware overview."""
+        from hyperq.common.resources import GPUS_AMD, GPUS_NVIDIA
+        from hyperq.worker.hwmonitor import HwMonitor, overview_state, sample_proc
+
+        names = self.config.resources.names()
+        monitor = HwMonitor(nvidia=GPUS_NVIDIA in names, amd=GPUS_AMD in names)
+        # The baseline, so that the first overview's CPU usage covers its own interval.
+        monitor.previous = (await trio.to_thread.run_sync(sample_proc)).cpu
+        next_at = trio.current_time() + interval
+        while True:
+            await trio.sleep_until(next_at)
+            next_at = max(next_at + interval, trio.current_time())
+            state, cost = await overview_state(monitor)
+            log.debug("Overview took %.3f ms of CPU", cost * 1000)
+            if not self.connected:
+                continue
+            try:
+                await self.peer.send({"op": "overview", "hw_state": state})
+            except SEND_ERRORS:
+                self.connected = False
 
     async def _close_connection(self) -> None:
         if self.connected:

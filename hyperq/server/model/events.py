@@ -130,6 +130,20 @@ class WorkerLost(Event):
 
 
 @dataclass(frozen=True)
+class WorkerOverview(Event):
+    """A worker's hardware sample (cluster.md §4); `hw_state` is the spec's STATE map.
+
+    Sent only by workers started with `--overview-interval`, so every one is journaled
+    (journal.md §1). It changes nothing the scheduler reads: it is here for the journal,
+    the streams and whoever replays them (report, dashboard).
+    """
+
+    kind: ClassVar[str] = "worker-overview"
+    id: int
+    hw_state: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class WorkerStopRequested(Event):
     """`hq worker stop` asked this worker to stop; nothing new is assigned to it."""
 
@@ -262,6 +276,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     WorkerLost,
     WorkerStopRequested,
     WorkerResumed,
+    WorkerOverview,
     JobOpen,
     JobCreated,
     JobClose,
@@ -368,6 +383,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "error": _str,
     "tasks": _task_groups,
     "known": _pairs,
+    "hw_state": _map,
 }
 
 
@@ -542,6 +558,8 @@ def export_payload(event: Event) -> dict[str, Any]:
             out["variant"] = event.variant
     elif isinstance(event, TaskCanceled | TaskAborted):
         out["tasks"] = _task_refs(event.tasks)
+    elif isinstance(event, WorkerOverview):
+        out.update({"id": event.id, "hw-state": {"state": _jsonable(event.hw_state)}})
     else:
         for field in dataclasses.fields(event):
             if field.name != "time":
