@@ -120,6 +120,8 @@ class _Builder:
     def _set(self, name: str, value: float, time: float) -> None:
         # Rounding keeps sums of fractions from drifting to -1e-17.
         value = round(value, 9)
+        if name in self.points and self.values.get(name) == value:
+            return  # a step line only needs its changes
         self.values[name] = value
         x = max(time, self.lo) - self.t0
         points = self.points.setdefault(name, [])
