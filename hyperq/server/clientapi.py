@@ -490,6 +490,9 @@ class ClientApi:
             if not request.get("follow"):
                 await peer.send({"end": True})
                 return
+            if request.get("live_marker") is True:
+                # The dashboard's boundary between history and live events (cluster.md §7).
+                await peer.send({"live": True, "journal": journal is not None})
             async for seq, event in subscription.receive:
                 if cut is not None and seq is not None and seq <= cut:
                     continue
