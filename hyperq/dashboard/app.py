@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -279,7 +280,7 @@ class Dashboard(App[None]):
         elif self.tab == "jobs":
             self._jobs()
         elif self.tab == "workers":
-            self._workers()
+            self._draw_workers()
         else:
             self._autoalloc()
 
@@ -295,7 +296,7 @@ class Dashboard(App[None]):
             f"{_clock(window.start, now)} - {_clock(window.end, now)} "
             f"({format_duration(window.length)})"
         )
-        mode = "[stream]" if self.live else "[replay]"
+        mode = escape("[stream]" if self.live else "[replay]")
         keys = "o/p: earlier/later  k/l: zoom  " + ("r: live  " if self.live else "") + "q: quit"
         self.query_one("#header", Static).update(f"{' '.join(tabs)}  {span} {mode}  {keys}")
 
@@ -367,7 +368,7 @@ class Dashboard(App[None]):
             )
         self._fill(tasks_table, rows)
 
-    def _workers(self) -> None:
+    def _draw_workers(self) -> None:
         t = self.window.end
         points = samples(self.window.start, t, CHART_POINTS)
         counts = [float(self.data.online_count(x)) for x in points]
