@@ -12,6 +12,7 @@ from rich.markup import escape
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import ContentSwitcher, DataTable, Static
 
@@ -76,6 +77,7 @@ class Dashboard(App[None]):
     DataTable { height: 1fr; }
     .box { border: round $secondary; height: auto; max-height: 16; }
     #job-chart, #workers-chart, #wd-chart, #alloc-timeline { height: auto; }
+    #cpu-table { border: round $secondary; }
     """
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("q", "quit", "Quit"),
@@ -272,6 +274,18 @@ class Dashboard(App[None]):
 
     # --- drawing ---------------------------------------------------------------------
     def refresh_views(self) -> None:
+        if not self.screen_stack:
+            return  # the app is closing
+        if isinstance(self.screen, ModalScreen):
+            # The views live on the main screen; draw them once the popup is gone.
+            self.dirty = True
+            return
+        try:
+            self._draw_all()
+        except NoMatches:
+            pass  # the app is closing and its widgets are gone
+
+    def _draw_all(self) -> None:
         self.dirty = False
         self.last_refresh = self.clock()
         self._header()
