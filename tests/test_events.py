@@ -33,6 +33,7 @@ from hyperq.server.model.events import (
     WorkerConnected,
     WorkerLost,
     WorkerOverview,
+    WorkerOverviewTemporary,
     WorkerResumed,
     WorkerStopRequested,
     from_wire,
@@ -86,6 +87,7 @@ SAMPLES: list[Event] = [
             "amd_gpus": None,
         },
     ),
+    WorkerOverviewTemporary(T, 2, {"timestamp": 1714557600}),
 ]
 
 
@@ -115,7 +117,9 @@ def _only_cbor_types(value: Any) -> bool:
 def test_wire_form_is_plain_data(event: Event) -> None:
     assert _only_cbor_types(to_wire(event))
     line = json.dumps(to_export_json(event))  # every export line is valid JSON
-    assert json.loads(line)["event"]["type"] == event.kind
+    # A temporary overview is exported as what it is to a reader: a worker-overview.
+    exported = "worker-overview" if isinstance(event, WorkerOverviewTemporary) else event.kind
+    assert json.loads(line)["event"]["type"] == exported
 
 
 def test_export_shapes() -> None:
@@ -197,7 +201,12 @@ def test_export_shapes() -> None:
 
 def test_only_journal_kinds_are_persisted() -> None:
     transient = {e.kind for e in SAMPLES if not e.persisted}
-    assert transient == {"task-assigned", "job-forgotten", "worker-resumed"}
+    assert transient == {
+        "task-assigned",
+        "job-forgotten",
+        "worker-resumed",
+        "worker-overview-temporary",
+    }
     assert [e.kind for e in persisted(SAMPLES)] == [e.kind for e in SAMPLES if e.persisted]
     # Journaled, but HyperQueue has no such event: exports leave it out.
     assert {e.kind for e in SAMPLES if not e.exported} == {"worker-stop-requested"}
@@ -310,3 +319,10 @@ def test_worker_overview_export_shape() -> None:
     assert state["cpu_usage"]["cpu_per_core_percent_usage"] == [0.0, 12.5]
     assert '"cpu_per_core_percent_usage": [0.0, 12.5]' in line  # floats stay floats
     assert state["amd_gpus"] is None and state["nvidia_gpus"]["gpus"][0]["id"] == "BUS1"
+    # A dashboard's temporary overview looks the same to whoever reads the stream.
+    temporary = next(e for e in SAMPLES if isinstance(e, WorkerOverviewTemporary))
+    assert to_export_json(temporary)["event"] == {
+        "type": "worker-overview",
+        "id": 2,
+        "hw-state": {"state": {"timestamp": 1714557600}},
+    }

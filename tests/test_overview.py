@@ -270,3 +270,56 @@ def test_worker_overview_events(cluster: ClusterEnv) -> None:
         check=True,
     ).stdout
     assert '"worker-overview"' in exported
+
+
+def test_temporary_overviews_while_a_dashboard_watches(cluster: ClusterEnv) -> None:
+    """Workers without an interval send overviews only while a stream asks for them
+    (the dashboard does); other streams and the journal never see those."""
+    from hyperq.client.session import connect_to_server
+    from hyperq.common.context import Context
+
+    journal = cluster.work_dir / "journal.bin"
+    cluster.start_server("--journal", str(journal))
+    cluster.start_worker(cpus=1, hostname="plain")
+    plain_stream = cluster.work_dir / "plain-stream.out"
+    with open(plain_stream, "w") as out:
+        stream = subprocess.Popen(
+            [*HQ_ARGV, "--server-dir", str(cluster.server_dir), "journal", "stream"],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            env=cluster.env,
+            start_new_session=True,
+        )
+    cluster.processes.append(("stream", stream))  # type: ignore[arg-type]
+    wait_until(lambda: "worker-connected" in plain_stream.read_text(), what="the plain stream")
+
+    ctx = Context.from_options(str(cluster.server_dir), None, "never", False)
+    received: list[dict[str, Any]] = []
+    with connect_to_server(ctx) as session:
+        session.request("journal-stream", follow=True, live_marker=True, overviews=True)
+        marker = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(received) < 2:
+            message = session.recv()
+            if "live" in message:
+                marker = message
+            for line in message.get("events", ()):
+                if line["event"]["type"] == "worker-overview":
+                    received.append(line["event"])
+        assert marker == {"live": True, "journal": True}
+    assert len(received) == 2 and all(e["id"] == 1 for e in received)
+    state = received[-1]["hw-state"]["state"]
+    assert state["nvidia_gpus"] is None
+    assert all(isinstance(v, float) for v in state["cpu_usage"]["cpu_per_core_percent_usage"])
+
+    # Neither the other stream nor the journal got them.
+    cluster.command(["journal", "flush"])
+    assert "worker-overview" not in plain_stream.read_text()
+    exported = subprocess.run(
+        [*HQ_ARGV, "journal", "export", str(journal)],
+        capture_output=True,
+        text=True,
+        env=cluster.env,
+        check=True,
+    ).stdout
+    assert "worker-overview" not in exported and "worker-connected" in exported

@@ -71,7 +71,7 @@ def stream(ctx: Context) -> int:
 
     data = DashboardData()
     with connect_to_server(ctx) as session:
-        session.request("journal-stream", follow=True, live_marker=True)
+        session.request("journal-stream", follow=True, live_marker=True, overviews=True)
         print("Streaming events from the server", flush=True)
         history: list[dict[str, Any]] = []
         journaled = True

@@ -461,15 +461,28 @@ class ClientApi:
         with `follow`, every new persisted event until the server stops."""
         from hyperq.server.journal.format import read_journal
         from hyperq.server.journal.reconstruct import reconstruct
-        from hyperq.server.model.events import Event, ServerStop, from_record, to_export_json
+        from hyperq.server.model.events import (
+            Event,
+            ServerStop,
+            WorkerOverviewTemporary,
+            from_record,
+            to_export_json,
+        )
+
+        wants_overviews = request.get("overviews") is True
 
         def shown(event: Event) -> bool:
             # Clients never see the stop of the server they talk to, nor events that
-            # HyperQueue does not have (`exported`).
+            # HyperQueue does not have (`exported`); temporary overviews go only to the
+            # streams that asked for them (the dashboard).
+            if isinstance(event, WorkerOverviewTemporary) and not wants_overviews:
+                return False
             return event.exported and not isinstance(event, ServerStop)
 
         core = self.core
         subscription = core.subscribe()
+        if wants_overviews:
+            core.add_overview_watcher(+1)
         try:
             journal = core.journal
             if journal is not None:
@@ -511,6 +524,8 @@ class ClientApi:
                 await peer.send({"error": "the event stream fell too far behind; reconnect"})
         finally:
             core.unsubscribe(subscription)
+            if wants_overviews:
+                core.add_overview_watcher(-1)
 
     # --- workers ----------------------------------------------------------------------
     def _worker_ids(self, selector: Any, all_ids: list[int]) -> list[int]:

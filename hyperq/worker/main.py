@@ -48,6 +48,8 @@ WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
 # short tasks then cost the server one report instead of two. Workers that may
 # reconnect report at once, so that a restored server knows what they run.
 STARTED_REPORT_DELAY = 0.02
+# Overviews while a dashboard watches a worker started without --overview-interval.
+TEMPORARY_OVERVIEW_INTERVAL = 2.0
 # `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
 RECONNECT_LIMIT = 600.0
 RECONNECT_MAX_DELAY = 5.0
@@ -153,6 +155,7 @@ class WorkerRuntime:
         self.unreported: dict[tuple[int, int], tuple[int, float]] = {}
         self.started_delay = 0.0 if self.reconnecting else STARTED_REPORT_DELAY
         self._unreported_added = trio.Event()
+        self.temporary_overviews: trio.CancelScope | None = None
 
     def end(self, ending: Ending) -> None:
         """The first reason to end wins; it stops the receive loop (or reconnecting)."""
@@ -223,6 +226,8 @@ class WorkerRuntime:
                 self._start_tasks(tasks, message)
             elif op == "cancel":
                 self._cancel(message.get("tasks", ()))
+            elif op == "overview-request":
+                self._temporary_overviews(message.get("enabled") is True)
             elif op == "stop":
                 reason = message.get("reason", "stopped")
                 self.end(Ending(reason, 0, kill_tasks=True))
@@ -420,6 +425,8 @@ class WorkerRuntime:
                 self.peer = peer
                 self.connected = True
                 log.info("Reconnected to the server as worker %d", new_id)
+                # The new connection says again whether a dashboard watches.
+                self._temporary_overviews(False)
                 await self._flush_unsent()
                 return True
         return False
@@ -447,6 +454,24 @@ class WorkerRuntime:
                 except SEND_ERRORS:
                     pass
         self.end(Ending("time-limit", 0, kill_tasks=True))
+
+    def _temporary_overviews(self, enabled: bool) -> None:
+        """A dashboard watches (or stopped watching): without an interval of our own,
+        send overviews every TEMPORARY_OVERVIEW_INTERVAL meanwhile."""
+        if self.config.overview_interval:
+            return
+        if self.temporary_overviews is not None:
+            self.temporary_overviews.cancel()
+            self.temporary_overviews = None
+        if enabled:
+            scope = trio.CancelScope()
+            self.temporary_overviews = scope
+
+            async def run() -> None:
+                with scope:
+                    await self._overview(TEMPORARY_OVERVIEW_INTERVAL)
+
+            self.conn_nursery.start_soon(run)
 
     async def _overview(self, interval: float) -> None:
         """Every interval (the first one interval after start) one hardware overview."""

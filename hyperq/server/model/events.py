@@ -144,6 +144,16 @@ class WorkerOverview(Event):
 
 
 @dataclass(frozen=True)
+class WorkerOverviewTemporary(WorkerOverview):
+    """An overview a worker without `--overview-interval` sends only while a dashboard
+    watches (cluster.md §4): streamed to watchers that asked for overviews, never
+    journaled, exported as a plain `worker-overview`."""
+
+    kind: ClassVar[str] = "worker-overview-temporary"
+    persisted: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
 class WorkerStopRequested(Event):
     """`hq worker stop` asked this worker to stop; nothing new is assigned to it."""
 
@@ -277,6 +287,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     WorkerStopRequested,
     WorkerResumed,
     WorkerOverview,
+    WorkerOverviewTemporary,
     JobOpen,
     JobCreated,
     JobClose,
@@ -559,7 +570,13 @@ def export_payload(event: Event) -> dict[str, Any]:
     elif isinstance(event, TaskCanceled | TaskAborted):
         out["tasks"] = _task_refs(event.tasks)
     elif isinstance(event, WorkerOverview):
-        out.update({"id": event.id, "hw-state": {"state": _jsonable(event.hw_state)}})
+        out.update(
+            {
+                "type": WorkerOverview.kind,
+                "id": event.id,
+                "hw-state": {"state": _jsonable(event.hw_state)},
+            }
+        )
     else:
         for field in dataclasses.fields(event):
             if field.name != "time":

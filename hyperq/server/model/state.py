@@ -57,6 +57,7 @@ from hyperq.server.model.events import (
     WorkerConnected,
     WorkerLost,
     WorkerOverview,
+    WorkerOverviewTemporary,
     WorkerResumed,
     WorkerStopRequested,
 )
@@ -222,6 +223,7 @@ class Model:
             WorkerStopRequested: self._on_worker_stop_requested,
             WorkerResumed: self._on_worker_resumed,
             WorkerOverview: self._on_worker_overview,
+            WorkerOverviewTemporary: self._on_worker_overview,
             JobOpen: self._on_job_open,
             JobCreated: self._on_job_created,
             JobClose: self._on_job_close,
