@@ -323,3 +323,20 @@ def test_temporary_overviews_while_a_dashboard_watches(cluster: ClusterEnv) -> N
         check=True,
     ).stdout
     assert "worker-overview" not in exported and "worker-connected" in exported
+
+
+def test_journal_with_overviews_restores(cluster: ClusterEnv) -> None:
+    journal = cluster.work_dir / "journal.bin"
+    server = cluster.start_server("--journal", str(journal))
+    cluster.start_worker("--overview-interval", "100ms", cpus=1, hostname="observed")
+
+    def overview_count() -> int:
+        return cluster.command(["journal", "replay"]).count('"worker-overview"')
+
+    wait_until(lambda: overview_count() >= 2, what="two journaled overviews")
+    assert cluster.stop_server(server) == 0
+    cluster.start_server("--journal", str(journal), name="server2")
+    # The restored server replayed the overviews (the model ignores them) and still has
+    # them in its history.
+    assert overview_count() >= 2
+    assert cluster.json(["server", "info"])["server_uid"]
