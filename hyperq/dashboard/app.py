@@ -409,10 +409,10 @@ class Dashboard(App[None]):
     def _cpu_views(self) -> list[str]:
         worker = self.data.workers.get(self.detail_worker or -1)
         overview = worker.overview_at(self.window.end) if worker else None
-        managed = worker.cpu_count() if worker else 0
         views = list(CPU_VIEWS[:2])
-        if overview is not None and managed < len(overview.cpu):
-            views.append(CPU_VIEWS[2])
+        if worker is not None and overview is not None:
+            if set(worker.cpu_ids()) != set(range(len(overview.cpu))):
+                views.append(CPU_VIEWS[2])  # the worker manages a subset of the node
         return views
 
     def _worker_detail(self, worker_id: int) -> None:
@@ -438,18 +438,20 @@ class Dashboard(App[None]):
 
         overview = worker.overview_at(t)
         cpu_table = self.query_one("#cpu-table", DataTable)
-        managed = worker.cpu_count()
+        managed = set(worker.cpu_ids())
         views = self._cpu_views()
         view = views[min(self.cpu_view, len(views) - 1)]
         rows = []
         if overview is not None:
+            # Per-task CPU indices are not in the event stream: while tasks run, the
+            # assigned view shows the CPUs the worker manages.
             running = self.data.running_tasks_on(worker_id, t)
             for index, usage in enumerate(overview.cpu):
-                if view == "Worker CPUs" and index >= managed:
+                if view == "Worker CPUs" and index not in managed:
                     continue
-                if view == "Assigned CPUs" and (not running or index >= managed):
+                if view == "Assigned CPUs" and (not running or index not in managed):
                     continue
-                if index >= managed:
+                if index not in managed:
                     colour = "magenta"
                 elif running:
                     colour = load_color(usage)

@@ -80,17 +80,26 @@ class WorkerRecord:
         index = bisect.bisect_right(times, t)
         return self.overviews[index - 1] if index else None
 
-    def cpu_count(self) -> int:
+    def cpu_ids(self) -> list[int]:
+        """The node's CPU numbers this worker manages (its `cpus` labels that are numbers)."""
+        labels: list[Any] = []
         for item in (self.configuration.get("resources") or {}).get("resources", []):
-            if item.get("name") == "cpus":
-                kind = item.get("kind")
-                if kind == "range":
-                    return int(item.get("end", 0)) - int(item.get("start", 0)) + 1
-                if kind == "list":
-                    return len(item.get("values", []))
-                if kind == "groups":
-                    return sum(len(g) for g in item.get("groups", []))
-        return 0
+            if item.get("name") != "cpus":
+                continue
+            kind = item.get("kind")
+            if kind == "range":
+                labels = list(range(int(item.get("start", 0)), int(item.get("end", -1)) + 1))
+            elif kind == "list":
+                labels = list(item.get("values", []))
+            elif kind == "groups":
+                labels = [label for group in item.get("groups", []) for label in group]
+        ids = []
+        for label in labels:
+            try:
+                ids.append(int(label))
+            except (TypeError, ValueError):
+                continue
+        return ids
 
 
 @dataclass
