@@ -287,3 +287,55 @@ def test_dashboard_in_tmux(cluster: ClusterEnv, tmux: Tmux) -> None:
     wait_until(lambda: "Worker 1" in tmux.screen(), timeout=20, what="the worker detail")
     tmux("send-keys", "-t", "dash", "q")
     wait_until(lambda: "DASHBOARD-EXIT=0" in tmux.screen(), timeout=20, what="a clean exit")
+
+
+def alloc_line(t: float, kind: str, **fields: Any) -> dict[str, Any]:
+    from hyperq.common.duration import format_timestamp
+
+    event = {"type": kind, **{k.replace("_", "-"): v for k, v in fields.items()}}
+    return {"time": format_timestamp(t), "event": event}
+
+
+def test_pilot_autoallocator_and_idle() -> None:
+    data = prepared()
+    data.add_all(
+        [
+            alloc_line(T0 + 3, "autoalloc-queue-created", queue_id=1,
+                       params={"manager": "slurm", "backlog": 1}),
+            alloc_line(T0 + 4, "autoalloc-allocation-queued", queue_id=1,
+                       allocation_id="4711", worker_count=2),
+            alloc_line(T0 + 8, "autoalloc-allocation-started", queue_id=1, allocation_id="4711"),
+            alloc_line(T0 + 9, "autoalloc-allocation-queued", queue_id=1,
+                       allocation_id="4712", worker_count=1),
+            alloc_line(T0 + 50, "autoalloc-allocation-finished", queue_id=1,
+                       allocation_id="4711"),
+        ]
+    )
+    drawn: list[float] = []
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        original = app._draw_all
+
+        def counting() -> None:
+            drawn.append(1)
+            original()
+
+        app._draw_all = counting
+        await pilot.pause()
+        idle_from = len(drawn)
+        await asyncio.sleep(0.5)
+        # A replayed, untouched dashboard does not redraw itself.
+        assert len(drawn) == idle_from
+
+        await pilot.press("a")
+        await pilot.pause()
+        assert rows(app, "queues-table") == [["1", "2", _local(T0 + 3), ""]]
+        assert [r[:3] for r in rows(app, "allocations-table")] == [
+            ["4711", "finished", "2"],
+            ["4712", "queued", "1"],
+        ]
+        assert "manager: slurm" in text(app, "queue-params")
+        timeline = text(app, "alloc-timeline")
+        assert "Allocations of queue 1" in timeline and "4711" in timeline
+
+    run_app(scenario, data)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -19,6 +21,7 @@ from hyperq.common.resources import (
 from hyperq.report.data import Window, build_report
 from hyperq.report.render import render_html
 from hyperq.server.model.events import (
+    Event,
     JobCreated,
     ServerStart,
     ServerStop,
@@ -222,3 +225,32 @@ def test_journal_report_of_a_real_run(cluster: ClusterEnv) -> None:
     assert 'data-charts-drawn="3/3"' in dom
     png = screenshot.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+@dataclass(frozen=True)
+class Queued(Event):
+    kind: ClassVar[str] = "autoalloc-allocation-queued"
+    queue_id: int
+    allocation_id: str
+    worker_count: int
+
+
+@dataclass(frozen=True)
+class Started(Event):
+    kind: ClassVar[str] = "autoalloc-allocation-started"
+    queue_id: int
+    allocation_id: str
+
+
+def test_queued_workers_from_allocation_events() -> None:
+    """Allocation events (alloc.md §6) feed `Queued workers`; they are read through their
+    export form, so any event class with those fields works."""
+    events = [
+        ServerStart(T0, "uid"),
+        Queued(T0 + 1, 1, "a1", 2),
+        Queued(T0 + 2, 1, "a2", 1),
+        Started(T0 + 5, 1, "a1"),
+        ServerStop(T0 + 9),
+    ]
+    data = build_report(events)
+    assert data.worker_series["Queued workers"] == [(1, 2), (2, 3), (5, 1), (9, 0)]

@@ -120,6 +120,8 @@ class Dashboard(App[None]):
         self.cpu_view = 0
         self.dirty = True
         self.last_refresh = 0.0
+        # The key (first cell) of the selected row of the jobs and queues tables.
+        self.selection: dict[str, str | None] = {}
 
     # --- layout ----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -263,8 +265,15 @@ class Dashboard(App[None]):
             self.query_one("#queues-table", DataTable).move_cursor(row=0)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "jobs-table":
-            self.refresh_views()
+        # Refilling a table highlights its row again: redraw only when the selection
+        # really moved, or the views would redraw each other forever.
+        table = event.data_table
+        if table.id in ("jobs-table", "queues-table"):
+            row = self._selected(table)
+            key = row[0] if row else None
+            if self.selection.get(table.id) != key:
+                self.selection[table.id] = key
+                self.refresh_views()
 
     @staticmethod
     def _selected(table: DataTable[Any]) -> list[Any] | None:
@@ -493,10 +502,58 @@ class Dashboard(App[None]):
         )
 
     def _autoalloc(self) -> None:
-        # hyperq's journal has no allocation events yet (no `hq alloc`): nothing to show.
-        self.query_one("#alloc-timeline", Static).update(
-            "[b]Allocations[/b]\nNo allocation queues in this time window"
+        t = self.window.end
+        now = self.clock()
+        queues = self.data.queues_at(t)
+        queues_table = self.query_one("#queues-table", DataTable)
+        self._fill(
+            queues_table,
+            [
+                (
+                    str(q.id),
+                    str(len(self.data.allocations_of(q.id, t))),
+                    _clock(q.created, now),
+                    _clock(q.removed, now) if q.removed is not None and q.removed <= t else "",
+                )
+                for q in queues
+            ],
         )
-        self.query_one("#queue-params", Static).update("")
-        self._fill(self.query_one("#queues-table", DataTable), [])
-        self._fill(self.query_one("#allocations-table", DataTable), [])
+        selected = self._selected(queues_table)
+        queue = self.data.queues.get(int(selected[0])) if selected else None
+        timeline = self.query_one("#alloc-timeline", Static)
+        if queue is None:
+            timeline.update("[b]Allocations[/b]\nNo allocation queues in this time window")
+            self.query_one("#queue-params", Static).update("")
+            self._fill(self.query_one("#allocations-table", DataTable), [])
+            return
+        self.query_one("#queue-params", Static).update(
+            "\n".join(f"{key}: {value}" for key, value in queue.params.items())
+        )
+        allocations = self.data.allocations_of(queue.id, t)
+        points = samples(self.window.start, t, CHART_POINTS)
+        colours = {"queued": "yellow", "running": "green", "finished": "grey50"}
+        lines = [f"[b]Allocations of queue {queue.id}[/b]"]
+        for allocation in allocations[-10:]:
+            cells = []
+            for x in points:
+                if x < allocation.queued:
+                    cells.append(" ")
+                else:
+                    cells.append(f"[{colours[allocation.status_at(x)]}]█[/]")
+            lines.append(f"{allocation.id:>12} {''.join(cells)}")
+        timeline.update("\n".join(lines))
+        self._fill(
+            self.query_one("#allocations-table", DataTable),
+            [
+                (
+                    a.id,
+                    a.status_at(t),
+                    str(a.workers),
+                    _clock(a.queued, now),
+                    _clock(a.started, now) if a.started is not None and a.started <= t else "",
+                    _clock(a.finished, now) if a.finished is not None and a.finished <= t else "",
+                )
+                for a in allocations
+            ],
+        )
+

@@ -151,8 +151,35 @@ def resources_text(task_desc: Mapping[str, Any]) -> str:
     return " OR ".join(variants)
 
 
+@dataclass
+class QueueRecord:
+    id: int
+    created: float
+    params: Mapping[str, Any]
+    removed: float | None = None
+
+
+@dataclass
+class AllocationRecord:
+    queue: int
+    id: str
+    workers: int
+    queued: float
+    started: float | None = None
+    finished: float | None = None
+
+    def status_at(self, t: float) -> str:
+        if self.finished is not None and self.finished <= t:
+            return "finished"
+        if self.started is not None and self.started <= t:
+            return "running"
+        return "queued"
+
+
 class DashboardData:
     def __init__(self) -> None:
+        self.queues: dict[int, QueueRecord] = {}
+        self.allocations: dict[tuple[int, str], AllocationRecord] = {}
         self.workers: dict[int, WorkerRecord] = {}
         self.jobs: dict[int, JobRecord] = {}
         self.tasks: dict[tuple[int, int], TaskRecord] = {}
@@ -207,6 +234,30 @@ class DashboardData:
             for ref in event.get("tasks", []):
                 record = self._task(int(ref["job_id"]), int(ref["job_task_id"]))
                 record.end, record.final = t, END_STATES[kind]
+        elif kind.startswith("autoalloc-"):
+            self._autoalloc(kind, t, event)
+
+    def _autoalloc(self, kind: str, t: float, event: Mapping[str, Any]) -> None:
+        """Allocation queues and allocations (alloc.md §6 event fields)."""
+        try:
+            queue = int(event["queue-id"])
+            if kind == "autoalloc-queue-created":
+                self.queues[queue] = QueueRecord(queue, t, event.get("params") or {})
+            elif kind == "autoalloc-queue-removed":
+                if queue in self.queues:
+                    self.queues[queue].removed = t
+            elif kind == "autoalloc-allocation-queued":
+                key = (queue, str(event["allocation-id"]))
+                workers = int(event.get("worker-count", 1))
+                self.allocations[key] = AllocationRecord(queue, key[1], workers, t)
+            elif kind in ("autoalloc-allocation-started", "autoalloc-allocation-finished"):
+                allocation = self.allocations.get((queue, str(event["allocation-id"])))
+                if allocation is not None and kind.endswith("started"):
+                    allocation.started = t
+                elif allocation is not None:
+                    allocation.finished = t
+        except (KeyError, TypeError, ValueError):
+            return
 
     def _job_created(self, t: float, event: Mapping[str, Any]) -> None:
         job_id = int(event["job"])
@@ -265,6 +316,15 @@ class DashboardData:
             if r.worker == worker_id and r.start is not None and r.start <= t
         ]
         return sorted(tasks, key=lambda r: (r.state_at(t) != "running", r.job, r.task))
+
+    def queues_at(self, t: float) -> list[QueueRecord]:
+        return [q for q in sorted(self.queues.values(), key=lambda q: q.id) if q.created <= t]
+
+    def allocations_of(self, queue: int, t: float) -> list[AllocationRecord]:
+        return sorted(
+            (a for a in self.allocations.values() if a.queue == queue and a.queued <= t),
+            key=lambda a: a.queued,
+        )
 
     def online_count(self, t: float) -> int:
         return sum(1 for w in self.workers.values() if w.online_at(t))

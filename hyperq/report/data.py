@@ -29,6 +29,7 @@ from hyperq.server.model.events import (
     TaskStarted,
     WorkerConnected,
     WorkerLost,
+    export_payload,
 )
 
 Point = tuple[float, float]
@@ -109,6 +110,7 @@ class _Builder:
         self.submits: dict[int, list[tuple[Any, ResourceRequest]]] = {}
         self.running: dict[tuple[int, int], _Running] = {}
         self.labels: dict[str, str] = {}  # request text -> label
+        self.queued: dict[tuple[str, str], int] = {}  # allocation -> its worker count
         self.finished: dict[str, list[float]] = {}
         self.failed: dict[str, list[float]] = {}
         self.last_time = first
@@ -159,6 +161,8 @@ class _Builder:
                 if time >= self.lo:
                     into = self.finished if isinstance(event, TaskFinished) else self.failed
                     into.setdefault(running.label, []).append(max(time - running.started, 0.0))
+        elif event.kind.startswith("autoalloc-allocation-"):
+            self._allocation(event)
         elif isinstance(event, TaskCanceled | TaskAborted):
             for job, items in event.tasks:
                 for start, last, step in items:
@@ -166,6 +170,25 @@ class _Builder:
                         running = self.running.pop((job, task), None)
                         if running is not None:
                             self._release(running, time)
+
+    def _allocation(self, event: Event) -> None:
+        """`Queued workers`: workers of allocations queued and not yet started or ended.
+        Read through the export form, whose field names alloc.md §6 fixes."""
+        payload = export_payload(event)
+
+        def field(name: str) -> Any:
+            return payload.get(name, payload.get(name.replace("-", "_")))
+
+        key = (str(field("queue-id")), str(field("allocation-id")))
+        if event.kind == "autoalloc-allocation-queued":
+            try:
+                count = int(field("worker-count") or 1)
+            except (TypeError, ValueError):
+                count = 1
+            self.queued[key] = count
+            self._add("Queued workers", count, event.time)
+        elif key in self.queued:
+            self._add("Queued workers", -self.queued.pop(key), event.time)
 
     def _connected(self, event: WorkerConnected) -> None:
         try:
