@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from tests.harness import HQ_ARGV
+from tests.harness import HQ_ARGV, HqEnv
 
 
 def run(
@@ -40,3 +41,24 @@ def test_dashboard_usage_and_errors(tmp_path: Path) -> None:
     assert missing.stderr.startswith(f"Cannot open event log file at {tmp_path / 'nope.bin'}")
     help_text = run(tmp_path, "--help").stdout
     assert "dashboard  Terminal dashboard" in help_text
+
+
+def test_live_marker_says_when_history_was_rebuilt(hq_env: HqEnv) -> None:
+    """The dashboard learns where history ends and whether the server has a journal
+    (without one it warns that the history was rebuilt)."""
+    from hyperq.client.session import connect_to_server
+    from hyperq.common.context import Context
+
+    hq_env.start_server()
+    hq_env.command(["submit", "--", "true"])
+    ctx = Context.from_options(str(hq_env.server_dir), None, "never", False)
+    history: list[dict[str, Any]] = []
+    with connect_to_server(ctx) as session:
+        session.request("journal-stream", follow=True, live_marker=True, overviews=True)
+        while True:
+            message = session.recv()
+            history.extend(message.get("events", ()))
+            if "live" in message:
+                break
+    assert message == {"live": True, "journal": False}
+    assert [e["event"]["type"] for e in history][:2] == ["server-start", "job-open"]
