@@ -254,3 +254,23 @@ def test_queued_workers_from_allocation_events() -> None:
     ]
     data = build_report(events)
     assert data.worker_series["Queued workers"] == [(1, 2), (2, 3), (5, 1), (9, 0)]
+
+
+def test_report_of_an_empty_journal_fails(tmp_path: Path) -> None:
+    from hyperq.server.journal.format import create_journal
+
+    journal = tmp_path / "empty.bin"
+    create_journal(str(journal))
+    result = subprocess.run(
+        [*HQ_ARGV, "journal", "report", str(journal), str(tmp_path / "out.html")],
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stderr.strip()) == (1, "Empty journal")
+    assert not (tmp_path / "out.html").exists()
+    bad = subprocess.run(
+        [*HQ_ARGV, "journal", "report", str(journal), "x.html", "--start-time", "soon"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "invalid value 'soon' for '--start-time <DUR>'" in bad.stderr
