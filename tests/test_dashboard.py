@@ -339,3 +339,40 @@ def test_pilot_autoallocator_and_idle() -> None:
         assert "Allocations of queue 1" in timeline and "4711" in timeline
 
     run_app(scenario, data)
+
+
+def test_big_array_shows_a_bounded_task_table() -> None:
+    from hyperq.common.duration import format_timestamp
+
+    def line(t: float, **event: Any) -> dict[str, Any]:
+        return {"time": format_timestamp(t), "event": event}
+
+    data = prepared()
+    n = 700
+    ids = {"ranges": [{"start": 0, "count": n, "step": 1}]}
+    lines = [
+        line(T0 + 61, type="job-created", job=2, closed_job=True,
+             job_desc={"name": "big", "max_fails": None}, submit_desc={"task_desc": {"ids": ids}})
+    ]
+    for task in range(n):
+        lines.append(line(T0 + 62, type="task-started", job=2, task=task, instance=0, worker=1))
+        if task % 2:
+            lines.append(line(T0 + 63, type="task-finished", job=2, task=task))
+    data.add_all(lines)
+    assert data.task_count_series(2, [T0 + 61, T0 + 62, T0 + 64]) == {
+        "running": [0, n, n // 2],
+        "finished": [0, 0, n // 2],
+        "failed": [0, 0, 0],
+        "canceled": [0, 0, 0],
+        "aborted": [0, 0, 0],
+    }
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        await pilot.press("down")  # job 2
+        await pilot.pause()
+        table = app.query_one("#tasks-table")
+        assert table.row_count == 500 and table.border_title == f"Tasks (first 500 of {n})"
+        states = [r[2] for r in rows(app, "tasks-table")]
+        assert states == ["running"] * (n // 2) + ["finished"] * (500 - n // 2)
+
+    run_app(scenario, data)

@@ -34,6 +34,9 @@ TICK = 0.1
 # A live window moves with the clock; its views are rebuilt this often even without events.
 LIVE_REFRESH = 1.0
 CHART_POINTS = 60
+# Filling a table costs ~40 µs a row on every redraw: a big array shows its running tasks
+# first and then the lowest IDs, up to this many.
+TASK_ROWS = 500
 
 CPU_VIEWS = ("Worker CPUs", "Assigned CPUs", "Node CPUs")
 
@@ -78,6 +81,7 @@ class Dashboard(App[None]):
     .box { border: round $secondary; height: auto; max-height: 16; }
     #job-chart, #workers-chart, #wd-chart, #alloc-timeline { height: auto; }
     #cpu-table { border: round $secondary; }
+    #tasks-table { border-title-align: right; }
     """
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("q", "quit", "Quit"),
@@ -363,19 +367,24 @@ class Dashboard(App[None]):
             f"Max fails: {job.max_fails if job.max_fails is not None else 'None'}",
         ]
         detail.update("\n".join(lines))
-        counts = self.data.task_counts(job.id, t)
+        points = samples(self.window.start, t, CHART_POINTS)
+        history = self.data.task_count_series(job.id, points)
+        counts = {state: values[-1] for state, values in history.items()}
         title = ", ".join(f"{name} {count}" for name, count in counts.items())
         series = []
-        points = samples(self.window.start, t, CHART_POINTS)
         for state in counts:
-            values = [float(self.data.task_counts(job.id, x)[state]) for x in points]
+            values = [float(v) for v in history[state]]
             colour = {"running": "yellow", "finished": "green", "failed": "red"}.get(
                 state, "magenta"
             )
             series.append(f"{state:>9} [{colour}]{sparkline(values, job.n_tasks or None)}[/]")
         chart.update(f"[b]Task counts:[/b] {title}\n" + "\n".join(series))
         rows = []
-        for record in self.data.tasks_of(job.id, t):
+        tasks = self.data.tasks_of(job.id, t)
+        tasks_table.border_title = (
+            f"Tasks (first {TASK_ROWS} of {len(tasks)})" if len(tasks) > TASK_ROWS else None
+        )
+        for record in tasks[:TASK_ROWS]:
             end = record.end if record.end is not None and record.end <= t else None
             start = record.start
             makespan = (end if end is not None else t) - start if start is not None else None
@@ -400,6 +409,7 @@ class Dashboard(App[None]):
             f"[cyan]{sparkline(counts)}[/]"
         )
         rows = []
+        running = self.data.running_by_worker(t)
         for worker in self.data.workers_at(t):
             overview = worker.overview_at(t)
             online = worker.online_at(t)
@@ -408,7 +418,7 @@ class Dashboard(App[None]):
                     str(worker.id),
                     worker.hostname,
                     worker.status_at(t),
-                    str(len(self.data.running_tasks_on(worker.id, t))) if online else "",
+                    str(running.get(worker.id, 0)) if online else "",
                     bar(overview.cpu_avg) if overview and online else "",
                     bar(overview.mem_percent) if overview and online else "",
                 )

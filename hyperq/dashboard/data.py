@@ -183,6 +183,7 @@ class DashboardData:
         self.workers: dict[int, WorkerRecord] = {}
         self.jobs: dict[int, JobRecord] = {}
         self.tasks: dict[tuple[int, int], TaskRecord] = {}
+        self.job_tasks: dict[int, dict[int, TaskRecord]] = {}  # the same records, by job
         self.first: float | None = None
         self.last: float | None = None
         self.count = 0
@@ -274,6 +275,7 @@ class DashboardData:
         record = self.tasks.get((job, task))
         if record is None:
             record = self.tasks[(job, task)] = TaskRecord(job, task)
+            self.job_tasks.setdefault(job, {})[task] = record
         return record
 
     # --- views "as of" t ---------------------------------------------------------------
@@ -284,19 +286,42 @@ class DashboardData:
         """Tasks of a job known at t, running first, then by ID."""
         tasks = [
             r
-            for (job, _task), r in self.tasks.items()
-            if job == job_id
-            and ((r.start is not None and r.start <= t) or (r.end is not None and r.end <= t))
+            for r in self.job_tasks.get(job_id, {}).values()
+            if (r.start is not None and r.start <= t) or (r.end is not None and r.end <= t)
         ]
         return sorted(tasks, key=lambda r: (r.state_at(t) != "running", r.task))
 
+    def task_count_series(self, job_id: int, moments: Sequence[float]) -> dict[str, list[int]]:
+        """Task counts per state at each moment: sorted times and bisection, so a chart of
+        a big array costs O(tasks log tasks), not O(tasks x points)."""
+        records = self.job_tasks.get(job_id, {}).values()
+        starts = sorted(r.start for r in records if r.start is not None)
+        started_ends = sorted(
+            r.end for r in records if r.start is not None and r.end is not None and r.final
+        )
+        ends: dict[str, list[float]] = {state: [] for state in END_STATES.values()}
+        for r in records:
+            if r.end is not None and r.final is not None:
+                ends[r.final].append(r.end)
+        for times in ends.values():
+            times.sort()
+        series: dict[str, list[int]] = {"running": []}
+        series.update({state: [] for state in ends})
+        for t in moments:
+            running = bisect.bisect_right(starts, t) - bisect.bisect_right(started_ends, t)
+            series["running"].append(running)
+            for state, times in ends.items():
+                series[state].append(bisect.bisect_right(times, t))
+        return series
+
     def task_counts(self, job_id: int, t: float) -> dict[str, int]:
-        counts = dict.fromkeys(("running", "finished", "failed", "canceled", "aborted"), 0)
+        return {state: values[0] for state, values in self.task_count_series(job_id, [t]).items()}
+
+    def running_by_worker(self, t: float) -> dict[int, int]:
+        counts: dict[int, int] = {}
         for record in self.tasks.values():
-            if record.job == job_id:
-                state = record.state_at(t)
-                if state in counts:
-                    counts[state] += 1
+            if record.worker is not None and record.state_at(t) == "running":
+                counts[record.worker] = counts.get(record.worker, 0) + 1
         return counts
 
     def workers_at(self, t: float) -> list[WorkerRecord]:
