@@ -376,3 +376,34 @@ def test_big_array_shows_a_bounded_task_table() -> None:
         assert states == ["running"] * (n // 2) + ["finished"] * (500 - n // 2)
 
     run_app(scenario, data)
+
+
+def test_pilot_assigned_cpus_come_from_the_overview() -> None:
+    data = DashboardData()
+    lines = [to_export_json(e) for e in EVENTS]
+    # Worker 1 at 10:00:35: task 1@2 holds CPU 1 (the dashboard's stream carries this
+    # beside the overview event).
+    extra = to_export_json(overview(T0 + 35, 1, [3.0, 95.0, 40.0], 500))
+    extra["running_cpus"] = [[1, 2, ["1"]]]
+    data.add_all([*lines, extra])
+    assert data.workers[1].overview_at(T0 + 36).assigned == {1}
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        app.window.end = T0 + 36
+        await pilot.press("w")
+        await pilot.pause()
+        await pilot.press("i")
+        await pilot.press("c")
+        await pilot.pause()
+        table = app.query_one("#cpu-table")
+        assert table.border_title.startswith("Assigned CPUs Utilization (1 CPUs)")
+        assert rows(app, "cpu-table") == [["CPU 1", "[red] 95.0%[/]"]]
+        await pilot.press("c")  # all node CPUs: assigned in load colour, idle, unmanaged
+        await pilot.pause()
+        assert [r[1] for r in rows(app, "cpu-table")] == [
+            "[#87cefa]  3.0%[/]",
+            "[red] 95.0%[/]",
+            "[magenta] 40.0%[/]",
+        ]
+
+    run_app(scenario, data)

@@ -340,3 +340,35 @@ def test_journal_with_overviews_restores(cluster: ClusterEnv) -> None:
     # them in its history.
     assert overview_count() >= 2
     assert cluster.json(["server", "info"])["server_uid"]
+
+
+def test_overviews_tell_a_dashboard_which_cpus_tasks_hold(cluster: ClusterEnv) -> None:
+    from hyperq.client.session import connect_to_server
+    from hyperq.common.context import Context
+    from hyperq.dashboard.main import load_journal_events
+
+    journal = cluster.work_dir / "journal.bin"
+    cluster.start_server("--journal", str(journal))
+    cluster.start_worker("--overview-interval", "100ms", cpus=2, hostname="busy")
+    cluster.command(["submit", "--cpus=1", "--", "sleep", "30"])
+    wait_until(lambda: cluster.job_states().get(1) == "running", what="the task to run")
+
+    ctx = Context.from_options(str(cluster.server_dir), None, "never", False)
+    with connect_to_server(ctx) as session:
+        session.request("journal-stream", follow=True, live_marker=True, overviews=True)
+        holding = None
+        deadline = time.monotonic() + 20
+        while holding is None and time.monotonic() < deadline:
+            for line in session.recv().get("events", ()):
+                if line["event"]["type"] == "worker-overview" and line.get("running_cpus"):
+                    holding = line
+    assert holding is not None, "no overview listed the running task"
+    [[job, task, cpus]] = holding["running_cpus"]
+    assert (job, task) == (1, 0) and len(cpus) == 1 and cpus[0] in ("0", "1")
+    assert "running_cpus" not in holding["event"]  # beside the event JSON, not in it
+
+    # Other readers see plain HyperQueue events.
+    assert "running_cpus" not in cluster.command(["journal", "replay"])
+    cluster.command(["journal", "flush"])
+    replayed = [e for e in load_journal_events(str(journal)) if e.get("running_cpus")]
+    assert replayed and replayed[-1]["running_cpus"][0][:2] == [1, 0]

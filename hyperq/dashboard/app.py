@@ -462,20 +462,23 @@ class Dashboard(App[None]):
         view = views[min(self.cpu_view, len(views) - 1)]
         rows = []
         if overview is not None:
-            # Per-task CPU indices are not in the event stream: while tasks run, the
-            # assigned view shows the CPUs the worker manages.
             running = self.data.running_tasks_on(worker_id, t)
+            # Workers list their tasks' CPUs in each overview; without that (a journal
+            # from elsewhere), every managed CPU counts as assigned while tasks run.
+            assigned = overview.assigned
+            if assigned is None:
+                assigned = set(managed) if running else set()
             for index, usage in enumerate(overview.cpu):
                 if view == "Worker CPUs" and index not in managed:
                     continue
-                if view == "Assigned CPUs" and (not running or index not in managed):
+                if view == "Assigned CPUs" and index not in assigned:
                     continue
-                if index not in managed:
-                    colour = "magenta"
-                elif running:
+                if index in assigned:
                     colour = load_color(usage)
-                else:
+                elif index in managed:
                     colour = "#87cefa"
+                else:
+                    colour = "magenta"
                 rows.append((f"CPU {index}", f"[{colour}]{usage:5.1f}%[/]"))
             used_mib = (overview.mem_total - overview.mem_free) >> 20
             cpu_table.border_title = (

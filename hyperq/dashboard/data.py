@@ -39,6 +39,8 @@ class Overview:
     mem_total: int
     mem_free: int
     gpu: list[float]
+    # Node CPU numbers held by running tasks; None when the overview does not say.
+    assigned: set[int] | None = None
 
     @property
     def cpu_avg(self) -> float:
@@ -216,7 +218,9 @@ class DashboardData:
             worker = self.workers.get(int(event["id"]))
             state = (event.get("hw-state") or {}).get("state") or {}
             if worker is not None:
-                worker.overviews.append(_overview(t, state))
+                overview = _overview(t, state)
+                overview.assigned = _assigned(line.get("running_cpus"))
+                worker.overviews.append(overview)
         elif kind == "job-created":
             self._job_created(t, event)
         elif kind == "job-completed":
@@ -365,6 +369,18 @@ def _overview(t: float, state: Mapping[str, Any]) -> Overview:
     return Overview(
         t, cpu, int(memory.get("total", 0) or 0), int(memory.get("free", 0) or 0), gpus
     )
+
+
+def _assigned(value: Any) -> set[int] | None:
+    if not isinstance(value, list):
+        return None
+    cpus: set[int] = set()
+    for item in value:
+        try:
+            cpus.update(int(label) for label in item[2])
+        except (TypeError, ValueError, IndexError):
+            continue
+    return cpus
 
 
 def samples(start: float, end: float, count: int) -> list[float]:

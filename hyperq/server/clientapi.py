@@ -464,6 +464,7 @@ class ClientApi:
         from hyperq.server.model.events import (
             Event,
             ServerStop,
+            WorkerOverview,
             WorkerOverviewTemporary,
             from_record,
             to_export_json,
@@ -478,6 +479,13 @@ class ClientApi:
             if isinstance(event, WorkerOverviewTemporary) and not wants_overviews:
                 return False
             return event.exported and not isinstance(event, ServerStop)
+
+        def export(event: Event) -> dict[str, Any]:
+            line = to_export_json(event)
+            if wants_overviews and isinstance(event, WorkerOverview) and event.running_cpus:
+                # Beside the event, not in it: the dashboard's per-CPU view (cluster.md §4).
+                line["running_cpus"] = [[j, t, list(c)] for j, t, c in event.running_cpus]
+            return line
 
         core = self.core
         subscription = core.subscribe()
@@ -496,7 +504,7 @@ class ClientApi:
                 history = reconstruct(self.model, core.started_at)
             await peer.send({"ok": None})
             for start in range(0, len(history), 1000):
-                batch = [to_export_json(event) for event in history[start : start + 1000]]
+                batch = [export(event) for event in history[start : start + 1000]]
                 # One event can be huge (a cancel of a million-task array lists every
                 # task): parts the client reassembles, not one frame over the limit.
                 await peer.send_large({"events": batch})
@@ -511,14 +519,14 @@ class ClientApi:
                     continue
                 if not shown(event):
                     continue
-                batch = [to_export_json(event)]
+                batch = [export(event)]
                 while True:
                     try:
                         seq, event = subscription.receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     if shown(event):
-                        batch.append(to_export_json(event))
+                        batch.append(export(event))
                 await peer.send_large({"events": batch})
             if subscription.overflowed:
                 await peer.send({"error": "the event stream fell too far behind; reconnect"})

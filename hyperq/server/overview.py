@@ -81,3 +81,21 @@ def checked_hw_state(value: Any) -> dict[str, Any] | None:
         "nvidia_gpus": nvidia,
         "amd_gpus": amd,
     }
+
+
+def checked_tasks(value: Any) -> tuple[tuple[int, int, tuple[str, ...]], ...]:
+    """The running tasks an overview lists with their CPU labels; anything malformed in
+    the list empties it (the overview itself stays)."""
+    if not isinstance(value, list) or len(value) > MAX_CPUS:
+        return ()
+    out = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 3):
+            return ()
+        job, task, cpus = item
+        if _count(job) is None or _count(task) is None or not isinstance(cpus, list):
+            return ()
+        if len(cpus) > MAX_CPUS or not all(isinstance(c, str) for c in cpus):
+            return ()
+        out.append((job, task, tuple(cpus)))
+    return tuple(out)

@@ -156,6 +156,8 @@ class WorkerRuntime:
         self.started_delay = 0.0 if self.reconnecting else STARTED_REPORT_DELAY
         self._unreported_added = trio.Event()
         self.temporary_overviews: trio.CancelScope | None = None
+        # CPU labels of each running task, for the dashboard's per-CPU view (overviews).
+        self.task_cpus: dict[tuple[int, int], list[str]] = {}
 
     def end(self, ending: Ending) -> None:
         """The first reason to end wins; it stops the receive loop (or reconnecting)."""
@@ -245,6 +247,7 @@ class WorkerRuntime:
             spec = self._spec(item, descs[item["desc"]])
             scope = trio.CancelScope()
             self.task_scopes[(spec.job_id, spec.task_id)] = (spec.instance, scope)
+            self.task_cpus[(spec.job_id, spec.task_id)] = spec.cpu_labels
             tasks.start_soon(self._run_one, spec, scope)
 
     def _spec(self, item: dict[str, Any], desc: dict[str, Any]) -> TaskLaunchSpec:
@@ -297,6 +300,7 @@ class WorkerRuntime:
             slot = self.task_scopes.get(key)
             if slot is not None and slot[1] is scope:
                 del self.task_scopes[key]
+                self.task_cpus.pop(key, None)
             unreported = self.unreported.pop(key, None)
         if outcome is None:
             return  # canceled: the server already knows
@@ -491,7 +495,8 @@ class WorkerRuntime:
             if not self.connected:
                 continue
             try:
-                await self.peer.send({"op": "overview", "hw_state": state})
+                tasks = [[job, task, cpus] for (job, task), cpus in self.task_cpus.items()]
+                await self.peer.send({"op": "overview", "hw_state": state, "tasks": tasks})
             except SEND_ERRORS:
                 self.connected = False
 

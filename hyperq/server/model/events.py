@@ -141,6 +141,9 @@ class WorkerOverview(Event):
     kind: ClassVar[str] = "worker-overview"
     id: int
     hw_state: Mapping[str, Any]
+    # (job, task, CPU labels) of the tasks running there: for the dashboard's per-CPU
+    # view, not part of the exported JSON (cluster.md §4).
+    running_cpus: tuple[tuple[int, int, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -371,6 +374,12 @@ def _task_groups(value: Any) -> TaskGroups:
     return tuple(groups)
 
 
+def _running_cpus(value: Any) -> tuple[tuple[int, int, tuple[str, ...]], ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list, got {value!r}")
+    return tuple((_int(job), _int(task), tuple(_str(c) for c in cpus)) for job, task, cpus in value)
+
+
 # Field names mean the same thing in every event, so one decoder per name suffices.
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "time": _float,
@@ -395,6 +404,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "tasks": _task_groups,
     "known": _pairs,
     "hw_state": _map,
+    "running_cpus": _running_cpus,
 }
 
 
