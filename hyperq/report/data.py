@@ -4,7 +4,7 @@ data comes out; the clock is the events' own times."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,14 +298,3 @@ def quartiles(values: Iterable[float]) -> tuple[float, float, float, float, floa
         return data[low] + (data[high] - data[low]) * (position - low)
 
     return data[0], at(0.25), at(0.5), at(0.75), data[-1]
-
-
-def as_mapping(data: ReportData) -> Mapping[str, Any]:
-    """For tests and debugging: the report's numbers as plain data."""
-    return {
-        "worker_series": data.worker_series,
-        "requests": data.requests,
-        "finished": data.finished,
-        "failed": data.failed,
-        "x_range": data.x_range,
-    }
