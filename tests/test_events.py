@@ -37,6 +37,8 @@ from hyperq.server.model.events import (
     TaskStarted,
     WorkerConnected,
     WorkerLost,
+    WorkerOverview,
+    WorkerOverviewTemporary,
     WorkerResumed,
     WorkerStopRequested,
     from_wire,
@@ -76,6 +78,21 @@ SAMPLES: list[Event] = [
     TaskCanceled(T, ((1, ((2, 4, 1), (8, 8, 1))), (2, ((0, 6, 3),)))),
     TaskAborted(T, ((5, ((0, 1, 1),)),)),
     WorkerResumed(T, 2, ((1, 0), (3, 7))),
+    WorkerOverview(
+        T,
+        1,
+        {
+            "timestamp": 1714557600,
+            "cpu_usage": {"cpu_per_core_percent_usage": [0.0, 12.5]},
+            "memory_usage": {"total": 1024, "free": 512},
+            "network_usage": dict.fromkeys(
+                ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_errors", "tx_errors"), 0
+            ),
+            "nvidia_gpus": {"gpus": [{"id": "BUS1", "processor_usage": 10.0, "mem_usage": 50.0}]},
+            "amd_gpus": None,
+        },
+    ),
+    WorkerOverviewTemporary(T, 2, {"timestamp": 1714557600}),
 ]
 # Automatic allocation (alloc.md §6).
 SAMPLES += [
@@ -113,7 +130,9 @@ def _only_cbor_types(value: Any) -> bool:
 def test_wire_form_is_plain_data(event: Event) -> None:
     assert _only_cbor_types(to_wire(event))
     line = json.dumps(to_export_json(event))  # every export line is valid JSON
-    assert json.loads(line)["event"]["type"] == event.kind
+    # A temporary overview is exported as what it is to a reader: a worker-overview.
+    exported = "worker-overview" if isinstance(event, WorkerOverviewTemporary) else event.kind
+    assert json.loads(line)["event"]["type"] == exported
 
 
 def test_export_shapes() -> None:
@@ -195,7 +214,12 @@ def test_export_shapes() -> None:
 
 def test_only_journal_kinds_are_persisted() -> None:
     transient = {e.kind for e in SAMPLES if not e.persisted}
-    assert transient == {"task-assigned", "job-forgotten", "worker-resumed"}
+    assert transient == {
+        "task-assigned",
+        "job-forgotten",
+        "worker-resumed",
+        "worker-overview-temporary",
+    }
     assert [e.kind for e in persisted(SAMPLES)] == [e.kind for e in SAMPLES if e.persisted]
     # Journaled, but HyperQueue has no such event: exports leave it out.
     assert {e.kind for e in SAMPLES if not e.exported} == {"worker-stop-requested"}
@@ -297,3 +321,21 @@ def test_bad_records_rejected() -> None:
     ):
         with pytest.raises(ValueError):
             from_record(bad)
+
+
+def test_worker_overview_export_shape() -> None:
+    overview = next(e for e in SAMPLES if isinstance(e, WorkerOverview))
+    line = json.dumps(to_export_json(overview))
+    payload = json.loads(line)["event"]
+    assert payload["type"] == "worker-overview" and payload["id"] == 1
+    state = payload["hw-state"]["state"]
+    assert state["cpu_usage"]["cpu_per_core_percent_usage"] == [0.0, 12.5]
+    assert '"cpu_per_core_percent_usage": [0.0, 12.5]' in line  # floats stay floats
+    assert state["amd_gpus"] is None and state["nvidia_gpus"]["gpus"][0]["id"] == "BUS1"
+    # A dashboard's temporary overview looks the same to whoever reads the stream.
+    temporary = next(e for e in SAMPLES if isinstance(e, WorkerOverviewTemporary))
+    assert to_export_json(temporary)["event"] == {
+        "type": "worker-overview",
+        "id": 2,
+        "hw-state": {"state": {"timestamp": 1714557600}},
+    }

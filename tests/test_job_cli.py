@@ -807,7 +807,6 @@ def test_stub_commands_not_supported(hq: Hq) -> None:
     for argv in (
         ("task", "explain", "1", "0"),
         ("task", "notify", "hello"),
-        ("journal", "report", "journal.bin", "report.html"),
     ):
         result = hq(*argv)
         assert result.code == 1 and "not supported" in result.err

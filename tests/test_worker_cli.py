@@ -266,6 +266,7 @@ def test_worker_start_delegates(hq: Hq, monkeypatch: pytest.MonkeyPatch) -> None
     assert hq("worker", "start", "--bogus").code == 2
 
 
-def test_deploy_ssh_not_supported(hq: Hq) -> None:
-    result = hq("worker", "deploy-ssh", "hosts.txt", "--cpus", "2")
-    assert result.code == 1 and "not supported" in result.err
+def test_deploy_ssh_needs_a_hostfile(hq: Hq) -> None:
+    # The rest of deploy-ssh is tested against a real sshd in test_deploy_ssh.py.
+    result = hq("worker", "deploy-ssh")
+    assert result.code == 2 and "<HOSTFILE>" in result.err

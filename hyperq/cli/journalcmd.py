@@ -17,7 +17,7 @@ Usage:
   hq journal replay
   hq journal flush
   hq journal prune
-  hq journal report
+  hq journal report <JOURNAL> <OUTPUT> [--start-time <DUR>] [--end-time <DUR>]
 """
 
 EXPORT_USAGE = """Print every event of a journal file as one JSON object per line (no server needed)
@@ -45,10 +45,14 @@ PRUNE_USAGE = """Rewrite the journal keeping only live jobs and workers
 Usage:
   hq journal prune
 """
-REPORT_USAGE = """Write an HTML report of a journal (not supported by hyperq yet)
+REPORT_USAGE = """Write an HTML report of a journal file (no server needed)
 
 Usage:
-  hq journal report [<ARGS>...]
+  hq journal report <JOURNAL> <OUTPUT> [--start-time <DUR>] [--end-time <DUR>]
+
+Options:
+  --start-time <DUR>   Leave out what happened before this offset from the first event
+  --end-time <DUR>     Leave out what happened after this offset from the first event
 """
 
 
@@ -157,7 +161,22 @@ def prune(ctx: Context, args: dict[str, Any]) -> int:
 
 
 def report(ctx: Context, args: dict[str, Any]) -> int:
-    raise HqError("`hq journal report` is not supported by hyperq yet")
+    from hyperq.common.duration import parse_duration
+    from hyperq.common.errors import UsageError
+    from hyperq.report.data import Window
+    from hyperq.report.main import write_report
+
+    bounds = []
+    for option in ("--start-time", "--end-time"):
+        text = args.get(option)
+        try:
+            bounds.append(parse_duration(text) if text is not None else None)
+        except HqError as error:
+            raise UsageError(
+                f"error: invalid value '{text}' for '{option} <DUR>': {error.message}"
+            ) from None
+    write_report(args["<JOURNAL>"], args["<OUTPUT>"], Window(bounds[0], bounds[1]))
+    return 0
 
 
 COMMANDS = {
@@ -166,5 +185,5 @@ COMMANDS = {
     "replay": (REPLAY_USAGE, replay, False),
     "flush": (FLUSH_USAGE, flush, False),
     "prune": (PRUNE_USAGE, prune, False),
-    "report": (REPORT_USAGE, report, True),
+    "report": (REPORT_USAGE, report, False),
 }

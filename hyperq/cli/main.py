@@ -32,8 +32,9 @@ GROUPS: dict[str, str] = {
 # single-word commands: name -> (module, command name inside that module)
 ALIASES: dict[str, tuple[str, str]] = {
     "submit": ("hyperq.cli.submit", "submit"),
+    "dashboard": ("hyperq.cli.dashboard", "dashboard"),
 }
-OUT_OF_SCOPE = ("output-log", "dashboard", "doc", "generate-completion")
+OUT_OF_SCOPE = ("output-log", "doc", "generate-completion")
 
 MAIN_USAGE = f"""hq {__version__}: HyperQueue task runtime (hyperq)
 
@@ -48,6 +49,7 @@ Commands:
   task       Commands for tasks
   journal    Commands for the event journal
   alloc      Commands for automatic allocation
+  dashboard  Terminal dashboard of the cluster (live, or replayed from a journal)
 
 Global options (accepted at any level):
   --server-dir <PATH>    Server directory [env: HQ_SERVER_DIR, default: ~/.hq-server]

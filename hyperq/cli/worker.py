@@ -112,7 +112,10 @@ Options:
   --no-hyper-threading   Keep one logical CPU per physical core
 """
 
-DEPLOY_SSH_USAGE = """Start workers on remote hosts over SSH (not supported by hyperq yet)
+DEPLOY_SSH_USAGE = """Deploy workers to remote hosts over SSH
+
+Every line of HOSTFILE is `host` or `host:port`; one `hq worker start <WORKER_ARGS>` runs on
+each host over `ssh`. Options of this command must precede HOSTFILE.
 
 Usage:
   hq worker deploy-ssh [--show-output] [<HOSTFILE> <WORKER_ARGS>...]
@@ -203,7 +206,9 @@ def hwdetect(ctx: Context, args: dict[str, Any]) -> int:
 
 
 def deploy_ssh(ctx: Context, args: dict[str, Any]) -> int:
-    raise HqError("`hq worker deploy-ssh` is not supported by hyperq yet")
+    from hyperq.cli.deployssh import run
+
+    return run(args)
 
 
 def _number(text: str, name: str) -> int:

@@ -461,15 +461,36 @@ class ClientApi:
         with `follow`, every new persisted event until the server stops."""
         from hyperq.server.journal.format import read_journal
         from hyperq.server.journal.reconstruct import reconstruct
-        from hyperq.server.model.events import Event, ServerStop, from_record, to_export_json
+        from hyperq.server.model.events import (
+            Event,
+            ServerStop,
+            WorkerOverview,
+            WorkerOverviewTemporary,
+            from_record,
+            to_export_json,
+        )
+
+        wants_overviews = request.get("overviews") is True
 
         def shown(event: Event) -> bool:
             # Clients never see the stop of the server they talk to, nor events that
-            # HyperQueue does not have (`exported`).
+            # HyperQueue does not have (`exported`); temporary overviews go only to the
+            # streams that asked for them (the dashboard).
+            if isinstance(event, WorkerOverviewTemporary) and not wants_overviews:
+                return False
             return event.exported and not isinstance(event, ServerStop)
+
+        def export(event: Event) -> dict[str, Any]:
+            line = to_export_json(event)
+            if wants_overviews and isinstance(event, WorkerOverview) and event.running_cpus:
+                # Beside the event, not in it: the dashboard's per-CPU view (cluster.md §4).
+                line["running_cpus"] = [[j, t, list(c)] for j, t, c in event.running_cpus]
+            return line
 
         core = self.core
         subscription = core.subscribe()
+        if wants_overviews:
+            core.add_overview_watcher(+1)
         try:
             journal = core.journal
             if journal is not None:
@@ -483,31 +504,36 @@ class ClientApi:
                 history = reconstruct(self.model, core.started_at)
             await peer.send({"ok": None})
             for start in range(0, len(history), 1000):
-                batch = [to_export_json(event) for event in history[start : start + 1000]]
+                batch = [export(event) for event in history[start : start + 1000]]
                 # One event can be huge (a cancel of a million-task array lists every
                 # task): parts the client reassembles, not one frame over the limit.
                 await peer.send_large({"events": batch})
             if not request.get("follow"):
                 await peer.send({"end": True})
                 return
+            if request.get("live_marker") is True:
+                # The dashboard's boundary between history and live events (cluster.md §7).
+                await peer.send({"live": True, "journal": journal is not None})
             async for seq, event in subscription.receive:
                 if cut is not None and seq is not None and seq <= cut:
                     continue
                 if not shown(event):
                     continue
-                batch = [to_export_json(event)]
+                batch = [export(event)]
                 while True:
                     try:
                         seq, event = subscription.receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     if shown(event):
-                        batch.append(to_export_json(event))
+                        batch.append(export(event))
                 await peer.send_large({"events": batch})
             if subscription.overflowed:
                 await peer.send({"error": "the event stream fell too far behind; reconnect"})
         finally:
             core.unsubscribe(subscription)
+            if wants_overviews:
+                core.add_overview_watcher(-1)
 
     # --- workers ----------------------------------------------------------------------
     def _worker_ids(self, selector: Any, all_ids: list[int]) -> list[int]:

@@ -44,6 +44,8 @@ class WorkerLink:
         self.idle_since: float | None = None
         self.lost_reason: str | None = None
         self.scope = trio.CancelScope()
+        # Whether this worker was last told to send temporary overviews (cluster.md §4).
+        self.overviews_requested = False
 
     def poke(self) -> None:
         self.wake.set()
@@ -93,6 +95,7 @@ class ServerCore:
         self.idle_timeout = idle_timeout
         self.links: dict[int, WorkerLink] = {}
         self.subscriptions: set[Subscription] = set()
+        self.overview_watchers = 0
         # Set once the server stops: connections that end from now on are the server's
         # doing, not the workers' loss, and are not recorded as such.
         self.stopping = False
@@ -137,6 +140,19 @@ class ServerCore:
                     subscription.send.close()
                     self.subscriptions.discard(subscription)
                     break
+
+    def publish_transient(self, events: list[Event]) -> None:
+        """Events for the live streams only: not applied, not journaled (temporary
+        worker overviews)."""
+        if self.subscriptions:
+            self._publish([(None, event) for event in events])
+
+    def add_overview_watcher(self, delta: int) -> None:
+        """A stream that wants overviews came (+1) or went (-1): every worker without its
+        own interval sends them while at least one such stream exists."""
+        self.overview_watchers += delta
+        for link in self.links.values():
+            link.poke()
 
     def subscribe(self) -> Subscription:
         subscription = Subscription()

@@ -18,6 +18,8 @@ from trio_websocket import ConnectionClosed
 
 from hyperq.common.errors import HqError
 from hyperq.server.core import ServerCore, WorkerLink
+from hyperq.server.model.events import WorkerOverview, WorkerOverviewTemporary
+from hyperq.server.overview import checked_hw_state, checked_tasks
 from hyperq.server.replies import worker_wire
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.peer import PeerConnection
@@ -131,11 +133,28 @@ class WorkerHandler:
                     self.core.schedule_now()
             elif op == "heartbeat":
                 pass
+            elif op == "overview":
+                self._overview(worker_id, message.get("hw_state"), message.get("tasks"))
             elif op == "goodbye":
                 reason = message.get("reason")
                 return reason if reason in ("TimeLimitReached", "IdleTimeout") else "ConnectionLost"
             else:
                 raise ProtocolError(f"unknown worker message {op!r}")
+
+    def _overview(self, worker_id: int, hw_state: Any, tasks: Any) -> None:
+        state = checked_hw_state(hw_state)
+        if state is None:
+            log.warning("Worker %d sent a malformed overview; ignored", worker_id)
+            return
+        running = checked_tasks(tasks)
+        view = self.core.model.worker_info(worker_id)
+        if view is not None and view.configuration.get("overview_interval"):
+            self.core.commit([WorkerOverview(self.core.now(), worker_id, state, running)])
+        else:
+            # Asked for by a watching dashboard only: streamed, never journaled.
+            self.core.publish_transient(
+                [WorkerOverviewTemporary(self.core.now(), worker_id, state, running)]
+            )
 
     def _apply_updates(self, worker_id: int, items: list[Any]) -> bool:
         """Apply a worker's reports; True if any task ended (so CPUs may be free)."""
@@ -188,6 +207,10 @@ class WorkerHandler:
             # message. No extra yield or delay to gather more: with few CPUs, every
             # scheduling round of latency here leaves a CPU of the worker idle (an extra
             # yield cost ~15% of short-task throughput).
+            wanted = self.core.overview_watchers > 0
+            if wanted != link.overviews_requested:
+                link.overviews_requested = wanted
+                await peer.send({"op": "overview-request", "enabled": wanted})
             await link.wake.wait()
             link.wake = trio.Event()
             if link.kill:

@@ -97,6 +97,22 @@ def build_config(ctx: Context, args: dict[str, Any]) -> Any:
     )
 
 
+def _log_observed_gpus(args: dict[str, Any], config: Any) -> None:
+    """Say why a GPU family is observed when the user named its resource (cluster.md §4)."""
+    import logging
+
+    if not config.overview_interval:
+        return
+    passed = {item.split("=", 1)[0].strip() for item in _list(args.get("--resource"))}
+    for family in ("nvidia", "amd"):
+        if f"gpus/{family}" in passed:
+            logging.getLogger(__name__).info(
+                "Observing %s GPU usage because of manually passed resource `gpus/%s`",
+                family,
+                family,
+            )
+
+
 def read_worker_endpoint(ctx: Context) -> Any:
     """One attempt at reading the worker part of the current access record."""
     from hyperq.common import serverdir
@@ -151,6 +167,7 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
 
     setup_logging(ctx.debug)
     config = build_config(ctx, args)
+    _log_observed_gpus(args, config)
     endpoint = load_worker_endpoint(ctx)
     output = make_output(ctx.output_mode, ctx.colors)
 

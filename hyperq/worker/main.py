@@ -48,6 +48,8 @@ WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
 # short tasks then cost the server one report instead of two. Workers that may
 # reconnect report at once, so that a restored server knows what they run.
 STARTED_REPORT_DELAY = 0.02
+# Overviews while a dashboard watches a worker started without --overview-interval.
+TEMPORARY_OVERVIEW_INTERVAL = 2.0
 # `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
 RECONNECT_LIMIT = 600.0
 RECONNECT_MAX_DELAY = 5.0
@@ -153,6 +155,9 @@ class WorkerRuntime:
         self.unreported: dict[tuple[int, int], tuple[int, float]] = {}
         self.started_delay = 0.0 if self.reconnecting else STARTED_REPORT_DELAY
         self._unreported_added = trio.Event()
+        self.temporary_overviews: trio.CancelScope | None = None
+        # CPU labels of each running task, for the dashboard's per-CPU view (overviews).
+        self.task_cpus: dict[tuple[int, int], list[str]] = {}
 
     def end(self, ending: Ending) -> None:
         """The first reason to end wins; it stops the receive loop (or reconnecting)."""
@@ -169,6 +174,8 @@ class WorkerRuntime:
             await services.start(self._watch_signals)
             if self.config.time_limit is not None:
                 services.start_soon(self._time_limit, self.config.time_limit)
+            if self.config.overview_interval:
+                services.start_soon(self._overview, self.config.overview_interval)
             async with trio.open_nursery() as tasks:
                 self.task_nursery = tasks
                 while True:
@@ -221,6 +228,8 @@ class WorkerRuntime:
                 self._start_tasks(tasks, message)
             elif op == "cancel":
                 self._cancel(message.get("tasks", ()))
+            elif op == "overview-request":
+                self._temporary_overviews(message.get("enabled") is True)
             elif op == "stop":
                 reason = message.get("reason", "stopped")
                 self.end(Ending(reason, 0, kill_tasks=True))
@@ -238,6 +247,7 @@ class WorkerRuntime:
             spec = self._spec(item, descs[item["desc"]])
             scope = trio.CancelScope()
             self.task_scopes[(spec.job_id, spec.task_id)] = (spec.instance, scope)
+            self.task_cpus[(spec.job_id, spec.task_id)] = spec.cpu_labels
             tasks.start_soon(self._run_one, spec, scope)
 
     def _spec(self, item: dict[str, Any], desc: dict[str, Any]) -> TaskLaunchSpec:
@@ -290,6 +300,7 @@ class WorkerRuntime:
             slot = self.task_scopes.get(key)
             if slot is not None and slot[1] is scope:
                 del self.task_scopes[key]
+                self.task_cpus.pop(key, None)
             unreported = self.unreported.pop(key, None)
         if outcome is None:
             return  # canceled: the server already knows
@@ -418,6 +429,8 @@ class WorkerRuntime:
                 self.peer = peer
                 self.connected = True
                 log.info("Reconnected to the server as worker %d", new_id)
+                # The new connection says again whether a dashboard watches.
+                self._temporary_overviews(False)
                 await self._flush_unsent()
                 return True
         return False
@@ -445,6 +458,47 @@ class WorkerRuntime:
                 except SEND_ERRORS:
                     pass
         self.end(Ending("time-limit", 0, kill_tasks=True))
+
+    def _temporary_overviews(self, enabled: bool) -> None:
+        """A dashboard watches (or stopped watching): without an interval of our own,
+        send overviews every TEMPORARY_OVERVIEW_INTERVAL meanwhile."""
+        if self.config.overview_interval:
+            return
+        if self.temporary_overviews is not None:
+            self.temporary_overviews.cancel()
+            self.temporary_overviews = None
+        if enabled:
+            scope = trio.CancelScope()
+            self.temporary_overviews = scope
+
+            async def run() -> None:
+                with scope:
+                    await self._overview(TEMPORARY_OVERVIEW_INTERVAL)
+
+            self.conn_nursery.start_soon(run)
+
+    async def _overview(self, interval: float) -> None:
+        """Every interval (the first one interval after start) one hardware overview."""
+        from hyperq.common.resources import GPUS_AMD, GPUS_NVIDIA
+        from hyperq.worker.hwmonitor import HwMonitor, overview_state, sample_proc
+
+        names = self.config.resources.names()
+        monitor = HwMonitor(nvidia=GPUS_NVIDIA in names, amd=GPUS_AMD in names)
+        # The baseline, so that the first overview's CPU usage covers its own interval.
+        monitor.previous = (await trio.to_thread.run_sync(sample_proc)).cpu
+        next_at = trio.current_time() + interval
+        while True:
+            await trio.sleep_until(next_at)
+            next_at = max(next_at + interval, trio.current_time())
+            state, cost = await overview_state(monitor)
+            log.debug("Overview took %.3f ms of CPU", cost * 1000)
+            if not self.connected:
+                continue
+            try:
+                tasks = [[job, task, cpus] for (job, task), cpus in self.task_cpus.items()]
+                await self.peer.send({"op": "overview", "hw_state": state, "tasks": tasks})
+            except SEND_ERRORS:
+                self.connected = False
 
     async def _close_connection(self) -> None:
         if self.connected:

@@ -130,6 +130,33 @@ class WorkerLost(Event):
 
 
 @dataclass(frozen=True)
+class WorkerOverview(Event):
+    """A worker's hardware sample (cluster.md §4); `hw_state` is the spec's STATE map.
+
+    Sent only by workers started with `--overview-interval`, so every one is journaled
+    (journal.md §1). It changes nothing the scheduler reads: it is here for the journal,
+    the streams and whoever replays them (report, dashboard).
+    """
+
+    kind: ClassVar[str] = "worker-overview"
+    id: int
+    hw_state: Mapping[str, Any]
+    # (job, task, CPU labels) of the tasks running there: for the dashboard's per-CPU
+    # view, not part of the exported JSON (cluster.md §4).
+    running_cpus: tuple[tuple[int, int, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerOverviewTemporary(WorkerOverview):
+    """An overview a worker without `--overview-interval` sends only while a dashboard
+    watches (cluster.md §4): streamed to watchers that asked for overviews, never
+    journaled, exported as a plain `worker-overview`."""
+
+    kind: ClassVar[str] = "worker-overview-temporary"
+    persisted: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
 class WorkerStopRequested(Event):
     """`hq worker stop` asked this worker to stop; nothing new is assigned to it."""
 
@@ -301,6 +328,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     WorkerLost,
     WorkerStopRequested,
     WorkerResumed,
+    WorkerOverview,
+    WorkerOverviewTemporary,
     JobOpen,
     JobCreated,
     JobClose,
@@ -389,6 +418,12 @@ def _task_groups(value: Any) -> TaskGroups:
     return tuple(groups)
 
 
+def _running_cpus(value: Any) -> tuple[tuple[int, int, tuple[str, ...]], ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list, got {value!r}")
+    return tuple((_int(job), _int(task), tuple(_str(c) for c in cpus)) for job, task, cpus in value)
+
+
 # Field names mean the same thing in every event, so one decoder per name suffices.
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "time": _float,
@@ -416,6 +451,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "params": _map,
     "allocation_id": _str,
     "worker_count": _int,
+    "hw_state": _map,
+    "running_cpus": _running_cpus,
 }
 
 
@@ -595,6 +632,14 @@ def export_payload(event: Event) -> dict[str, Any]:
         for field in dataclasses.fields(event):
             if field.name != "time":
                 out[field.name.replace("_", "-")] = _jsonable(getattr(event, field.name))
+    elif isinstance(event, WorkerOverview):
+        out.update(
+            {
+                "type": WorkerOverview.kind,
+                "id": event.id,
+                "hw-state": {"state": _jsonable(event.hw_state)},
+            }
+        )
     else:
         for field in dataclasses.fields(event):
             if field.name != "time":

@@ -62,6 +62,8 @@ from hyperq.server.model.events import (
     TaskStarted,
     WorkerConnected,
     WorkerLost,
+    WorkerOverview,
+    WorkerOverviewTemporary,
     WorkerResumed,
     WorkerStopRequested,
 )
@@ -226,6 +228,8 @@ class Model:
             WorkerLost: self._on_worker_lost,
             WorkerStopRequested: self._on_worker_stop_requested,
             WorkerResumed: self._on_worker_resumed,
+            WorkerOverview: self._on_worker_overview,
+            WorkerOverviewTemporary: self._on_worker_overview,
             JobOpen: self._on_job_open,
             JobCreated: self._on_job_created,
             JobClose: self._on_job_close,
@@ -306,6 +310,10 @@ class Model:
         self.server_started_at = event.time
 
     def _on_server_stop(self, event: ServerStop) -> None:
+        pass
+
+    def _on_worker_overview(self, event: WorkerOverview) -> None:
+        # Hardware samples are for the journal and the watchers; no decision reads them.
         pass
 
     def _on_worker_connected(self, event: WorkerConnected) -> None:
