@@ -226,7 +226,11 @@ class WorkerRuntime:
                 trio.ClosedResourceError,
                 ProtocolError,
             ) as error:
-                log.debug("Receive failed: %s", error)
+                if isinstance(error, ProtocolError):
+                    # The server's frame itself was bad: say why the connection ends.
+                    log.error("Closing the connection to the server: %s", error)
+                else:
+                    log.debug("Receive failed: %s", error)
                 self.connected = False
                 if not self.reconnecting:
                     policy = self.config.on_server_lost
