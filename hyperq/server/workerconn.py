@@ -146,7 +146,7 @@ class WorkerHandler:
         A message that does not fit its type is logged and skipped: the worker's other
         reports still count, and its connection (with its running tasks) stays."""
         try:
-            typed = schemas.convert(message, schemas.WorkerMessage)
+            typed = schemas.convert_message(message, schemas.WORKER_MESSAGES)
         except SchemaError as error:
             log.warning("Worker %d sent a message we skip: %s", worker_id, error.message)
             return None

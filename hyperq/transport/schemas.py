@@ -89,6 +89,22 @@ def convert(value: Any, kind: type[T], prefix: str = "") -> T:
         raise SchemaError(describe(error, prefix)) from None
 
 
+def convert_message(value: Any, kinds: dict[str, type[T]]) -> T:
+    """A message tagged by its `op`, as the type `kinds` names for that op.
+
+    Looked up here rather than by converting to a union of the types: msgspec caches
+    what it knows about a Struct class, not about a union, and re-reading the union cost
+    ~5 µs per message where the Struct alone costs under 1 µs.
+    """
+    op = value.get("op") if isinstance(value, dict) else None
+    if not isinstance(op, str):
+        raise SchemaError("op: missing" if isinstance(value, dict) else "expected a map")
+    kind = kinds.get(op)
+    if kind is None:
+        raise SchemaError(f"op: unknown message {op!r}")
+    return convert(value, kind)
+
+
 def to_wire(value: Struct) -> dict[str, Any]:
     """A typed message as plain CBOR-encodable values (bytes stay bytes)."""
     return msgspec.to_builtins(value, builtin_types=(bytes,))
@@ -315,6 +331,11 @@ class Goodbye(Struct, frozen=True, tag_field="op", tag="goodbye"):
 
 WorkerMessage = Updates | Heartbeat | Goodbye
 """What a registered worker may send."""
+WORKER_MESSAGES: dict[str, type[WorkerMessage]] = {
+    "updates": Updates,
+    "heartbeat": Heartbeat,
+    "goodbye": Goodbye,
+}
 
 
 # =======================================================================================
@@ -362,3 +383,8 @@ class Stop(Struct, frozen=True, tag_field="op", tag="stop"):
 
 ServerMessage = Compute | Cancel | Stop
 """What the server may send a registered worker."""
+SERVER_MESSAGES: dict[str, type[ServerMessage]] = {
+    "compute": Compute,
+    "cancel": Cancel,
+    "stop": Stop,
+}

@@ -242,7 +242,7 @@ class WorkerRuntime:
     def handle_message(self, tasks: trio.Nursery, message: Any) -> bool:
         """One message from the server; True if it ends the receive loop (a stop)."""
         try:
-            typed = schemas.convert(message, schemas.ServerMessage)
+            typed = schemas.convert_message(message, schemas.SERVER_MESSAGES)
         except SchemaError as error:
             log.warning("Skipping a message from the server: %s", error.message)
             return False
