@@ -15,6 +15,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trio_websocket import ConnectionClosed
 
 from hyperq.cli.submitdesc import SubmitRequest, TaskOptions, build_submit
 from hyperq.common.idrange import IdRanges
@@ -307,6 +308,44 @@ def test_stream_requests_convert_or_name_the_field(op: str, data: st.DataObject)
         assert ": " in error.message
     else:
         assert isinstance(typed, schemas.CLIENT_REQUESTS[op])
+
+
+class FakePeer:
+    """One request in, every reply kept; then the client hangs up."""
+
+    def __init__(self, request: Any) -> None:
+        self.pending = [request]
+        self.sent: list[Any] = []
+
+    async def recv(self) -> Any:
+        if self.pending:
+            return self.pending.pop()
+        raise ConnectionClosed(None)
+
+    async def send(self, value: Any) -> None:
+        cbor2.dumps(value)
+        self.sent.append(value)
+
+    async def send_large(self, value: Any) -> None:
+        await self.send(value)
+
+
+@pytest.mark.parametrize("op", STREAM_OPS)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_stream_requests_get_a_reply(op: str, data: st.DataObject) -> None:
+    request = data.draw(requests(op))
+    peer = FakePeer(request)
+
+    async def main() -> None:
+        # A valid `journal-stream --follow` streams until the server stops: cut it short.
+        with trio.move_on_after(0.5):
+            await make_api().handle_connection(peer)  # type: ignore[arg-type]
+
+    trio.run(main)
+    first = peer.sent[0]
+    assert isinstance(first, dict)
+    assert "ok" in first or ("error" in first and isinstance(first["error"], str)), first
 
 
 # --- one field at a time ----------------------------------------------------------------
