@@ -488,3 +488,20 @@ def test_server_messages_convert_or_name_the_field(message: Any) -> None:
         assert error.message
     else:
         assert isinstance(typed, schemas.Compute | schemas.Cancel | schemas.Stop)
+
+
+async def test_a_bug_in_a_handler_costs_one_reply(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = make_api()
+
+    def broken() -> Any:
+        raise RuntimeError("summary exploded")
+
+    monkeypatch.setattr(api.model, "job_summary", broken)
+    reply = await dispatch(api, {"op": "job-summary"})
+    assert reply == {"error": "Internal error: RuntimeError: summary exploded"}
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors[0].getMessage() == "Error in job-summary request: RuntimeError: summary exploded"
+    # The next request on the same API is answered as usual.
+    assert (await dispatch(api, {"op": "job-list"}))["ok"]["total"] == 0

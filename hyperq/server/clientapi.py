@@ -21,7 +21,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed
 
-from hyperq.common.errors import HqError
+from hyperq.common.errors import HqError, describe_exception
 from hyperq.server.core import ServerCore
 from hyperq.server.info import ServerInfo
 from hyperq.server.lifecycle import StopRequest
@@ -182,6 +182,11 @@ class ClientApi:
             # Only ops without a declared type can get here with a bad shape.
             log.debug("Malformed %s request: %s: %s", name, type(error).__name__, error)
             return {"error": f"malformed {name} request"}
+        except Exception as error:
+            # A bug of ours in one handler costs this one reply, not the connection.
+            reason = describe_exception(error)
+            log.error("Error in %s request: %s", name, reason, exc_info=error)
+            return {"error": f"Internal error: {reason}"}
 
     async def shutdown(self) -> None:
         """Graceful part of the stop, before the tree is cancelled.
@@ -249,7 +254,7 @@ class ClientApi:
         model = self.model
         return select_ids(selector, model.job_ids(), model.max_job_id, all_ids)
 
-    async def _job_close(self, request: Any) -> Any:
+    async def _job_close(self, request: schemas.SelectorRequest) -> Any:
         core = self.core
         model = self.model
         open_ids = [j for j in model.job_ids() if model.jobs[j].is_open]
@@ -266,7 +271,7 @@ class ClientApi:
         await core.durable()
         return {"results": results, "nothing": not ids}
 
-    async def _job_cancel(self, request: Any) -> Any:
+    async def _job_cancel(self, request: schemas.JobCancelRequest) -> Any:
         core = self.core
         model = self.model
         active = [
@@ -302,7 +307,7 @@ class ClientApi:
         await core.durable()
         return {"results": results}
 
-    async def _job_forget(self, request: Any) -> Any:
+    async def _job_forget(self, request: schemas.StatesRequest) -> Any:
         core = self.core
         model = self.model
         ids = self._job_ids(request.selector, model.job_ids())
@@ -326,7 +331,7 @@ class ClientApi:
         counts = self.model.job_summary()
         return {"counts": {str(state): n for state, n in counts.items()}}
 
-    async def _job_info(self, request: Any) -> Any:
+    async def _job_info(self, request: schemas.JobInfoRequest) -> Any:
         model = self.model
         ids = self._job_ids(request.selector, model.job_ids())
         jobs, missing = [], []
@@ -351,7 +356,7 @@ class ClientApi:
             return job.active_count == 0
         return job.is_completed
 
-    async def _job_wait(self, request: Any) -> Any:
+    async def _job_wait(self, request: schemas.JobWaitRequest) -> Any:
         core = self.core
         model = self.model
         ids = [j for j in self._job_ids(request.selector, model.job_ids()) if j in model.jobs]
@@ -362,7 +367,7 @@ class ClientApi:
             await core.changed.wait()
         return {"jobs": [job_info_wire(model.job_info(j)) for j in ids if j in model.jobs]}
 
-    async def _job_progress(self, request: Any, peer: PeerConnection) -> None:
+    async def _job_progress(self, request: schemas.SelectorRequest, peer: PeerConnection) -> None:
         core = self.core
         model = self.model
         ids = [j for j in self._job_ids(request.selector, model.job_ids()) if j in model.jobs]
@@ -383,7 +388,7 @@ class ClientApi:
             await core.changed.wait()
             await trio.sleep(1 / PROGRESS_RATE)
 
-    async def _job_task_ids(self, request: Any) -> Any:
+    async def _job_task_ids(self, request: schemas.StatesRequest) -> Any:
         model = self.model
         ids = self._job_ids(request.selector, model.job_ids())
         states = _states(request.states, TaskState)
@@ -409,7 +414,7 @@ class ClientApi:
             return model.iter_tasks(job_id, states=states)
         return model.iter_tasks(job_id, iter(_id_set(task_items, "tasks")), states=states)
 
-    async def _task_list(self, request: Any) -> Any:
+    async def _task_list(self, request: schemas.TaskListRequest) -> Any:
         model = self.model
         ids = self._job_ids(request.selector, model.job_ids())
         states = _states(request.states, TaskState)
@@ -428,7 +433,7 @@ class ClientApi:
             jobs[str(job_id)] = tasks
         return {"jobs": jobs, "missing": missing, "worker_names": self._worker_names()}
 
-    async def _task_info(self, request: Any) -> Any:
+    async def _task_info(self, request: schemas.TaskInfoRequest) -> Any:
         core = self.core
         model = self.model
         ids = self._job_ids(request.selector, model.job_ids())
@@ -483,7 +488,9 @@ class ClientApi:
         log.info("Journal pruned from %d to %d bytes", before, after)
         return {"before": before, "after": after}
 
-    async def _journal_stream(self, request: Any, peer: PeerConnection) -> None:
+    async def _journal_stream(
+        self, request: schemas.JournalStreamRequest, peer: PeerConnection
+    ) -> None:
         """History first (the journal file, or events rebuilt from the state), then,
         with `follow`, every new persisted event until the server stops."""
         from hyperq.server.journal.format import read_journal
@@ -546,7 +553,7 @@ class ClientApi:
         model = self.model
         return {"workers": [worker_wire(model.worker_info(w)) for w in model.worker_ids()]}
 
-    async def _worker_info(self, request: Any) -> Any:
+    async def _worker_info(self, request: schemas.SelectorRequest) -> Any:
         model = self.model
         ids = self._worker_ids(request.selector, model.worker_ids())
         workers, missing = [], []
@@ -558,7 +565,7 @@ class ClientApi:
                 workers.append(worker_wire(view))
         return {"workers": workers, "missing": missing}
 
-    async def _worker_stop(self, request: Any) -> Any:
+    async def _worker_stop(self, request: schemas.SelectorRequest) -> Any:
         core = self.core
         model = self.model
         running = [w for w in model.worker_ids() if model.workers[w].is_connected]
