@@ -191,7 +191,7 @@ class JobOpenRequest(Struct, frozen=True):
 
 
 class SelectorRequest(Struct, frozen=True):
-    """job-close, job-summary-like ops that name jobs or workers and nothing else."""
+    """Ops that name jobs or workers and nothing else (job-close, worker-stop, ...)."""
 
     selector: Selector
 
