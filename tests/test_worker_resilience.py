@@ -3,11 +3,14 @@ that must still finish, through the worker's own message handling (no server).""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hyperq.worker import main as worker_main
 from hyperq.worker.config import WorkerConfig
@@ -208,3 +211,117 @@ async def test_cancel_and_stop_still_work(tmp_path: Path) -> None:
             assert not runtime.task_scopes
             assert runtime.handle_message(tasks, {"op": "stop", "reason": "stopped"}) is True
             assert runtime.ending is not None and runtime.ending.reason == "stopped"
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+)
+cbor_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid values most of the time, anything now and then."""
+    return st.one_of(valid, valid, valid, cbor_values)
+
+
+program_like = st.fixed_dictionaries(
+    {"args": st.lists(st.text(max_size=4), max_size=2), "cwd": st.text(max_size=4)},
+    optional={
+        "env": mostly(st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2)),
+        "stdout": mostly(st.none() | st.fixed_dictionaries({"path": st.text(max_size=4)})),
+    },
+)
+descs = st.dictionaries(
+    st.sampled_from(["0", "1"]),
+    st.fixed_dictionaries(
+        {"program": program_like, "submit_dir": st.text(max_size=4)},
+        optional={
+            "pin": mostly(st.none() | st.sampled_from(["taskset", "omp"])),
+            "time_limit": mostly(st.none() | st.floats(0, 10)),
+        },
+    ),
+    max_size=2,
+)
+launch_items = st.lists(
+    st.fixed_dictionaries(
+        {
+            "job": st.integers(0, 3),
+            "task": st.integers(0, 3),
+            "instance": st.integers(0, 3),
+            "desc": st.sampled_from(["0", "1", "2"]),
+            "allocation": mostly(st.just([])),
+        },
+        optional={"entry": mostly(st.none() | st.text(max_size=3))},
+    ),
+    max_size=3,
+)
+server_messages = st.one_of(
+    cbor_values,
+    st.fixed_dictionaries(
+        {"op": st.sampled_from(["compute", "cancel", "stop", "x"])},
+        optional={"descs": descs, "tasks": launch_items, "reason": cbor_values},
+    ),
+    st.fixed_dictionaries({"op": st.just("compute"), "descs": descs, "tasks": launch_items}),
+)
+
+
+def _taken(message: Any) -> set[tuple[int, int]]:
+    """The tasks of `message` if it is a compute message the worker accepts."""
+    from hyperq.transport import schemas
+
+    try:
+        typed = schemas.convert_message(message, schemas.SERVER_MESSAGES)
+    except schemas.SchemaError:
+        return set()
+    if not isinstance(typed, schemas.Compute):
+        return set()
+    return {(item.job, item.task) for item in typed.tasks}
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=server_messages)
+def test_arbitrary_server_messages_never_end_the_worker(message: Any) -> None:
+    """Whatever the server sends, the worker handles it or skips it; every task it took
+    on reports an end. No process is spawned: the launcher is replaced."""
+
+    async def fake_run_task(spec: Any) -> Any:
+        await trio.sleep(0)
+        return worker_main.FINISHED
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as scratch, trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                runtime = make_runtime(Path(scratch), nursery)
+                async with trio.open_nursery() as tasks:
+                    stopped = runtime.handle_message(tasks, message)
+                    assert stopped == (runtime.ending is not None)
+                ends = set()
+                while True:
+                    try:
+                        update = runtime.updates_recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    if update[0] in ("finished", "failed"):
+                        ends.add((update[1], update[2]))
+                # Every task it took on has ended and said so.
+                assert not runtime.task_scopes
+                taken = _taken(message)
+                assert taken <= ends
+
+    original = worker_main.run_task
+    worker_main.run_task = fake_run_task  # type: ignore[assignment]
+    try:
+        trio.run(main)
+    finally:
+        worker_main.run_task = original
