@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hyperq import __version__
-from hyperq.common.errors import HqError, UsageError
+from hyperq.common.errors import HqError, UsageError, describe_exception
 
 GLOBAL_VALUE_OPTIONS = ("--server-dir", "--output-mode", "--colors")
 GLOBAL_FLAGS = ("--debug",)
@@ -218,7 +218,7 @@ def run(argv: list[str]) -> int:
     except Exception as error:
         if debug:
             raise
-        _print_error(f"Internal error: {type(error).__name__}: {error}", output_mode)
+        _print_error(f"Internal error: {describe_exception(error)}", output_mode)
         return 1
 
 

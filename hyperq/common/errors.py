@@ -36,3 +36,19 @@ def only_hq_error(group: BaseExceptionGroup) -> HqError | None:
         assert isinstance(first, HqError)
         return first
     return None
+
+
+def describe_exception(error: BaseException) -> str:
+    """`Type: message` of an exception, or of each leaf of an exception group (a nursery
+    wraps what escaped it; the group's own text would hide the reason)."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [error]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(reversed(item.exceptions))
+        else:
+            leaves.append(item)
+    return "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves[:5]) + (
+        f"; and {len(leaves) - 5} more" if len(leaves) > 5 else ""
+    )

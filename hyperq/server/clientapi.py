@@ -1,6 +1,10 @@
 """Answers client requests: one handler task per client connection.
 
 A request is a map with an `op`; the reply is `{"ok": value}` or `{"error": message}`.
+Each op has a declared type (`hyperq.transport.schemas.CLIENT_REQUESTS`): the request is
+converted to it before its handler runs, so a value of the wrong shape costs one error
+reply naming the field, and handlers work with typed values. Submits are then checked
+against the CLI's own rules (`submitcheck`), since the CLI is not the only client.
 Requests that change state call a pure model command and commit its events through the
 core; queries read model views and shape them with `replies`. Long answers yield to the
 event loop between chunks, so one large job never stalls heartbeats. A malformed
@@ -17,7 +21,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed
 
-from hyperq.common.errors import HqError
+from hyperq.common.errors import HqError, describe_exception
 from hyperq.server.core import ServerCore
 from hyperq.server.info import ServerInfo
 from hyperq.server.lifecycle import StopRequest
@@ -31,12 +35,17 @@ from hyperq.server.replies import (
     task_wire,
     worker_wire,
 )
+from hyperq.server.submitcheck import check_items, check_job_open, check_submit
+from hyperq.transport import schemas
 from hyperq.transport.peer import PeerConnection
+from hyperq.transport.schemas import SchemaError, Selector
 
 log = logging.getLogger(__name__)
 
-Op = Callable[[dict[str, Any]], Awaitable[Any]]
-StreamOp = Callable[[dict[str, Any], PeerConnection], Awaitable[None]]
+# A handler gets its op's typed request (schemas.CLIENT_REQUESTS); an op without a
+# declared type there gets the raw map and must check every field itself.
+Op = Callable[[Any], Awaitable[Any]]
+StreamOp = Callable[[Any, PeerConnection], Awaitable[None]]
 
 # Items handled between yields to the event loop in long answers.
 CHUNK = 5_000
@@ -51,37 +60,44 @@ class RequestError(HqError):
     """A request we refuse; its message goes back to the client as the error."""
 
 
-def _id_set(ranges: Any) -> TaskIdSet:
+def _id_set(ranges: list[schemas.IdItem] | None, field: str = "selector.ranges") -> TaskIdSet:
     """A client's ID ranges as the model's compact ID set (never expanded)."""
-    if not isinstance(ranges, list):
+    if ranges is None:
         raise RequestError("malformed selector")
+    # Overlapping ranges are expanded by the ID set: bounded before it sees them.
+    check_items(field, ranges)
     try:
         return TaskIdSet.build(ranges)
     except (TypeError, ValueError):
         raise RequestError("malformed selector") from None
 
 
+def parse_request(op: str, request: Any) -> Any:
+    """The typed request of `op` (SchemaError if it does not fit); raw if `op` has none."""
+    kind = schemas.CLIENT_REQUESTS.get(op)
+    if kind is None:
+        return request
+    return schemas.convert(request, kind)
+
+
 def select_ids(
-    selector: Any, existing: list[int], last: int | None, all_ids: list[int]
+    selector: Selector, existing: list[int], last: int | None, all_ids: list[int]
 ) -> list[int]:
     """IDs named by a selector: `last`, `all` (the command's own meaning) or ranges.
 
     Missing IDs are kept (the command reports them) unless the range is huge.
     """
-    kind = selector.get("kind") if isinstance(selector, dict) else None
-    if kind == "last":
+    if selector.kind == "last":
         return [] if last is None or last == 0 else [last]
-    if kind == "all":
+    if selector.kind == "all":
         return list(all_ids)
-    if kind != "ids":
-        raise RequestError("malformed selector")
-    ids = _id_set(selector.get("ranges"))
+    ids = _id_set(selector.ranges)
     if len(ids) <= MAX_EXPANDED_IDS:
         return list(ids)
     return [i for i in existing if i in ids]
 
 
-def _states(values: Any, enum: type[TaskState] | type[JobState]) -> list[Any] | None:
+def _states(values: list[str] | None, enum: type[TaskState] | type[JobState]) -> list[Any] | None:
     if values is None:
         return None
     try:
@@ -133,9 +149,11 @@ class ClientApi:
             except ConnectionClosed:
                 return
             op = request.get("op") if isinstance(request, dict) else None
-            if op in self.stream_ops:
+            if isinstance(op, str) and op in self.stream_ops:
                 try:
-                    await self.stream_ops[op](request, peer)
+                    await self.stream_ops[op](parse_request(op, request), peer)
+                except SchemaError as error:
+                    await peer.send({"error": f"Invalid {op} request: {error.message}"})
                 except HqError as error:
                     await peer.send({"error": error.message})
                 continue
@@ -147,16 +165,28 @@ class ClientApi:
     async def dispatch(self, request: Any) -> dict[str, Any]:
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
             return {"error": "malformed request"}
-        op = self.ops.get(request["op"])
+        name = request["op"]
+        op = self.ops.get(name)
         if op is None:
-            return {"error": f"unknown request {request['op']!r}"}
+            return {"error": f"unknown request {name!r}"}
         try:
-            return {"ok": await op(request)}
+            typed = parse_request(name, request)
+        except SchemaError as error:
+            log.debug("Refused %s request: %s", name, error.message)
+            return {"error": f"Invalid {name} request: {error.message}"}
+        try:
+            return {"ok": await op(typed)}
         except HqError as error:
             return {"error": error.message}
         except (KeyError, TypeError, ValueError) as error:
-            log.debug("Malformed %s request: %r", request["op"], error)
-            return {"error": f"malformed {request['op']} request"}
+            # Only ops without a declared type can get here with a bad shape.
+            log.debug("Malformed %s request: %s: %s", name, type(error).__name__, error)
+            return {"error": f"malformed {name} request"}
+        except Exception as error:
+            # A bug of ours in one handler costs this one reply, not the connection.
+            reason = describe_exception(error)
+            log.error("Error in %s request: %s", name, reason, exc_info=error)
+            return {"error": f"Internal error: {reason}"}
 
     async def shutdown(self) -> None:
         """Graceful part of the stop, before the tree is cancelled.
@@ -166,13 +196,13 @@ class ClientApi:
         """
 
     # --- server -----------------------------------------------------------------------
-    async def _server_info(self, request: dict[str, Any]) -> Any:
+    async def _server_info(self, request: Any) -> Any:
         return self.info.to_wire()
 
-    async def _server_stop(self, request: dict[str, Any]) -> Any:
+    async def _server_stop(self, request: Any) -> Any:
         return None
 
-    async def _debug_dump(self, request: dict[str, Any]) -> Any:
+    async def _debug_dump(self, request: Any) -> Any:
         model = self.model
         return {
             "tako": {
@@ -191,42 +221,44 @@ class ClientApi:
         }
 
     # --- jobs: changes ----------------------------------------------------------------
-    async def _submit(self, request: dict[str, Any]) -> Any:
+    async def _submit(self, request: schemas.SubmitRequest) -> Any:
+        check_submit(request)
         core = self.core
-        job_desc = request.get("job_desc") or {}
-        desc = request["submit_desc"]
-        job_id = request.get("job")
+        job_desc = request.job_desc or schemas.JobDesc()
+        job_id = request.job
+        desc = schemas.to_wire(request.submit_desc)
+        if desc.get("on_notify") is None:
+            desc.pop("on_notify", None)
         target = job_id if job_id is not None else self.model.next_job_id
         resolved = core.resolve_submit(desc, target)
         events = self.model.submit(
             resolved,
             now=core.now(),
             job_id=job_id,
-            name=job_desc.get("name"),
-            max_fails=job_desc.get("max_fails"),
+            name=job_desc.name,
+            max_fails=job_desc.max_fails,
         )
         core.commit(events)
         await core.durable()
         return {"job": events[0].job}
 
-    async def _job_open(self, request: dict[str, Any]) -> Any:
+    async def _job_open(self, request: schemas.JobOpenRequest) -> Any:
+        check_job_open(request)
         core = self.core
-        events = self.model.open_job(
-            now=core.now(), name=request.get("name"), max_fails=request.get("max_fails")
-        )
+        events = self.model.open_job(now=core.now(), name=request.name, max_fails=request.max_fails)
         core.commit(events)
         await core.durable()
         return {"job": events[0].job_id}
 
-    def _job_ids(self, selector: Any, all_ids: list[int]) -> list[int]:
+    def _job_ids(self, selector: Selector, all_ids: list[int]) -> list[int]:
         model = self.model
         return select_ids(selector, model.job_ids(), model.max_job_id, all_ids)
 
-    async def _job_close(self, request: dict[str, Any]) -> Any:
+    async def _job_close(self, request: schemas.SelectorRequest) -> Any:
         core = self.core
         model = self.model
         open_ids = [j for j in model.job_ids() if model.jobs[j].is_open]
-        ids = self._job_ids(request["selector"], open_ids)
+        ids = self._job_ids(request.selector, open_ids)
         results = []
         for job_id in ids:
             try:
@@ -239,7 +271,7 @@ class ClientApi:
         await core.durable()
         return {"results": results, "nothing": not ids}
 
-    async def _job_cancel(self, request: dict[str, Any]) -> Any:
+    async def _job_cancel(self, request: schemas.JobCancelRequest) -> Any:
         core = self.core
         model = self.model
         active = [
@@ -247,11 +279,11 @@ class ClientApi:
             for j in model.job_ids()
             if model.jobs[j].job_state() in (JobState.WAITING, JobState.RUNNING)
         ]
-        ids = self._job_ids(request["selector"], active)
+        ids = self._job_ids(request.selector, active)
         results = []
         for job_id in ids:
             try:
-                result = model.cancel_job(job_id, now=core.now(), reason=request.get("reason"))
+                result = model.cancel_job(job_id, now=core.now(), reason=request.reason)
             except NotFound:
                 results.append({"id": job_id, "status": "missing", "canceled": 0, "finished": 0})
                 continue
@@ -275,18 +307,18 @@ class ClientApi:
         await core.durable()
         return {"results": results}
 
-    async def _job_forget(self, request: dict[str, Any]) -> Any:
+    async def _job_forget(self, request: schemas.StatesRequest) -> Any:
         core = self.core
         model = self.model
-        ids = self._job_ids(request["selector"], model.job_ids())
-        states = _states(request.get("states"), JobState)
+        ids = self._job_ids(request.selector, model.job_ids())
+        states = _states(request.states, JobState)
         result = model.forget_jobs(ids, now=core.now(), states=states)
         core.commit(result.events)
         await core.durable()
         return {"forgotten": result.forgotten, "ignored": result.ignored}
 
     # --- jobs: queries ----------------------------------------------------------------
-    async def _job_list(self, request: dict[str, Any]) -> Any:
+    async def _job_list(self, request: Any) -> Any:
         model = self.model
         jobs = []
         for index, job_id in enumerate(model.job_ids()):
@@ -295,16 +327,16 @@ class ClientApi:
                 await trio.sleep(0)
         return {"jobs": jobs, "total": len(jobs)}
 
-    async def _job_summary(self, request: dict[str, Any]) -> Any:
+    async def _job_summary(self, request: Any) -> Any:
         counts = self.model.job_summary()
         return {"counts": {str(state): n for state, n in counts.items()}}
 
-    async def _job_info(self, request: dict[str, Any]) -> Any:
+    async def _job_info(self, request: schemas.JobInfoRequest) -> Any:
         model = self.model
-        ids = self._job_ids(request["selector"], model.job_ids())
+        ids = self._job_ids(request.selector, model.job_ids())
         jobs, missing = [], []
         for job_id in ids:
-            detail = job_detail_wire(model, job_id, bool(request.get("with_tasks")))
+            detail = job_detail_wire(model, job_id, request.with_tasks)
             if detail is None:
                 missing.append(job_id)
             else:
@@ -324,21 +356,21 @@ class ClientApi:
             return job.active_count == 0
         return job.is_completed
 
-    async def _job_wait(self, request: dict[str, Any]) -> Any:
+    async def _job_wait(self, request: schemas.JobWaitRequest) -> Any:
         core = self.core
         model = self.model
-        ids = [j for j in self._job_ids(request["selector"], model.job_ids()) if j in model.jobs]
-        without_close = bool(request.get("without_close"))
+        ids = [j for j in self._job_ids(request.selector, model.job_ids()) if j in model.jobs]
+        without_close = request.without_close
         while True:
             if all(self._is_done(j, without_close) for j in ids):
                 break
             await core.changed.wait()
         return {"jobs": [job_info_wire(model.job_info(j)) for j in ids if j in model.jobs]}
 
-    async def _job_progress(self, request: dict[str, Any], peer: PeerConnection) -> None:
+    async def _job_progress(self, request: schemas.SelectorRequest, peer: PeerConnection) -> None:
         core = self.core
         model = self.model
-        ids = [j for j in self._job_ids(request["selector"], model.job_ids()) if j in model.jobs]
+        ids = [j for j in self._job_ids(request.selector, model.job_ids()) if j in model.jobs]
 
         def snapshot() -> dict[str, Any]:
             return {"jobs": [job_info_wire(model.job_info(j)) for j in ids if j in model.jobs]}
@@ -356,10 +388,10 @@ class ClientApi:
             await core.changed.wait()
             await trio.sleep(1 / PROGRESS_RATE)
 
-    async def _job_task_ids(self, request: dict[str, Any]) -> Any:
+    async def _job_task_ids(self, request: schemas.StatesRequest) -> Any:
         model = self.model
-        ids = self._job_ids(request["selector"], model.job_ids())
-        states = _states(request.get("states"), TaskState)
+        ids = self._job_ids(request.selector, model.job_ids())
+        states = _states(request.states, TaskState)
         jobs: dict[str, Any] = {}
         missing = []
         for job_id in ids:
@@ -380,12 +412,12 @@ class ClientApi:
         model = self.model
         if task_items is None:
             return model.iter_tasks(job_id, states=states)
-        return model.iter_tasks(job_id, iter(_id_set(task_items)), states=states)
+        return model.iter_tasks(job_id, iter(_id_set(task_items, "tasks")), states=states)
 
-    async def _task_list(self, request: dict[str, Any]) -> Any:
+    async def _task_list(self, request: schemas.TaskListRequest) -> Any:
         model = self.model
-        ids = self._job_ids(request["selector"], model.job_ids())
-        states = _states(request.get("states"), TaskState)
+        ids = self._job_ids(request.selector, model.job_ids())
+        states = _states(request.states, TaskState)
         jobs: dict[str, Any] = {}
         missing = []
         for job_id in ids:
@@ -394,17 +426,17 @@ class ClientApi:
                 continue
             submits = model.job_submits(job_id)
             tasks = []
-            for index, view in enumerate(self._task_views(job_id, request.get("tasks"), states)):
+            for index, view in enumerate(self._task_views(job_id, request.tasks, states)):
                 tasks.append(task_wire(view, submits[view.submit_index]))
                 if index % CHUNK == CHUNK - 1:
                     await trio.sleep(0)
             jobs[str(job_id)] = tasks
         return {"jobs": jobs, "missing": missing, "worker_names": self._worker_names()}
 
-    async def _task_info(self, request: dict[str, Any]) -> Any:
+    async def _task_info(self, request: schemas.TaskInfoRequest) -> Any:
         core = self.core
         model = self.model
-        ids = self._job_ids(request["selector"], model.job_ids())
+        ids = self._job_ids(request.selector, model.job_ids())
         if not ids or ids[0] not in model.jobs:
             return {
                 "job": ids[0] if ids else None,
@@ -416,7 +448,7 @@ class ClientApi:
         job_id = ids[0]
         submits = model.job_submits(job_id)
         tasks, missing = [], []
-        for task_id in itertools.islice(_id_set(request["tasks"]), MAX_EXPANDED_IDS):
+        for task_id in itertools.islice(_id_set(request.tasks, "tasks"), MAX_EXPANDED_IDS):
             view = model.task(job_id, task_id)
             if view is None:
                 missing.append(task_id)
@@ -433,11 +465,11 @@ class ClientApi:
         }
 
     # --- journal ----------------------------------------------------------------------
-    async def _journal_flush(self, request: dict[str, Any]) -> Any:
+    async def _journal_flush(self, request: Any) -> Any:
         await self.core.durable()
         return None
 
-    async def _journal_prune(self, request: dict[str, Any]) -> Any:
+    async def _journal_prune(self, request: Any) -> Any:
         from hyperq.server.journal.prune import prune_file
 
         core = self.core
@@ -456,7 +488,9 @@ class ClientApi:
         log.info("Journal pruned from %d to %d bytes", before, after)
         return {"before": before, "after": after}
 
-    async def _journal_stream(self, request: dict[str, Any], peer: PeerConnection) -> None:
+    async def _journal_stream(
+        self, request: schemas.JournalStreamRequest, peer: PeerConnection
+    ) -> None:
         """History first (the journal file, or events rebuilt from the state), then,
         with `follow`, every new persisted event until the server stops."""
         from hyperq.server.journal.format import read_journal
@@ -470,7 +504,7 @@ class ClientApi:
             to_export_json,
         )
 
-        wants_overviews = request.get("overviews") is True
+        wants_overviews = request.overviews
 
         def shown(event: Event) -> bool:
             # Clients never see the stop of the server they talk to, nor events that
@@ -508,10 +542,10 @@ class ClientApi:
                 # One event can be huge (a cancel of a million-task array lists every
                 # task): parts the client reassembles, not one frame over the limit.
                 await peer.send_large({"events": batch})
-            if not request.get("follow"):
+            if not request.follow:
                 await peer.send({"end": True})
                 return
-            if request.get("live_marker") is True:
+            if request.live_marker:
                 # The dashboard's boundary between history and live events (cluster.md §7).
                 await peer.send({"live": True, "journal": journal is not None})
             async for seq, event in subscription.receive:
@@ -536,18 +570,18 @@ class ClientApi:
                 core.add_overview_watcher(-1)
 
     # --- workers ----------------------------------------------------------------------
-    def _worker_ids(self, selector: Any, all_ids: list[int]) -> list[int]:
+    def _worker_ids(self, selector: Selector, all_ids: list[int]) -> list[int]:
         model = self.model
         existing = model.worker_ids()
         return select_ids(selector, existing, existing[-1] if existing else None, all_ids)
 
-    async def _worker_list(self, request: dict[str, Any]) -> Any:
+    async def _worker_list(self, request: Any) -> Any:
         model = self.model
         return {"workers": [worker_wire(model.worker_info(w)) for w in model.worker_ids()]}
 
-    async def _worker_info(self, request: dict[str, Any]) -> Any:
+    async def _worker_info(self, request: schemas.SelectorRequest) -> Any:
         model = self.model
-        ids = self._worker_ids(request["selector"], model.worker_ids())
+        ids = self._worker_ids(request.selector, model.worker_ids())
         workers, missing = [], []
         for worker_id in ids:
             view = model.worker_info(worker_id)
@@ -557,11 +591,11 @@ class ClientApi:
                 workers.append(worker_wire(view))
         return {"workers": workers, "missing": missing}
 
-    async def _worker_stop(self, request: dict[str, Any]) -> Any:
+    async def _worker_stop(self, request: schemas.SelectorRequest) -> Any:
         core = self.core
         model = self.model
         running = [w for w in model.worker_ids() if model.workers[w].is_connected]
-        ids = self._worker_ids(request["selector"], running)
+        ids = self._worker_ids(request.selector, running)
         results = []
         stopped = []
         for worker_id in ids:

@@ -3,7 +3,10 @@
 The handler's receive loop turns the worker's reports into model commands; a sender
 task drains the link's queues (task launches, kills, stop) into batched messages.
 However the connection ends, the worker is marked lost exactly once, with the reason
-that ended it.
+that ended it. Every message is converted to its declared type (`schemas`) first: a
+register that does not fit is refused with the reason; a later message that does not
+fit is logged and skipped, and so is a report the model cannot place, so one bad
+message costs neither the connection nor the server.
 """
 
 from __future__ import annotations
@@ -21,8 +24,19 @@ from hyperq.server.core import ServerCore, WorkerLink
 from hyperq.server.model.events import WorkerOverview, WorkerOverviewTemporary
 from hyperq.server.overview import checked_hw_state, checked_tasks
 from hyperq.server.replies import worker_wire
+from hyperq.server.submitcheck import check_worker_config
+from hyperq.transport import schemas
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.peer import PeerConnection
+from hyperq.transport.schemas import (
+    Failed,
+    Finished,
+    Goodbye,
+    Overview,
+    SchemaError,
+    Started,
+    Updates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +55,21 @@ class WorkerHandler:
             raise ProtocolError(f"no register message within {REGISTER_TIMEOUT:g} s")
         if not isinstance(message, dict) or message.get("op") != "register":
             raise ProtocolError("expected a register message")
-        configuration = message.get("configuration")
-        if not isinstance(configuration, dict):
-            raise ProtocolError("register: bad configuration")
-        configuration = dict(configuration)
+        try:
+            register = schemas.convert(message, schemas.Register)
+            # Checked for the fields the server reads; stored as sent (it is shown back).
+            check_worker_config(
+                schemas.convert(register.configuration, schemas.WorkerConfigWire, "configuration")
+            )
+        except (SchemaError, HqError) as error:
+            log.warning("Refusing worker from %s: %s", peer.remote, error.message)
+            await peer.send({"error": f"Invalid register message: {error.message}"})
+            return
+        configuration = dict(register.configuration)
         if configuration.get("idle_timeout") is None and core.idle_timeout is not None:
             configuration["idle_timeout"] = core.idle_timeout
-        configuration["pid"] = message.get("pid")
-        resumed = self._resume(message.get("resume"))
+        configuration["pid"] = register.pid
+        resumed = self._resume(register.resume)
         drop: list[list[int]] = []
         if resumed is not None:
             worker_id, events, drop = resumed
@@ -59,11 +80,10 @@ class WorkerHandler:
                 await peer.send({"error": error.message})
                 return
             worker_id = events[0].id  # type: ignore[attr-defined]
-            resume = message.get("resume")
-            if isinstance(resume, dict):
+            if register.resume is not None:
                 # A reconnecting worker this server cannot take back: it must drop
                 # everything it still runs and start afresh under a new ID.
-                drop = [list(item[:3]) for item in resume.get("known", [])]
+                drop = [list(item) for item in register.resume.known]
         link = WorkerLink(worker_id)
         core.links[worker_id] = link
         reason = "ConnectionLost"
@@ -97,18 +117,19 @@ class WorkerHandler:
                 core.commit(core.model.worker_lost(worker_id, now=core.now(), reason=reason))
                 log.info("Worker %d lost: %s", worker_id, reason)
 
-    def _resume(self, resume: Any) -> tuple[int, list[Any], list[list[int]]] | None:
+    def _resume(
+        self, resume: schemas.Resume | None
+    ) -> tuple[int, list[Any], list[list[int]]] | None:
         """Take back a held `reconnect` worker: (its ID, events, tasks it must drop)."""
         core = self.core
-        if not isinstance(resume, dict) or resume.get("server_uid") != core.server_uid:
+        if resume is None or resume.server_uid != core.server_uid:
             return None
-        worker_id = resume.get("worker_id")
-        if not isinstance(worker_id, int) or worker_id not in core.model.held_workers():
+        worker_id = resume.worker_id
+        if worker_id not in core.model.held_workers():
             return None
-        known = [(int(j), int(t), int(i)) for j, t, i in resume.get("known", [])]
         keep = []
         drop = []
-        for job, task, instance in known:
+        for job, task, instance in resume.known:
             view = core.model.task(job, task)
             if view is not None and view.worker == worker_id and view.instance == instance:
                 keep.append((job, task))
@@ -125,21 +146,29 @@ class WorkerHandler:
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 return "ConnectionLost"
             link.last_seen = time.monotonic()
-            if not isinstance(message, dict):
-                raise ProtocolError("expected a map")
-            op = message.get("op")
-            if op == "updates":
-                if self._apply_updates(worker_id, message.get("items", [])):
-                    self.core.schedule_now()
-            elif op == "heartbeat":
-                pass
-            elif op == "overview":
-                self._overview(worker_id, message.get("hw_state"), message.get("tasks"))
-            elif op == "goodbye":
-                reason = message.get("reason")
-                return reason if reason in ("TimeLimitReached", "IdleTimeout") else "ConnectionLost"
-            else:
-                raise ProtocolError(f"unknown worker message {op!r}")
+            reason = self.handle_message(worker_id, message)
+            if reason is not None:
+                return reason
+
+    def handle_message(self, worker_id: int, message: Any) -> str | None:
+        """One message of a registered worker; the reason the connection ends, if it does.
+
+        A message that does not fit its type is logged and skipped: the worker's other
+        reports still count, and its connection (with its running tasks) stays."""
+        try:
+            typed = schemas.convert_message(message, schemas.WORKER_MESSAGES)
+        except SchemaError as error:
+            log.warning("Worker %d sent a message we skip: %s", worker_id, error.message)
+            return None
+        if isinstance(typed, Updates):
+            if self._apply_updates(worker_id, typed.items):
+                self.core.schedule_now()
+        elif isinstance(typed, Overview):
+            self._overview(worker_id, typed.hw_state, typed.tasks)
+        elif isinstance(typed, Goodbye):
+            reason = typed.reason
+            return reason if reason in ("TimeLimitReached", "IdleTimeout") else "ConnectionLost"
+        return None
 
     def _overview(self, worker_id: int, hw_state: Any, tasks: Any) -> None:
         state = checked_hw_state(hw_state)
@@ -156,46 +185,44 @@ class WorkerHandler:
                 [WorkerOverviewTemporary(self.core.now(), worker_id, state, running)]
             )
 
-    def _apply_updates(self, worker_id: int, items: list[Any]) -> bool:
+    def _apply_updates(self, worker_id: int, items: list[schemas.TaskUpdate]) -> bool:
         """Apply a worker's reports; True if any task ended (so CPUs may be free)."""
         core = self.core
         model = core.model
         now = core.now()
         ended = False
         for item in items:
-            kind, job, task, instance = item[0], item[1], item[2], item[3]
             # Workers say how long ago a task started (its start may be reported late,
             # or only with its end): the server's clock stamps both, so no skew.
-            if kind == "started":
-                ago = _seconds(item[4] if len(item) > 4 else None) or 0.0
+            if isinstance(item, Started):
+                ago = _seconds(item.ago) or 0.0
                 new = model.task_started(
-                    job, task, worker_id=worker_id, instance=instance, now=now - ago
+                    item.job, item.task, worker_id=worker_id, instance=item.instance, now=now - ago
                 )
-            elif kind == "finished":
+            elif isinstance(item, Finished):
                 ended = True
                 new = model.task_finished(
-                    job,
-                    task,
+                    item.job,
+                    item.task,
                     worker_id=worker_id,
-                    instance=instance,
+                    instance=item.instance,
                     now=now,
-                    ran_for=_seconds(item[4] if len(item) > 4 else None),
-                    ended_at=_ago(now, item[5] if len(item) > 5 else None),
-                )
-            elif kind == "failed":
-                ended = True
-                new = model.task_failed(
-                    job,
-                    task,
-                    worker_id=worker_id,
-                    instance=instance,
-                    now=now,
-                    error=str(item[4]),
-                    ran_for=_seconds(item[5] if len(item) > 5 else None),
-                    ended_at=_ago(now, item[6] if len(item) > 6 else None),
+                    ran_for=_seconds(item.ran_for),
+                    ended_at=_ago(now, item.ended_ago),
                 )
             else:
-                raise ProtocolError(f"unknown update {kind!r}")
+                assert isinstance(item, Failed)
+                ended = True
+                new = model.task_failed(
+                    item.job,
+                    item.task,
+                    worker_id=worker_id,
+                    instance=item.instance,
+                    now=now,
+                    error=item.error,
+                    ran_for=_seconds(item.ran_for),
+                    ended_at=_ago(now, item.ended_ago),
+                )
             # Each command reads the model, so apply before deciding on the next item.
             core.commit(new)
         return ended

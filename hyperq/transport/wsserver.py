@@ -19,6 +19,7 @@ from trio_websocket import (
     WebSocketServer,
 )
 
+from hyperq.common.errors import describe_exception
 from hyperq.transport.codec import MAX_FRAME_SIZE, ProtocolError
 from hyperq.transport.peer import PeerConnection
 from hyperq.transport.sealing import ServerHandshake, Session
@@ -93,9 +94,15 @@ async def serve_role(
                 log.debug("%s connection closed: %s", role, reason)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             log.debug("%s connection broken: %s", role, error)
-        except Exception:
-            # A bug in one handler must not take the server down; log it loudly.
-            log.exception("Error in %s connection handler", role)
+        except Exception as error:
+            # A bug in one handler must not take the server down; log it loudly, with
+            # the reason (the traceback follows under --debug).
+            log.error(
+                "Error in %s connection handler: %s",
+                role,
+                describe_exception(error),
+                exc_info=error,
+            )
             await _close(ws, 1011, "internal error")
 
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))

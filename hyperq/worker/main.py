@@ -12,6 +12,11 @@ limit, signal, server lost) goes through `end()`, which decides the exit code an
 whether running tasks are killed or allowed to finish. With `--on-server-lost
 reconnect` a lost server is not an end: tasks keep running, their reports wait, and the
 worker retries the server directory until the server is back or the limit runs out.
+
+Nothing one task does, and nothing one message says, ends the worker: a message from
+the server that does not fit its declared type (`schemas`) is logged and skipped, and
+anything that goes wrong while preparing, spawning, watching or reaping one task ends
+that task as failed (`internal error: ...` for our own bugs, traceback in the log).
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from trio_websocket import ConnectionClosed, HandshakeError
 from hyperq.common.access import Endpoint
 from hyperq.common.errors import HqError
 from hyperq.common.resources import Allocation
+from hyperq.transport import schemas
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.peer import PeerConnection
+from hyperq.transport.schemas import Cancel, Compute, OverviewRequest, SchemaError, Stop
 from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
 from hyperq.worker.guardian import Guardian
-from hyperq.worker.launcher import ProgramCache, TaskLaunchSpec, TaskOutcome, run_task
+from hyperq.worker.launcher import ProgramCache, TaskLaunchSpec, TaskOutcome, failed, run_task
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,10 @@ def _on_the_wire(batch: list[list[Any]]) -> list[list[Any]]:
     return wire
 
 
+def _internal_error(error: BaseException) -> str:
+    return f"internal error: {type(error).__name__}: {error}"
+
+
 @dataclass
 class Ending:
     reason: str  # "stopped", "IdleTimeout", "time-limit", "signal", "server-lost"
@@ -118,6 +129,13 @@ async def register(
         error = reply.get("error") if isinstance(reply, dict) else "invalid reply"
         await peer.close()
         raise HqError(f"Server refused the worker: {error}")
+    try:
+        schemas.convert(reply, schemas.RegisterReply)
+        if not isinstance(reply["worker"].get("id"), int):
+            raise SchemaError("worker.id: expected an integer")
+    except SchemaError as error:
+        await peer.close()
+        raise HqError(f"Server sent an invalid register reply: {error.message}") from None
     return peer, reply
 
 
@@ -215,25 +233,37 @@ class WorkerRuntime:
                 trio.ClosedResourceError,
                 ProtocolError,
             ) as error:
-                log.debug("Receive failed: %s", error)
+                if isinstance(error, ProtocolError):
+                    # The server's frame itself was bad: say why the connection ends.
+                    log.error("Closing the connection to the server: %s", error)
+                else:
+                    log.debug("Receive failed: %s", error)
                 self.connected = False
                 if not self.reconnecting:
                     policy = self.config.on_server_lost
                     self.end(Ending("server-lost", 1, kill_tasks=policy == "stop"))
                 return
-            if not isinstance(message, dict):
-                continue
-            op = message.get("op")
-            if op == "compute":
-                self._start_tasks(tasks, message)
-            elif op == "cancel":
-                self._cancel(message.get("tasks", ()))
-            elif op == "overview-request":
-                self._temporary_overviews(message.get("enabled") is True)
-            elif op == "stop":
-                reason = message.get("reason", "stopped")
-                self.end(Ending(reason, 0, kill_tasks=True))
+            if self.handle_message(tasks, message):
                 return
+
+    def handle_message(self, tasks: trio.Nursery, message: Any) -> bool:
+        """One message from the server; True if it ends the receive loop (a stop)."""
+        try:
+            typed = schemas.convert_message(message, schemas.SERVER_MESSAGES)
+        except SchemaError as error:
+            log.warning("Skipping a message from the server: %s", error.message)
+            return False
+        if isinstance(typed, Compute):
+            self._start_tasks(tasks, typed)
+        elif isinstance(typed, Cancel):
+            self._cancel(typed.tasks)
+        elif isinstance(typed, OverviewRequest):
+            self._temporary_overviews(typed.enabled)
+        else:
+            assert isinstance(typed, Stop)
+            self.end(Ending(typed.reason, 0, kill_tasks=True))
+            return True
+        return False
 
     def _cancel(self, items: Any) -> None:
         for job, task, instance in items:
@@ -241,39 +271,48 @@ class WorkerRuntime:
             if slot is not None and slot[0] == instance:
                 slot[1].cancel()
 
-    def _start_tasks(self, tasks: trio.Nursery, message: dict[str, Any]) -> None:
-        descs: dict[str, dict[str, Any]] = message.get("descs", {})
-        for item in message.get("tasks", ()):
-            spec = self._spec(item, descs[item["desc"]])
+    def _start_tasks(self, tasks: trio.Nursery, message: Compute) -> None:
+        for item in message.tasks:
+            key = (item.job, item.task)
             scope = trio.CancelScope()
-            self.task_scopes[(spec.job_id, spec.task_id)] = (spec.instance, scope)
-            self.task_cpus[(spec.job_id, spec.task_id)] = spec.cpu_labels
+            self.task_scopes[key] = (item.instance, scope)
+            desc = message.descs.get(item.desc)
+            try:
+                if desc is None:
+                    raise ValueError(f"the server sent no description {item.desc!r}")
+                spec = self._spec(item, desc)
+            except Exception as error:
+                # The task cannot even be described: it fails, the worker goes on.
+                log.exception("Cannot prepare task %d/%d", item.job, item.task)
+                tasks.start_soon(self._fail_one, item, _internal_error(error), scope)
+                continue
+            self.task_cpus[key] = spec.cpu_labels
             tasks.start_soon(self._run_one, spec, scope)
 
-    def _spec(self, item: dict[str, Any], desc: dict[str, Any]) -> TaskLaunchSpec:
-        program = desc["program"]
-        allocation = Allocation.from_wire(item["allocation"])
-        stdout = program.get("stdout")
-        stderr = program.get("stderr")
+    def _spec(self, item: schemas.LaunchItem, desc: schemas.LaunchDesc) -> TaskLaunchSpec:
+        program = desc.program
+        allocation = Allocation.from_wire(item.allocation)
+        stdout = program.stdout
+        stderr = program.stderr
         return TaskLaunchSpec(
-            job_id=item["job"],
-            task_id=item["task"],
-            instance=item["instance"],
-            argv=list(program["args"]),
-            env=dict(program.get("env", {})),
-            cwd=program["cwd"],
-            stdout=stdout["path"] if stdout else None,
-            stderr=stderr["path"] if stderr else None,
-            stdout_rm_if_finished=bool(stdout and stdout.get("rm_if_finished")),
-            stderr_rm_if_finished=bool(stderr and stderr.get("rm_if_finished")),
-            submit_dir=desc["submit_dir"],
+            job_id=item.job,
+            task_id=item.task,
+            instance=item.instance,
+            argv=list(program.args),
+            env=dict(program.env),
+            cwd=program.cwd,
+            stdout=stdout.path if stdout else None,
+            stderr=stderr.path if stderr else None,
+            stdout_rm_if_finished=bool(stdout and stdout.rm_if_finished),
+            stderr_rm_if_finished=bool(stderr and stderr.rm_if_finished),
+            submit_dir=desc.submit_dir,
             server_uid=self.server_uid,
             work_dir=self.config.work_dir,
-            stdin=desc.get("stdin"),
-            task_dir=bool(desc.get("task_dir")),
-            pin=desc.get("pin"),
-            time_limit=desc.get("time_limit"),
-            entry=item.get("entry"),
+            stdin=desc.stdin,
+            task_dir=desc.task_dir,
+            pin=desc.pin,
+            time_limit=desc.time_limit,
+            entry=item.entry,
             resource_env=allocation.env(),
             cpu_labels=allocation.cpu_labels(),
             cpus_whole=allocation.whole_cpu_count() is not None,
@@ -295,7 +334,13 @@ class WorkerRuntime:
                     await self.updates_send.send(
                         ["started", *key, spec.instance, 0.0, time.monotonic()]
                     )
-                outcome = await run_task(spec)
+                try:
+                    outcome = await run_task(spec)
+                except Exception as error:
+                    # Our bug, not the task's: it fails with the reason, the worker and
+                    # its other tasks go on.
+                    log.exception("Task %d/%d: internal error", spec.job_id, spec.task_id)
+                    outcome = failed(_internal_error(error))
         finally:
             slot = self.task_scopes.get(key)
             if slot is not None and slot[1] is scope:
@@ -315,6 +360,18 @@ class WorkerRuntime:
             update = ["failed", *key_instance, outcome.error, ran_for, ended]
         with trio.CancelScope(shield=True):
             await self.updates_send.send(update)
+
+    async def _fail_one(
+        self, item: schemas.LaunchItem, error: str, scope: trio.CancelScope
+    ) -> None:
+        """Report a task that could not be prepared as failed (it never ran)."""
+        key = (item.job, item.task)
+        slot = self.task_scopes.get(key)
+        if slot is not None and slot[1] is scope:
+            del self.task_scopes[key]
+        with trio.CancelScope(shield=True):
+            update = ["failed", item.job, item.task, item.instance, error, None]
+            await self.updates_send.send([*update, time.monotonic()])
 
     async def _report_starts(self) -> None:
         """Report the starts of tasks still running `started_delay` after they began."""

@@ -1,0 +1,327 @@
+"""The worker fails a task, not itself: each way one task can go wrong, next to a task
+that must still finish, through the worker's own message handling (no server)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hyperq.worker import main as worker_main
+from hyperq.worker.config import WorkerConfig
+from hyperq.worker.main import WorkerRuntime
+
+
+class NoGuardian:
+    def track(self, pid: int, alive: bool) -> None:
+        pass
+
+
+async def no_endpoint() -> Any:
+    raise AssertionError("the worker must not reconnect here")
+
+
+def make_runtime(tmp_path: Path, nursery: trio.Nursery) -> WorkerRuntime:
+    work_dir = tmp_path / "work"
+    work_dir.mkdir(exist_ok=True)
+    config = WorkerConfig(
+        hostname="w1",
+        work_dir=str(work_dir),
+        heartbeat=8.0,
+        idle_timeout=None,
+        time_limit=None,
+        on_server_lost="stop",
+        group="default",
+        manager=None,
+        manager_job_id=None,
+        min_utilization=0.0,
+        overview_interval=None,
+        resources=None,  # type: ignore[arg-type]
+    )
+    reply = {"worker": {"id": 1}, "server_uid": "uid1"}
+    return WorkerRuntime(config, nursery, None, reply, NoGuardian(), no_endpoint)  # type: ignore[arg-type]
+
+
+def desc(tmp_path: Path, args: Any, **changes: Any) -> dict[str, Any]:
+    program = {"args": args, "cwd": str(tmp_path), "env": {}, "stdout": None, "stderr": None}
+    program.update(changes.pop("program", {}))
+    value = {"program": program, "submit_dir": str(tmp_path)}
+    value.update(changes)
+    return value
+
+
+def compute(descs: dict[str, Any], tasks: list[tuple[int, str]], **item: Any) -> dict[str, Any]:
+    return {
+        "op": "compute",
+        "descs": descs,
+        "tasks": [
+            {"job": 1, "task": task, "instance": 0, "desc": key, "allocation": [], **item}
+            for task, key in tasks
+        ],
+    }
+
+
+async def run_message(tmp_path: Path, message: Any, expected: int) -> dict[int, list[Any]]:
+    """Feed one message to a worker runtime; the final update of each task, by task ID."""
+    results: dict[int, list[Any]] = {}
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            runtime = make_runtime(tmp_path, nursery)
+            async with trio.open_nursery() as tasks:
+                assert runtime.handle_message(tasks, message) is False
+                while len(results) < expected:
+                    update = await runtime.updates_recv.receive()
+                    if update[0] in ("finished", "failed"):
+                        results[update[2]] = update
+            assert not runtime.task_scopes
+    return results
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (
+            {"args": ["/nonexistent/program"]},
+            "The program that you have tried to execute (`/nonexistent/program`) was not found.",
+        ),
+        ({"args": ["echo", "a\0b"]}, "Cannot execute"),
+        ({"args": []}, "No command arguments"),
+        (
+            {"args": ["true"], "program": {"cwd": "/proc/self/hq-cannot-exist/x"}},
+            "Could not create working directory",
+        ),
+        (
+            {
+                "args": ["true"],
+                "program": {"stdout": {"path": "/proc/self/hq-no/out", "rm_if_finished": False}},
+            },
+            "Cannot create stdout directory",
+        ),
+        ({"args": ["true"], "program": {"env": {"A=B": "1"}}}, "Cannot execute"),
+        ({"args": ["true"], "pin": "taskset"}, "Pinning failed"),
+    ],
+)
+async def test_a_task_that_cannot_start_fails_and_the_other_finishes(
+    tmp_path: Path, bad: dict[str, Any], error: str
+) -> None:
+    args = bad.pop("args")
+    message = compute(
+        {"good": desc(tmp_path, ["true"]), "bad": desc(tmp_path, args, **bad)},
+        [(0, "good"), (1, "bad")],
+    )
+    results = await run_message(tmp_path, message, 2)
+    assert results[0][0] == "finished"
+    assert results[1][0] == "failed"
+    assert error in results[1][4]
+
+
+async def test_a_task_without_its_description_fails_as_an_internal_error(tmp_path: Path) -> None:
+    message = compute({"good": desc(tmp_path, ["true"])}, [(0, "good"), (1, "missing")])
+    results = await run_message(tmp_path, message, 2)
+    assert results[0][0] == "finished"
+    assert results[1][0] == "failed"
+    assert results[1][4].startswith("internal error: ValueError: ")
+    assert "'missing'" in results[1][4]
+
+
+async def test_a_bad_allocation_fails_only_its_task(tmp_path: Path) -> None:
+    message = compute({"good": desc(tmp_path, ["true"])}, [(0, "good")])
+    message["tasks"].append(
+        {"job": 1, "task": 1, "instance": 3, "desc": "good", "allocation": [["cpus", 7]]}
+    )
+    results = await run_message(tmp_path, message, 2)
+    assert results[0][0] == "finished"
+    assert results[1][0] == "failed"
+    assert results[1][3] == 3  # the instance the server gave
+    assert results[1][4].startswith("internal error: ValueError: Invalid allocation")
+
+
+async def test_an_exception_in_the_task_runner_fails_that_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run_task = worker_main.run_task
+
+    async def flaky_run_task(spec: Any) -> Any:
+        if spec.task_id == 1:
+            await trio.sleep(0)
+            raise RuntimeError("injected")
+        return await real_run_task(spec)
+
+    monkeypatch.setattr(worker_main, "run_task", flaky_run_task)
+    message = compute({"d": desc(tmp_path, ["true"])}, [(0, "d"), (1, "d"), (2, "d")])
+    results = await run_message(tmp_path, message, 3)
+    assert results[1][:2] == ["failed", 1]
+    assert results[1][4] == "internal error: RuntimeError: injected"
+    assert results[0][0] == "finished"
+    assert results[2][0] == "finished"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        None,
+        [],
+        "compute",
+        {"op": "compute"},
+        {"op": "compute", "descs": {}, "tasks": [{"job": "1"}]},
+        {"op": "compute", "descs": {"0": {"program": {"args": "true"}}}, "tasks": []},
+        {
+            "op": "compute",
+            "descs": {"0": {"program": {"args": [["true"]], "cwd": "/"}}},
+            "tasks": [],
+        },
+        {"op": "cancel", "tasks": [[1, 2]]},
+        {"op": "stop", "reason": 5},
+        {"op": "explode"},
+    ],
+)
+async def test_a_message_that_does_not_fit_is_skipped(
+    tmp_path: Path, message: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            runtime = make_runtime(tmp_path, nursery)
+            async with trio.open_nursery() as tasks:
+                assert runtime.handle_message(tasks, message) is False
+                assert not runtime.task_scopes
+                assert runtime.ending is None
+                # The same runtime still runs tasks afterwards.
+                good = compute({"d": desc(tmp_path, ["true"])}, [(5, "d")])
+                assert runtime.handle_message(tasks, good) is False
+                update = await runtime.updates_recv.receive()
+                assert update[:3] == ["finished", 1, 5]
+    assert "Skipping a message from the server" in caplog.text
+
+
+async def test_cancel_and_stop_still_work(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            runtime = make_runtime(tmp_path, nursery)
+            async with trio.open_nursery() as tasks:
+                long = compute({"d": desc(tmp_path, ["sleep", "30"])}, [(0, "d")])
+                assert runtime.handle_message(tasks, long) is False
+                assert (1, 0) in runtime.task_scopes
+                cancel = {"op": "cancel", "tasks": [[1, 0, 0]]}
+                assert runtime.handle_message(tasks, cancel) is False
+            assert not runtime.task_scopes
+            assert runtime.handle_message(tasks, {"op": "stop", "reason": "stopped"}) is True
+            assert runtime.ending is not None and runtime.ending.reason == "stopped"
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+)
+cbor_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid values most of the time, anything now and then."""
+    return st.one_of(valid, valid, valid, cbor_values)
+
+
+program_like = st.fixed_dictionaries(
+    {"args": st.lists(st.text(max_size=4), max_size=2), "cwd": st.text(max_size=4)},
+    optional={
+        "env": mostly(st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2)),
+        "stdout": mostly(st.none() | st.fixed_dictionaries({"path": st.text(max_size=4)})),
+    },
+)
+descs = st.dictionaries(
+    st.sampled_from(["0", "1"]),
+    st.fixed_dictionaries(
+        {"program": program_like, "submit_dir": st.text(max_size=4)},
+        optional={
+            "pin": mostly(st.none() | st.sampled_from(["taskset", "omp"])),
+            "time_limit": mostly(st.none() | st.floats(0, 10)),
+        },
+    ),
+    max_size=2,
+)
+launch_items = st.lists(
+    st.fixed_dictionaries(
+        {
+            "job": st.integers(0, 3),
+            "task": st.integers(0, 3),
+            "instance": st.integers(0, 3),
+            "desc": st.sampled_from(["0", "1", "2"]),
+            "allocation": mostly(st.just([])),
+        },
+        optional={"entry": mostly(st.none() | st.text(max_size=3))},
+    ),
+    max_size=3,
+)
+server_messages = st.one_of(
+    cbor_values,
+    st.fixed_dictionaries(
+        {"op": st.sampled_from(["compute", "cancel", "stop", "x"])},
+        optional={"descs": descs, "tasks": launch_items, "reason": cbor_values},
+    ),
+    st.fixed_dictionaries({"op": st.just("compute"), "descs": descs, "tasks": launch_items}),
+)
+
+
+def _taken(message: Any) -> set[tuple[int, int]]:
+    """The tasks of `message` if it is a compute message the worker accepts."""
+    from hyperq.transport import schemas
+
+    try:
+        typed = schemas.convert_message(message, schemas.SERVER_MESSAGES)
+    except schemas.SchemaError:
+        return set()
+    if not isinstance(typed, schemas.Compute):
+        return set()
+    return {(item.job, item.task) for item in typed.tasks}
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=server_messages)
+def test_arbitrary_server_messages_never_end_the_worker(message: Any) -> None:
+    """Whatever the server sends, the worker handles it or skips it; every task it took
+    on reports an end. No process is spawned: the launcher is replaced."""
+
+    async def fake_run_task(spec: Any) -> Any:
+        await trio.sleep(0)
+        return worker_main.FINISHED
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as scratch, trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                runtime = make_runtime(Path(scratch), nursery)
+                async with trio.open_nursery() as tasks:
+                    stopped = runtime.handle_message(tasks, message)
+                    assert stopped == (runtime.ending is not None)
+                ends = set()
+                while True:
+                    try:
+                        update = runtime.updates_recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    if update[0] in ("finished", "failed"):
+                        ends.add((update[1], update[2]))
+                # Every task it took on has ended and said so.
+                assert not runtime.task_scopes
+                taken = _taken(message)
+                assert taken <= ends
+
+    original = worker_main.run_task
+    worker_main.run_task = fake_run_task  # type: ignore[assignment]
+    try:
+        trio.run(main)
+    finally:
+        worker_main.run_task = original
