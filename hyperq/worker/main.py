@@ -264,6 +264,7 @@ class WorkerRuntime:
             pin=desc.get("pin"),
             time_limit=desc.get("time_limit"),
             entry=item.get("entry"),
+            node_hosts=[str(host) for host in item.get("nodes") or ()],
             resource_env=allocation.env(),
             cpu_labels=allocation.cpu_labels(),
             cpus_whole=allocation.whole_cpu_count() is not None,

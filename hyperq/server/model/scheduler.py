@@ -6,6 +6,13 @@ whose remaining lifetime (time limit − uptime) covers the task's time request;
 those, workers already busy come first (lowest ID first), then idle ones (lowest ID
 first), so workers are filled before new ones are touched.
 
+Multi-node tasks (cluster.md §1.3) are placed by the functions below `schedule`, at
+their priority inside the same pass: a task of N nodes takes the N lowest-ID free
+workers of one group that all outlive its time request. While one waits that some
+group could host, lower-priority single-node tasks get nothing on that group's workers
+(its gap is 0, §3.3), so the group drains; one that no group can ever host blocks
+nothing.
+
 Cost of one pass: O(assigned · log submits + submits + workers · distinct requests),
 never O(waiting tasks): tasks of a submit share one ResourceRequest and come from the
 submit's cursor in ID order, and a worker that cannot take a request once in a pass is
@@ -20,6 +27,7 @@ here: I/O, clocks, mutation of the model that outlives the call.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 
 from hyperq.common.resources import Allocation, ResourceRequest, WorkerAllocator, fits_ever
 from hyperq.server.model.jobs import Submit
@@ -91,6 +99,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     order = _worker_order(model)
     if not order:
         return []
+    multi = _MultiNodePass(model, now)
     lifetimes = [w.remaining_lifetime(now) for w in order]
     # Requests nobody can take right now are settled once, not once per submit: when
     # every worker is full, a pass over thousands of waiting submits stays cheap.
@@ -99,7 +108,8 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     for submit in model.ready.values():
         request = submit.request
         if request.n_nodes > 0:
-            continue  # multi-node tasks: later
+            multi.add(submit)
+            continue
         fits = fits_now.get(request)
         if fits is None:
             fits = fits_now[request] = _fits_somewhere(order, lifetimes, request)
@@ -116,13 +126,21 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     try:
         while heap and len(out) < limit:
             neg_priority, job_id, task_id, index, queue = heap[0]
+            # Multi-node tasks of this priority or higher go first (equal: before).
+            if multi.pending(-neg_priority):
+                out.extend(multi.place_down_to(-neg_priority, limit - len(out)))
+                continue
             request = queue.submit.request
             k = first_candidate.get(request, 0)
             placed: tuple[Worker, Allocation] | None = None
             while k < len(order):
                 worker = order[k]
                 life = lifetimes[k]
-                if life is None or life >= request.min_time:
+                if multi.withholds(worker.id, -neg_priority):
+                    # Reserved in this pass, or kept free for a waiting multi-node task
+                    # of higher priority: it never takes this request in this pass.
+                    pass
+                elif life is None or life >= request.min_time:
                     assert worker.allocator is not None
                     allocation = worker.allocator.try_allocate(request)
                     if allocation is not None:
@@ -135,6 +153,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
                 continue
             worker, allocation = placed
             assert worker.allocator is not None
+            multi.touched.add(worker.id)
             taken.append((worker.allocator, allocation))
             out.append(Assignment(job_id, task_id, worker.id, allocation))
             queue.pop()
@@ -142,6 +161,8 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
                 heapq.heappop(heap)
             else:
                 heapq.heapreplace(heap, (neg_priority, job_id, queue.head, index, queue))
+        if len(out) < limit:
+            out.extend(multi.place_down_to(None, limit - len(out)))
     finally:
         for allocator, allocation in reversed(taken):
             allocator.release(allocation)
@@ -159,7 +180,7 @@ def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
     worker = model.workers.get(worker_id)
     if worker is None or not worker.is_connected:
         return False
-    if worker.tasks:
+    if worker.tasks or worker.mn_task is not None:
         return False
     if worker.descriptor is None or not worker.accepts_tasks:
         return True
@@ -171,3 +192,147 @@ def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
         if (life is None or life >= request.min_time) and fits_ever(worker.descriptor, request):
             return False
     return True
+
+
+# ---------------------------------------------------------------------------------------
+# Multi-node tasks (cluster.md §1.3). Pure functions of the model, also meant for
+# `hq task explain`: `group_sizes` / `group_can_ever_host` say whether a group could ever
+# run a request, `free_nodes_by_group` / `pick_nodes` whether and where it can now.
+
+
+def outlives(worker: Worker, now: float, min_time: float) -> bool:
+    """The worker's remaining lifetime covers a time request of `min_time` seconds."""
+    life = worker.remaining_lifetime(now)
+    return life is None or life >= min_time
+
+
+def group_sizes(model: Model, now: float, min_time: float) -> dict[str, int]:
+    """Per group: connected workers that are or will be usable for a multi-node task
+    with this time request, counting busy ones (only stopping ones are left out)."""
+    sizes: dict[str, int] = {}
+    for worker in model.workers.values():
+        if (
+            worker.is_connected
+            and not worker.stop_requested
+            and not worker.held
+            and worker.allocator is not None
+            and outlives(worker, now, min_time)
+        ):
+            sizes[worker.group] = sizes.get(worker.group, 0) + 1
+    return sizes
+
+
+def group_can_ever_host(model: Model, now: float, request: ResourceRequest) -> bool:
+    """Some group is big enough for this multi-node request once its workers are free."""
+    return any(
+        size >= request.n_nodes for size in group_sizes(model, now, request.min_time).values()
+    )
+
+
+def free_nodes_by_group(
+    workers: Iterable[Worker], now: float, min_time: float, exclude: set[int] | None = None
+) -> dict[str, list[int]]:
+    """Per group, the IDs (ascending) of free workers that outlive `min_time`."""
+    out: dict[str, list[int]] = {}
+    for worker in sorted(workers, key=lambda w: w.id):
+        if exclude and worker.id in exclude:
+            continue
+        if worker.is_free_node and outlives(worker, now, min_time):
+            out.setdefault(worker.group, []).append(worker.id)
+    return out
+
+
+def pick_nodes(free: dict[str, list[int]], n_nodes: int) -> tuple[int, ...] | None:
+    """The nodes for one task: the `n_nodes` lowest IDs of one group (the group whose
+    pick starts lowest); None if no group has enough. Placement order = ascending ID."""
+    best: tuple[int, ...] | None = None
+    for ids in free.values():
+        if len(ids) >= n_nodes:
+            candidate = tuple(ids[:n_nodes])
+            if best is None or candidate < best:
+                best = candidate
+    return best
+
+
+class _MultiNodePass:
+    """The multi-node side of one scheduling pass.
+
+    Keeps which workers this pass already gave away (`touched`: single-node tasks,
+    `reserved`: multi-node tasks) and which are kept free for a waiting multi-node task
+    (`blocked`: worker → the highest priority it is kept free for).
+    """
+
+    def __init__(self, model: Model, now: float) -> None:
+        self.model = model
+        self.now = now
+        self.submits: list[Submit] = []
+        self._sorted = False
+        self._at = 0
+        self.touched: set[int] = set()
+        self.reserved: set[int] = set()
+        self.blocked: dict[int, int] = {}
+
+    def add(self, submit: Submit) -> None:
+        self.submits.append(submit)
+        self._sorted = False
+
+    def _sort(self) -> None:
+        if not self._sorted:
+            self.submits.sort(key=lambda s: (-s.priority, s.job_id, s.index))
+            self._sorted = True
+
+    def pending(self, priority: int) -> bool:
+        """A multi-node submit of at least this priority has not had its turn yet."""
+        self._sort()
+        return self._at < len(self.submits) and self.submits[self._at].priority >= priority
+
+    def withholds(self, worker_id: int, priority: int) -> bool:
+        """This worker may not take a single-node task of `priority` in this pass."""
+        if worker_id in self.reserved:
+            return True
+        return self.blocked.get(worker_id, priority) > priority
+
+    def place_down_to(self, priority: int | None, limit: int) -> list[Assignment]:
+        """Place the waiting multi-node submits of priority ≥ `priority` (all if None)."""
+        self._sort()
+        out: list[Assignment] = []
+        while self._at < len(self.submits) and len(out) < limit:
+            submit = self.submits[self._at]
+            if priority is not None and submit.priority < priority:
+                break
+            out.extend(self._place_submit(submit, limit - len(out)))
+            self._at += 1
+        return out
+
+    def _place_submit(self, submit: Submit, limit: int) -> list[Assignment]:
+        request = submit.request
+        if not group_can_ever_host(self.model, self.now, request):
+            return []  # no group is big enough: it blocks nothing (cluster.md §1.3)
+        out: list[Assignment] = []
+        queue = _SubmitQueue(submit)
+        taken = self.touched | self.reserved
+        free = free_nodes_by_group(self.model.workers.values(), self.now, request.min_time, taken)
+        while queue.head is not None and len(out) < limit:
+            nodes = pick_nodes(free, request.n_nodes)
+            if nodes is None:
+                break
+            for ids in free.values():
+                if nodes[0] in ids:
+                    del ids[: request.n_nodes]
+            self.reserved.update(nodes)
+            out.append(Assignment(submit.job_id, queue.head, nodes[0], Allocation(()), nodes))
+            queue.pop()
+        if queue.head is not None:
+            # Still waiting: keep free every worker of a group that could host it, so
+            # that lower-priority work drains from them (gap 0, cluster.md §3.3).
+            sizes = group_sizes(self.model, self.now, request.min_time)
+            for worker in self.model.workers.values():
+                if (
+                    sizes.get(worker.group, 0) >= request.n_nodes
+                    and worker.is_connected
+                    and outlives(worker, self.now, request.min_time)
+                ):
+                    previous = self.blocked.get(worker.id)
+                    if previous is None or previous < submit.priority:
+                        self.blocked[worker.id] = submit.priority
+        return out
