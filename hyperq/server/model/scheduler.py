@@ -175,7 +175,7 @@ def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
     A worker with no tasks is idle unless some waiting task could still come to it:
     one whose resources it could ever provide and whose time request fits its remaining
     lifetime (worker.md §4: a worker that outlives no waiting task's time request must
-    not be kept alive by those tasks).
+    not be kept alive by those tasks). A worker held for a multi-node task is not idle.
     """
     worker = model.workers.get(worker_id)
     if worker is None or not worker.is_connected:
@@ -187,9 +187,11 @@ def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
     life = worker.remaining_lifetime(now)
     for submit in model.ready.values():
         request = submit.request
-        if request.n_nodes > 0:
+        if life is not None and life < request.min_time:
             continue
-        if (life is None or life >= request.min_time) and fits_ever(worker.descriptor, request):
+        # A waiting multi-node task may need this worker once more of its group join
+        # (workers of one allocation start one by one), whatever its resources.
+        if request.n_nodes > 0 or fits_ever(worker.descriptor, request):
             return False
     return True
 
