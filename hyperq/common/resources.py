@@ -647,7 +647,8 @@ class ResourceRequest:
     """What one task (variant) needs. Frozen and hashable: many tasks share one object.
 
     `min_time` is the `--time-request` in seconds (the worker must live that long);
-    `n_nodes` > 0 marks a multi-node task (then `entries` is empty); `weight` is ×10 000.
+    `n_nodes` > 0 marks a multi-node task (its `entries`, the implicit cpus one at least,
+    are stored but play no part in placing it); `weight` is ×10 000.
     The allocator looks only at `entries`; the other fields are for the scheduler.
     """
 
@@ -668,10 +669,11 @@ class ResourceRequest:
         return None
 
     def display_lines(self) -> list[str]:
-        """`job info` Resources lines: `<name>: <req>` sorted by name (+ nodes, weight)."""
-        lines = [f"{e.name}: {e.text()}" for e in sorted(self.entries, key=lambda e: e.name)]
+        """`job info` Resources lines: `<name>: <req>` sorted by name (+ weight), or
+        exactly `nodes: <N>` for a multi-node task (cluster.md §1.6)."""
         if self.n_nodes > 0:
-            lines.append(f"nodes: {self.n_nodes}")
+            return [f"nodes: {self.n_nodes}"]
+        lines = [f"{e.name}: {e.text()}" for e in sorted(self.entries, key=lambda e: e.name)]
         if self.weight != DEFAULT_WEIGHT:
             lines.append(f"[weight: {format_amount(self.weight)}]")
         return lines
@@ -767,7 +769,8 @@ def parse_task_request(
 ) -> ResourceRequest:
     """Build a request from `--cpus REQ` and `--resource NAME=REQ` options (jobs.md §4).
 
-    Without a cpus entry `cpus: 1 compact` is added first (not for multi-node tasks).
+    Without a cpus entry `cpus: 1 compact` is added first (multi-node tasks too: the
+    original stores it, cluster.md §1.1).
     """
     entries: list[ResourceRequestEntry] = []
     seen: set[str] = set()
@@ -781,7 +784,7 @@ def parse_task_request(
         entries.append(parse_request_entry(name, value))
     if cpus is not None:
         entries.insert(0, parse_request_entry(CPUS, cpus))
-    elif CPUS not in seen and n_nodes == 0:
+    elif CPUS not in seen:
         entries.insert(0, DEFAULT_CPU_REQUEST)
     return ResourceRequest(tuple(entries), n_nodes=n_nodes, min_time=min_time, weight=weight)
 

@@ -101,6 +101,10 @@ def test_task_list_and_json_show_every_node(cluster: ClusterEnv) -> None:
     assert task_workers(cluster, 1) == ["worker1", "worker2"]
     data = cluster.json(["task", "list", "1"])
     assert data["1"][0]["workers"] == [1, 2]
+    (job,) = cluster.json(["job", "info", "1"])
+    (request,) = job["submits"][0]["array"]["resources"]
+    assert request["n_nodes"] == 2
+    assert request["resources"] == [{"resource": "cpus", "request": {"Compact": 10_000}}]
     info = cluster.json(["worker", "info", "1"])
     assert info[0]["last_task_started"]["task_id"] == {"job_id": 1, "job_task_id": 0}
     info = cluster.json(["worker", "info", "2"])
