@@ -29,7 +29,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from hyperq.common.resources import Allocation, ResourceRequest, WorkerAllocator, fits_ever
+from hyperq.common.resources import (
+    CPUS,
+    Allocation,
+    AllocationPolicy,
+    ResourceRequest,
+    WorkerAllocator,
+    fits_ever,
+)
 from hyperq.server.model.jobs import Submit
 from hyperq.server.model.state import Assignment, Model
 from hyperq.server.model.workers import Worker
@@ -61,6 +68,13 @@ class _SubmitQueue:
     @property
     def head(self) -> int | None:
         return self._next
+
+    def mark(self) -> tuple[int | None, int, int | None]:
+        """Where the walk is, for `reset` (a look ahead that takes nothing)."""
+        return (self._rank, self._queued_at, self._next)
+
+    def reset(self, mark: tuple[int | None, int, int | None]) -> None:
+        self._rank, self._queued_at, self._next = mark
 
     def pop(self) -> None:
         requeued = self.submit.requeued
@@ -104,7 +118,9 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     # Requests nobody can take right now are settled once, not once per submit: when
     # every worker is full, a pass over thousands of waiting submits stays cheap.
     fits_now: dict[ResourceRequest, bool] = {}
-    heap: list[tuple[int, int, int, int, _SubmitQueue]] = []
+    heap: list[tuple[int, int, int, int, int, _SubmitQueue]] = []
+    unfit: list[Submit] = []
+    lowest = min((submit.priority for submit in model.ready.values()), default=0)
     for submit in model.ready.values():
         request = submit.request
         if request.n_nodes > 0:
@@ -114,21 +130,32 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
         if fits is None:
             fits = fits_now[request] = _fits_somewhere(order, lifetimes, request)
         if not fits:
+            if submit.priority > lowest:
+                unfit.append(submit)
             continue
         queue = _SubmitQueue(submit)
         if queue.head is not None:
-            heap.append((-submit.priority, submit.job_id, queue.head, submit.index, queue))
+            # Among equal priorities a heavier weight goes first (cluster.md §3.2).
+            heap.append(
+                (-submit.priority, -request.weight, submit.job_id, queue.head, submit.index, queue)
+            )
     heapq.heapify(heap)
+    gaps = _GapRule(now, lowest)
+    # Waiting tasks that fit nowhere now still hold lower priorities to the gap.
+    for submit in unfit:
+        gaps.block(order, lifetimes, submit, model)
+    fill = _MinUtilization(order)
     # Per request: index into `order` below which every worker already refused it.
     first_candidate: dict[ResourceRequest, int] = {}
     taken: list[tuple[WorkerAllocator, Allocation]] = []
     out: list[Assignment] = []
     try:
         while heap and len(out) < limit:
-            neg_priority, job_id, task_id, index, queue = heap[0]
+            neg_priority, neg_weight, job_id, task_id, index, queue = heap[0]
+            priority = -neg_priority
             # Multi-node tasks of this priority or higher go first (equal: before).
-            if multi.pending(-neg_priority):
-                out.extend(multi.place_down_to(-neg_priority, limit - len(out)))
+            if multi.pending(priority):
+                out.extend(multi.place_down_to(priority, limit - len(out)))
                 continue
             request = queue.submit.request
             k = first_candidate.get(request, 0)
@@ -136,9 +163,13 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             while k < len(order):
                 worker = order[k]
                 life = lifetimes[k]
-                if multi.withholds(worker.id, -neg_priority):
-                    # Reserved in this pass, or kept free for a waiting multi-node task
-                    # of higher priority: it never takes this request in this pass.
+                # Each refusal below holds for every later task of this pass (they have
+                # equal or lower priority), so `first_candidate` may move past it.
+                if (
+                    worker.id in fill.waiting
+                    or multi.withholds(worker.id, priority)
+                    or not gaps.allows(worker, request, priority)
+                ):
                     pass
                 elif life is None or life >= request.min_time:
                     assert worker.allocator is not None
@@ -150,19 +181,35 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             first_candidate[request] = k
             if placed is None:
                 heapq.heappop(heap)
+                fill.queues.append(queue)
+                if priority > lowest:
+                    gaps.block(order, lifetimes, queue.submit, model)
                 continue
             worker, allocation = placed
             assert worker.allocator is not None
             multi.touched.add(worker.id)
+            gaps.consume(worker, request, priority)
             taken.append((worker.allocator, allocation))
             out.append(Assignment(job_id, task_id, worker.id, allocation))
             queue.pop()
             if queue.head is None:
                 heapq.heappop(heap)
             else:
-                heapq.heapreplace(heap, (neg_priority, job_id, queue.head, index, queue))
+                heapq.heapreplace(
+                    heap, (neg_priority, neg_weight, job_id, queue.head, index, queue)
+                )
         if len(out) < limit:
             out.extend(multi.place_down_to(None, limit - len(out)))
+        if fill.waiting and len(out) < limit:
+            fill.queues.extend(item[-1] for item in heap)
+            for worker in fill.workers:
+                if worker.id in multi.reserved or len(out) >= limit:
+                    continue
+                placed_here = fill.run(worker, now, gaps, limit - len(out))
+                for assignment in placed_here:
+                    assert worker.allocator is not None
+                    taken.append((worker.allocator, assignment.allocation))
+                out.extend(placed_here)
     finally:
         for allocator, allocation in reversed(taken):
             allocator.release(allocation)
@@ -337,4 +384,265 @@ class _MultiNodePass:
                     previous = self.blocked.get(worker.id)
                     if previous is None or previous < submit.priority:
                         self.blocked[worker.id] = submit.priority
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Priority gaps (cluster.md §3.3)
+
+
+def request_amounts(request: ResourceRequest, totals: dict[str, int]) -> dict[str, int]:
+    """Amount (×10 000) per resource the request takes on a worker with `totals`."""
+    return {
+        e.name: totals.get(e.name, 0) if e.policy == AllocationPolicy.ALL else e.amount
+        for e in request.entries
+    }
+
+
+def worker_totals(worker: Worker) -> dict[str, int]:
+    if worker.descriptor is None:
+        return {}
+    return {item.name: item.capacity() for item in worker.descriptor.items}
+
+
+def priority_gap(
+    worker: Worker, blocker: ResourceRequest, used_by_others: dict[str, int]
+) -> dict[str, int]:
+    """What lower-priority tasks may still use on `worker` while `blocker` waits: its
+    total resources minus as many copies of the blocker as fit into them, minus what
+    tasks of other kinds hold (`used_by_others`). A blocker asking for `all` of
+    something, or for whole nodes, leaves nothing."""
+    totals = worker_totals(worker)
+    if blocker.n_nodes > 0 or any(e.policy == AllocationPolicy.ALL for e in blocker.entries):
+        return dict.fromkeys(totals, 0)
+    wanted = request_amounts(blocker, totals)
+    copies = min(
+        (totals.get(name, 0) // amount for name, amount in wanted.items() if amount > 0),
+        default=0,
+    )
+    return {
+        name: total - copies * wanted.get(name, 0) - used_by_others.get(name, 0)
+        for name, total in totals.items()
+    }
+
+
+class _GapRule:
+    """Per worker, the gaps left by waiting higher-priority tasks during one pass."""
+
+    def __init__(self, now: float, lowest: int) -> None:
+        self.now = now
+        self.lowest = lowest
+        # worker → [(blocker priority, blocker request, remaining gap)]
+        self.blockers: dict[int, list[tuple[int, ResourceRequest, dict[str, int]]]] = {}
+        # worker → request → amounts placed there in this pass
+        self.pass_used: dict[int, dict[ResourceRequest, dict[str, int]]] = {}
+
+    def block(
+        self,
+        order: list[Worker],
+        lifetimes: list[float | None],
+        submit: Submit,
+        model: Model,
+    ) -> None:
+        """`submit` stays waiting: limit lower priorities on every worker that could
+        ever run it to the gap it leaves."""
+        request = submit.request
+        for worker, life in zip(order, lifetimes, strict=True):
+            if life is not None and life < request.min_time:
+                continue
+            if worker.descriptor is None or not fits_ever(worker.descriptor, request):
+                continue
+            entries = self.blockers.setdefault(worker.id, [])
+            if any(p >= submit.priority and r == request for p, r, _ in entries):
+                continue
+            used: dict[str, int] = {}
+            for job_id, task_id in worker.tasks:
+                record = model.jobs[job_id].records[task_id]
+                if record.submit.request == request or record.allocation is None:
+                    continue
+                for res in record.allocation.resources:
+                    used[res.name] = used.get(res.name, 0) + res.amount
+            for other, amounts in self.pass_used.get(worker.id, {}).items():
+                if other != request:
+                    for name, amount in amounts.items():
+                        used[name] = used.get(name, 0) + amount
+            entries.append((submit.priority, request, priority_gap(worker, request, used)))
+
+    def allows(self, worker: Worker, request: ResourceRequest, priority: int) -> bool:
+        entries = self.blockers.get(worker.id)
+        if not entries:
+            return True
+        amounts: dict[str, int] | None = None
+        for blocker_priority, _, gap in entries:
+            if blocker_priority <= priority:
+                continue
+            if amounts is None:
+                amounts = request_amounts(request, worker_totals(worker))
+            for name, amount in amounts.items():
+                if amount > gap.get(name, 0):
+                    return False
+        return True
+
+    def consume(self, worker: Worker, request: ResourceRequest, priority: int) -> None:
+        if priority <= self.lowest and not self.blockers:
+            return  # nothing can be blocked by or below the lowest priority
+        amounts = request_amounts(request, worker_totals(worker))
+        used = self.pass_used.setdefault(worker.id, {}).setdefault(request, {})
+        for name, amount in amounts.items():
+            used[name] = used.get(name, 0) + amount
+        for _, blocker, gap in self.blockers.get(worker.id, ()):
+            if blocker != request:
+                for name, amount in amounts.items():
+                    if name in gap:
+                        gap[name] -= amount
+
+
+# ---------------------------------------------------------------------------------------
+# Minimal utilization (cluster.md §3.1) and weights (§3.2)
+
+# Distinct kinds of task (submits) weighed against each other for one worker, and the
+# search steps spent on it: a bound on the cost of a pass, not a rule.
+MU_MAX_KINDS = 8
+MU_MAX_STEPS = 4_096
+
+
+def cpu_amount(request: ResourceRequest, worker_cpus: int) -> int:
+    entry = request.get(CPUS)
+    if entry is None:
+        return 0
+    return worker_cpus if entry.policy == AllocationPolicy.ALL else entry.amount
+
+
+def utilization_need(worker: Worker) -> float:
+    """CPUs (×10 000) a round must give this worker at least, if it gives any; ≤ 0 =
+    no constraint. `--min-utilization` F of C CPUs with U in use: F·C − U."""
+    fraction = worker.configuration.get("min_utilization") or 0.0
+    try:
+        fraction = float(fraction)
+    except (TypeError, ValueError):
+        return 0.0
+    if fraction <= 0.001 or worker.descriptor is None or worker.allocator is None:
+        return 0.0
+    item = worker.descriptor.get(CPUS)
+    total = item.capacity() if item is not None else 0
+    used = total - worker.allocator.free_amount(CPUS)
+    return fraction * total - used
+
+
+class _MinUtilization:
+    """Workers with an unmet minimal utilization: left out of the main pass, then each
+    given the set of tasks that fills it to its minimum with the greatest value, or
+    nothing."""
+
+    def __init__(self, order: list[Worker]) -> None:
+        self.workers: list[Worker] = []
+        self.need: dict[int, float] = {}
+        for worker in sorted(order, key=lambda w: w.id):
+            need = utilization_need(worker)
+            if need > 1e-6:
+                self.workers.append(worker)
+                self.need[worker.id] = need
+        self.waiting = {w.id for w in self.workers}
+        # Queues with tasks left after the main pass.
+        self.queues: list[_SubmitQueue] = []
+
+    def run(self, worker: Worker, now: float, gaps: _GapRule, limit: int) -> list[Assignment]:
+        allocator = worker.allocator
+        assert allocator is not None and worker.descriptor is not None
+        item = worker.descriptor.get(CPUS)
+        total_cpus = item.capacity() if item is not None else 0
+        if total_cpus <= 0:
+            return []
+        life = worker.remaining_lifetime(now)
+        live = [q for q in self.queues if q.head is not None]
+        live.sort(key=lambda q: (-q.submit.priority, -q.submit.request.weight, q.submit.job_id))
+        kinds: list[tuple[_SubmitQueue, list[int], int, int]] = []
+        for queue in live:
+            request = queue.submit.request
+            if life is not None and life < request.min_time:
+                continue
+            if not gaps.allows(worker, request, queue.submit.priority):
+                continue
+            probe = allocator.try_allocate(request)
+            if probe is None:
+                continue
+            allocator.release(probe)
+            cpus = cpu_amount(request, total_cpus)
+            cap = total_cpus // cpus + 1 if cpus > 0 else 64
+            mark = queue.mark()
+            ids: list[int] = []
+            while queue.head is not None and len(ids) < min(cap, limit):
+                ids.append(queue.head)
+                queue.pop()
+            queue.reset(mark)
+            kinds.append((queue, ids, cpus, queue.submit.priority))
+            if len(kinds) == MU_MAX_KINDS:
+                break
+        if not kinds:
+            return []
+        levels = sorted({k[3] for k in kinds}, reverse=True)
+        need = self.need[worker.id]
+        best: list[int] | None = None
+        best_score: tuple[float, ...] = ()
+        counts = [0] * len(kinds)
+        steps = 0
+
+        def value(chosen: list[int]) -> tuple[float, ...]:
+            score = [0.0] * len(levels)
+            for (queue, _, cpus, priority), count in zip(kinds, chosen, strict=True):
+                weight = queue.submit.request.weight / 10_000
+                score[levels.index(priority)] += count * weight * cpus / total_cpus
+            return tuple(score)
+
+        def search(i: int, cpus_sum: int) -> None:
+            nonlocal best, best_score, steps
+            steps += 1
+            if steps > MU_MAX_STEPS:
+                return
+            if i == len(kinds):
+                if cpus_sum + 1e-6 >= need and sum(counts) > 0:
+                    score = value(counts)
+                    if best is None or score > best_score:
+                        best, best_score = list(counts), score
+                return
+            queue, ids, cpus, _ = kinds[i]
+            request = queue.submit.request
+            held: list[Allocation] = []
+            while len(held) < len(ids) and sum(counts) + len(held) < limit:
+                allocation = allocator.try_allocate(request)
+                if allocation is None:
+                    break
+                held.append(allocation)
+            for count in range(len(held), -1, -1):
+                counts[i] = count
+                search(i + 1, cpus_sum + count * cpus)
+                if count > 0:
+                    allocator.release(held[count - 1])
+            counts[i] = 0
+
+        search(0, 0)
+        if best is None:
+            return []
+        out: list[Assignment] = []
+        placed: list[Submit] = []
+        marks = [queue.mark() for queue, _, _, _ in kinds]
+        placed_cpus = 0
+        for (queue, _, cpus, _), count in zip(kinds, best, strict=True):
+            for _ in range(count):
+                allocation = allocator.try_allocate(queue.submit.request)
+                if allocation is None or queue.head is None:
+                    break
+                out.append(Assignment(queue.submit.job_id, queue.head, worker.id, allocation))
+                placed.append(queue.submit)
+                placed_cpus += cpus
+                queue.pop()
+        if placed_cpus + 1e-6 < need:
+            # Placing for real came out differently from the search: all or nothing.
+            for assignment in out:
+                allocator.release(assignment.allocation)
+            for (queue, _, _, _), mark in zip(kinds, marks, strict=True):
+                queue.reset(mark)
+            return []
+        for submit in placed:
+            gaps.consume(worker, submit.request, submit.priority)
         return out
