@@ -10,6 +10,7 @@ Amounts are integers in units of 1/10 000 (`AMOUNT_SCALE`), so `1.5` is 15 000.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -214,14 +215,38 @@ def _quote_label(label: str) -> str:
     return label
 
 
+DEFAULT_COUPLING_WEIGHT = 256
+
+CouplingItem = tuple[int, int, int, int, int]
+"""(resource1 index, group1, resource2 index, group2, weight); indices into the
+descriptor's sorted items, normalised (resource1 ≤ resource2) and sorted (cluster.md §2)."""
+
+
 @dataclass(frozen=True)
 class ResourceDescriptor:
-    """All resource pools of one worker, sorted by name; `cpus` is always among them."""
+    """All resource pools of one worker, sorted by name; `cpus` is always among them.
+
+    `coupling`: groups of different (or the same) grouped resources that tasks should
+    get together (`--coupling`), as normalised CouplingItems.
+    """
 
     items: tuple[ResourceDescriptorItem, ...]
+    coupling: tuple[CouplingItem, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", tuple(sorted(self.items, key=lambda i: i.name)))
+
+    def coupled_names(self) -> set[str]:
+        """Resources named in any coupling item."""
+        names = set()
+        for r1, _, r2, _, _ in self.coupling:
+            for index in (r1, r2):
+                if 0 <= index < len(self.items):
+                    names.add(self.items[index].name)
+        return names
+
+    def _summary(self, item: ResourceDescriptorItem, coupled: set[str]) -> str:
+        return item.summary() + (" [coupled]" if item.name in coupled else "")
 
     def get(self, name: str) -> ResourceDescriptorItem | None:
         for item in self.items:
@@ -234,11 +259,13 @@ class ResourceDescriptor:
 
     def summary_line(self) -> str:
         """`worker list` column: `cpus 4x5; mem 1.00 GiB`."""
-        return "; ".join(f"{item.name} {item.summary()}" for item in self.items)
+        coupled = self.coupled_names()
+        return "; ".join(f"{item.name} {self._summary(item, coupled)}" for item in self.items)
 
     def summary_lines(self) -> str:
         """`worker info` / `hwdetect` summary: one `name: value` line per resource."""
-        return "\n".join(f"{item.name}: {item.summary()}" for item in self.items)
+        coupled = self.coupled_names()
+        return "\n".join(f"{item.name}: {self._summary(item, coupled)}" for item in self.items)
 
     def full_description(self) -> str:
         """`hwdetect` "Full Description": one `name: <definition>` line per resource."""
@@ -246,7 +273,21 @@ class ResourceDescriptor:
 
     def to_json(self) -> dict[str, Any]:
         """`configuration.resources` of the worker JSON (worker.md §7)."""
-        return {"resources": [item.to_json() for item in self.items], "coupling": {"weights": []}}
+        return {
+            "resources": [item.to_json() for item in self.items],
+            "coupling": {
+                "weights": [
+                    {
+                        "resource1_idx": r1,
+                        "group1_idx": g1,
+                        "resource2_idx": r2,
+                        "group2_idx": g2,
+                        "weight": weight,
+                    }
+                    for r1, g1, r2, g2, weight in self.coupling
+                ]
+            },
+        }
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> ResourceDescriptor:
@@ -254,7 +295,78 @@ class ResourceDescriptor:
             raw = data["resources"]
         except (KeyError, TypeError) as error:
             raise ValueError(f"Invalid resource descriptor: {data!r}") from error
-        return ResourceDescriptor(tuple(ResourceDescriptorItem.from_json(i) for i in raw))
+        items = tuple(ResourceDescriptorItem.from_json(i) for i in raw)
+        coupling: list[CouplingItem] = []
+        try:
+            weights = (data.get("coupling") or {}).get("weights") or []
+            for w in weights:
+                coupling.append(
+                    (
+                        int(w["resource1_idx"]),
+                        int(w["group1_idx"]),
+                        int(w["resource2_idx"]),
+                        int(w["group2_idx"]),
+                        int(w["weight"]),
+                    )
+                )
+        except (AttributeError, KeyError, TypeError) as error:
+            raise ValueError(f"Invalid resource coupling: {data!r}") from error
+        return ResourceDescriptor(items, tuple(coupling))
+
+
+def _group_count(item: ResourceDescriptorItem) -> int:
+    return len(item.groups) if item.kind == ResourceKind.GROUPS else 1
+
+
+def parse_coupling(text: str, descriptor: ResourceDescriptor) -> ResourceDescriptor:
+    """`--coupling R1[G1]:R2[G2][=W],...` against the final resource list (cluster.md
+    §2.1); HqError with the original's wording for the first problem found."""
+    names = [item.name for item in descriptor.items]
+
+    def side(part: str) -> tuple[int, int]:
+        part = part.strip()
+        if not part.endswith("]"):
+            raise HqError("Missing ']'")
+        name, sep, index = part[:-1].partition("[")
+        if not sep:
+            raise HqError("Missing '['")
+        name = name.strip()
+        if name not in names:
+            raise HqError(f"Resource not found: {name}")
+        index = index.strip()
+        if not index.isdigit() or int(index) > 255:
+            raise HqError(f"Invalid group index: {index}")
+        return names.index(name), int(index)
+
+    items: list[CouplingItem] = []
+    for raw in text.split(","):
+        pair, sep, weight_text = raw.partition("=")
+        weight = DEFAULT_COUPLING_WEIGHT
+        if sep:
+            weight_text = weight_text.strip()
+            if not weight_text.isdigit() or int(weight_text) > 65_535:
+                raise HqError(f"Invalid weight: {weight_text}")
+            weight = int(weight_text)
+        left, colon, right = pair.partition(":")
+        if not colon:
+            raise HqError("Missing ':'")
+        (r1, g1), (r2, g2) = side(left), side(right)
+        if r1 > r2:
+            (r1, g1), (r2, g2) = (r2, g2), (r1, g1)
+        items.append((r1, g1, r2, g2, weight))
+    items.sort()
+    for previous, item in itertools.pairwise(items):
+        if previous[:4] == item[:4]:
+            raise HqError("Repeated coupling definition")
+    for r1, g1, r2, g2, _ in items:
+        for r, g in ((r1, g1), (r2, g2)):
+            item = descriptor.items[r]
+            count = _group_count(item)
+            if count < 2:
+                raise HqError(f"Resource '{item.name}' has only a single group")
+            if g >= count:
+                raise HqError(f"Invalid group id {g} for resource '{item.name}'")
+    return ResourceDescriptor(descriptor.items, tuple(items))
 
 
 # ---------------------------------------------------------------------------------------
@@ -995,6 +1107,32 @@ class _IndexedPool:
             return None
         return min(whole, key=lambda u: (self.group_of[u] not in groups, u))
 
+    def choose_in_groups(
+        self, entry: ResourceRequestEntry, selected: Sequence[int]
+    ) -> list[tuple[int, int]] | None:
+        """Units for `entry` inside the `selected` groups only, by its policy."""
+        whole, frac = divmod(entry.amount, AMOUNT_SCALE)
+        free_units = [[u for u in g if self.free[u] == AMOUNT_SCALE] for g in self.groups]
+        counts = [len(f) for f in free_units]
+        if entry.policy in (AllocationPolicy.TIGHT, AllocationPolicy.FORCE_TIGHT):
+            chosen: list[int] = []
+            for g in sorted(selected, key=lambda g: (-counts[g], g)):
+                chosen.extend(free_units[g][: whole - len(chosen)])
+        else:
+            found = _round_robin([free_units[g] for g in sorted(selected)], whole)
+            if found is None:
+                return None
+            chosen = found
+        if len(chosen) < whole:
+            return None
+        picked = [(u, AMOUNT_SCALE) for u in sorted(chosen)]
+        if frac:
+            unit = self._choose_fraction(frac, set(chosen), set(selected))
+            if unit is None:
+                return None
+            picked.append((unit, frac))
+        return picked
+
     def take(self, picked: list[tuple[int, int]]) -> None:
         for unit, share in picked:
             if self.free[unit] == AMOUNT_SCALE:
@@ -1016,6 +1154,72 @@ class _IndexedPool:
             self.free[unit] += share
             if self.free[unit] == AMOUNT_SCALE:
                 self.whole_free += 1
+
+
+# Candidate group sets tried per entry in the joint choice: bounds the cost of one
+# allocation on a coupled worker (a few groups per resource in practice).
+_COUPLED_MAX_CANDIDATES = 32
+# Cost of using one more group: `tight` packs (one group more never pays for a coupled
+# pair of default weight 256), `compact` spreads into a coupled group (two pairs pay
+# for a third group, not for a fourth): the original's test_coupling_combined outcomes.
+_GROUP_COST_TIGHT = 1024.0
+_GROUP_COST_COMPACT = 192.0
+
+
+def coupled_choice(
+    entries: Sequence[ResourceRequestEntry],
+    free: Sequence[Sequence[int]],
+    pools: Sequence[_IndexedPool],
+    coupling: Mapping[tuple[str, int, str, int], int],
+) -> tuple[list[tuple[int, ...]], float] | None:
+    """Groups per entry maximising Σ W over coupling items with both groups selected
+    − Σ over selected groups (cost + u/32), u = free whole units of the group and cost
+    1024 for tight, 192 for compact, such that every entry's groups hold its amount
+    (cluster.md §2.2; costs fitted to the original's outcomes). `free` = each pool's
+    free share per unit (the live state, or all free for the ideal). None = no way."""
+    options: list[list[tuple[int, ...]]] = []
+    penalties: list[list[float]] = []
+    for entry, pool, shares in zip(entries, pools, free, strict=True):
+        whole, frac = divmod(entry.amount, AMOUNT_SCALE)
+        units = [sum(1 for u in g if shares[u] == AMOUNT_SCALE) for g in pool.groups]
+        needed = _min_groups(units, whole + (1 if frac else 0))
+        if needed is None:
+            return None
+        tight = entry.policy in (AllocationPolicy.TIGHT, AllocationPolicy.FORCE_TIGHT)
+        cost = _GROUP_COST_TIGHT if tight else _GROUP_COST_COMPACT
+        candidates: list[tuple[int, ...]] = []
+        for size in range(max(needed, 1), len(units) + 1):
+            for combo in itertools.combinations(range(len(units)), size):
+                if len(candidates) >= _COUPLED_MAX_CANDIDATES:
+                    break
+                # Every selected group gives at least one unit.
+                if sum(units[g] for g in combo) >= whole + (1 if frac else 0) and all(
+                    units[g] > 0 for g in combo
+                ):
+                    candidates.append(combo)
+        if not candidates:
+            return None
+        options.append(candidates)
+        penalties.append([sum(cost + units[g] / 32 for g in c) for c in candidates])
+    best: tuple[list[tuple[int, ...]], float] | None = None
+    for picks in itertools.product(*(range(len(o)) for o in options)):
+        chosen = [options[i][p] for i, p in enumerate(picks)]
+        score = -sum(penalties[i][p] for i, p in enumerate(picks))
+        for (n1, g1, n2, g2), weight in coupling.items():
+            if _selected(entries, chosen, n1, g1) and _selected(entries, chosen, n2, g2):
+                score += weight
+        if best is None or score > best[1] + 1e-9:
+            best = (chosen, score)
+    return best
+
+
+def _selected(
+    entries: Sequence[ResourceRequestEntry],
+    chosen: Sequence[tuple[int, ...]],
+    name: str,
+    group: int,
+) -> bool:
+    return any(e.name == name and group in c for e, c in zip(entries, chosen, strict=True))
 
 
 def _round_robin(groups: list[list[int]], count: int) -> list[int] | None:
@@ -1075,12 +1279,27 @@ class WorkerAllocator:
                 self._indexed[item.name] = _IndexedPool.build(item)
             else:
                 self._sums[item.name] = _SumPool(item.size, item.size)
+        # (name1, group1, name2, group2) → weight, for the joint choice of groups.
+        self._coupling: dict[tuple[str, int, str, int], int] = {}
+        for r1, g1, r2, g2, weight in descriptor.coupling:
+            if r1 < len(descriptor.items) and r2 < len(descriptor.items):
+                key = (descriptor.items[r1].name, g1, descriptor.items[r2].name, g2)
+                self._coupling[key] = weight
+        self._coupled = descriptor.coupled_names()
 
     def try_allocate(self, request: ResourceRequest) -> Allocation | None:
         """Allocate everything `request` asks for, or nothing (None) if it does not fit now."""
+        joint: dict[str, list[tuple[int, int]]] = {}
+        if self._coupled and any(e.name in self._coupled for e in request.entries):
+            found = self._choose_coupled(request)
+            if found is None:
+                return None
+            joint = found
         plans: list[tuple[ResourceRequestEntry, list[tuple[int, int]] | int]] = []
         for entry in request.entries:
-            if entry.name in self._indexed:
+            if entry.name in joint:
+                plans.append((entry, joint[entry.name]))
+            elif entry.name in self._indexed:
                 picked = self._indexed[entry.name].choose(entry)
                 if picked is None:
                     return None
@@ -1110,6 +1329,48 @@ class WorkerAllocator:
                 amount = sum(share for _, share in plan)
                 out.append(AllocatedResource(entry.name, entry, amount, units))
         return Allocation(tuple(out))
+
+    def _relevant(self, entry: ResourceRequestEntry) -> bool:
+        """Coupling applies to this entry: a grouped resource under a group policy."""
+        pool = self._indexed.get(entry.name)
+        return (
+            pool is not None
+            and len(pool.groups) >= 2
+            and entry.policy
+            in (
+                AllocationPolicy.COMPACT,
+                AllocationPolicy.FORCE_COMPACT,
+                AllocationPolicy.TIGHT,
+                AllocationPolicy.FORCE_TIGHT,
+            )
+        )
+
+    def _choose_coupled(self, request: ResourceRequest) -> dict[str, list[tuple[int, int]]] | None:
+        """Units for the coupling-relevant entries, their groups chosen jointly
+        (cluster.md §2.2); {} when none is relevant, None when they cannot be had now."""
+        entries = [e for e in request.entries if self._relevant(e)]
+        if not entries:
+            return {}
+        pools = [self._indexed[e.name] for e in entries]
+        now = coupled_choice(entries, [p.free for p in pools], pools, self._coupling)
+        if now is None:
+            return None
+        groups, objective = now
+        if any(
+            e.policy in (AllocationPolicy.FORCE_COMPACT, AllocationPolicy.FORCE_TIGHT)
+            for e in entries
+        ):
+            empty = [[AMOUNT_SCALE] * len(p.free) for p in pools]
+            ideal = coupled_choice(entries, empty, pools, self._coupling)
+            if ideal is None or objective < ideal[1] - 0.1:
+                return None
+        out: dict[str, list[tuple[int, int]]] = {}
+        for entry, pool, selected in zip(entries, pools, groups, strict=True):
+            picked = pool.choose_in_groups(entry, selected)
+            if picked is None:
+                return None
+            out[entry.name] = picked
+        return out
 
     def release(self, allocation: Allocation) -> None:
         """Return what `allocation` holds. Releasing something not held is a bug: ValueError."""
