@@ -773,6 +773,13 @@ class ResourceRequest:
         names = [e.name for e in self.entries]
         if len(set(names)) != len(names):
             raise ValueError(f"Resource request names a resource twice: {names}")
+        # Requests key the scheduler's per-pass tables: hash once, not per lookup.
+        object.__setattr__(
+            self, "_hash", hash((self.entries, self.n_nodes, self.min_time, self.weight))
+        )
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return, attr-defined]
 
     def get(self, name: str) -> ResourceRequestEntry | None:
         for entry in self.entries:
@@ -1056,6 +1063,16 @@ class _IndexedPool:
         whole, frac = divmod(entry.amount, AMOUNT_SCALE)
         if whole > self.whole_free:
             return None
+        if len(self.groups) == 1 and not frac:
+            # One group: every policy takes the first free units in pool order (the
+            # general path below comes to the same), without building per-group lists.
+            free = self.free
+            picked: list[tuple[int, int]] = []
+            unit = -1
+            for _ in range(whole):
+                unit = free.index(AMOUNT_SCALE, unit + 1)  # exists: whole ≤ whole_free
+                picked.append((unit, AMOUNT_SCALE))
+            return picked
         free_units = [[u for u in g if self.free[u] == AMOUNT_SCALE] for g in self.groups]
         chosen = self._choose_whole(entry.policy, whole, free_units)
         if chosen is None:
@@ -1325,8 +1342,13 @@ class WorkerAllocator:
             else:
                 pool = self._indexed[entry.name]
                 pool.take(plan)
-                units = tuple((pool.labels[u], share) for u, share in plan)
-                amount = sum(share for _, share in plan)
+                labels = pool.labels
+                units = tuple([(labels[u], share) for u, share in plan])
+                amount = (
+                    entry.amount
+                    if entry.policy != AllocationPolicy.ALL
+                    else len(plan) * AMOUNT_SCALE
+                )
                 out.append(AllocatedResource(entry.name, entry, amount, units))
         return Allocation(tuple(out))
 
@@ -1385,6 +1407,51 @@ class WorkerAllocator:
                 if sum_pool is None or sum_pool.free + res.amount > sum_pool.size:
                     raise ValueError(f"Releasing {res.name!r} that was not allocated")
                 sum_pool.free += res.amount
+
+    def fits_now(self, request: ResourceRequest) -> bool:
+        """Would `try_allocate(request)` succeed now? Changes nothing; cheap for the
+        common shapes (counting only), otherwise it tries and gives back."""
+        if self._coupled:
+            return self._fits_by_trying(request)
+        for entry in request.entries:
+            pool = self._indexed.get(entry.name)
+            if pool is not None:
+                if entry.policy == AllocationPolicy.ALL:
+                    if not pool.labels or not pool.is_full():
+                        return False
+                    continue
+                whole, frac = divmod(entry.amount, AMOUNT_SCALE)
+                if whole > pool.whole_free:
+                    return False
+                if frac or len(pool.groups) > 1:
+                    return self._fits_by_trying(request)
+                continue
+            sum_pool = self._sums.get(entry.name)
+            if sum_pool is None:
+                return False
+            if entry.policy == AllocationPolicy.ALL:
+                if sum_pool.size <= 0 or sum_pool.free != sum_pool.size:
+                    return False
+            elif entry.amount > sum_pool.free:
+                return False
+        return True
+
+    def _fits_by_trying(self, request: ResourceRequest) -> bool:
+        allocation = self.try_allocate(request)
+        if allocation is None:
+            return False
+        self.release(allocation)
+        return True
+
+    def free_bound(self, name: str) -> int:
+        """An upper bound (×10 000) of what one request may get of `name` now: the
+        free whole units of an indexed pool plus less than one unit (a fraction), or a
+        sum pool's free amount."""
+        pool = self._indexed.get(name)
+        if pool is not None:
+            return pool.whole_free * AMOUNT_SCALE + AMOUNT_SCALE - 1
+        sum_pool = self._sums.get(name)
+        return sum_pool.free if sum_pool is not None else 0
 
     def free_amount(self, name: str) -> int:
         """Free amount (×10 000) of resource `name`; 0 for an unknown name."""

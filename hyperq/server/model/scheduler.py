@@ -93,17 +93,36 @@ def _worker_order(model: Model) -> list[Worker]:
 
 
 def _fits_somewhere(
-    order: list[Worker], lifetimes: list[float | None], request: ResourceRequest
+    order: list[Worker],
+    lifetimes: list[float | None],
+    request: ResourceRequest,
+    bounds: dict[str, int] | None = None,
 ) -> bool:
+    # `bounds`: per resource, the most any one worker could give a request now. A
+    # request above it fits nowhere, decided without looking at a single worker: when
+    # every worker is full, a pass costs O(distinct requests), not O(requests·workers).
+    if bounds is not None:
+        for entry in request.entries:
+            if entry.policy != AllocationPolicy.ALL and entry.amount > bounds.get(entry.name, 0):
+                return False
     for worker, life in zip(order, lifetimes, strict=True):
         if life is not None and life < request.min_time:
             continue
         assert worker.allocator is not None
-        allocation = worker.allocator.try_allocate(request)
-        if allocation is not None:
-            worker.allocator.release(allocation)
+        if worker.allocator.fits_now(request):
             return True
     return False
+
+
+def _free_bounds(order: list[Worker]) -> dict[str, int]:
+    bounds: dict[str, int] = {}
+    for worker in order:
+        assert worker.allocator is not None and worker.descriptor is not None
+        for item in worker.descriptor.items:
+            bound = worker.allocator.free_bound(item.name)
+            if bound > bounds.get(item.name, -1):
+                bounds[item.name] = bound
+    return bounds
 
 
 def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assignment]:
@@ -118,6 +137,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     # Requests nobody can take right now are settled once, not once per submit: when
     # every worker is full, a pass over thousands of waiting submits stays cheap.
     fits_now: dict[ResourceRequest, bool] = {}
+    bounds = _free_bounds(order)
     heap: list[tuple[int, int, int, int, int, _SubmitQueue]] = []
     unfit: list[Submit] = []
     lowest = min((submit.priority for submit in model.ready.values()), default=0)
@@ -128,7 +148,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             continue
         fits = fits_now.get(request)
         if fits is None:
-            fits = fits_now[request] = _fits_somewhere(order, lifetimes, request)
+            fits = fits_now[request] = _fits_somewhere(order, lifetimes, request, bounds)
         if not fits:
             if submit.priority > lowest:
                 unfit.append(submit)
