@@ -26,6 +26,7 @@ here: I/O, clocks, mutation of the model that outlives the call.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Iterable
 
@@ -160,10 +161,10 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
                 (-submit.priority, -request.weight, submit.job_id, queue.head, submit.index, queue)
             )
     heapq.heapify(heap)
-    gaps = _GapRule(now, lowest)
+    gaps = _GapRule(model, now, lowest)
     # Waiting tasks that fit nowhere now still hold lower priorities to the gap.
-    for submit in unfit:
-        gaps.block(order, lifetimes, submit, model)
+    for submit in sorted(unfit, key=lambda s: -s.priority):
+        gaps.block(submit)
     fill = _MinUtilization(order)
     # Per request: index into `order` below which every worker already refused it.
     first_candidate: dict[ResourceRequest, int] = {}
@@ -202,8 +203,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             if placed is None:
                 heapq.heappop(heap)
                 fill.queues.append(queue)
-                if priority > lowest:
-                    gaps.block(order, lifetimes, queue.submit, model)
+                gaps.block(queue.submit)
                 continue
             worker, allocation = placed
             assert worker.allocator is not None
@@ -446,75 +446,126 @@ def priority_gap(
     }
 
 
-class _GapRule:
-    """Per worker, the gaps left by waiting higher-priority tasks during one pass."""
+# Distinct waiting requests, highest priorities first, whose gaps a pass works out: a
+# bound on the cost of a pass (workers × this many gap computations at most), not a
+# rule. A blocker beyond it is still refused its own place by resources, it just does
+# not hold lower priorities back.
+GAP_MAX_BLOCKERS = 64
 
-    def __init__(self, now: float, lowest: int) -> None:
+
+class _WorkerGap:
+    """One worker's combined gap: the smallest of the gaps of the blockers folded in."""
+
+    __slots__ = ("combined", "folded", "totals", "used_by_kind", "used_total")
+
+    def __init__(self, worker: Worker, model: Model) -> None:
+        self.totals = worker_totals(worker)
+        self.used_total: dict[str, int] = {}
+        self.used_by_kind: dict[ResourceRequest, dict[str, int]] = {}
+        for job_id, task_id in worker.tasks:
+            record = model.jobs[job_id].records[task_id]
+            if record.allocation is None:
+                continue
+            kind = self.used_by_kind.setdefault(record.submit.request, {})
+            for res in record.allocation.resources:
+                self.used_total[res.name] = self.used_total.get(res.name, 0) + res.amount
+                kind[res.name] = kind.get(res.name, 0) + res.amount
+        self.combined: dict[str, int] | None = None
+        self.folded = 0
+
+    def add_used(self, request: ResourceRequest, amounts: dict[str, int]) -> None:
+        kind = self.used_by_kind.setdefault(request, {})
+        for name, amount in amounts.items():
+            self.used_total[name] = self.used_total.get(name, 0) + amount
+            kind[name] = kind.get(name, 0) + amount
+            if self.combined is not None and name in self.combined:
+                self.combined[name] -= amount
+
+    def fold(self, worker: Worker, blocker: ResourceRequest) -> None:
+        own = self.used_by_kind.get(blocker, {})
+        others = {name: amount - own.get(name, 0) for name, amount in self.used_total.items()}
+        gap = priority_gap(worker, blocker, others)
+        if self.combined is None:
+            self.combined = gap
+        else:
+            for name, amount in gap.items():
+                if amount < self.combined.get(name, amount):
+                    self.combined[name] = amount
+
+
+class _GapRule:
+    """The gaps left by waiting higher-priority tasks during one pass.
+
+    Blockers are kept sorted by priority (highest first); a worker folds them into its
+    combined gap lazily, the first time a lower-priority task is considered for it, so
+    a pass in which nothing fits anywhere pays nothing per blocker and worker. The
+    heap hands out tasks by descending priority, so a blocker found later never has a
+    higher priority than one a worker has already folded.
+    """
+
+    def __init__(self, model: Model, now: float, lowest: int) -> None:
+        self.model = model
         self.now = now
         self.lowest = lowest
-        # worker → [(blocker priority, blocker request, remaining gap)]
-        self.blockers: dict[int, list[tuple[int, ResourceRequest, dict[str, int]]]] = {}
-        # worker → request → amounts placed there in this pass
-        self.pass_used: dict[int, dict[ResourceRequest, dict[str, int]]] = {}
+        self.blockers: list[tuple[int, ResourceRequest]] = []  # sorted, priority desc
+        self._keys: list[int] = []  # -priority of each blocker, for bisect
+        self._seen: set[ResourceRequest] = set()
+        self._top = lowest
+        self._workers: dict[int, _WorkerGap] = {}
+        self._amounts: dict[ResourceRequest, dict[str, int]] = {}
 
-    def block(
-        self,
-        order: list[Worker],
-        lifetimes: list[float | None],
-        submit: Submit,
-        model: Model,
-    ) -> None:
-        """`submit` stays waiting: limit lower priorities on every worker that could
-        ever run it to the gap it leaves."""
+    def block(self, submit: Submit) -> None:
+        """`submit` stays waiting: lower priorities get only the gap it leaves on every
+        worker that could ever run it."""
         request = submit.request
-        for worker, life in zip(order, lifetimes, strict=True):
-            if life is not None and life < request.min_time:
-                continue
-            if worker.descriptor is None or not fits_ever(worker.descriptor, request):
-                continue
-            entries = self.blockers.setdefault(worker.id, [])
-            if any(p >= submit.priority and r == request for p, r, _ in entries):
-                continue
-            used: dict[str, int] = {}
-            for job_id, task_id in worker.tasks:
-                record = model.jobs[job_id].records[task_id]
-                if record.submit.request == request or record.allocation is None:
-                    continue
-                for res in record.allocation.resources:
-                    used[res.name] = used.get(res.name, 0) + res.amount
-            for other, amounts in self.pass_used.get(worker.id, {}).items():
-                if other != request:
-                    for name, amount in amounts.items():
-                        used[name] = used.get(name, 0) + amount
-            entries.append((submit.priority, request, priority_gap(worker, request, used)))
+        if submit.priority <= self.lowest or request in self._seen:
+            return
+        if len(self.blockers) >= GAP_MAX_BLOCKERS:
+            return
+        self._seen.add(request)
+        at = bisect.bisect_right(self._keys, -submit.priority)
+        self._keys.insert(at, -submit.priority)
+        self.blockers.insert(at, (submit.priority, request))
+        self._top = max(self._top, submit.priority)
+
+    def _state(self, worker: Worker) -> _WorkerGap:
+        state = self._workers.get(worker.id)
+        if state is None:
+            state = self._workers[worker.id] = _WorkerGap(worker, self.model)
+        return state
 
     def allows(self, worker: Worker, request: ResourceRequest, priority: int) -> bool:
-        entries = self.blockers.get(worker.id)
-        if not entries:
+        if priority >= self._top:
             return True
-        amounts: dict[str, int] | None = None
-        for blocker_priority, _, gap in entries:
+        state = self._state(worker)
+        life = worker.remaining_lifetime(self.now)
+        while state.folded < len(self.blockers):
+            blocker_priority, blocker = self.blockers[state.folded]
             if blocker_priority <= priority:
-                continue
-            if amounts is None:
-                amounts = request_amounts(request, worker_totals(worker))
-            for name, amount in amounts.items():
-                if amount > gap.get(name, 0):
-                    return False
+                break
+            state.folded += 1
+            if (life is None or life >= blocker.min_time) and (
+                worker.descriptor is not None and fits_ever(worker.descriptor, blocker)
+            ):
+                state.fold(worker, blocker)
+        combined = state.combined
+        if combined is None:
+            return True
+        amounts = self._amounts.get(request)
+        if amounts is None:
+            amounts = request_amounts(request, state.totals)
+            if not any(e.policy == AllocationPolicy.ALL for e in request.entries):
+                self._amounts[request] = amounts  # the same on every worker
+        for name, amount in amounts.items():
+            if amount > combined.get(name, 0):
+                return False
         return True
 
     def consume(self, worker: Worker, request: ResourceRequest, priority: int) -> None:
-        if priority <= self.lowest and not self.blockers:
+        if not self.blockers and priority <= self.lowest:
             return  # nothing can be blocked by or below the lowest priority
-        amounts = request_amounts(request, worker_totals(worker))
-        used = self.pass_used.setdefault(worker.id, {}).setdefault(request, {})
-        for name, amount in amounts.items():
-            used[name] = used.get(name, 0) + amount
-        for _, blocker, gap in self.blockers.get(worker.id, ()):
-            if blocker != request:
-                for name, amount in amounts.items():
-                    if name in gap:
-                        gap[name] -= amount
+        state = self._state(worker)
+        state.add_used(request, request_amounts(request, state.totals))
 
 
 # ---------------------------------------------------------------------------------------
