@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperq.common.resources import parse_task_request
+import pytest
+
+from hyperq.common.errors import HqError
+from hyperq.common.resources import ResourceRequest, check_request_variants, parse_task_request
 from hyperq.server.model.events import LostReason, TaskStarted
 from hyperq.server.model.jobs import TaskState
 from hyperq.server.model.scheduler import (
     group_can_ever_host,
     pick_nodes,
     schedule,
+    worker_group_size,
     worker_is_idle,
 )
 from hyperq.server.model.state import Assignment, LaunchTask
@@ -240,3 +244,23 @@ def test_pick_nodes_prefers_the_lowest_ids() -> None:
     assert pick_nodes({"a": [5, 6, 7], "b": [1, 9]}, 2) == (1, 9)
     assert pick_nodes({"a": [5, 6, 7], "b": [1, 9]}, 3) == (5, 6, 7)
     assert pick_nodes({"a": [5]}, 2) is None
+
+
+def test_group_size_for_explain() -> None:
+    d = Driver()
+    for group in ("a", "a", "b"):
+        connect(d, group)
+    assert [worker_group_size(d.model, w) for w in (1, 2, 3, 99)] == [2, 2, 1, 0]
+    d.lose(2, LostReason.CONNECTION_LOST)
+    assert worker_group_size(d.model, 1) == 1
+
+
+def test_request_variants() -> None:
+    multi = parse_task_request(None, n_nodes=2)
+    single = parse_task_request("1")
+    check_request_variants([multi])
+    check_request_variants([single, parse_task_request("2")])
+    with pytest.raises(HqError, match="Resources mixes multi-node and non-multi-node requests"):
+        check_request_variants([multi, single])
+    with pytest.raises(HqError, match="Resource request is empty"):
+        check_request_variants([ResourceRequest(())])

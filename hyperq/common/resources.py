@@ -908,6 +908,17 @@ def parse_task_request(
     return ResourceRequest(tuple(entries), n_nodes=n_nodes, min_time=min_time, weight=weight)
 
 
+def check_request_variants(variants: Sequence[ResourceRequest]) -> None:
+    """The request variants of one task (job files, jobs.md §11): multi-node variants
+    cannot be mixed with others (cluster.md §1.1), and no variant may ask for nothing."""
+    multi = [variant.n_nodes > 0 for variant in variants]
+    if any(multi) and not all(multi):
+        raise HqError("Resources mixes multi-node and non-multi-node requests")
+    for variant in variants:
+        if not variant.entries and variant.n_nodes == 0:
+            raise HqError("Resource request is empty")
+
+
 # ---------------------------------------------------------------------------------------
 # Allocation
 

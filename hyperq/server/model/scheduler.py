@@ -291,6 +291,16 @@ def group_sizes(model: Model, now: float, min_time: float) -> dict[str, int]:
     return sizes
 
 
+def worker_group_size(model: Model, worker_id: int) -> int:
+    """Connected workers in this worker's group (the `group size` of `task explain`)."""
+    worker = model.workers.get(worker_id)
+    if worker is None:
+        return 0
+    return sum(
+        1 for other in model.workers.values() if other.is_connected and other.group == worker.group
+    )
+
+
 def group_can_ever_host(model: Model, now: float, request: ResourceRequest) -> bool:
     """Some group is big enough for this multi-node request once its workers are free."""
     return any(
