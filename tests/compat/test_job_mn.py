@@ -7,6 +7,7 @@ the same priority has finished, so the scheduler has certainly looked at the MN 
 
 from __future__ import annotations
 
+import json
 import signal
 from datetime import datetime
 from pathlib import Path
@@ -256,3 +257,23 @@ def test_worker_group_row(cluster: ClusterEnv) -> None:
     cluster.start_worker()
     parse_table(cluster.command(["worker", "info", "1"])).check_row_value("Group", "test_1")
     parse_table(cluster.command(["worker", "info", "2"])).check_row_value("Group", "default")
+
+
+def test_journal_records_every_node(cluster: ClusterEnv) -> None:
+    server = cluster.start_server("--journal", "mn.journal")
+    for _ in range(2):
+        cluster.start_worker()
+    cluster.command(["submit", "--nodes=2", "--", "true"])
+    cluster.command(["submit", "--nodes=1", "--", "true"])
+    cluster.wait_for_job_state(1, "FINISHED")
+    cluster.wait_for_job_state(2, "FINISHED")
+    assert cluster.stop_server(server) == 0
+    result = cluster.run(["journal", "export", "mn.journal"], timeout=30)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line)["event"] for line in result.stdout.splitlines()]
+    started = [e for e in events if e["type"] == "task-started"]
+    assert started[0]["workers"] == [1, 2]
+    assert "worker" not in started[0]
+    # One node: `worker`, as for any task (journal.md §5).
+    assert started[1]["worker"] in (1, 2)
+    assert "workers" not in started[1]
