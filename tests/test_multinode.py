@@ -20,6 +20,7 @@ from hyperq.server.model.scheduler import (
 )
 from hyperq.server.model.state import Assignment, LaunchTask
 from hyperq.server.replies import worker_wire
+from hyperq.worker.launcher import short_hostname
 from tests.test_model import Driver, submit_desc, worker_config
 
 
@@ -264,3 +265,10 @@ def test_request_variants() -> None:
         check_request_variants([multi, single])
     with pytest.raises(HqError, match="Resource request is empty"):
         check_request_variants([ResourceRequest(())])
+
+
+def test_node_file_names() -> None:
+    # test_submit_mn_complex_hostname: short names, but IPv4 addresses stay whole.
+    assert short_hostname("cn690.karolina.it4i.cz") == "cn690"
+    assert short_hostname("worker1") == "worker1"
+    assert short_hostname("10.0.0.7") == "10.0.0.7"

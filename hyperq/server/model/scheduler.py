@@ -584,7 +584,7 @@ class _GapRule:
 # Distinct kinds of task (submits) weighed against each other for one worker, and the
 # search steps spent on it: a bound on the cost of a pass, not a rule.
 MU_MAX_KINDS = 8
-MU_MAX_STEPS = 4_096
+MU_MAX_STEPS = 2_048
 
 
 def cpu_amount(request: ResourceRequest, worker_cpus: int) -> int:
@@ -690,6 +690,9 @@ class _MinUtilization:
             request = queue.submit.request
             held: list[Allocation] = []
             while len(held) < len(ids) and sum(counts) + len(held) < limit:
+                steps += 1  # allocations count against the budget too
+                if steps > MU_MAX_STEPS:
+                    break
                 allocation = allocator.try_allocate(request)
                 if allocation is None:
                     break
