@@ -272,3 +272,24 @@ def test_node_file_names() -> None:
     assert short_hostname("cn690.karolina.it4i.cz") == "cn690"
     assert short_hostname("worker1") == "worker1"
     assert short_hostname("10.0.0.7") == "10.0.0.7"
+
+
+def test_stopping_a_node() -> None:
+    d = Driver()
+    for _ in range(3):
+        connect(d)
+    job = d.submit(mn_desc(2, [[0, 1, 1]]))
+    d.run()
+    # A stopped secondary: the task runs on; a stopping worker is not a free node.
+    d.do(d.model.stop_worker(2, now=d.now))
+    d.lose(2, LostReason.STOPPED)
+    assert d.task_state(job, 0) == TaskState.RUNNING
+    assert d.run() == []  # worker 3 alone is not enough for task 1
+    # A stopped root: back to waiting without counting as a crash.
+    d.do(d.model.stop_worker(1, now=d.now))
+    d.lose(1, LostReason.STOPPED)
+    record = d.record(job, 0)
+    assert (record.state, record.crash_count, record.instance) == (TaskState.WAITING, 0, 1)
+    assert d.model.workers[3].mn_task is None
+    connect(d)
+    assert [a.workers for a in d.run()] == [(3, 4)]
