@@ -97,3 +97,16 @@ def test_scheduler_unschedulable_sn_blocker(held: ClusterEnv) -> None:
     assert state_row(held, 2) == "WAITING"
     assert state_row(held, 3) == "WAITING (5)"
     assert state_row(held, 4) == "WAITING (5)"
+
+
+def test_resources_and_priorities_one_by_one_submit(held: ClusterEnv) -> None:
+    # Two of four foo=2 jobs run; the other two wait, leaving a gap of 6 CPUs in which
+    # a lower-priority cpus=2 job still runs.
+    held.start_server()
+    held.start_worker("--resource", "foo=[1,2,3,4]", cpus=8)
+    for _ in range(4):
+        submit(held, "--resource", "foo=2")
+    held.wait_for_job_state(2, "RUNNING")
+    submit(held, "--priority=-1", "--cpus=2")
+    held.wait_for_job_state(5, "RUNNING")
+    assert [held.job_states()[j] for j in (1, 2, 3, 4)] == ["running"] * 2 + ["waiting"] * 2
