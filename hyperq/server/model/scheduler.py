@@ -168,6 +168,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     fill = _MinUtilization(order)
     # Per request: index into `order` below which every worker already refused it.
     first_candidate: dict[ResourceRequest, int] = {}
+    refused = _RefusedEverywhere()
     taken: list[tuple[WorkerAllocator, Allocation]] = []
     out: list[Assignment] = []
     try:
@@ -179,7 +180,9 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
                 out.extend(multi.place_down_to(priority, limit - len(out)))
                 continue
             request = queue.submit.request
-            k = first_candidate.get(request, 0)
+            k = first_candidate.get(request)
+            if k is None:
+                k = len(order) if refused.covers(request, priority) else 0
             placed: tuple[Worker, Allocation] | None = None
             while k < len(order):
                 worker = order[k]
@@ -201,6 +204,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
                 k += 1
             first_candidate[request] = k
             if placed is None:
+                refused.add(request, priority)
                 heapq.heappop(heap)
                 fill.queues.append(queue)
                 gaps.block(queue.submit)
@@ -234,6 +238,55 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
         for allocator, allocation in reversed(taken):
             allocator.release(allocation)
     return out
+
+
+class _RefusedEverywhere:
+    """Requests every worker refused in this pass. A request at most as high in priority
+    that asks for at least as much of each of their resources, for at least as long,
+    is refused too: within a pass, free resources and gaps only shrink. Saves walking
+    every worker once per distinct request when the gaps hold free resources back."""
+
+    MAX = 32  # refused requests remembered (the cost of one check is linear in it)
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, float, dict[str, int]]] = []
+
+    @staticmethod
+    def _plain(request: ResourceRequest) -> dict[str, int] | None:
+        """Amounts per resource, or None for requests this cannot judge (`all`, and
+        the strict policies, which may fail where a bigger plain request fits)."""
+        amounts: dict[str, int] = {}
+        for entry in request.entries:
+            if entry.policy not in (
+                AllocationPolicy.COMPACT,
+                AllocationPolicy.TIGHT,
+                AllocationPolicy.SCATTER,
+            ):
+                return None
+            amounts[entry.name] = entry.amount
+        return amounts
+
+    def add(self, request: ResourceRequest, priority: int) -> None:
+        if len(self.items) >= self.MAX:
+            return
+        amounts = self._plain(request)
+        if amounts is not None:
+            self.items.append((priority, request.min_time, amounts))
+
+    def covers(self, request: ResourceRequest, priority: int) -> bool:
+        if not self.items:
+            return False
+        wanted: dict[str, int] | None = None
+        for refused_priority, min_time, amounts in self.items:
+            if priority > refused_priority or request.min_time < min_time:
+                continue
+            if wanted is None:
+                wanted = {e.name: e.amount for e in request.entries}
+                if any(e.policy == AllocationPolicy.ALL for e in request.entries):
+                    return False
+            if all(wanted.get(name, -1) >= amount for name, amount in amounts.items()):
+                return True
+        return False
 
 
 def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
@@ -436,13 +489,17 @@ def worker_totals(worker: Worker) -> dict[str, int]:
 
 
 def priority_gap(
-    worker: Worker, blocker: ResourceRequest, used_by_others: dict[str, int]
+    worker: Worker,
+    blocker: ResourceRequest,
+    used_by_others: dict[str, int],
+    totals: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """What lower-priority tasks may still use on `worker` while `blocker` waits: its
     total resources minus as many copies of the blocker as fit into them, minus what
     tasks of other kinds hold (`used_by_others`). A blocker asking for `all` of
-    something, or for whole nodes, leaves nothing."""
-    totals = worker_totals(worker)
+    something, or for whole nodes, leaves nothing. `totals`: the worker's, if known."""
+    if totals is None:
+        totals = worker_totals(worker)
     if blocker.n_nodes > 0 or any(e.policy == AllocationPolicy.ALL for e in blocker.entries):
         return dict.fromkeys(totals, 0)
     wanted = request_amounts(blocker, totals)
@@ -460,11 +517,12 @@ def priority_gap(
 # bound on the cost of a pass (workers × this many gap computations at most), not a
 # rule. A blocker beyond it is still refused its own place by resources, it just does
 # not hold lower priorities back.
-GAP_MAX_BLOCKERS = 64
+GAP_MAX_BLOCKERS = 16
 
 
 class _WorkerGap:
-    """One worker's combined gap: the smallest of the gaps of the blockers folded in."""
+    """One worker's combined gap: the smallest of the gaps of the blockers folded in
+    (at most GAP_MAX_BLOCKERS of them)."""
 
     __slots__ = ("combined", "folded", "totals", "used_by_kind", "used_total")
 
@@ -494,7 +552,7 @@ class _WorkerGap:
     def fold(self, worker: Worker, blocker: ResourceRequest) -> None:
         own = self.used_by_kind.get(blocker, {})
         others = {name: amount - own.get(name, 0) for name, amount in self.used_total.items()}
-        gap = priority_gap(worker, blocker, others)
+        gap = priority_gap(worker, blocker, others, self.totals)
         if self.combined is None:
             self.combined = gap
         else:
