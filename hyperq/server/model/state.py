@@ -316,8 +316,9 @@ class Model:
             job = self.jobs[job_id]
             record = job.records[task_id]
             if (job_id, task_id) in known and record.state == TaskState.RUNNING:
-                # Account for what the task holds; the allocator was rebuilt empty.
-                if worker.allocator is not None:
+                # Account for what the task holds; the allocator was rebuilt empty. A
+                # multi-node task holds whole nodes, not an allocation.
+                if worker.allocator is not None and record.submit.request.n_nodes == 0:
                     record.allocation = worker.allocator.try_allocate(record.submit.request)
                 continue
             self._unplace(job, record)
