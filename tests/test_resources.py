@@ -29,6 +29,7 @@ from hyperq.common.resources import (
     format_amount,
     parse_amount,
     parse_detect_list,
+    parse_request_entry,
     parse_resource_definition,
     parse_task_request,
     parse_worker_resources,
@@ -300,8 +301,10 @@ def test_request_default_cpus_first() -> None:
     assert [e.text() for e in req.entries] == ["1 compact", "2 compact", "1 scatter"]
     assert req.entries[0].name == "cpus"
     assert req.display_lines() == ["cpus: 1 compact", "fairy: 2 compact", "gpus/nvidia: 1 scatter"]
-    # Multi-node tasks get no implicit CPUs.
-    assert parse_task_request(None, [], n_nodes=2).entries == ()
+    # Multi-node tasks store the implicit CPUs too (cluster.md §1.1), shown as nodes only.
+    multi = parse_task_request(None, [], n_nodes=2)
+    assert [e.text() for e in multi.entries] == ["1 compact"]
+    assert multi.display_lines() == ["nodes: 2"]
 
 
 @pytest.mark.parametrize(
@@ -370,8 +373,11 @@ def test_request_is_hashable_and_shared() -> None:
 
 
 def test_request_weight_and_nodes_display() -> None:
+    req = parse_task_request(None, [], weight=15_000)
+    assert req.display_lines() == ["cpus: 1 compact", "[weight: 1.5]"]
+    # Multi-node: exactly `nodes: N`, no weight (cluster.md §1.6).
     req = parse_task_request(None, [], n_nodes=2, weight=15_000)
-    assert req.display_lines() == ["nodes: 2", "[weight: 1.5]"]
+    assert req.display_lines() == ["nodes: 2"]
 
 
 entries = st.builds(
@@ -469,8 +475,8 @@ def test_all_needs_one_unit() -> None:
     assert not fits_ever(desc, req_cpu)
     alloc = WorkerAllocator(desc)
     assert alloc.try_allocate(req_cpu) is None
-    assert not fits_ever(desc, parse_task_request(None, ["s=all"], n_nodes=1))
-    whole = alloc.try_allocate(parse_task_request(None, ["t=all"], n_nodes=1))
+    assert not fits_ever(desc, ResourceRequest((parse_request_entry("s", "all"),)))
+    whole = alloc.try_allocate(ResourceRequest((parse_request_entry("t", "all"),)))
     assert whole is not None and whole.get("t").amount == 30_000  # type: ignore[union-attr]
 
 

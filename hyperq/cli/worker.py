@@ -60,7 +60,7 @@ Options:
   --overview-interval <DUR>       How often to send hardware overview events (0s = off)
   --min-utilization <F>           Minimal utilization in [0.0, 1.0] [default: 0.0]
   --retract-check-interval <DUR>  How often retraction is checked [default: 30s]
-  --coupling <SPEC>               Resource coupling (accepted, not used yet)
+  --coupling <SPEC>               Resource coupling: R1[G1]:R2[G2][=WEIGHT],...
 """
 
 STOP_USAGE = """Stop workers

@@ -10,6 +10,7 @@ Amounts are integers in units of 1/10 000 (`AMOUNT_SCALE`), so `1.5` is 15 000.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -214,14 +215,38 @@ def _quote_label(label: str) -> str:
     return label
 
 
+DEFAULT_COUPLING_WEIGHT = 256
+
+CouplingItem = tuple[int, int, int, int, int]
+"""(resource1 index, group1, resource2 index, group2, weight); indices into the
+descriptor's sorted items, normalised (resource1 ≤ resource2) and sorted (cluster.md §2)."""
+
+
 @dataclass(frozen=True)
 class ResourceDescriptor:
-    """All resource pools of one worker, sorted by name; `cpus` is always among them."""
+    """All resource pools of one worker, sorted by name; `cpus` is always among them.
+
+    `coupling`: groups of different (or the same) grouped resources that tasks should
+    get together (`--coupling`), as normalised CouplingItems.
+    """
 
     items: tuple[ResourceDescriptorItem, ...]
+    coupling: tuple[CouplingItem, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", tuple(sorted(self.items, key=lambda i: i.name)))
+
+    def coupled_names(self) -> set[str]:
+        """Resources named in any coupling item."""
+        names = set()
+        for r1, _, r2, _, _ in self.coupling:
+            for index in (r1, r2):
+                if 0 <= index < len(self.items):
+                    names.add(self.items[index].name)
+        return names
+
+    def _summary(self, item: ResourceDescriptorItem, coupled: set[str]) -> str:
+        return item.summary() + (" [coupled]" if item.name in coupled else "")
 
     def get(self, name: str) -> ResourceDescriptorItem | None:
         for item in self.items:
@@ -234,11 +259,13 @@ class ResourceDescriptor:
 
     def summary_line(self) -> str:
         """`worker list` column: `cpus 4x5; mem 1.00 GiB`."""
-        return "; ".join(f"{item.name} {item.summary()}" for item in self.items)
+        coupled = self.coupled_names()
+        return "; ".join(f"{item.name} {self._summary(item, coupled)}" for item in self.items)
 
     def summary_lines(self) -> str:
         """`worker info` / `hwdetect` summary: one `name: value` line per resource."""
-        return "\n".join(f"{item.name}: {item.summary()}" for item in self.items)
+        coupled = self.coupled_names()
+        return "\n".join(f"{item.name}: {self._summary(item, coupled)}" for item in self.items)
 
     def full_description(self) -> str:
         """`hwdetect` "Full Description": one `name: <definition>` line per resource."""
@@ -246,7 +273,21 @@ class ResourceDescriptor:
 
     def to_json(self) -> dict[str, Any]:
         """`configuration.resources` of the worker JSON (worker.md §7)."""
-        return {"resources": [item.to_json() for item in self.items], "coupling": {"weights": []}}
+        return {
+            "resources": [item.to_json() for item in self.items],
+            "coupling": {
+                "weights": [
+                    {
+                        "resource1_idx": r1,
+                        "group1_idx": g1,
+                        "resource2_idx": r2,
+                        "group2_idx": g2,
+                        "weight": weight,
+                    }
+                    for r1, g1, r2, g2, weight in self.coupling
+                ]
+            },
+        }
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> ResourceDescriptor:
@@ -254,7 +295,78 @@ class ResourceDescriptor:
             raw = data["resources"]
         except (KeyError, TypeError) as error:
             raise ValueError(f"Invalid resource descriptor: {data!r}") from error
-        return ResourceDescriptor(tuple(ResourceDescriptorItem.from_json(i) for i in raw))
+        items = tuple(ResourceDescriptorItem.from_json(i) for i in raw)
+        coupling: list[CouplingItem] = []
+        try:
+            weights = (data.get("coupling") or {}).get("weights") or []
+            for w in weights:
+                coupling.append(
+                    (
+                        int(w["resource1_idx"]),
+                        int(w["group1_idx"]),
+                        int(w["resource2_idx"]),
+                        int(w["group2_idx"]),
+                        int(w["weight"]),
+                    )
+                )
+        except (AttributeError, KeyError, TypeError) as error:
+            raise ValueError(f"Invalid resource coupling: {data!r}") from error
+        return ResourceDescriptor(items, tuple(coupling))
+
+
+def _group_count(item: ResourceDescriptorItem) -> int:
+    return len(item.groups) if item.kind == ResourceKind.GROUPS else 1
+
+
+def parse_coupling(text: str, descriptor: ResourceDescriptor) -> ResourceDescriptor:
+    """`--coupling R1[G1]:R2[G2][=W],...` against the final resource list (cluster.md
+    §2.1); HqError with the original's wording for the first problem found."""
+    names = [item.name for item in descriptor.items]
+
+    def side(part: str) -> tuple[int, int]:
+        part = part.strip()
+        if not part.endswith("]"):
+            raise HqError("Missing ']'")
+        name, sep, index = part[:-1].partition("[")
+        if not sep:
+            raise HqError("Missing '['")
+        name = name.strip()
+        if name not in names:
+            raise HqError(f"Resource not found: {name}")
+        index = index.strip()
+        if not index.isdigit() or int(index) > 255:
+            raise HqError(f"Invalid group index: {index}")
+        return names.index(name), int(index)
+
+    items: list[CouplingItem] = []
+    for raw in text.split(","):
+        pair, sep, weight_text = raw.partition("=")
+        weight = DEFAULT_COUPLING_WEIGHT
+        if sep:
+            weight_text = weight_text.strip()
+            if not weight_text.isdigit() or int(weight_text) > 65_535:
+                raise HqError(f"Invalid weight: {weight_text}")
+            weight = int(weight_text)
+        left, colon, right = pair.partition(":")
+        if not colon:
+            raise HqError("Missing ':'")
+        (r1, g1), (r2, g2) = side(left), side(right)
+        if r1 > r2:
+            (r1, g1), (r2, g2) = (r2, g2), (r1, g1)
+        items.append((r1, g1, r2, g2, weight))
+    items.sort()
+    for previous, item in itertools.pairwise(items):
+        if previous[:4] == item[:4]:
+            raise HqError("Repeated coupling definition")
+    for r1, g1, r2, g2, _ in items:
+        for r, g in ((r1, g1), (r2, g2)):
+            item = descriptor.items[r]
+            count = _group_count(item)
+            if count < 2:
+                raise HqError(f"Resource '{item.name}' has only a single group")
+            if g >= count:
+                raise HqError(f"Invalid group id {g} for resource '{item.name}'")
+    return ResourceDescriptor(descriptor.items, tuple(items))
 
 
 # ---------------------------------------------------------------------------------------
@@ -647,7 +759,8 @@ class ResourceRequest:
     """What one task (variant) needs. Frozen and hashable: many tasks share one object.
 
     `min_time` is the `--time-request` in seconds (the worker must live that long);
-    `n_nodes` > 0 marks a multi-node task (then `entries` is empty); `weight` is ×10 000.
+    `n_nodes` > 0 marks a multi-node task (its `entries`, the implicit cpus one at least,
+    are stored but play no part in placing it); `weight` is ×10 000.
     The allocator looks only at `entries`; the other fields are for the scheduler.
     """
 
@@ -660,6 +773,13 @@ class ResourceRequest:
         names = [e.name for e in self.entries]
         if len(set(names)) != len(names):
             raise ValueError(f"Resource request names a resource twice: {names}")
+        # Requests key the scheduler's per-pass tables: hash once, not per lookup.
+        object.__setattr__(
+            self, "_hash", hash((self.entries, self.n_nodes, self.min_time, self.weight))
+        )
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return, attr-defined]
 
     def get(self, name: str) -> ResourceRequestEntry | None:
         for entry in self.entries:
@@ -668,10 +788,11 @@ class ResourceRequest:
         return None
 
     def display_lines(self) -> list[str]:
-        """`job info` Resources lines: `<name>: <req>` sorted by name (+ nodes, weight)."""
-        lines = [f"{e.name}: {e.text()}" for e in sorted(self.entries, key=lambda e: e.name)]
+        """`job info` Resources lines: `<name>: <req>` sorted by name (+ weight), or
+        exactly `nodes: <N>` for a multi-node task (cluster.md §1.6)."""
         if self.n_nodes > 0:
-            lines.append(f"nodes: {self.n_nodes}")
+            return [f"nodes: {self.n_nodes}"]
+        lines = [f"{e.name}: {e.text()}" for e in sorted(self.entries, key=lambda e: e.name)]
         if self.weight != DEFAULT_WEIGHT:
             lines.append(f"[weight: {format_amount(self.weight)}]")
         return lines
@@ -767,7 +888,8 @@ def parse_task_request(
 ) -> ResourceRequest:
     """Build a request from `--cpus REQ` and `--resource NAME=REQ` options (jobs.md §4).
 
-    Without a cpus entry `cpus: 1 compact` is added first (not for multi-node tasks).
+    Without a cpus entry `cpus: 1 compact` is added first (multi-node tasks too: the
+    original stores it, cluster.md §1.1).
     """
     entries: list[ResourceRequestEntry] = []
     seen: set[str] = set()
@@ -781,9 +903,20 @@ def parse_task_request(
         entries.append(parse_request_entry(name, value))
     if cpus is not None:
         entries.insert(0, parse_request_entry(CPUS, cpus))
-    elif CPUS not in seen and n_nodes == 0:
+    elif CPUS not in seen:
         entries.insert(0, DEFAULT_CPU_REQUEST)
     return ResourceRequest(tuple(entries), n_nodes=n_nodes, min_time=min_time, weight=weight)
+
+
+def check_request_variants(variants: Sequence[ResourceRequest]) -> None:
+    """The request variants of one task (job files, jobs.md §11): multi-node variants
+    cannot be mixed with others (cluster.md §1.1), and no variant may ask for nothing."""
+    multi = [variant.n_nodes > 0 for variant in variants]
+    if any(multi) and not all(multi):
+        raise HqError("Resources mixes multi-node and non-multi-node requests")
+    for variant in variants:
+        if not variant.entries and variant.n_nodes == 0:
+            raise HqError("Resource request is empty")
 
 
 # ---------------------------------------------------------------------------------------
@@ -941,6 +1074,16 @@ class _IndexedPool:
         whole, frac = divmod(entry.amount, AMOUNT_SCALE)
         if whole > self.whole_free:
             return None
+        if len(self.groups) == 1 and not frac:
+            # One group: every policy takes the first free units in pool order (the
+            # general path below comes to the same), without building per-group lists.
+            free = self.free
+            picked: list[tuple[int, int]] = []
+            unit = -1
+            for _ in range(whole):
+                unit = free.index(AMOUNT_SCALE, unit + 1)  # exists: whole ≤ whole_free
+                picked.append((unit, AMOUNT_SCALE))
+            return picked
         free_units = [[u for u in g if self.free[u] == AMOUNT_SCALE] for g in self.groups]
         chosen = self._choose_whole(entry.policy, whole, free_units)
         if chosen is None:
@@ -992,6 +1135,32 @@ class _IndexedPool:
             return None
         return min(whole, key=lambda u: (self.group_of[u] not in groups, u))
 
+    def choose_in_groups(
+        self, entry: ResourceRequestEntry, selected: Sequence[int]
+    ) -> list[tuple[int, int]] | None:
+        """Units for `entry` inside the `selected` groups only, by its policy."""
+        whole, frac = divmod(entry.amount, AMOUNT_SCALE)
+        free_units = [[u for u in g if self.free[u] == AMOUNT_SCALE] for g in self.groups]
+        counts = [len(f) for f in free_units]
+        if entry.policy in (AllocationPolicy.TIGHT, AllocationPolicy.FORCE_TIGHT):
+            chosen: list[int] = []
+            for g in sorted(selected, key=lambda g: (-counts[g], g)):
+                chosen.extend(free_units[g][: whole - len(chosen)])
+        else:
+            found = _round_robin([free_units[g] for g in sorted(selected)], whole)
+            if found is None:
+                return None
+            chosen = found
+        if len(chosen) < whole:
+            return None
+        picked = [(u, AMOUNT_SCALE) for u in sorted(chosen)]
+        if frac:
+            unit = self._choose_fraction(frac, set(chosen), set(selected))
+            if unit is None:
+                return None
+            picked.append((unit, frac))
+        return picked
+
     def take(self, picked: list[tuple[int, int]]) -> None:
         for unit, share in picked:
             if self.free[unit] == AMOUNT_SCALE:
@@ -1013,6 +1182,72 @@ class _IndexedPool:
             self.free[unit] += share
             if self.free[unit] == AMOUNT_SCALE:
                 self.whole_free += 1
+
+
+# Candidate group sets tried per entry in the joint choice: bounds the cost of one
+# allocation on a coupled worker (a few groups per resource in practice).
+_COUPLED_MAX_CANDIDATES = 32
+# Cost of using one more group: `tight` packs (one group more never pays for a coupled
+# pair of default weight 256), `compact` spreads into a coupled group (two pairs pay
+# for a third group, not for a fourth): the original's test_coupling_combined outcomes.
+_GROUP_COST_TIGHT = 1024.0
+_GROUP_COST_COMPACT = 192.0
+
+
+def coupled_choice(
+    entries: Sequence[ResourceRequestEntry],
+    free: Sequence[Sequence[int]],
+    pools: Sequence[_IndexedPool],
+    coupling: Mapping[tuple[str, int, str, int], int],
+) -> tuple[list[tuple[int, ...]], float] | None:
+    """Groups per entry maximising Σ W over coupling items with both groups selected
+    − Σ over selected groups (cost + u/32), u = free whole units of the group and cost
+    1024 for tight, 192 for compact, such that every entry's groups hold its amount
+    (cluster.md §2.2; costs fitted to the original's outcomes). `free` = each pool's
+    free share per unit (the live state, or all free for the ideal). None = no way."""
+    options: list[list[tuple[int, ...]]] = []
+    penalties: list[list[float]] = []
+    for entry, pool, shares in zip(entries, pools, free, strict=True):
+        whole, frac = divmod(entry.amount, AMOUNT_SCALE)
+        units = [sum(1 for u in g if shares[u] == AMOUNT_SCALE) for g in pool.groups]
+        needed = _min_groups(units, whole + (1 if frac else 0))
+        if needed is None:
+            return None
+        tight = entry.policy in (AllocationPolicy.TIGHT, AllocationPolicy.FORCE_TIGHT)
+        cost = _GROUP_COST_TIGHT if tight else _GROUP_COST_COMPACT
+        candidates: list[tuple[int, ...]] = []
+        for size in range(max(needed, 1), len(units) + 1):
+            for combo in itertools.combinations(range(len(units)), size):
+                if len(candidates) >= _COUPLED_MAX_CANDIDATES:
+                    break
+                # Every selected group gives at least one unit.
+                if sum(units[g] for g in combo) >= whole + (1 if frac else 0) and all(
+                    units[g] > 0 for g in combo
+                ):
+                    candidates.append(combo)
+        if not candidates:
+            return None
+        options.append(candidates)
+        penalties.append([sum(cost + units[g] / 32 for g in c) for c in candidates])
+    best: tuple[list[tuple[int, ...]], float] | None = None
+    for picks in itertools.product(*(range(len(o)) for o in options)):
+        chosen = [options[i][p] for i, p in enumerate(picks)]
+        score = -sum(penalties[i][p] for i, p in enumerate(picks))
+        for (n1, g1, n2, g2), weight in coupling.items():
+            if _selected(entries, chosen, n1, g1) and _selected(entries, chosen, n2, g2):
+                score += weight
+        if best is None or score > best[1] + 1e-9:
+            best = (chosen, score)
+    return best
+
+
+def _selected(
+    entries: Sequence[ResourceRequestEntry],
+    chosen: Sequence[tuple[int, ...]],
+    name: str,
+    group: int,
+) -> bool:
+    return any(e.name == name and group in c for e, c in zip(entries, chosen, strict=True))
 
 
 def _round_robin(groups: list[list[int]], count: int) -> list[int] | None:
@@ -1072,12 +1307,27 @@ class WorkerAllocator:
                 self._indexed[item.name] = _IndexedPool.build(item)
             else:
                 self._sums[item.name] = _SumPool(item.size, item.size)
+        # (name1, group1, name2, group2) → weight, for the joint choice of groups.
+        self._coupling: dict[tuple[str, int, str, int], int] = {}
+        for r1, g1, r2, g2, weight in descriptor.coupling:
+            if r1 < len(descriptor.items) and r2 < len(descriptor.items):
+                key = (descriptor.items[r1].name, g1, descriptor.items[r2].name, g2)
+                self._coupling[key] = weight
+        self._coupled = descriptor.coupled_names()
 
     def try_allocate(self, request: ResourceRequest) -> Allocation | None:
         """Allocate everything `request` asks for, or nothing (None) if it does not fit now."""
+        joint: dict[str, list[tuple[int, int]]] = {}
+        if self._coupled and any(e.name in self._coupled for e in request.entries):
+            found = self._choose_coupled(request)
+            if found is None:
+                return None
+            joint = found
         plans: list[tuple[ResourceRequestEntry, list[tuple[int, int]] | int]] = []
         for entry in request.entries:
-            if entry.name in self._indexed:
+            if entry.name in joint:
+                plans.append((entry, joint[entry.name]))
+            elif entry.name in self._indexed:
                 picked = self._indexed[entry.name].choose(entry)
                 if picked is None:
                     return None
@@ -1103,10 +1353,57 @@ class WorkerAllocator:
             else:
                 pool = self._indexed[entry.name]
                 pool.take(plan)
-                units = tuple((pool.labels[u], share) for u, share in plan)
-                amount = sum(share for _, share in plan)
+                labels = pool.labels
+                units = tuple([(labels[u], share) for u, share in plan])
+                amount = (
+                    entry.amount
+                    if entry.policy != AllocationPolicy.ALL
+                    else len(plan) * AMOUNT_SCALE
+                )
                 out.append(AllocatedResource(entry.name, entry, amount, units))
         return Allocation(tuple(out))
+
+    def _relevant(self, entry: ResourceRequestEntry) -> bool:
+        """Coupling applies to this entry: a grouped resource under a group policy."""
+        pool = self._indexed.get(entry.name)
+        return (
+            pool is not None
+            and len(pool.groups) >= 2
+            and entry.policy
+            in (
+                AllocationPolicy.COMPACT,
+                AllocationPolicy.FORCE_COMPACT,
+                AllocationPolicy.TIGHT,
+                AllocationPolicy.FORCE_TIGHT,
+            )
+        )
+
+    def _choose_coupled(self, request: ResourceRequest) -> dict[str, list[tuple[int, int]]] | None:
+        """Units for the coupling-relevant entries, their groups chosen jointly
+        (cluster.md §2.2); {} when none is relevant, None when they cannot be had now."""
+        entries = [e for e in request.entries if self._relevant(e)]
+        if not entries:
+            return {}
+        pools = [self._indexed[e.name] for e in entries]
+        now = coupled_choice(entries, [p.free for p in pools], pools, self._coupling)
+        if now is None:
+            return None
+        groups, objective = now
+        if any(
+            e.policy in (AllocationPolicy.FORCE_COMPACT, AllocationPolicy.FORCE_TIGHT)
+            for e in entries
+        ):
+            empty = [[AMOUNT_SCALE] * len(p.free) for p in pools]
+            ideal = coupled_choice(entries, empty, pools, self._coupling)
+            if ideal is None or objective < ideal[1] - 0.1:
+                return None
+        out: dict[str, list[tuple[int, int]]] = {}
+        for entry, pool, selected in zip(entries, pools, groups, strict=True):
+            picked = pool.choose_in_groups(entry, selected)
+            if picked is None:
+                return None
+            out[entry.name] = picked
+        return out
 
     def release(self, allocation: Allocation) -> None:
         """Return what `allocation` holds. Releasing something not held is a bug: ValueError."""
@@ -1121,6 +1418,51 @@ class WorkerAllocator:
                 if sum_pool is None or sum_pool.free + res.amount > sum_pool.size:
                     raise ValueError(f"Releasing {res.name!r} that was not allocated")
                 sum_pool.free += res.amount
+
+    def fits_now(self, request: ResourceRequest) -> bool:
+        """Would `try_allocate(request)` succeed now? Changes nothing; cheap for the
+        common shapes (counting only), otherwise it tries and gives back."""
+        if self._coupled:
+            return self._fits_by_trying(request)
+        for entry in request.entries:
+            pool = self._indexed.get(entry.name)
+            if pool is not None:
+                if entry.policy == AllocationPolicy.ALL:
+                    if not pool.labels or not pool.is_full():
+                        return False
+                    continue
+                whole, frac = divmod(entry.amount, AMOUNT_SCALE)
+                if whole > pool.whole_free:
+                    return False
+                if frac or len(pool.groups) > 1:
+                    return self._fits_by_trying(request)
+                continue
+            sum_pool = self._sums.get(entry.name)
+            if sum_pool is None:
+                return False
+            if entry.policy == AllocationPolicy.ALL:
+                if sum_pool.size <= 0 or sum_pool.free != sum_pool.size:
+                    return False
+            elif entry.amount > sum_pool.free:
+                return False
+        return True
+
+    def _fits_by_trying(self, request: ResourceRequest) -> bool:
+        allocation = self.try_allocate(request)
+        if allocation is None:
+            return False
+        self.release(allocation)
+        return True
+
+    def free_bound(self, name: str) -> int:
+        """An upper bound (×10 000) of what one request may get of `name` now: the
+        free whole units of an indexed pool plus less than one unit (a fraction), or a
+        sum pool's free amount."""
+        pool = self._indexed.get(name)
+        if pool is not None:
+            return pool.whole_free * AMOUNT_SCALE + AMOUNT_SCALE - 1
+        sum_pool = self._sums.get(name)
+        return sum_pool.free if sum_pool is not None else 0
 
     def free_amount(self, name: str) -> int:
         """Free amount (×10 000) of resource `name`; 0 for an unknown name."""

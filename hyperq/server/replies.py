@@ -131,6 +131,20 @@ def job_detail_wire(model: Model, job_id: int, with_tasks: bool) -> dict[str, An
     }
 
 
+def _runtime_info(view: WorkerView) -> dict[str, Any] | None:
+    if not view.is_running:
+        return None
+    if view.mn_main is not None:
+        return {"MultiNodeTask": {"main_node": view.mn_main}}
+    return {
+        "SingleNodeTasks": {
+            "assigned_tasks": view.assigned_tasks,
+            "running_tasks": view.running_tasks,
+            "is_reserved": False,
+        }
+    }
+
+
 def worker_wire(view: WorkerView) -> dict[str, Any]:
     config = dict(view.configuration)
     manager = config.pop("manager", None)
@@ -142,17 +156,7 @@ def worker_wire(view: WorkerView) -> dict[str, Any]:
         "id": view.id,
         "configuration": config,
         "allocation": {"manager": manager, "id": manager_job_id} if manager else None,
-        "runtime_info": (
-            {
-                "SingleNodeTasks": {
-                    "assigned_tasks": view.assigned_tasks,
-                    "running_tasks": view.running_tasks,
-                    "is_reserved": False,
-                }
-            }
-            if view.is_running
-            else None
-        ),
+        "runtime_info": _runtime_info(view),
         "last_task_started": (
             None
             if last is None

@@ -259,16 +259,17 @@ class WorkerHandler:
                         descs[desc_keys[key]] = launch_desc(
                             model.job_submits(effect.job_id)[view.submit_index]
                         )
-                    tasks.append(
-                        {
-                            "job": effect.job_id,
-                            "task": effect.task_id,
-                            "instance": effect.instance,
-                            "desc": desc_keys[key],
-                            "entry": view.entry,
-                            "allocation": effect.allocation.to_wire(),
-                        }
-                    )
+                    item = {
+                        "job": effect.job_id,
+                        "task": effect.task_id,
+                        "instance": effect.instance,
+                        "desc": desc_keys[key],
+                        "entry": view.entry,
+                        "allocation": effect.allocation.to_wire(),
+                    }
+                    if effect.hosts:
+                        item["nodes"] = list(effect.hosts)
+                    tasks.append(item)
                 if tasks:
                     await peer.send({"op": "compute", "descs": descs, "tasks": tasks})
             if link.stop_reason is not None:

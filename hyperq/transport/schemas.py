@@ -379,6 +379,8 @@ class LaunchItem(Struct, frozen=True):
     desc: str
     allocation: list[Any]
     entry: str | None = None
+    # The hostnames of a multi-node task's workers, root first (cluster.md §1).
+    nodes: list[str] = []
 
 
 class Compute(Struct, frozen=True, tag_field="op", tag="compute"):

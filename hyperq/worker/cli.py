@@ -35,7 +35,7 @@ def _duration(value: str | None, name: str) -> float | None:
 
 
 def build_config(ctx: Context, args: dict[str, Any]) -> Any:
-    from hyperq.common.resources import parse_worker_resources
+    from hyperq.common.resources import parse_coupling, parse_worker_resources
     from hyperq.worker import manager
     from hyperq.worker.config import ON_SERVER_LOST, WorkerConfig
 
@@ -63,6 +63,9 @@ def build_config(ctx: Context, args: dict[str, Any]) -> Any:
         detect=args.get("--detect-resources") or "all",
         no_hyper_threading=bool(args.get("--no-hyper-threading")),
     )
+    coupling = args.get("--coupling")
+    if coupling:
+        resources = parse_coupling(coupling, resources)
     heartbeat = _duration(args.get("--heartbeat") or "8s", "--heartbeat")
     idle_timeout = _duration(args.get("--idle-timeout"), "--idle-timeout")
     time_limit = _duration(args.get("--time-limit"), "--time-limit")

@@ -120,6 +120,8 @@ class TaskLaunchSpec:
     pin: str | None = None  # None, "taskset" or "omp"
     time_limit: float | None = None  # seconds
     entry: str | None = None
+    # A multi-node task (this worker is its root): every node's hostname, root first.
+    node_hosts: list[str] = field(default_factory=list)
     # HQ_RESOURCE_*, CUDA_*, ROCR_* from the caller; HQ_CPUS, OMP_* and HQ_PIN are
     # derived here from cpu_labels.
     resource_env: dict[str, str] = field(default_factory=dict)
@@ -466,7 +468,7 @@ async def run_task(spec: TaskLaunchSpec) -> TaskOutcome:
     task_dir: str | None = None
     try:
         env, argv = _task_env(spec)
-        if spec.task_dir:
+        if spec.task_dir or spec.node_hosts:
             try:
                 task_dir = tempfile.mkdtemp(prefix="t", dir=spec.work_dir)
             except OSError as e:
@@ -476,6 +478,9 @@ async def run_task(spec: TaskLaunchSpec) -> TaskOutcome:
                 ) from e
             env["HQ_TASK_DIR"] = task_dir
             env["HQ_ERROR_FILENAME"] = os.path.join(task_dir, ERROR_FILE_NAME)
+        if spec.node_hosts:
+            assert task_dir is not None
+            env.update(_write_node_files(task_dir, spec.node_hosts))
         cwd, stdout, stderr = _task_paths(spec)
         return await _run_process(spec, env, argv, cwd, stdout, stderr, task_dir)
     except _SetupError as e:
@@ -483,6 +488,30 @@ async def run_task(spec: TaskLaunchSpec) -> TaskOutcome:
     finally:
         if task_dir is not None:
             shutil.rmtree(task_dir, ignore_errors=True)
+
+
+def short_hostname(hostname: str) -> str:
+    """The node file's name for a host: up to the first dot, but IPv4 stays whole."""
+    if hostname and all(c.isdigit() or c == "." for c in hostname):
+        return hostname
+    return hostname.split(".", 1)[0]
+
+
+def _write_node_files(task_dir: str, hosts: list[str]) -> dict[str, str]:
+    """HQ_HOST_FILE / HQ_NODE_FILE of a multi-node task (cluster.md §1.4), and its env."""
+    host_file = os.path.join(task_dir, "hq-hostfile")
+    node_file = os.path.join(task_dir, "hq-nodefile")
+    for path, names in ((host_file, hosts), (node_file, [short_hostname(h) for h in hosts])):
+        try:
+            with open(path, "w") as file:
+                file.write("".join(f"{name}\n" for name in names))
+        except OSError as e:
+            raise _SetupError(f"Cannot write node file at {path}: {_os_error_text(e)}") from e
+    return {
+        "HQ_NUM_NODES": str(len(hosts)),
+        "HQ_HOST_FILE": host_file,
+        "HQ_NODE_FILE": node_file,
+    }
 
 
 async def _run_process(

@@ -313,6 +313,7 @@ class WorkerRuntime:
             pin=desc.pin,
             time_limit=desc.time_limit,
             entry=item.entry,
+            node_hosts=list(item.nodes),
             resource_env=allocation.env(),
             cpu_labels=allocation.cpu_labels(),
             cpus_whole=allocation.whole_cpu_count() is not None,

@@ -239,6 +239,8 @@ class TaskAssigned(Event):
     job: int
     task: int
     worker: int
+    # A multi-node task: every node in placement order, the root (`worker`) first.
+    workers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,13 @@ whose remaining lifetime (time limit − uptime) covers the task's time request;
 those, workers already busy come first (lowest ID first), then idle ones (lowest ID
 first), so workers are filled before new ones are touched.
 
+Multi-node tasks (cluster.md §1.3) are placed by the functions below `schedule`, at
+their priority inside the same pass: a task of N nodes takes the N lowest-ID free
+workers of one group that all outlive its time request. While one waits that some
+group could host, lower-priority single-node tasks get nothing on that group's workers
+(its gap is 0, §3.3), so the group drains; one that no group can ever host blocks
+nothing.
+
 Cost of one pass: O(assigned · log submits + submits + workers · distinct requests),
 never O(waiting tasks): tasks of a submit share one ResourceRequest and come from the
 submit's cursor in ID order, and a worker that cannot take a request once in a pass is
@@ -19,9 +26,18 @@ here: I/O, clocks, mutation of the model that outlives the call.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+from collections.abc import Iterable
 
-from hyperq.common.resources import Allocation, ResourceRequest, WorkerAllocator, fits_ever
+from hyperq.common.resources import (
+    CPUS,
+    Allocation,
+    AllocationPolicy,
+    ResourceRequest,
+    WorkerAllocator,
+    fits_ever,
+)
 from hyperq.server.model.jobs import Submit
 from hyperq.server.model.state import Assignment, Model
 from hyperq.server.model.workers import Worker
@@ -54,6 +70,13 @@ class _SubmitQueue:
     def head(self) -> int | None:
         return self._next
 
+    def mark(self) -> tuple[int | None, int, int | None]:
+        """Where the walk is, for `reset` (a look ahead that takes nothing)."""
+        return (self._rank, self._queued_at, self._next)
+
+    def reset(self, mark: tuple[int | None, int, int | None]) -> None:
+        self._rank, self._queued_at, self._next = mark
+
     def pop(self) -> None:
         requeued = self.submit.requeued
         if self._queued_at < len(requeued) and requeued[self._queued_at] == self._next:
@@ -71,17 +94,36 @@ def _worker_order(model: Model) -> list[Worker]:
 
 
 def _fits_somewhere(
-    order: list[Worker], lifetimes: list[float | None], request: ResourceRequest
+    order: list[Worker],
+    lifetimes: list[float | None],
+    request: ResourceRequest,
+    bounds: dict[str, int] | None = None,
 ) -> bool:
+    # `bounds`: per resource, the most any one worker could give a request now. A
+    # request above it fits nowhere, decided without looking at a single worker: when
+    # every worker is full, a pass costs O(distinct requests), not O(requests·workers).
+    if bounds is not None:
+        for entry in request.entries:
+            if entry.policy != AllocationPolicy.ALL and entry.amount > bounds.get(entry.name, 0):
+                return False
     for worker, life in zip(order, lifetimes, strict=True):
         if life is not None and life < request.min_time:
             continue
         assert worker.allocator is not None
-        allocation = worker.allocator.try_allocate(request)
-        if allocation is not None:
-            worker.allocator.release(allocation)
+        if worker.allocator.fits_now(request):
             return True
     return False
+
+
+def _free_bounds(order: list[Worker]) -> dict[str, int]:
+    bounds: dict[str, int] = {}
+    for worker in order:
+        assert worker.allocator is not None and worker.descriptor is not None
+        for item in worker.descriptor.items:
+            bound = worker.allocator.free_bound(item.name)
+            if bound > bounds.get(item.name, -1):
+                bounds[item.name] = bound
+    return bounds
 
 
 def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assignment]:
@@ -91,38 +133,69 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     order = _worker_order(model)
     if not order:
         return []
+    multi = _MultiNodePass(model, now)
     lifetimes = [w.remaining_lifetime(now) for w in order]
     # Requests nobody can take right now are settled once, not once per submit: when
     # every worker is full, a pass over thousands of waiting submits stays cheap.
     fits_now: dict[ResourceRequest, bool] = {}
-    heap: list[tuple[int, int, int, int, _SubmitQueue]] = []
+    bounds = _free_bounds(order)
+    heap: list[tuple[int, int, int, int, int, _SubmitQueue]] = []
+    unfit: list[Submit] = []
+    lowest = min((submit.priority for submit in model.ready.values()), default=0)
     for submit in model.ready.values():
         request = submit.request
         if request.n_nodes > 0:
-            continue  # multi-node tasks: later
+            multi.add(submit)
+            continue
         fits = fits_now.get(request)
         if fits is None:
-            fits = fits_now[request] = _fits_somewhere(order, lifetimes, request)
+            fits = fits_now[request] = _fits_somewhere(order, lifetimes, request, bounds)
         if not fits:
+            if submit.priority > lowest:
+                unfit.append(submit)
             continue
         queue = _SubmitQueue(submit)
         if queue.head is not None:
-            heap.append((-submit.priority, submit.job_id, queue.head, submit.index, queue))
+            # Among equal priorities a heavier weight goes first (cluster.md §3.2).
+            heap.append(
+                (-submit.priority, -request.weight, submit.job_id, queue.head, submit.index, queue)
+            )
     heapq.heapify(heap)
+    gaps = _GapRule(model, now, lowest)
+    # Waiting tasks that fit nowhere now still hold lower priorities to the gap.
+    for submit in sorted(unfit, key=lambda s: -s.priority):
+        gaps.block(submit)
+    fill = _MinUtilization(order)
     # Per request: index into `order` below which every worker already refused it.
     first_candidate: dict[ResourceRequest, int] = {}
+    refused = _RefusedEverywhere()
     taken: list[tuple[WorkerAllocator, Allocation]] = []
     out: list[Assignment] = []
     try:
         while heap and len(out) < limit:
-            neg_priority, job_id, task_id, index, queue = heap[0]
+            neg_priority, neg_weight, job_id, task_id, index, queue = heap[0]
+            priority = -neg_priority
+            # Multi-node tasks of this priority or higher go first (equal: before).
+            if multi.pending(priority):
+                out.extend(multi.place_down_to(priority, limit - len(out)))
+                continue
             request = queue.submit.request
-            k = first_candidate.get(request, 0)
+            k = first_candidate.get(request)
+            if k is None:
+                k = len(order) if refused.covers(request, priority) else 0
             placed: tuple[Worker, Allocation] | None = None
             while k < len(order):
                 worker = order[k]
                 life = lifetimes[k]
-                if life is None or life >= request.min_time:
+                # Each refusal below holds for every later task of this pass (they have
+                # equal or lower priority), so `first_candidate` may move past it.
+                if (
+                    worker.id in fill.waiting
+                    or multi.withholds(worker.id, priority)
+                    or not gaps.allows(worker, request, priority)
+                ):
+                    pass
+                elif life is None or life >= request.min_time:
                     assert worker.allocator is not None
                     allocation = worker.allocator.try_allocate(request)
                     if allocation is not None:
@@ -131,21 +204,89 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
                 k += 1
             first_candidate[request] = k
             if placed is None:
+                refused.add(request, priority)
                 heapq.heappop(heap)
+                fill.queues.append(queue)
+                gaps.block(queue.submit)
                 continue
             worker, allocation = placed
             assert worker.allocator is not None
+            multi.touched.add(worker.id)
+            gaps.consume(worker, request, priority)
             taken.append((worker.allocator, allocation))
             out.append(Assignment(job_id, task_id, worker.id, allocation))
             queue.pop()
             if queue.head is None:
                 heapq.heappop(heap)
             else:
-                heapq.heapreplace(heap, (neg_priority, job_id, queue.head, index, queue))
+                heapq.heapreplace(
+                    heap, (neg_priority, neg_weight, job_id, queue.head, index, queue)
+                )
+        if len(out) < limit:
+            out.extend(multi.place_down_to(None, limit - len(out)))
+        if fill.waiting and len(out) < limit:
+            fill.queues.extend(item[-1] for item in heap)
+            for worker in fill.workers:
+                if worker.id in multi.reserved or len(out) >= limit:
+                    continue
+                placed_here = fill.run(worker, now, gaps, limit - len(out))
+                for assignment in placed_here:
+                    assert worker.allocator is not None
+                    taken.append((worker.allocator, assignment.allocation))
+                out.extend(placed_here)
     finally:
         for allocator, allocation in reversed(taken):
             allocator.release(allocation)
     return out
+
+
+class _RefusedEverywhere:
+    """Requests every worker refused in this pass. A request at most as high in priority
+    that asks for at least as much of each of their resources, for at least as long,
+    is refused too: within a pass, free resources and gaps only shrink. Saves walking
+    every worker once per distinct request when the gaps hold free resources back."""
+
+    MAX = 32  # refused requests remembered (the cost of one check is linear in it)
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, float, dict[str, int]]] = []
+
+    @staticmethod
+    def _plain(request: ResourceRequest) -> dict[str, int] | None:
+        """Amounts per resource, or None for requests this cannot judge (`all`, and
+        the strict policies, which may fail where a bigger plain request fits)."""
+        amounts: dict[str, int] = {}
+        for entry in request.entries:
+            if entry.policy not in (
+                AllocationPolicy.COMPACT,
+                AllocationPolicy.TIGHT,
+                AllocationPolicy.SCATTER,
+            ):
+                return None
+            amounts[entry.name] = entry.amount
+        return amounts
+
+    def add(self, request: ResourceRequest, priority: int) -> None:
+        if len(self.items) >= self.MAX:
+            return
+        amounts = self._plain(request)
+        if amounts is not None:
+            self.items.append((priority, request.min_time, amounts))
+
+    def covers(self, request: ResourceRequest, priority: int) -> bool:
+        if not self.items:
+            return False
+        wanted: dict[str, int] | None = None
+        for refused_priority, min_time, amounts in self.items:
+            if priority > refused_priority or request.min_time < min_time:
+                continue
+            if wanted is None:
+                wanted = {e.name: e.amount for e in request.entries}
+                if any(e.policy == AllocationPolicy.ALL for e in request.entries):
+                    return False
+            if all(wanted.get(name, -1) >= amount for name, amount in amounts.items()):
+                return True
+        return False
 
 
 def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
@@ -154,20 +295,496 @@ def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
     A worker with no tasks is idle unless some waiting task could still come to it:
     one whose resources it could ever provide and whose time request fits its remaining
     lifetime (worker.md §4: a worker that outlives no waiting task's time request must
-    not be kept alive by those tasks).
+    not be kept alive by those tasks). A worker held for a multi-node task is not idle.
     """
     worker = model.workers.get(worker_id)
     if worker is None or not worker.is_connected:
         return False
-    if worker.tasks:
+    if worker.tasks or worker.mn_task is not None:
         return False
     if worker.descriptor is None or not worker.accepts_tasks:
         return True
     life = worker.remaining_lifetime(now)
     for submit in model.ready.values():
         request = submit.request
-        if request.n_nodes > 0:
+        if life is not None and life < request.min_time:
             continue
-        if (life is None or life >= request.min_time) and fits_ever(worker.descriptor, request):
+        # A waiting multi-node task may need this worker once more of its group join
+        # (workers of one allocation start one by one), whatever its resources.
+        if request.n_nodes > 0 or fits_ever(worker.descriptor, request):
             return False
     return True
+
+
+# ---------------------------------------------------------------------------------------
+# Multi-node tasks (cluster.md §1.3). Pure functions of the model, also meant for
+# `hq task explain`: `group_sizes` / `group_can_ever_host` say whether a group could ever
+# run a request, `free_nodes_by_group` / `pick_nodes` whether and where it can now.
+
+
+def outlives(worker: Worker, now: float, min_time: float) -> bool:
+    """The worker's remaining lifetime covers a time request of `min_time` seconds."""
+    life = worker.remaining_lifetime(now)
+    return life is None or life >= min_time
+
+
+def group_sizes(model: Model, now: float, min_time: float) -> dict[str, int]:
+    """Per group: connected workers that are or will be usable for a multi-node task
+    with this time request, counting busy ones (only stopping ones are left out)."""
+    sizes: dict[str, int] = {}
+    for worker in model.workers.values():
+        if (
+            worker.is_connected
+            and not worker.stop_requested
+            and not worker.held
+            and worker.allocator is not None
+            and outlives(worker, now, min_time)
+        ):
+            sizes[worker.group] = sizes.get(worker.group, 0) + 1
+    return sizes
+
+
+def worker_group_size(model: Model, worker_id: int) -> int:
+    """Connected workers in this worker's group (the `group size` of `task explain`)."""
+    worker = model.workers.get(worker_id)
+    if worker is None:
+        return 0
+    return sum(
+        1 for other in model.workers.values() if other.is_connected and other.group == worker.group
+    )
+
+
+def group_can_ever_host(model: Model, now: float, request: ResourceRequest) -> bool:
+    """Some group is big enough for this multi-node request once its workers are free."""
+    return any(
+        size >= request.n_nodes for size in group_sizes(model, now, request.min_time).values()
+    )
+
+
+def free_nodes_by_group(
+    workers: Iterable[Worker], now: float, min_time: float, exclude: set[int] | None = None
+) -> dict[str, list[int]]:
+    """Per group, the IDs (ascending) of free workers that outlive `min_time`."""
+    out: dict[str, list[int]] = {}
+    for worker in sorted(workers, key=lambda w: w.id):
+        if exclude and worker.id in exclude:
+            continue
+        if worker.is_free_node and outlives(worker, now, min_time):
+            out.setdefault(worker.group, []).append(worker.id)
+    return out
+
+
+def pick_nodes(free: dict[str, list[int]], n_nodes: int) -> tuple[int, ...] | None:
+    """The nodes for one task: the `n_nodes` lowest IDs of one group (the group whose
+    pick starts lowest); None if no group has enough. Placement order = ascending ID."""
+    best: tuple[int, ...] | None = None
+    for ids in free.values():
+        if len(ids) >= n_nodes:
+            candidate = tuple(ids[:n_nodes])
+            if best is None or candidate < best:
+                best = candidate
+    return best
+
+
+class _MultiNodePass:
+    """The multi-node side of one scheduling pass.
+
+    Keeps which workers this pass already gave away (`touched`: single-node tasks,
+    `reserved`: multi-node tasks) and which are kept free for a waiting multi-node task
+    (`blocked`: worker → the highest priority it is kept free for).
+    """
+
+    def __init__(self, model: Model, now: float) -> None:
+        self.model = model
+        self.now = now
+        self.submits: list[Submit] = []
+        self._sorted = False
+        self._at = 0
+        self.touched: set[int] = set()
+        self.reserved: set[int] = set()
+        self.blocked: dict[int, int] = {}
+
+    def add(self, submit: Submit) -> None:
+        self.submits.append(submit)
+        self._sorted = False
+
+    def _sort(self) -> None:
+        if not self._sorted:
+            self.submits.sort(key=lambda s: (-s.priority, s.job_id, s.index))
+            self._sorted = True
+
+    def pending(self, priority: int) -> bool:
+        """A multi-node submit of at least this priority has not had its turn yet."""
+        self._sort()
+        return self._at < len(self.submits) and self.submits[self._at].priority >= priority
+
+    def withholds(self, worker_id: int, priority: int) -> bool:
+        """This worker may not take a single-node task of `priority` in this pass."""
+        if worker_id in self.reserved:
+            return True
+        return self.blocked.get(worker_id, priority) > priority
+
+    def place_down_to(self, priority: int | None, limit: int) -> list[Assignment]:
+        """Place the waiting multi-node submits of priority ≥ `priority` (all if None)."""
+        self._sort()
+        out: list[Assignment] = []
+        while self._at < len(self.submits) and len(out) < limit:
+            submit = self.submits[self._at]
+            if priority is not None and submit.priority < priority:
+                break
+            out.extend(self._place_submit(submit, limit - len(out)))
+            self._at += 1
+        return out
+
+    def _place_submit(self, submit: Submit, limit: int) -> list[Assignment]:
+        request = submit.request
+        if not group_can_ever_host(self.model, self.now, request):
+            return []  # no group is big enough: it blocks nothing (cluster.md §1.3)
+        out: list[Assignment] = []
+        queue = _SubmitQueue(submit)
+        taken = self.touched | self.reserved
+        free = free_nodes_by_group(self.model.workers.values(), self.now, request.min_time, taken)
+        while queue.head is not None and len(out) < limit:
+            nodes = pick_nodes(free, request.n_nodes)
+            if nodes is None:
+                break
+            for ids in free.values():
+                if nodes[0] in ids:
+                    del ids[: request.n_nodes]
+            self.reserved.update(nodes)
+            out.append(Assignment(submit.job_id, queue.head, nodes[0], Allocation(()), nodes))
+            queue.pop()
+        if queue.head is not None:
+            # Still waiting: keep free every worker of a group that could host it, so
+            # that lower-priority work drains from them (gap 0, cluster.md §3.3).
+            sizes = group_sizes(self.model, self.now, request.min_time)
+            for worker in self.model.workers.values():
+                if (
+                    sizes.get(worker.group, 0) >= request.n_nodes
+                    and worker.is_connected
+                    and outlives(worker, self.now, request.min_time)
+                ):
+                    previous = self.blocked.get(worker.id)
+                    if previous is None or previous < submit.priority:
+                        self.blocked[worker.id] = submit.priority
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Priority gaps (cluster.md §3.3)
+
+
+def request_amounts(request: ResourceRequest, totals: dict[str, int]) -> dict[str, int]:
+    """Amount (×10 000) per resource the request takes on a worker with `totals`."""
+    return {
+        e.name: totals.get(e.name, 0) if e.policy == AllocationPolicy.ALL else e.amount
+        for e in request.entries
+    }
+
+
+def worker_totals(worker: Worker) -> dict[str, int]:
+    if worker.descriptor is None:
+        return {}
+    return {item.name: item.capacity() for item in worker.descriptor.items}
+
+
+def priority_gap(
+    worker: Worker,
+    blocker: ResourceRequest,
+    used_by_others: dict[str, int],
+    totals: dict[str, int] | None = None,
+) -> dict[str, int]:
+    """What lower-priority tasks may still use on `worker` while `blocker` waits: its
+    total resources minus as many copies of the blocker as fit into them, minus what
+    tasks of other kinds hold (`used_by_others`). A blocker asking for `all` of
+    something, or for whole nodes, leaves nothing. `totals`: the worker's, if known."""
+    if totals is None:
+        totals = worker_totals(worker)
+    if blocker.n_nodes > 0 or any(e.policy == AllocationPolicy.ALL for e in blocker.entries):
+        return dict.fromkeys(totals, 0)
+    wanted = request_amounts(blocker, totals)
+    copies = min(
+        (totals.get(name, 0) // amount for name, amount in wanted.items() if amount > 0),
+        default=0,
+    )
+    return {
+        name: total - copies * wanted.get(name, 0) - used_by_others.get(name, 0)
+        for name, total in totals.items()
+    }
+
+
+# Distinct waiting requests, highest priorities first, whose gaps a pass works out: a
+# bound on the cost of a pass (workers × this many gap computations at most), not a
+# rule. A blocker beyond it is still refused its own place by resources, it just does
+# not hold lower priorities back.
+GAP_MAX_BLOCKERS = 16
+
+
+class _WorkerGap:
+    """One worker's combined gap: the smallest of the gaps of the blockers folded in
+    (at most GAP_MAX_BLOCKERS of them)."""
+
+    __slots__ = ("combined", "folded", "totals", "used_by_kind", "used_total")
+
+    def __init__(self, worker: Worker, model: Model) -> None:
+        self.totals = worker_totals(worker)
+        self.used_total: dict[str, int] = {}
+        self.used_by_kind: dict[ResourceRequest, dict[str, int]] = {}
+        for job_id, task_id in worker.tasks:
+            record = model.jobs[job_id].records[task_id]
+            if record.allocation is None:
+                continue
+            kind = self.used_by_kind.setdefault(record.submit.request, {})
+            for res in record.allocation.resources:
+                self.used_total[res.name] = self.used_total.get(res.name, 0) + res.amount
+                kind[res.name] = kind.get(res.name, 0) + res.amount
+        self.combined: dict[str, int] | None = None
+        self.folded = 0
+
+    def add_used(self, request: ResourceRequest, amounts: dict[str, int]) -> None:
+        kind = self.used_by_kind.setdefault(request, {})
+        for name, amount in amounts.items():
+            self.used_total[name] = self.used_total.get(name, 0) + amount
+            kind[name] = kind.get(name, 0) + amount
+            if self.combined is not None and name in self.combined:
+                self.combined[name] -= amount
+
+    def fold(self, worker: Worker, blocker: ResourceRequest) -> None:
+        own = self.used_by_kind.get(blocker, {})
+        others = {name: amount - own.get(name, 0) for name, amount in self.used_total.items()}
+        gap = priority_gap(worker, blocker, others, self.totals)
+        if self.combined is None:
+            self.combined = gap
+        else:
+            for name, amount in gap.items():
+                if amount < self.combined.get(name, amount):
+                    self.combined[name] = amount
+
+
+class _GapRule:
+    """The gaps left by waiting higher-priority tasks during one pass.
+
+    Blockers are kept sorted by priority (highest first); a worker folds them into its
+    combined gap lazily, the first time a lower-priority task is considered for it, so
+    a pass in which nothing fits anywhere pays nothing per blocker and worker. The
+    heap hands out tasks by descending priority, so a blocker found later never has a
+    higher priority than one a worker has already folded.
+    """
+
+    def __init__(self, model: Model, now: float, lowest: int) -> None:
+        self.model = model
+        self.now = now
+        self.lowest = lowest
+        self.blockers: list[tuple[int, ResourceRequest]] = []  # sorted, priority desc
+        self._keys: list[int] = []  # -priority of each blocker, for bisect
+        self._seen: set[ResourceRequest] = set()
+        self._top = lowest
+        self._workers: dict[int, _WorkerGap] = {}
+        self._amounts: dict[ResourceRequest, dict[str, int]] = {}
+
+    def block(self, submit: Submit) -> None:
+        """`submit` stays waiting: lower priorities get only the gap it leaves on every
+        worker that could ever run it."""
+        request = submit.request
+        if submit.priority <= self.lowest or request in self._seen:
+            return
+        if len(self.blockers) >= GAP_MAX_BLOCKERS:
+            return
+        self._seen.add(request)
+        at = bisect.bisect_right(self._keys, -submit.priority)
+        self._keys.insert(at, -submit.priority)
+        self.blockers.insert(at, (submit.priority, request))
+        self._top = max(self._top, submit.priority)
+
+    def _state(self, worker: Worker) -> _WorkerGap:
+        state = self._workers.get(worker.id)
+        if state is None:
+            state = self._workers[worker.id] = _WorkerGap(worker, self.model)
+        return state
+
+    def allows(self, worker: Worker, request: ResourceRequest, priority: int) -> bool:
+        if priority >= self._top:
+            return True
+        state = self._state(worker)
+        life = worker.remaining_lifetime(self.now)
+        while state.folded < len(self.blockers):
+            blocker_priority, blocker = self.blockers[state.folded]
+            if blocker_priority <= priority:
+                break
+            state.folded += 1
+            if (life is None or life >= blocker.min_time) and (
+                worker.descriptor is not None and fits_ever(worker.descriptor, blocker)
+            ):
+                state.fold(worker, blocker)
+        combined = state.combined
+        if combined is None:
+            return True
+        amounts = self._amounts.get(request)
+        if amounts is None:
+            amounts = request_amounts(request, state.totals)
+            if not any(e.policy == AllocationPolicy.ALL for e in request.entries):
+                self._amounts[request] = amounts  # the same on every worker
+        for name, amount in amounts.items():
+            if amount > combined.get(name, 0):
+                return False
+        return True
+
+    def consume(self, worker: Worker, request: ResourceRequest, priority: int) -> None:
+        if not self.blockers and priority <= self.lowest:
+            return  # nothing can be blocked by or below the lowest priority
+        state = self._state(worker)
+        state.add_used(request, request_amounts(request, state.totals))
+
+
+# ---------------------------------------------------------------------------------------
+# Minimal utilization (cluster.md §3.1) and weights (§3.2)
+
+# Distinct kinds of task (submits) weighed against each other for one worker, and the
+# search steps spent on it: a bound on the cost of a pass, not a rule.
+MU_MAX_KINDS = 8
+MU_MAX_STEPS = 2_048
+
+
+def cpu_amount(request: ResourceRequest, worker_cpus: int) -> int:
+    entry = request.get(CPUS)
+    if entry is None:
+        return 0
+    return worker_cpus if entry.policy == AllocationPolicy.ALL else entry.amount
+
+
+def utilization_need(worker: Worker) -> float:
+    """CPUs (×10 000) a round must give this worker at least, if it gives any; ≤ 0 =
+    no constraint. `--min-utilization` F of C CPUs with U in use: F·C − U."""
+    fraction = worker.configuration.get("min_utilization") or 0.0
+    try:
+        fraction = float(fraction)
+    except (TypeError, ValueError):
+        return 0.0
+    if fraction <= 0.001 or worker.descriptor is None or worker.allocator is None:
+        return 0.0
+    item = worker.descriptor.get(CPUS)
+    total = item.capacity() if item is not None else 0
+    used = total - worker.allocator.free_amount(CPUS)
+    return fraction * total - used
+
+
+class _MinUtilization:
+    """Workers with an unmet minimal utilization: left out of the main pass, then each
+    given the set of tasks that fills it to its minimum with the greatest value, or
+    nothing."""
+
+    def __init__(self, order: list[Worker]) -> None:
+        self.workers: list[Worker] = []
+        self.need: dict[int, float] = {}
+        for worker in sorted(order, key=lambda w: w.id):
+            need = utilization_need(worker)
+            if need > 1e-6:
+                self.workers.append(worker)
+                self.need[worker.id] = need
+        self.waiting = {w.id for w in self.workers}
+        # Queues with tasks left after the main pass.
+        self.queues: list[_SubmitQueue] = []
+
+    def run(self, worker: Worker, now: float, gaps: _GapRule, limit: int) -> list[Assignment]:
+        allocator = worker.allocator
+        assert allocator is not None and worker.descriptor is not None
+        item = worker.descriptor.get(CPUS)
+        total_cpus = item.capacity() if item is not None else 0
+        if total_cpus <= 0:
+            return []
+        life = worker.remaining_lifetime(now)
+        live = [q for q in self.queues if q.head is not None]
+        live.sort(key=lambda q: (-q.submit.priority, -q.submit.request.weight, q.submit.job_id))
+        kinds: list[tuple[_SubmitQueue, list[int], int, int]] = []
+        for queue in live:
+            request = queue.submit.request
+            if life is not None and life < request.min_time:
+                continue
+            if not gaps.allows(worker, request, queue.submit.priority):
+                continue
+            probe = allocator.try_allocate(request)
+            if probe is None:
+                continue
+            allocator.release(probe)
+            cpus = cpu_amount(request, total_cpus)
+            cap = total_cpus // cpus + 1 if cpus > 0 else 64
+            mark = queue.mark()
+            ids: list[int] = []
+            while queue.head is not None and len(ids) < min(cap, limit):
+                ids.append(queue.head)
+                queue.pop()
+            queue.reset(mark)
+            kinds.append((queue, ids, cpus, queue.submit.priority))
+            if len(kinds) == MU_MAX_KINDS:
+                break
+        if not kinds:
+            return []
+        levels = sorted({k[3] for k in kinds}, reverse=True)
+        need = self.need[worker.id]
+        best: list[int] | None = None
+        best_score: tuple[float, ...] = ()
+        counts = [0] * len(kinds)
+        steps = 0
+
+        def value(chosen: list[int]) -> tuple[float, ...]:
+            score = [0.0] * len(levels)
+            for (queue, _, cpus, priority), count in zip(kinds, chosen, strict=True):
+                weight = queue.submit.request.weight / 10_000
+                score[levels.index(priority)] += count * weight * cpus / total_cpus
+            return tuple(score)
+
+        def search(i: int, cpus_sum: int) -> None:
+            nonlocal best, best_score, steps
+            steps += 1
+            if steps > MU_MAX_STEPS:
+                return
+            if i == len(kinds):
+                if cpus_sum + 1e-6 >= need and sum(counts) > 0:
+                    score = value(counts)
+                    if best is None or score > best_score:
+                        best, best_score = list(counts), score
+                return
+            queue, ids, cpus, _ = kinds[i]
+            request = queue.submit.request
+            held: list[Allocation] = []
+            while len(held) < len(ids) and sum(counts) + len(held) < limit:
+                steps += 1  # allocations count against the budget too
+                if steps > MU_MAX_STEPS:
+                    break
+                allocation = allocator.try_allocate(request)
+                if allocation is None:
+                    break
+                held.append(allocation)
+            for count in range(len(held), -1, -1):
+                counts[i] = count
+                search(i + 1, cpus_sum + count * cpus)
+                if count > 0:
+                    allocator.release(held[count - 1])
+            counts[i] = 0
+
+        search(0, 0)
+        if best is None:
+            return []
+        out: list[Assignment] = []
+        placed: list[Submit] = []
+        marks = [queue.mark() for queue, _, _, _ in kinds]
+        placed_cpus = 0
+        for (queue, _, cpus, _), count in zip(kinds, best, strict=True):
+            for _ in range(count):
+                allocation = allocator.try_allocate(queue.submit.request)
+                if allocation is None or queue.head is None:
+                    break
+                out.append(Assignment(queue.submit.job_id, queue.head, worker.id, allocation))
+                placed.append(queue.submit)
+                placed_cpus += cpus
+                queue.pop()
+        if placed_cpus + 1e-6 < need:
+            # Placing for real came out differently from the search: all or nothing.
+            for assignment in out:
+                allocator.release(assignment.allocation)
+            for (queue, _, _, _), mark in zip(kinds, marks, strict=True):
+                queue.reset(mark)
+            return []
+        for submit in placed:
+            gaps.consume(worker, submit.request, submit.priority)
+        return out

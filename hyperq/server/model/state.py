@@ -131,6 +131,9 @@ class LaunchTask:
     task_id: int
     instance: int
     allocation: Allocation
+    # A multi-node task (sent to its root only): the hostnames of every node in
+    # placement order, root first (cluster.md §1.4). Empty for other tasks.
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ class Assignment(NamedTuple):
     task_id: int
     worker_id: int
     allocation: Allocation
+    # A multi-node task: all its nodes in placement order (`worker_id` is the first).
+    workers: tuple[int, ...] = ()
 
 
 class _ItemIndex:
@@ -296,6 +301,7 @@ class Model:
         record.placed = False
         worker = self.workers.get(record.worker) if record.worker is not None else None
         allocation, record.allocation = record.allocation, None
+        self._release_nodes(job, record)
         if worker is None:
             return None
         worker.tasks.discard((job.id, record.task_id))
@@ -304,6 +310,16 @@ class Model:
         if allocation is not None and worker.allocator is not None:
             worker.allocator.release(allocation)
         return worker if worker.is_connected else None
+
+    def _release_nodes(self, job: Job, record: TaskRecord) -> None:
+        """Every node still reserved for this multi-node task becomes free again."""
+        if record.submit.request.n_nodes <= 0:
+            return
+        key = (job.id, record.task_id)
+        for worker_id in record.workers:
+            node = self.workers.get(worker_id)
+            if node is not None and node.mn_task == key:
+                node.mn_task = None
 
     def _on_server_start(self, event: ServerStart) -> None:
         self.server_uid = event.server_uid
@@ -342,8 +358,9 @@ class Model:
             job = self.jobs[job_id]
             record = job.records[task_id]
             if (job_id, task_id) in known and record.state == TaskState.RUNNING:
-                # Account for what the task holds; the allocator was rebuilt empty.
-                if worker.allocator is not None:
+                # Account for what the task holds; the allocator was rebuilt empty. A
+                # multi-node task holds whole nodes, not an allocation.
+                if worker.allocator is not None and record.submit.request.n_nodes == 0:
                     record.allocation = worker.allocator.try_allocate(record.submit.request)
                 continue
             self._unplace(job, record)
@@ -381,6 +398,8 @@ class Model:
         worker.tasks.clear()
         worker.n_running = 0
         worker.allocator = None
+        # A lost secondary node just leaves the task's held set; the root runs on.
+        worker.mn_task = None
 
     def _on_job_open(self, event: JobOpen) -> None:
         if event.job_id in self.jobs:
@@ -476,6 +495,8 @@ class Model:
             if found is None or not found[0].is_pristine(found[1]):
                 return []
             submit = found[0]
+        if submit.request.n_nodes > 0:
+            return self._assign_nodes(job, event, record, submit)
         allocation = worker.allocator.try_allocate(submit.request)
         if allocation is None:
             return []
@@ -490,6 +511,43 @@ class Model:
         worker.tasks.add((job.id, record.task_id))
         self._refresh(submit)
         return [LaunchTask(worker.id, job.id, record.task_id, record.instance, allocation)]
+
+    def _assign_nodes(
+        self, job: Job, event: TaskAssigned, record: TaskRecord | None, submit: Submit
+    ) -> list[Effect]:
+        """Reserve every node of a multi-node task; only the root gets a LaunchTask."""
+        ids = event.workers or (event.worker,)
+        nodes = [self.workers.get(worker_id) for worker_id in ids]
+        if (
+            len(ids) != submit.request.n_nodes
+            or ids[0] != event.worker
+            or len(set(ids)) != len(ids)
+            or any(node is None or not node.is_free_node for node in nodes)
+        ):
+            return []
+        if record is None:
+            record = job.record_for(event.task)
+            assert record is not None
+        key = (job.id, record.task_id)
+        record.placed = True
+        record.worker = ids[0]
+        record.workers = tuple(ids)
+        record.allocation = None
+        job.sync_queue(record)
+        hosts = []
+        for node in nodes:
+            assert node is not None
+            node.mn_task = key
+            hosts.append(node.hostname)
+        root = nodes[0]
+        assert root is not None
+        root.tasks.add(key)
+        self._refresh(submit)
+        return [
+            LaunchTask(
+                root.id, job.id, record.task_id, record.instance, Allocation(()), tuple(hosts)
+            )
+        ]
 
     def _on_task_started(self, event: TaskStarted) -> None:
         for worker_id in event.workers:
@@ -511,6 +569,11 @@ class Model:
             # that losing that worker counts as a crash of this task.
             record.placed = True
             worker.tasks.add((job.id, record.task_id))
+            if record.submit.request.n_nodes > 0:
+                for worker_id in event.workers:
+                    node = self.workers.get(worker_id)
+                    if node is not None and node.is_connected and node.mn_task is None:
+                        node.mn_task = (job.id, record.task_id)
         record.instance = event.instance
         record.worker = first
         record.workers = tuple(event.workers)
@@ -788,7 +851,7 @@ class Model:
 
     def assign(self, assignments: Iterable[Assignment], *, now: float) -> list[Event]:
         """Scheduler decisions as events; apply them right away, in this order."""
-        return [TaskAssigned(now, a.job_id, a.task_id, a.worker_id) for a in assignments]
+        return [TaskAssigned(now, a.job_id, a.task_id, a.worker_id, a.workers) for a in assignments]
 
     def _placed_record(
         self, job_id: int, task_id: int, worker_id: int, instance: int
@@ -813,7 +876,8 @@ class Model:
         starts late, or with the end), as the event the journal needs; [] if known."""
         if record.state != TaskState.WAITING:
             return []
-        return [TaskStarted(at, job_id, record.task_id, record.instance, (worker_id,))]
+        workers = record.workers or (worker_id,)
+        return [TaskStarted(at, job_id, record.task_id, record.instance, workers)]
 
     def task_started(
         self,
@@ -828,7 +892,8 @@ class Model:
         found = self._placed_record(job_id, task_id, worker_id, instance)
         if found is None or found[1].state != TaskState.WAITING:
             return []
-        return [TaskStarted(now, job_id, task_id, instance, (worker_id,), variant)]
+        workers = found[1].workers or (worker_id,)
+        return [TaskStarted(now, job_id, task_id, instance, workers, variant)]
 
     def task_finished(
         self,
@@ -1030,6 +1095,7 @@ class Model:
             assigned_tasks=len(worker.tasks),
             running_tasks=worker.n_running,
             stop_requested=worker.stop_requested,
+            mn_main=worker.mn_main,
         )
 
     def hostname(self, worker_id: int) -> str | None:

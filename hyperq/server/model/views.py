@@ -94,6 +94,8 @@ class WorkerView:
     assigned_tasks: int  # assigned or running here
     running_tasks: int
     stop_requested: bool
+    # Held for a multi-node task: True on its root, False on a secondary node.
+    mn_main: bool | None = None
 
     @property
     def is_running(self) -> bool:

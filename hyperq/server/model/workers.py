@@ -24,11 +24,13 @@ class Worker:
         "configuration",
         "descriptor",
         "ended_at",
+        "group",
         "held",
         "hostname",
         "id",
         "last_task_started",
         "lost_reason",
+        "mn_task",
         "n_running",
         "started_at",
         "stop_requested",
@@ -40,6 +42,8 @@ class Worker:
         self.id = worker_id
         self.configuration = configuration
         self.hostname = str(configuration.get("hostname", ""))
+        # All nodes of one multi-node task come from one group (cluster.md §1.2).
+        self.group = str(configuration.get("group") or "default")
         limit = configuration.get("time_limit")
         self.time_limit: float | None = float(limit) if limit is not None else None
         self.started_at = started_at
@@ -62,6 +66,9 @@ class Worker:
         self.tasks: set[tuple[int, int]] = set()
         self.n_running = 0
         self.last_task_started: tuple[int, int, float] | None = None
+        # The multi-node task this worker is reserved for (root or secondary node): while
+        # set, no other task comes here. The root also lists the task in `tasks`.
+        self.mn_task: tuple[int, int] | None = None
 
     @property
     def is_connected(self) -> bool:
@@ -74,7 +81,20 @@ class Worker:
             and not self.stop_requested
             and not self.held
             and self.allocator is not None
+            and self.mn_task is None
         )
+
+    @property
+    def is_free_node(self) -> bool:
+        """Free for a multi-node task: accepts tasks and holds none (cluster.md §1.3)."""
+        return self.accepts_tasks and not self.tasks
+
+    @property
+    def mn_main(self) -> bool | None:
+        """True on the root of a multi-node task, False on a secondary node, else None."""
+        if self.mn_task is None:
+            return None
+        return self.mn_task in self.tasks
 
     def remaining_lifetime(self, now: float) -> float | None:
         """Seconds left before the worker's time limit; None when it has none."""

@@ -1,0 +1,201 @@
+"""Property test of the scheduler (hypothesis): for random workers, groups, requests,
+priorities and multi-node tasks, through connects, submits, passes, finishes and losses,
+no worker is ever over-allocated, no reserved worker runs another task, and a
+higher-priority task that fits is never passed over for a lower one."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hyperq.common.resources import (
+    AMOUNT_SCALE,
+    ResourceDescriptor,
+    ResourceDescriptorItem,
+    ResourceRequest,
+    fits_ever,
+    parse_task_request,
+)
+from hyperq.server.model.events import LostReason
+from hyperq.server.model.jobs import TaskState
+from hyperq.server.model.scheduler import free_nodes_by_group
+from hyperq.server.model.state import Assignment
+from tests.test_model import Driver, submit_desc
+
+workers_st = st.fixed_dictionaries(
+    {
+        "cpus": st.integers(1, 6),
+        "foo": st.integers(0, 3),
+        "group": st.sampled_from(["a", "b"]),
+        "time_limit": st.sampled_from([None, None, 30.0, 3600.0]),
+    }
+)
+submits_st = st.fixed_dictionaries(
+    {
+        "count": st.integers(1, 4),
+        "cpus": st.sampled_from(["1", "2", "3", "all", "1.5"]),
+        "foo": st.integers(0, 2),
+        "priority": st.integers(0, 3),
+        "nodes": st.sampled_from([0, 0, 0, 0, 1, 2, 3]),
+        "time_request": st.sampled_from([0.0, 0.0, 60.0]),
+    }
+)
+steps_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("connect"), workers_st),
+        st.tuples(st.just("submit"), submits_st),
+        st.tuples(st.just("run"), st.none()),
+        st.tuples(st.just("finish"), st.integers(0, 50)),
+        st.tuples(st.just("lose"), st.integers(0, 10)),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def connect(d: Driver, spec: dict[str, Any]) -> None:
+    items = [ResourceDescriptorItem.of_range("cpus", 0, spec["cpus"] - 1)]
+    if spec["foo"]:
+        items.append(ResourceDescriptorItem.of_list("foo", [str(i) for i in range(spec["foo"])]))
+    config = {
+        "hostname": f"h{len(d.model.workers) + 1}",
+        "group": spec["group"],
+        "time_limit": spec["time_limit"],
+        "resources": ResourceDescriptor(tuple(items)).to_json(),
+    }
+    d.do(d.model.worker_connected(config, now=d.now))
+
+
+def submit(d: Driver, spec: dict[str, Any]) -> None:
+    desc = submit_desc([[0, spec["count"] - 1, 1]], priority=spec["priority"])
+    resources = [f"foo={spec['foo']}"] if spec["foo"] else []
+    request = parse_task_request(
+        spec["cpus"], resources, n_nodes=spec["nodes"], min_time=spec["time_request"]
+    )
+    desc["resources"] = request.to_wire()
+    d.submit(desc)
+
+
+def check_no_over_allocation(d: Driver) -> None:
+    for worker in d.model.workers.values():
+        if not worker.is_connected or worker.descriptor is None:
+            continue
+        shares: dict[tuple[str, str], int] = defaultdict(int)
+        for job_id, task_id in worker.tasks:
+            record = d.model.jobs[job_id].records[task_id]
+            if record.allocation is None:
+                continue
+            for res in record.allocation.resources:
+                item = worker.descriptor.get(res.name)
+                assert item is not None
+                for label, share in res.units:
+                    shares[(res.name, label)] += share
+        assert all(total <= AMOUNT_SCALE for total in shares.values())
+        per_resource: dict[str, int] = defaultdict(int)
+        for (name, _), share in shares.items():
+            per_resource[name] += share
+        for name, total in per_resource.items():
+            item = worker.descriptor.get(name)
+            assert item is not None and total <= item.capacity()
+
+
+def check_reservations(d: Driver) -> None:
+    holders: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for worker in d.model.workers.values():
+        if worker.mn_task is not None:
+            assert worker.is_connected
+            # The root holds only its multi-node task; a secondary holds nothing.
+            assert worker.tasks <= {worker.mn_task}
+            holders[worker.mn_task].append(worker.id)
+    for (job_id, task_id), ids in holders.items():
+        record = d.model.jobs[job_id].records[task_id]
+        assert record.placed
+        assert set(ids) <= set(record.workers)
+        groups = {d.model.workers[w].group for w in record.workers}
+        assert len(groups) == 1
+
+
+def blocked_by_higher(d: Driver, request: ResourceRequest, priority: int, worker_id: int) -> bool:
+    """Some waiting task above `priority` could ever run on this worker: the gap rule
+    (cluster.md §3.3) may then legitimately keep `request` off it."""
+    worker = d.model.workers[worker_id]
+    for submit in d.model.ready.values():
+        if submit.priority <= priority:
+            continue
+        if submit.request.n_nodes > 0:
+            return True
+        if worker.descriptor is not None and fits_ever(worker.descriptor, submit.request):
+            return True
+    return False
+
+
+def check_priorities(d: Driver, assignments: list[Assignment]) -> None:
+    for assignment in assignments:
+        if assignment.workers:
+            continue
+        low = d.model.jobs[assignment.job_id].submits[0]
+        worker = d.model.workers[assignment.worker_id]
+        assert worker.allocator is not None
+        life = worker.remaining_lifetime(d.now)
+        for high in d.model.ready.values():
+            request = high.request
+            if high.priority <= low.priority or request.n_nodes > 0:
+                continue
+            if life is not None and life < request.min_time:
+                continue
+            # Would the higher one have fit where the lower one went, without it?
+            record = d.model.jobs[assignment.job_id].records[assignment.task_id]
+            assert record.allocation is not None
+            worker.allocator.release(record.allocation)
+            try:
+                fits = worker.allocator.fits_now(request)
+            finally:
+                again = worker.allocator.try_allocate(low.request)
+                assert again is not None
+                record.allocation = again
+            if fits:
+                assert blocked_by_higher(d, request, high.priority, worker.id)
+    # A waiting multi-node task never finds enough free nodes in one group after a pass.
+    for submit in d.model.ready.values():
+        request = submit.request
+        if request.n_nodes == 0:
+            continue
+        free = free_nodes_by_group(d.model.workers.values(), d.now, request.min_time)
+        assert all(len(ids) < request.n_nodes for ids in free.values())
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps_st)
+def test_scheduler_invariants(steps: list[tuple[str, Any]]) -> None:
+    d = Driver()
+    for kind, arg in steps:
+        if kind == "connect":
+            connect(d, arg)
+        elif kind == "submit":
+            submit(d, arg)
+        elif kind == "run":
+            while assignments := d.schedule():
+                for job_id, task_id in d.placed():
+                    d.start(job_id, task_id)
+                check_no_over_allocation(d)
+                check_reservations(d)
+                check_priorities(d, assignments)
+        elif kind == "finish":
+            running = [
+                (job.id, t)
+                for job in d.model.jobs.values()
+                for t, r in sorted(job.active.items())
+                if r.state == TaskState.RUNNING
+            ]
+            if running:
+                d.finish(*running[arg % len(running)])
+        elif kind == "lose":
+            connected = [w for w in sorted(d.model.workers) if d.model.workers[w].is_connected]
+            if connected:
+                d.lose(connected[arg % len(connected)], LostReason.CONNECTION_LOST)
+        check_no_over_allocation(d)
+        check_reservations(d)
+        d.tick(1.0)
