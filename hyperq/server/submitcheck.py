@@ -152,8 +152,6 @@ def check_submit_desc(desc: SubmitDesc, field: str = "submit_desc") -> None:
         elif not 0 < entry.amount <= MAX_AMOUNT:
             raise _fail(f"{where}.amount", f"must be in range 1..{MAX_AMOUNT}")
     _u32(f"{field}.resources.n_nodes", resources.n_nodes)
-    if resources.n_nodes > 0 and resources.entries:
-        raise _fail(f"{field}.resources", "a multi-node task cannot request other resources")
     _duration(f"{field}.resources.min_time", resources.min_time)
     if not 0 < resources.weight <= MAX_AMOUNT:
         raise _fail(f"{field}.resources.weight", f"must be in range 1..{MAX_AMOUNT}")
