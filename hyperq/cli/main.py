@@ -31,8 +31,9 @@ GROUPS: dict[str, str] = {
 # single-word commands: name -> (module, command name inside that module)
 ALIASES: dict[str, tuple[str, str]] = {
     "submit": ("hyperq.cli.submit", "submit"),
+    "output-log": ("hyperq.cli.outputlog", "output-log"),
 }
-OUT_OF_SCOPE = ("output-log", "alloc", "dashboard", "doc", "generate-completion")
+OUT_OF_SCOPE = ("alloc", "dashboard", "doc", "generate-completion")
 
 MAIN_USAGE = f"""hq {__version__}: HyperQueue task runtime (hyperq)
 
@@ -46,6 +47,7 @@ Commands:
   job        Commands for jobs
   task       Commands for tasks
   journal    Commands for the event journal
+  output-log Read output streamed with `--stream`
 
 Global options (accepted at any level):
   --server-dir <PATH>    Server directory [env: HQ_SERVER_DIR, default: ~/.hq-server]
