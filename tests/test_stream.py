@@ -7,11 +7,9 @@ issue 16: SIGKILL mid-stream, two server instances in one directory, a damaged b
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
-from tests.harness import ClusterEnv, kill_process, wait_until
+from tests.harness import ClusterEnv
 
 
 def stream_files(directory: Path) -> list[Path]:
@@ -21,8 +19,16 @@ def stream_files(directory: Path) -> list[Path]:
 def test_stream_submit(cluster: ClusterEnv) -> None:
     cluster.start_server()
     out = cluster.command(
-        ["submit", "--stream", "mylog", "--array=1-20", "--", "bash", "-c",
-         "echo Hello from ${HQ_TASK_ID}"]
+        [
+            "submit",
+            "--stream",
+            "mylog",
+            "--array=1-20",
+            "--",
+            "bash",
+            "-c",
+            "echo Hello from ${HQ_TASK_ID}",
+        ]
     )
     assert "files" not in out
     cluster.start_worker(cpus=2)

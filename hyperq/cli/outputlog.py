@@ -48,8 +48,7 @@ _BACKGROUNDS = (41, 42, 43, 44, 45, 46)
 def _channel(text: str, option: str) -> int:
     if text not in CHANNELS:
         raise UsageError(
-            f"error: invalid value '{text}' for '{option}'\n"
-            "  [possible values: stdout, stderr]"
+            f"error: invalid value '{text}' for '{option}'\n  [possible values: stdout, stderr]"
         )
     return CHANNELS.index(text)
 
@@ -60,7 +59,9 @@ def _number(text: str, name: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise UsageError(f"error: invalid value '{text}' for '{name}': invalid digit found in string")
+        raise UsageError(
+            f"error: invalid value '{text}' for '{name}': invalid digit found in string"
+        )
     return value
 
 

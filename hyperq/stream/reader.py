@@ -102,8 +102,15 @@ def read_records(data: bytes) -> tuple[FileHeader | None, list[Record], list[Dam
             continue
         payload = data[item.offset : item.offset + item.size]
         records.append(
-            Record(item.kind, item.time_ms, item.job, item.task, item.instance, item.channel,
-                   bytes(payload))
+            Record(
+                item.kind,
+                item.time_ms,
+                item.job,
+                item.task,
+                item.instance,
+                item.channel,
+                bytes(payload),
+            )
         )
     return header, records, damages
 

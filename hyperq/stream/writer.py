@@ -28,8 +28,9 @@ def create_file(directory: str, header: FileHeader) -> tuple[int, str]:
         name = "".join(secrets.choice(NAME_ALPHABET) for _ in range(NAME_LENGTH)) + SUFFIX
         path = os.path.join(directory, name)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
-                         0o666)
+            fd = os.open(
+                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o666
+            )
         except FileExistsError:
             continue
         break
