@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.harness import ClusterEnv
+from tests.harness import ClusterEnv, wait_until
 
 
 def stream_files(directory: Path) -> list[Path]:
@@ -81,3 +81,262 @@ def test_stream_submit(cluster: ClusterEnv) -> None:
     assert any("Stdout" in line and "<Stream>" in line for line in task_info.splitlines())
     cat = cluster.run(["job", "cat", "1", "stdout", "--tasks", "1"])
     assert "Task 1 has no `stdout` stream associated with it" in cat.stderr
+
+
+def output_log(cluster: ClusterEnv, *args: str, mode: str = "cli") -> tuple[int, str, str]:
+    result = cluster.run(["--output-mode", mode, "output-log", *args])
+    return result.returncode, result.stdout, result.stderr
+
+
+def summary_rows(text: str) -> list[tuple[str, str]]:
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows.append((cells[0], cells[1]))
+    return rows
+
+
+def test_stream_overlap(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    # Each task prints A, then waits for both A's to exist before printing B.
+    script = (
+        "echo A; touch a-$HQ_TASK_ID; "
+        "while [ ! -e a-1 ] || [ ! -e a-2 ]; do sleep 0.05; done; sleep 0.2; echo B"
+    )
+    cluster.command(["submit", "--stream", "mylog", "--array=1-2", "--", "bash", "-c", script])
+    cluster.start_worker(cpus=2)
+    cluster.wait_for_job_state(1, "FINISHED")
+    lines = cluster.command(["output-log", "mylog", "show"]).splitlines()
+    assert sorted(lines[:2]) == ["1.1:0> A", "1.2:0> A"]
+    assert sorted(lines[2:]) == ["1.1:0> B", "1.2:0> B"]
+    assert cluster.command(["output-log", "mylog", "cat", "1", "stdout"]) == "A\nB\nA\nB\n"
+
+
+def test_stream_big_output(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(
+        [
+            "submit",
+            "--stream",
+            "mylog",
+            "--array=1-2",
+            "--",
+            "python3",
+            "-c",
+            "print('1234567890' * 80_000)",
+        ]
+    )
+    cluster.start_worker(cpus=2)
+    cluster.wait_for_job_state(1, "FINISHED")
+    expected = "1234567890" * 80_000 + "\n"
+    lines = cluster.command(["output-log", "mylog", "show"]).splitlines()
+    for task in (1, 2):
+        prefix = f"1.{task}:0> "
+        parts = [line[len(prefix) :] for line in lines if line.startswith(prefix)]
+        assert len(parts) >= 800_001 // (16 * 1024)  # one header per record of <= 16 KiB
+        assert "".join(parts) == expected.rstrip("\n")
+    assert cluster.command(["output-log", "mylog", "cat", "1", "stdout"]) == 2 * expected
+    _code, out, _ = output_log(cluster, "mylog", "summary")
+    assert ("Stdout/stderr size", "1562.50 KiB / 0 B") in summary_rows(out)
+
+
+def test_stream_stderr_and_partial(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    program = (
+        "import sys; sys.stdout.write('Ok\\n'); sys.stdout.flush(); sys.stderr.write('Error\\n')"
+    )
+    cluster.command(["submit", "--stream", "both", "--", "python3", "-c", program])
+    cluster.command(
+        [
+            "submit",
+            "--stream",
+            "part",
+            "--stdout=task-%{JOB_ID}-%{TASK_ID}-%{INSTANCE_ID}.out",
+            "--",
+            "python3",
+            "-c",
+            program,
+        ]
+    )
+    cluster.command(["submit", "--stream", "none", "--stderr=none", "--", "python3", "-c", program])
+    cluster.command(
+        ["submit", "--stream", "unused", "--stdout=none", "--stderr=none", "--", "true"]
+    )
+    cluster.start_worker()
+    for job in (1, 2, 3, 4):
+        cluster.wait_for_job_state(job, "FINISHED")
+    assert cluster.command(["output-log", "both", "show"]) == "1.0:0> Ok\n1.0:1> Error\n"
+    assert cluster.command(["output-log", "both", "show", "--channel=stdout"]) == "1.0:0> Ok\n"
+    assert cluster.command(["output-log", "both", "show", "--channel=stderr"]) == "1.0:1> Error\n"
+    assert cluster.command(["output-log", "both", "cat", "1", "stdout"]) == "Ok\n"
+    assert cluster.command(["output-log", "both", "cat", "1", "stderr"]) == "Error\n"
+    assert cluster.command(["output-log", "part", "show"]) == "2.0:1> Error\n"
+    assert (cluster.work_dir / "task-2-0-0.out").read_text() == "Ok\n"
+    assert cluster.command(["output-log", "none", "show"]) == "3.0:0> Ok\n"
+    assert not (cluster.work_dir / "unused").exists()
+    info = cluster.command(["job", "info", "2"])
+    assert any("Stderr" in line and "<Stream>" in line for line in info.splitlines())
+    assert not any("Stdout" in line and "<Stream>" in line for line in info.splitlines())
+
+
+def test_stream_placeholders(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    uid = cluster.json(["server", "info"])["server_uid"]
+    cluster.command(["submit", "--stream", "log-%{JOB_ID}", "--", "echo", "one"])
+    out = cluster.command(
+        ["submit", "--stream", "log-%{SERVER_UID}-%{JOB_ID}-%{FOO}", "--", "echo", "two"]
+    )
+    assert "Found unknown placeholder `FOO` in log path" in out
+    cluster.start_worker()
+    cluster.wait_for_job_state(1, "FINISHED")
+    cluster.wait_for_job_state(2, "FINISHED")
+    assert cluster.command(["output-log", "log-1", "cat", "1", "stdout"]) == "one\n"
+    second = cluster.work_dir / f"log-{uid}-2-%{{FOO}}"
+    assert len(list(second.iterdir())) == 1
+    assert cluster.command(["output-log", str(second), "cat", "2", "stdout"]) == "two\n"
+
+
+def test_output_log_modes_and_errors(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(
+        [
+            "submit",
+            "--stream",
+            "mylog",
+            "--array=0-1",
+            "--",
+            "bash",
+            "-c",
+            "echo out $HQ_TASK_ID; echo err >&2",
+        ]
+    )
+    cluster.start_worker()
+    cluster.wait_for_job_state(1, "FINISHED")
+
+    code, out, _ = output_log(cluster, "mylog", "summary", mode="json")
+    assert code == 0
+    assert json.loads(out) == {
+        "filename": "mylog",
+        "summary": {
+            "n_files": 1,
+            "n_jobs": 1,
+            "n_tasks": 2,
+            "n_streams": 2,
+            "n_opened": 0,
+            "stdout_size": 12,
+            "stderr_size": 8,
+            "n_superseded": 0,
+            "superseded_stdout_size": 0,
+            "superseded_stderr_size": 0,
+        },
+    }
+    assert output_log(cluster, "mylog", "summary", mode="quiet") == (0, "", "")
+    for mode in ("cli", "json", "quiet"):
+        assert output_log(cluster, "mylog", "jobs", mode=mode)[:2] == (0, "1\n")
+        assert output_log(cluster, "mylog", "cat", "1", "stdout", mode=mode)[:2] == (
+            0,
+            "out 0\nout 1\n",
+        )
+        code, out, _ = output_log(cluster, "mylog", "show", "--job", "1", mode=mode)
+        assert code == 0 and len(out.splitlines()) == 4
+        assert "1.0:0> out 0" in out.splitlines()
+        code, out, _ = output_log(cluster, "mylog", "export", "1", "--task=1", mode=mode)
+        assert json.loads(out) == [{"finished": True, "id": 1, "stdout": "out 1\n"}]
+    assert output_log(cluster, "mylog", "show", "--job", "7")[:2] == (0, "")
+
+    code, out, err = output_log(cluster, "mylog", "cat", "2", "stdout")
+    assert (code, out, err) == (1, "", "Job 2 not found\n")
+    assert output_log(cluster, "mylog", "cat", "1", "stdout", "--task=5")[::2] == (
+        1,
+        "Task 5 not found\n",
+    )
+    assert output_log(cluster, "mylog", "export", "3")[::2] == (1, "Job 3 not found\n")
+    code, out, _ = output_log(cluster, "mylog", "cat", "2", "stdout", mode="json")
+    assert code == 1 and json.loads(out) == {"error": "Job 2 not found"}
+    assert output_log(cluster, "missing", "jobs")[::2] == (
+        1,
+        "No such file or directory (os error 2)\n",
+    )
+    (cluster.work_dir / "empty").mkdir()
+    assert output_log(cluster, "empty", "summary")[::2] == (1, "No log files found\n")
+    # Usage errors: exit 2.
+    assert output_log(cluster, "mylog")[0] == 2
+    assert output_log(cluster, "mylog", "cat", "1", "stdsomething")[0] == 2
+    assert output_log(cluster, "mylog", "cat", "x", "stdout")[0] == 2
+    assert output_log(cluster, "mylog", "cat", "1", "stdout", "--task=a-")[0] == 2
+    assert output_log(cluster, "mylog", "show", "--channel=both")[0] == 2
+
+
+def test_stream_failed_canceled_and_timed_out_tasks_keep_output(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.start_worker(cpus=3)
+    cluster.command(["submit", "--stream", "mylog", "--", "bash", "-c", "echo Start; exit 1"])
+    cluster.command(
+        ["submit", "--stream", "mylog", "--", "bash", "-c", "echo Start; touch running; sleep 100"]
+    )
+    cluster.command(
+        [
+            "submit",
+            "--stream",
+            "mylog",
+            "--time-limit=1s",
+            "--",
+            "bash",
+            "-c",
+            "echo Start; sleep 100",
+        ]
+    )
+    cluster.wait_for_job_state(1, "FAILED")
+    wait_until(lambda: (cluster.work_dir / "running").exists(), what="task 2 to print")
+    cluster.command(["job", "cancel", "2"])
+    cluster.wait_for_job_state(2, "CANCELED")
+    cluster.wait_for_job_state(3, "FAILED")
+    for job in (1, 2, 3):
+        shown = cluster.command(["output-log", "mylog", "show", "--job", str(job)])
+        assert shown == f"{job}.0:0> Start\n"
+    assert cluster.command(["output-log", "mylog", "cat", "1", "stdout"]) == "Start\n"
+
+
+def test_stream_unfinished(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.start_worker()
+    big = "ab" * (16 * 1024 + 3)
+    cluster.command(
+        ["submit", "--stream", "small", "--", "bash", "-c", "echo Start; touch s; sleep 100"]
+    )
+    wait_until(lambda: (cluster.work_dir / "s").exists(), what="small task to print")
+    # Small output of a running task stays in the worker's buffer; the file exists.
+    assert len(stream_files(cluster.work_dir / "small")) == 1
+    assert output_log(cluster, "small", "cat", "1", "stdout", "--allow-unfinished")[::2] == (
+        1,
+        "Job 1 not found\n",
+    )
+    cluster.command(["job", "cancel", "1"])
+    cluster.command(
+        [
+            "submit",
+            "--stream",
+            "large",
+            "--",
+            "python3",
+            "-c",
+            f"import sys, time, os; sys.stdout.write({big!r}); sys.stdout.flush(); "
+            "open('l', 'w').close(); time.sleep(100)",
+        ]
+    )
+    wait_until(lambda: (cluster.work_dir / "l").exists(), what="large task to print")
+
+    def visible() -> str:
+        code, out, _ = output_log(cluster, "large", "cat", "2", "stdout", "--allow-unfinished")
+        return out if code == 0 and len(out) >= 8 * 1024 else ""
+
+    prefix = wait_until(visible, what="8 KiB of output on disk")
+    assert big.startswith(prefix)
+    assert output_log(cluster, "large", "cat", "2", "stdout")[::2] == (
+        1,
+        "Stream for task 0 is not finished\n",
+    )
+    _code, out, _ = output_log(cluster, "large", "summary")
+    assert ("Opened streams", "1") in summary_rows(out)
+    assert json.loads(output_log(cluster, "large", "export", "2")[1])[0]["finished"] is False

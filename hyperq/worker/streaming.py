@@ -130,6 +130,7 @@ class TaskStream:
         self.error: str | None = None
         self._writer: StreamWriter | None = None
         self._readers: dict[int, trio.lowlevel.FdStream] = {}
+        self._write_ends: dict[int, int] = {}  # until child_fds hands them out
         self._at_eof: set[int] = set()
 
     async def open(self) -> str | None:
@@ -138,16 +139,21 @@ class TaskStream:
             self._writer = await self.files.writer(self.directory)
         except OSError as error:
             return f"Cannot create stream directory {self.directory}: {_os_error_text(error)}"
-        return None
-
-    def child_fds(self, stdout_fd: int, stderr_fd: int) -> tuple[int, int]:
-        """The task's fds 1 and 2: a pipe's write end for each streamed channel."""
-        fds = [stdout_fd, stderr_fd]
+        # The pipes exist before `running` starts their pumps.
         for channel, streamed in enumerate(self.channels):
             if streamed:
                 read_end, write_end = os.pipe2(os.O_CLOEXEC)
                 self._readers[channel] = trio.lowlevel.FdStream(read_end)
-                fds[channel] = write_end
+                self._write_ends[channel] = write_end
+        return None
+
+    def child_fds(self, stdout_fd: int, stderr_fd: int) -> tuple[int, int]:
+        """The task's fds 1 and 2: a pipe's write end for each streamed channel; the
+        caller closes them once the task is spawned."""
+        fds = [stdout_fd, stderr_fd]
+        for channel, write_end in self._write_ends.items():
+            fds[channel] = write_end
+        self._write_ends.clear()
         return fds[0], fds[1]
 
     @contextlib.asynccontextmanager
@@ -159,6 +165,10 @@ class TaskStream:
                     nursery.start_soon(self._pump, channel)
                 yield
         finally:
+            # Not handed to a task (it failed before its spawn): nobody else will write.
+            for write_end in self._write_ends.values():
+                os.close(write_end)
+            self._write_ends.clear()
             with trio.CancelScope(shield=True):
                 await self._finish()
 
