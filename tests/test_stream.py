@@ -7,9 +7,10 @@ issue 16: SIGKILL mid-stream, two server instances in one directory, a damaged b
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
-from tests.harness import ClusterEnv, wait_until
+from tests.harness import ClusterEnv, kill_process, wait_until
 
 
 def stream_files(directory: Path) -> list[Path]:
@@ -340,3 +341,153 @@ def test_stream_unfinished(cluster: ClusterEnv) -> None:
     _code, out, _ = output_log(cluster, "large", "summary")
     assert ("Opened streams", "1") in summary_rows(out)
     assert json.loads(output_log(cluster, "large", "export", "2")[1])[0]["finished"] is False
+
+
+def test_stream_restart_supersedes_the_interrupted_run(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    first = cluster.start_worker()
+    script = (
+        "echo Start; if [ $HQ_INSTANCE_ID = 0 ]; then touch started; sleep 100; fi; "
+        "echo End $HQ_INSTANCE_ID"
+    )
+    cluster.command(["submit", "--stream", "mylog", "--", "bash", "-c", script])
+    wait_until(lambda: (cluster.work_dir / "started").exists(), what="the first run")
+    kill_process(first, signal.SIGTERM)  # a graceful stop writes what the task printed
+    cluster.start_worker()
+    cluster.wait_for_job_state(1, "FINISHED")
+
+    assert cluster.command(["output-log", "mylog", "cat", "1", "stdout"]) == "Start\nEnd 1\n"
+    rows = summary_rows(cluster.command(["output-log", "mylog", "summary"]))
+    assert rows[1:] == [
+        ("Files", "2"),
+        ("Jobs", "1"),
+        ("Tasks", "1"),
+        ("Opened streams", "0"),
+        ("Stdout/stderr size", "12 B / 0 B"),
+        ("Superseded streams", "1"),
+        ("Superseded stdout/stderr size", "6 B / 0 B"),
+    ]
+    assert cluster.command(["output-log", "mylog", "show"]) == "1.0:0> Start\n1.0:0> End 1\n"
+    exported = json.loads(cluster.command(["output-log", "mylog", "export", "1"]))
+    assert exported == [{"finished": True, "id": 0, "stdout": "Start\nEnd 1\n"}]
+
+
+def test_stream_worker_sigkill_leaves_complete_records(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    worker = cluster.start_worker()
+    # 40 lines of 1000 bytes: more than the 8 KiB buffer, so most reaches the disk
+    # while the task runs; whatever was still buffered dies with the worker.
+    program = (
+        "import sys, time\n"
+        "for i in range(40):\n"
+        "    sys.stdout.write(str(i % 10) * 999 + '\\n'); sys.stdout.flush()\n"
+        "open('printed', 'w').close(); time.sleep(100)\n"
+    )
+    cluster.command(["submit", "--stream", "mylog", "--", "python3", "-c", program])
+    wait_until(lambda: (cluster.work_dir / "printed").exists(), what="the task to print")
+
+    def on_disk() -> bool:
+        code, out, _ = output_log(cluster, "mylog", "cat", "1", "stdout", "--allow-unfinished")
+        return code == 0 and len(out) >= 8 * 1024
+
+    wait_until(on_disk, what="output on disk")
+    kill_process(worker, signal.SIGKILL)
+    [path] = stream_files(cluster.work_dir / "mylog")
+    expected = "".join(str(i % 10) * 999 + "\n" for i in range(40))
+
+    def check() -> int:
+        code, out, err = output_log(cluster, "mylog", "cat", "1", "stdout")
+        assert (code, err) == (1, "Stream for task 0 is not finished\n")
+        code, out, err = output_log(cluster, "mylog", "cat", "1", "stdout", "--allow-unfinished")
+        assert code == 0 and err == ""
+        assert expected.startswith(out)
+        return len(out)
+
+    complete = check()
+    assert complete >= 8 * 1024
+    # Cut the file inside its last record: the torn tail is ignored, silently.
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-7])
+    assert check() < complete
+    rows = dict(summary_rows(cluster.command(["output-log", "mylog", "summary"])))
+    assert rows["Opened streams"] == "1"
+
+
+def test_stream_collision_of_two_server_instances(cluster: ClusterEnv) -> None:
+    uids = []
+    for run in (1, 2):
+        server = cluster.start_server(name=f"server{run}")
+        uids.append(cluster.json(["server", "info"])["server_uid"])
+        cluster.command(["submit", "--stream", "mylog", "--", "echo", f"run {run}"])
+        cluster.start_worker()
+        cluster.wait_for_job_state(1, "FINISHED")
+        assert cluster.stop_server(server) == 0
+    assert uids[0] != uids[1]
+    expected = (
+        "Found streams from multiple server instances:\n"
+        + "\n".join(sorted(uids))
+        + "\nUse --server-uid=... to specify server uid\n"
+    )
+    for sub in (["summary"], ["jobs"], ["show"], ["cat", "1", "stdout"], ["export", "1"]):
+        assert output_log(cluster, "mylog", *sub)[::2] == (1, expected)
+    for run, uid in enumerate(uids, start=1):
+        out = cluster.command(["output-log", "--server-uid", uid, "mylog", "cat", "1", "stdout"])
+        assert out == f"run {run}\n"
+
+
+def test_stream_corrupted_byte_is_reported_and_skipped(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.command(
+        ["submit", "--stream", "mylog", "--array=1-3", "--", "bash", "-c", "echo task $HQ_TASK_ID"]
+    )
+    cluster.start_worker()
+    cluster.wait_for_job_state(1, "FINISHED")
+    [path] = stream_files(cluster.work_dir / "mylog")
+    raw = bytearray(path.read_bytes())
+    where = raw.index(b"task 2\n")
+    raw[where] ^= 0x20
+    path.write_bytes(bytes(raw))
+    code, out, err = output_log(cluster, "mylog", "cat", "1", "stdout")
+    assert code == 0
+    assert out == "task 1\ntask 3\n"
+    assert "Damaged record in" in err and "skipped" in err
+    assert output_log(cluster, "mylog", "jobs")[:2] == (0, "1\n")
+
+
+def test_stream_directory_that_cannot_be_created_fails_the_task(cluster: ClusterEnv) -> None:
+    cluster.start_server()
+    cluster.start_worker()
+    (cluster.work_dir / "blocker").write_text("a file, not a directory")
+    cluster.command(["submit", "--stream", "blocker/logs", "--", "echo", "lost"])
+    cluster.wait_for_job_state(1, "FAILED")
+    error = cluster.json(["task", "list", "1"])
+    assert "Cannot create stream directory" in json.dumps(error)
+    # The worker survives and streams the next job.
+    cluster.command(["submit", "--stream", "fine", "--", "echo", "ok"])
+    cluster.wait_for_job_state(2, "FINISHED")
+    assert cluster.command(["output-log", "fine", "cat", "2", "stdout"]) == "ok\n"
+
+
+def test_restore_streaming_from_journal(cluster: ClusterEnv) -> None:
+    server = cluster.start_server("--journal", "journal.bin")
+    cluster.command(["job", "open"])
+    script = (
+        "echo Start $HQ_INSTANCE_ID; if [ $HQ_INSTANCE_ID = 0 ]; then touch started; sleep 100; fi"
+    )
+    cluster.command(
+        ["submit", "--job", "1", "--stream", "log-%{JOB_ID}", "--", "bash", "-c", script]
+    )
+    cluster.start_worker()
+    wait_until(lambda: (cluster.work_dir / "started").exists(), what="the first run")
+    assert cluster.stop_server(server) == 0
+    cluster.start_server("--journal", "journal.bin", name="server2")
+    info = cluster.command(["job", "info", "1"])
+    assert any("Stdout" in line and "<Stream>" in line for line in info.splitlines())
+    cluster.start_worker()
+    cluster.wait_for_task_state(1, 0, "FINISHED")
+    out = cluster.command(["output-log", "log-1", "cat", "1", "stdout"])
+    assert out.startswith("Start ") and int(out.split()[1]) >= 1
+    rows = dict(summary_rows(cluster.command(["output-log", "log-1", "summary"])))
+    assert rows["Superseded streams"] == "1"
+    exported = cluster.command(["journal", "export", "journal.bin"])
+    assert '"stream_path": "log-%{JOB_ID}"' in exported.replace('":"', '": "')
