@@ -138,6 +138,7 @@ class TaskStream:
         try:
             self._writer = await self.files.writer(self.directory)
         except OSError as error:
+            log.error("Stream failed: %s", _os_error_text(error))
             return f"Cannot create stream directory {self.directory}: {_os_error_text(error)}"
         # The pipes exist before `running` starts their pumps.
         for channel, streamed in enumerate(self.channels):
