@@ -899,3 +899,15 @@ def test_cli_exit_codes(
     # Global options after the command's first word belong to the command.
     args = session.requests[0][1]["submit_desc"]["program"]["args"]
     assert args == ["bash", "-c", "echo 'hello'", *server]
+
+
+def test_stream_directive_and_command_line_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("s.sh").write_text("#! /bin/bash\n#HQ --stream from-directive --stderr=none\necho\n")
+    built = build(["s.sh"])
+    assert built.submit_desc["stream_path"] == "from-directive"
+    assert built.submit_desc["program"]["stdout"]["path"] == STREAM_PIPE
+    assert built.submit_desc["program"]["stderr"] is None
+    assert build(["--stream=cli", "s.sh"]).submit_desc["stream_path"] == "cli"

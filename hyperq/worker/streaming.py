@@ -87,24 +87,27 @@ class StreamFiles:
     def __init__(self, server_uid: str, worker_id: int) -> None:
         self.server_uid = server_uid
         self.worker_id = worker_id
-        self._writers: dict[str, StreamWriter] = {}
+        # Keyed by server UID too: a `reconnect` worker may come back to another server
+        # instance, whose runs must not be filed under the old one.
+        self._writers: dict[tuple[str, str], StreamWriter] = {}
         self._lock = trio.Lock()
 
-    async def writer(self, directory: str) -> StreamWriter:
+    async def writer(self, directory: str, server_uid: str | None = None) -> StreamWriter:
         """The open file for `directory`, created (with the directory) if needed; OSError."""
-        writer = self._writers.get(directory)
+        key = (directory, server_uid or self.server_uid)
+        writer = self._writers.get(key)
         if writer is not None and writer.failed is None:
             return writer
         async with self._lock:
-            writer = self._writers.get(directory)
+            writer = self._writers.get(key)
             if writer is not None and writer.failed is None:
                 return writer
             if writer is not None:
                 writer.close()  # a failed file is left as it is; a new one takes over
-            header = FileHeader(self.server_uid, self.worker_id)
+            header = FileHeader(key[1], self.worker_id)
             fd, path = await trio.to_thread.run_sync(create_file, directory, header)
             log.debug("Stream file %s opened", path)
-            writer = self._writers[directory] = StreamWriter(fd, path)
+            writer = self._writers[key] = StreamWriter(fd, path)
             return writer
 
     def close(self) -> None:
@@ -122,8 +125,10 @@ class TaskStream:
         directory: str,
         ids: tuple[int, int, int],
         channels: tuple[bool, bool],
+        server_uid: str | None = None,
     ) -> None:
         self.files = files
+        self.server_uid = server_uid
         self.directory = directory
         self.job, self.task, self.instance = ids
         self.channels = channels
@@ -136,7 +141,7 @@ class TaskStream:
     async def open(self) -> str | None:
         """Open (or reuse) the directory's file before the task is spawned; error text."""
         try:
-            self._writer = await self.files.writer(self.directory)
+            self._writer = await self.files.writer(self.directory, self.server_uid)
         except OSError as error:
             log.error("Stream failed: %s", _os_error_text(error))
             return f"Cannot create stream directory {self.directory}: {_os_error_text(error)}"
@@ -230,5 +235,5 @@ def attach_stream(spec: TaskLaunchSpec, desc: dict[str, Any], files: StreamFiles
     if channels[1]:
         spec.stderr = None
     ids = (spec.job_id, spec.task_id, spec.instance)
-    spec.stream = TaskStream(files, str(directory), ids, channels)
+    spec.stream = TaskStream(files, str(directory), ids, channels, spec.server_uid)
     return spec
