@@ -103,7 +103,7 @@ def test_stream_overlap(cluster: ClusterEnv) -> None:
     # Each task prints A, then waits for both A's to exist before printing B.
     script = (
         "echo A; touch a-$HQ_TASK_ID; "
-        "while [ ! -e a-1 ] || [ ! -e a-2 ]; do sleep 0.05; done; sleep 0.2; echo B"
+        "while [ ! -e a-1 ] || [ ! -e a-2 ]; do sleep 0.05; done; sleep 0.5; echo B"
     )
     cluster.command(["submit", "--stream", "mylog", "--array=1-2", "--", "bash", "-c", script])
     cluster.start_worker(cpus=2)
@@ -367,7 +367,10 @@ def test_stream_restart_supersedes_the_interrupted_run(cluster: ClusterEnv) -> N
         ("Superseded streams", "1"),
         ("Superseded stdout/stderr size", "6 B / 0 B"),
     ]
-    assert cluster.command(["output-log", "mylog", "show"]) == "1.0:0> Start\n1.0:0> End 1\n"
+    # Without the superseded run; `Start` and `End 1` may share one pipe read (one header).
+    shown = cluster.command(["output-log", "mylog", "show"])
+    assert shown.startswith("1.0:0> Start\n")
+    assert shown.replace("1.0:0> ", "") == "Start\nEnd 1\n"
     exported = json.loads(cluster.command(["output-log", "mylog", "export", "1"]))
     assert exported == [{"finished": True, "id": 0, "stdout": "Start\nEnd 1\n"}]
 
