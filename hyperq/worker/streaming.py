@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PIPE_MARK = "<pipe>"
-# A pump waits for the disk once this much is pending in one file: the bound on memory a
-# fast-printing task can take (its pipe then fills and the task waits for us).
-MAX_PENDING = 4 * 1024 * 1024
 # After a kill, how long to wait for the pipes' EOF (a grandchild that left the task's
 # process group may hold them open).
 DRAIN_SECONDS = 2.0
@@ -189,6 +186,9 @@ class TaskStream:
                 self._at_eof.add(channel)
                 return
             writer.append(encode_data(int(time.time() * 1000), job, task, instance, channel, data))
+            # The size bound: over the threshold, this pump reads nothing more until the
+            # file has it, so a file's buffer holds at most the threshold plus one record
+            # per pump; a faster task fills its pipe and waits.
             if writer.pending.over_threshold:
                 try:
                     await writer.write_pending()
