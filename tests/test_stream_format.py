@@ -194,3 +194,28 @@ def test_load_errors(tmp_path: Path) -> None:
 def test_max_data_is_the_record_limit() -> None:
     big = Record(KIND_DATA, 1, 1, 0, 0, 0, b"z" * MAX_DATA)
     assert read_records(_file([big]))[1] == [big]
+
+
+@pytest.mark.parametrize("chunk", [40, 57, 100, 1 << 20])
+def test_index_across_chunk_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    import hyperq.stream.reader as reader
+
+    monkeypatch.setattr(reader, "CHUNK", chunk)
+    written = [_data(t, b"%d" % t * (t * 7 % 60 + 1), time_ms=t) for t in range(30)]
+    path = _write_dir(tmp_path, "U", 1, written)
+    raw = bytearray(path.read_bytes())
+    tenth = raw.index(encode_record(written[10]))
+    raw[tenth + 5] ^= 0x40  # damage the head of task 10: resync must find task 11
+    twentieth = raw.index(encode_record(written[20]))
+    raw[twentieth + HEAD_SIZE] ^= 0x01  # damage the data of task 20
+    path.write_bytes(bytes(raw[:-3]))  # and tear the last record
+    index = load(str(tmp_path))
+    try:
+        assert sorted(index.jobs[1]) == [t for t in range(29) if t not in (10, 20)]
+        for task in index.jobs[1]:
+            assert b"".join(index.data(index.current(1, task), 0)) == written[task].data
+        assert [d.offset for d in index.damages] == [tenth, twentieth]
+    finally:
+        index.close()

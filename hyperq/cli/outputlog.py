@@ -1,7 +1,8 @@
 """`hq output-log <DIR> …`: read a stream directory offline (stream.md §4).
 
-Needs no server: it reads `*.hqs` files through `hyperq.stream.reader`, which maps them
-rather than loading them, and prints task output byte for byte. Damaged records are
+Needs no server: it reads `*.hqs` files through `hyperq.stream.reader`, which indexes
+them chunk by chunk and reads back only the records printed, and prints task output
+byte for byte. Damaged records are
 reported on stderr and skipped; they never stop the command.
 """
 
@@ -195,7 +196,7 @@ def show(ctx: Context, index: Any, job: int | None, channel: int | None) -> None
         header = f"{job_id:0{job_width}}.{task_id:0{task_width}}:{chan_id}>"
         if ctx.colors:
             header = f"\x1b[{_BACKGROUNDS[task_id % 6]}m{header}\x1b[0m"
-        data = bytes(index.files[file].buffer[offset : offset + size])
+        data = index.files[file].read(offset, size)
         text = data.decode("utf-8", errors="replace")
         if not text.endswith("\n"):
             text += "\n"

@@ -110,8 +110,9 @@ class Head:
     offset: int
 
 
-def decode_head(buffer: bytes | memoryview, at: int) -> Head | None:
-    """The head at `at` if its sync mark and CRC are right and its fields make sense."""
+def decode_head(buffer: bytes | memoryview, at: int, base: int = 0) -> Head | None:
+    """The head at `at` if its sync mark and CRC are right and its fields make sense;
+    `base` is the buffer's position in the file (the head's `offset` is absolute)."""
     if buffer[at : at + 2] != SYNC:
         return None
     (crc,) = HEAD_CRC.unpack_from(buffer, at + HEAD.size)
@@ -124,4 +125,4 @@ def decode_head(buffer: bytes | memoryview, at: int) -> Head | None:
         return None
     if kind == KIND_END and size != 0:
         return None
-    return Head(kind, channel, time_ms, job, task, instance, size, data_crc, at + HEAD_SIZE)
+    return Head(kind, channel, time_ms, job, task, instance, size, data_crc, base + at + HEAD_SIZE)

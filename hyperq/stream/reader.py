@@ -1,21 +1,20 @@
 """Reading a stream directory: scan files record by record, index tasks' instances.
 
-Files are memory-mapped, and the index keeps only each record's offset, size and time
-(in arrays, 8 bytes a field), so `cat` of one task in a directory of many gigabytes
-touches that task's bytes, not the whole directory, and holds no data in the heap.
-A torn tail ends a file silently; a damaged record is reported (`Index.damages`) and
-skipped, and reading resumes at the next record whose head checks out.
+Files are read in chunks of CHUNK bytes and the index keeps only each record's offset,
+size and time (in arrays, 8 bytes a field), so indexing a directory of many gigabytes
+holds one chunk at a time, and `cat` of one task reads that task's records (`pread`),
+not the whole directory. A torn tail ends a file silently; a damaged record is reported
+(`Index.damages`) and skipped, and reading resumes at the next record whose head
+checks out.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import mmap
 import os
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from hyperq.common.errors import HqError
@@ -36,6 +35,10 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".hqs"
 HEADER_LIMIT = len(MAGIC) + 4 + MAX_HEADER_JSON
+CHUNK = 1 << 20
+
+Read = Callable[[int, int], bytes]
+"""read(offset, n): up to n bytes of the file from offset (fewer at its end)."""
 
 
 @dataclass(frozen=True)
@@ -50,42 +53,51 @@ class Damage:
         return f"Damaged record in {self.path} at byte {self.offset} skipped: {self.reason}"
 
 
-def scan(buffer: bytes | mmap.mmap, start: int, path: str = "") -> Iterator[Head | Damage]:
-    """Every good record head from `start`, and a Damage for each stretch skipped."""
-    end = len(buffer)
-    view = memoryview(buffer)
-    try:
-        pos = start
-        while end - pos >= HEAD_SIZE:
-            head = decode_head(view, pos)
-            if head is None:
-                resume = _resync(buffer, view, pos + 1, end)
-                if resume is None:
-                    yield Damage(path, pos, "no valid record after it")
-                    return
-                yield Damage(path, pos, f"{resume - pos} bytes not a valid record")
-                pos = resume
-                continue
-            stop = head.offset + head.size
-            if stop > end:
-                return  # torn tail: the record was being written when the file ended
-            if head.size and zlib.crc32(view[head.offset : stop]) != head.data_crc:
-                yield Damage(path, pos, "data checksum mismatch")
-            else:
-                yield head
-            pos = stop
-    finally:
-        view.release()
+def scan(read: Read, start: int, end: int, path: str = "") -> Iterator[Head | Damage]:
+    """Every good record head in [start, end), and a Damage for each stretch skipped."""
+    buffer = b""
+    base = start  # file offset of buffer[0]
+    pos = start
+    while end - pos >= HEAD_SIZE:
+        if pos + HEAD_SIZE > base + len(buffer) or pos < base:
+            buffer = read(pos, CHUNK)
+            base = pos
+            if len(buffer) < HEAD_SIZE:
+                return  # the file shrank since it was measured
+        head = decode_head(buffer, pos - base, base)
+        if head is None:
+            resume = _resync(read, pos + 1, end)
+            if resume is None:
+                yield Damage(path, pos, "no valid record after it")
+                return
+            yield Damage(path, pos, f"{resume - pos} bytes not a valid record")
+            pos = resume
+            continue
+        stop = head.offset + head.size
+        if stop > end:
+            return  # torn tail: the record was being written when the file ended
+        if stop <= base + len(buffer):
+            data: bytes | memoryview = memoryview(buffer)[head.offset - base : stop - base]
+        else:
+            data = read(head.offset, head.size)
+        if head.size and zlib.crc32(data) != head.data_crc:
+            yield Damage(path, pos, "data checksum mismatch")
+        else:
+            yield head
+        pos = stop
 
 
-def _resync(buffer: bytes | mmap.mmap, view: memoryview, pos: int, end: int) -> int | None:
-    while True:
-        pos = buffer.find(SYNC, pos)
-        if pos < 0 or end - pos < HEAD_SIZE:
-            return None
-        if decode_head(view, pos) is not None:
-            return pos
-        pos += 1
+def _resync(read: Read, pos: int, end: int) -> int | None:
+    """The offset of the next valid head at or after `pos`, or None."""
+    while end - pos >= HEAD_SIZE:
+        chunk = read(pos, CHUNK + HEAD_SIZE)
+        at = chunk.find(SYNC)
+        while 0 <= at and at + HEAD_SIZE <= len(chunk):
+            if decode_head(chunk, at) is not None:
+                return pos + at
+            at = chunk.find(SYNC, at + 1)
+        pos += CHUNK
+    return None
 
 
 def read_records(data: bytes) -> tuple[FileHeader | None, list[Record], list[Damage]]:
@@ -96,7 +108,11 @@ def read_records(data: bytes) -> tuple[FileHeader | None, list[Record], list[Dam
     header, start = decoded
     records: list[Record] = []
     damages: list[Damage] = []
-    for item in scan(data, start):
+
+    def read(offset: int, n: int) -> bytes:
+        return data[offset : offset + n]
+
+    for item in scan(read, start, len(data)):
         if isinstance(item, Damage):
             damages.append(item)
             continue
@@ -140,7 +156,11 @@ class Instance:
 class StreamFile:
     path: str
     header: FileHeader
-    buffer: bytes | mmap.mmap
+    fd: int
+    size: int  # when indexed; records appended later are not seen
+
+    def read(self, offset: int, n: int) -> bytes:
+        return os.pread(self.fd, n, offset)
 
 
 @dataclass
@@ -156,16 +176,15 @@ class Index:
 
     def data(self, instance: Instance, channel: int) -> Iterator[bytes]:
         """The channel's bytes of `instance`, record by record, in file order."""
-        buffer = self.files[instance.file].buffer
+        stream_file = self.files[instance.file]
         chan = instance.channels[channel]
         for offset, size in zip(chan.offsets, chan.sizes, strict=True):
-            yield buffer[offset : offset + size]
+            yield stream_file.read(offset, size)
 
     def close(self) -> None:
         for stream_file in self.files:
-            if isinstance(stream_file.buffer, mmap.mmap):
-                with contextlib.suppress(BufferError):
-                    stream_file.buffer.close()
+            os.close(stream_file.fd)
+        self.files.clear()
 
 
 def _os_error_text(error: OSError) -> str:
@@ -173,16 +192,25 @@ def _os_error_text(error: OSError) -> str:
     return f"{os.strerror(code)} (os error {code})"
 
 
-def _map(path: str) -> bytes | mmap.mmap | None:
+def _open(path: str) -> tuple[int, FileHeader, int, int] | None:
+    """(fd, header, where records start, size) of one of our files, or None (skipped)."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                return b""
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError) as error:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
         log.debug("Cannot read stream file %s: %s", path, error)
         return None
+    try:
+        size = os.fstat(fd).st_size
+        decoded = decode_header(os.pread(fd, HEADER_LIMIT, 0))
+    except OSError as error:
+        log.debug("Cannot read stream file %s: %s", path, error)
+        decoded = None
+    if decoded is None:
+        log.debug("Skipping %s: not a hyperq stream file", path)
+        os.close(fd)
+        return None
+    header, start = decoded
+    return fd, header, start, size
 
 
 def load(directory: str, server_uid: str | None = None) -> Index:
@@ -197,17 +225,14 @@ def load(directory: str, server_uid: str | None = None) -> Index:
     index = Index()
     for name in candidates:
         path = os.path.join(directory, name)
-        buffer = _map(path)
-        if buffer is None:
+        opened = _open(path)
+        if opened is None:
             continue
-        decoded = decode_header(buffer[:HEADER_LIMIT])
-        if decoded is None:
-            log.debug("Skipping %s: not a hyperq stream file", path)
-            continue
-        header, start = decoded
+        fd, header, start, size = opened
         if server_uid is not None and header.server_uid != server_uid:
+            os.close(fd)
             continue
-        index.files.append(StreamFile(path, header, buffer))
+        index.files.append(StreamFile(path, header, fd, size))
         _index_file(index, len(index.files) - 1, start)
     uids = sorted({f.header.server_uid for f in index.files})
     if len(uids) > 1:
@@ -223,7 +248,7 @@ def load(directory: str, server_uid: str | None = None) -> Index:
 def _index_file(index: Index, number: int, start: int) -> None:
     stream_file = index.files[number]
     jobs = index.jobs
-    for item in scan(stream_file.buffer, start, stream_file.path):
+    for item in scan(stream_file.read, start, stream_file.size, stream_file.path):
         if isinstance(item, Damage):
             index.damages.append(item)
             continue
