@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 from hyperq.common import log
@@ -120,8 +119,8 @@ def summary(ctx: Context, index: Any, directory: str) -> None:
             current = max(instances)
             for instance_id, instance in instances.items():
                 target = sizes if instance_id == current else superseded
-                target[0] += instance.channels[0].total
-                target[1] += instance.channels[1].total
+                target[0] += instance.total(0)
+                target[1] += instance.total(1)
             if not instances[current].finished:
                 n_opened += 1
     if ctx.output_mode == "quiet":
@@ -167,36 +166,30 @@ def jobs(index: Any) -> None:
         print(job)
 
 
-def _show_items(
-    index: Any, job: int | None, channel: int | None
-) -> Iterator[tuple[int, int, int, int, int, int, int]]:
-    """(time, job, task, channel, order, file, offset, size) of every shown record."""
-    for job_id, tasks in index.jobs.items():
-        if job is not None and job_id != job:
-            continue
-        for task_id, instances in tasks.items():
-            instance = instances[max(instances)]
-            for chan_id, chan in enumerate(instance.channels):
-                if channel is not None and chan_id != channel:
-                    continue
-                for order, (offset, size, time_ms) in enumerate(
-                    zip(chan.offsets, chan.sizes, chan.times, strict=True)
-                ):
-                    yield (time_ms, job_id, task_id, chan_id, order, instance.file, offset, size)
-
-
 def show(ctx: Context, index: Any, job: int | None, channel: int | None) -> None:
     if not index.jobs:
         return
     job_width = len(str(max(index.jobs)))
     task_width = max(len(str(max(tasks))) for tasks in index.jobs.values() if tasks)
-    items = sorted(_show_items(index, job, channel))
+    # (time, job, task, channel, file order) sorts as stream.md §4.3 asks.
+    items = []
+    for job_id, tasks in index.jobs.items():
+        if job is not None and job_id != job:
+            continue
+        for task_id, instances in tasks.items():
+            instance = instances[max(instances)]
+            for order, (chan, offset, size, time_ms) in enumerate(instance.records):
+                if channel is None or chan == channel:
+                    items.append(
+                        (time_ms, job_id, task_id, chan, order, instance.file, offset, size)
+                    )
+    items.sort()
     out = sys.stdout.buffer
-    for _time, job_id, task_id, chan_id, _order, file, offset, size in items:
-        header = f"{job_id:0{job_width}}.{task_id:0{task_width}}:{chan_id}>"
+    datas = index.read_many((file, offset, size) for *_key, file, offset, size in items)
+    for (_time, job_id, task_id, chan, *_rest), data in zip(items, datas, strict=True):
+        header = f"{job_id:0{job_width}}.{task_id:0{task_width}}:{chan}>"
         if ctx.colors:
             header = f"\x1b[{_BACKGROUNDS[task_id % 6]}m{header}\x1b[0m"
-        data = index.files[file].read(offset, size)
         text = data.decode("utf-8", errors="replace")
         if not text.endswith("\n"):
             text += "\n"
@@ -209,9 +202,17 @@ def cat(index: Any, job: int, channel: int, tasks: str | None, allow_unfinished:
         for task in selected:
             if not index.current(job, task).finished:
                 raise HqError(f"Stream for task {task} is not finished")
+    refs = []
     for task in selected:
-        for chunk in index.data(index.current(job, task), channel):
-            _write(chunk)
+        instance = index.current(job, task)
+        file = instance.file
+        refs.extend(
+            (file, offset, size)
+            for chan, offset, size, _time in instance.records
+            if chan == channel
+        )
+    for chunk in index.read_many(refs):
+        _write(chunk)
 
 
 def export(index: Any, job: int, tasks: str | None) -> None:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from hyperq.common.errors import HqError
@@ -131,25 +130,25 @@ def read_records(data: bytes) -> tuple[FileHeader | None, list[Record], list[Dam
     return header, records, damages
 
 
-@dataclass
-class Channel:
-    """One channel of one instance: where its records are (file order)."""
-
-    offsets: array = field(default_factory=lambda: array("q"))
-    sizes: array = field(default_factory=lambda: array("q"))
-    times: array = field(default_factory=lambda: array("q"))
-
-    @property
-    def total(self) -> int:
-        return sum(self.sizes)
+# (channel, offset, size, time_ms) of one DATA record
+RecordRef = tuple[int, int, int, int]
+# Reads of records closer than this in one file are merged into one read.
+SPAN = 1 << 20
 
 
-@dataclass
 class Instance:
-    instance_id: int
-    file: int  # index into Index.files
-    channels: tuple[Channel, Channel] = field(default_factory=lambda: (Channel(), Channel()))
-    finished: bool = False
+    """One run of a task: its file and its DATA records in file order."""
+
+    __slots__ = ("file", "finished", "instance_id", "records")
+
+    def __init__(self, instance_id: int, file: int) -> None:
+        self.instance_id = instance_id
+        self.file = file  # index into Index.files
+        self.records: list[RecordRef] = []
+        self.finished = False
+
+    def total(self, channel: int) -> int:
+        return sum(size for chan, _offset, size, _time in self.records if chan == channel)
 
 
 @dataclass
@@ -176,15 +175,48 @@ class Index:
 
     def data(self, instance: Instance, channel: int) -> Iterator[bytes]:
         """The channel's bytes of `instance`, record by record, in file order."""
-        stream_file = self.files[instance.file]
-        chan = instance.channels[channel]
-        for offset, size in zip(chan.offsets, chan.sizes, strict=True):
-            yield stream_file.read(offset, size)
+        file = instance.file
+        return self.read_many(
+            (file, offset, size)
+            for chan, offset, size, _time in instance.records
+            if chan == channel
+        )
+
+    def read_many(self, refs: Iterable[tuple[int, int, int]]) -> Iterator[bytes]:
+        """The data of (file, offset, size) records in the order given; records close
+        together are read with one call (tasks that ran in turn sit side by side)."""
+        span_file = -1
+        span_start = span_end = 0
+        pending: list[tuple[int, int]] = []
+        for file, offset, size in refs:
+            if (
+                pending
+                and file == span_file
+                and span_start <= offset
+                and offset + size - span_start <= SPAN
+            ):
+                pending.append((offset, size))
+                span_end = max(span_end, offset + size)
+                continue
+            if pending:
+                yield from _cut(self.files[span_file], span_start, span_end, pending)
+            span_file, span_start, span_end = file, offset, offset + size
+            pending = [(offset, size)]
+        if pending:
+            yield from _cut(self.files[span_file], span_start, span_end, pending)
 
     def close(self) -> None:
         for stream_file in self.files:
             os.close(stream_file.fd)
         self.files.clear()
+
+
+def _cut(
+    stream_file: StreamFile, start: int, end: int, pieces: list[tuple[int, int]]
+) -> Iterator[bytes]:
+    data = stream_file.read(start, end - start)
+    for offset, size in pieces:
+        yield data[offset - start : offset - start + size]
 
 
 def _os_error_text(error: OSError) -> str:
@@ -252,18 +284,21 @@ def _index_file(index: Index, number: int, start: int) -> None:
         if isinstance(item, Damage):
             index.damages.append(item)
             continue
-        instances = jobs.setdefault(item.job, {}).setdefault(item.task, {})
-        instance = instances.get(item.instance)
+        kind, channel, time_ms, job, task, instance_id, size, _crc, offset = item
+        tasks = jobs.get(job)
+        if tasks is None:
+            tasks = jobs[job] = {}
+        instances = tasks.get(task)
+        if instances is None:
+            instances = tasks[task] = {}
+        instance = instances.get(instance_id)
         if instance is None:
-            instance = instances[item.instance] = Instance(item.instance, number)
+            instance = instances[instance_id] = Instance(instance_id, number)
         elif instance.file != number:
             # One run lives on one worker, so in one file; a copy of the same file
             # (e.g. gathered twice) must not double its output.
             continue
-        if item.kind == KIND_DATA:
-            chan = instance.channels[item.channel]
-            chan.offsets.append(item.offset)
-            chan.sizes.append(item.size)
-            chan.times.append(item.time_ms)
+        if kind == KIND_DATA:
+            instance.records.append((channel, offset, size, time_ms))
         else:
             instance.finished = True
