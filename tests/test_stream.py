@@ -245,6 +245,13 @@ def test_output_log_modes_and_errors(cluster: ClusterEnv) -> None:
         code, out, _ = output_log(cluster, "mylog", "export", "1", "--task=1", mode=mode)
         assert json.loads(out) == [{"finished": True, "id": 1, "stdout": "out 1\n"}]
     assert output_log(cluster, "mylog", "show", "--job", "7")[:2] == (0, "")
+    colored = cluster.run(
+        ["--colors", "always", "output-log", "mylog", "show", "--channel", "stdout"]
+    ).stdout
+    assert sorted(colored.splitlines()) == [
+        "\x1b[41m1.0:0>\x1b[0m out 0",  # task 0: red
+        "\x1b[42m1.1:0>\x1b[0m out 1",  # task 1: green
+    ]
 
     code, out, err = output_log(cluster, "mylog", "cat", "2", "stdout")
     assert (code, out, err) == (1, "", "Job 2 not found\n")

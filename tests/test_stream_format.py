@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hyperq.stream.reader as reader
 from hyperq.common.errors import HqError
 from hyperq.stream.format import (
     HEAD_SIZE,
@@ -59,7 +60,14 @@ def test_any_truncation_reads_the_complete_records_before_it(
     chunks = [encode_record(r) for r in written]
     whole = header + b"".join(chunks)
     cut = data.draw(st.integers(min_value=len(header), max_value=len(whole)))
-    got_header, got, damages = read_records(whole[:cut])
+    # The reader works in chunks; boundaries anywhere must not matter.
+    chunk = data.draw(st.sampled_from([HEAD_SIZE + 1, 64, 1000, 1 << 20]))
+    saved = reader.CHUNK
+    reader.CHUNK = chunk
+    try:
+        got_header, got, damages = read_records(whole[:cut])
+    finally:
+        reader.CHUNK = saved
     assert got_header == HEADER
     assert damages == []
     complete = 0
@@ -200,8 +208,6 @@ def test_max_data_is_the_record_limit() -> None:
 def test_index_across_chunk_boundaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    import hyperq.stream.reader as reader
-
     monkeypatch.setattr(reader, "CHUNK", chunk)
     written = [_data(t, b"%d" % t * (t * 7 % 60 + 1), time_ms=t) for t in range(30)]
     path = _write_dir(tmp_path, "U", 1, written)
