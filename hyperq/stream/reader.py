@@ -1,11 +1,11 @@
 """Reading a stream directory: scan files record by record, index tasks' instances.
 
-Files are read in chunks of CHUNK bytes and the index keeps only each record's offset,
-size and time (in arrays, 8 bytes a field), so indexing a directory of many gigabytes
-holds one chunk at a time, and `cat` of one task reads that task's records (`pread`),
-not the whole directory. A torn tail ends a file silently; a damaged record is reported
-(`Index.damages`) and skipped, and reading resumes at the next record whose head
-checks out.
+Files are read in chunks of CHUNK bytes and the index keeps only each record's place
+(channel, offset, size, time), never its data, so indexing a directory of many gigabytes
+holds one chunk at a time, and `cat` of one task reads that task's records (`pread`,
+neighbours merged into one read), not the whole directory. A torn tail ends a file
+silently; a damaged record is reported (`Index.damages`) and skipped, and reading
+resumes at the next record whose head checks out.
 """
 
 from __future__ import annotations
