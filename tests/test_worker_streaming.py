@@ -110,3 +110,18 @@ async def test_write_failure_fails_and_the_next_task_gets_a_fresh_file(tmp_path:
     assert len(list((tmp_path / "logs").glob("*.hqs"))) == 2
     files.close()
     writer.close()
+
+
+async def test_no_pipes_fails_the_task_not_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = StreamFiles("uid1", 7)
+    spec = make_spec(tmp_path, files, ["echo", "lost"])
+
+    def no_pipes(flags: int) -> tuple[int, int]:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "pipe2", no_pipes)
+    outcome = await run_task(spec)
+    assert outcome.error == "Streaming: Too many open files (os error 24)"
+    files.close()

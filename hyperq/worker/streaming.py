@@ -143,11 +143,20 @@ class TaskStream:
             log.error("Stream failed: %s", _os_error_text(error))
             return f"Cannot create stream directory {self.directory}: {_os_error_text(error)}"
         # The pipes exist before `running` starts their pumps.
-        for channel, streamed in enumerate(self.channels):
-            if streamed:
-                read_end, write_end = os.pipe2(os.O_CLOEXEC)
-                self._readers[channel] = trio.lowlevel.FdStream(read_end)
-                self._write_ends[channel] = write_end
+        try:
+            for channel, streamed in enumerate(self.channels):
+                if streamed:
+                    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                    self._readers[channel] = trio.lowlevel.FdStream(read_end)
+                    self._write_ends[channel] = write_end
+        except OSError as error:  # e.g. out of file descriptors: this task fails, not us
+            for reader in self._readers.values():
+                reader.close()
+            for write_end in self._write_ends.values():
+                os.close(write_end)
+            self._readers.clear()
+            self._write_ends.clear()
+            return f"Streaming: {_os_error_text(error)}"
         return None
 
     def child_fds(self, stdout_fd: int, stderr_fd: int) -> tuple[int, int]:
