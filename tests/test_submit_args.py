@@ -22,7 +22,7 @@ from hyperq.cli.submitdesc import (
     DEFAULT_STDERR,
     DEFAULT_STDOUT,
     STDIN_PROMPT,
-    STREAM_IGNORED,
+    STREAM_PIPE,
     BuiltSubmit,
     build_submit,
     default_job_name,
@@ -367,8 +367,7 @@ def test_unknown_placeholders() -> None:
     assert "Found unknown placeholders `BAR, BAZ` in stdout path" in warnings
     assert "Found unknown placeholder `TAS_ID` in stderr path" in warnings
     assert "Found unknown placeholder `BAR` in working directory path" in warnings
-    assert STREAM_IGNORED in warnings
-    assert len(warnings) == 5
+    assert len(warnings) == 4
 
 
 def test_many_output_files() -> None:
@@ -381,16 +380,27 @@ def test_many_output_files() -> None:
         "option to stream all outputs into a single file"
     ]
     assert warnings_of(["--array=1-499", "ls"]) == []
-    assert warnings_of(["--array=1-1000", "--stream=logs", "ls"]) == [STREAM_IGNORED]
+    assert warnings_of(["--array=1-1000", "--stream=logs", "ls"]) == []
 
 
-def test_stream_is_stored_with_a_warning() -> None:
-    # Streaming is not implemented: the user is told where the outputs go instead.
+def test_stream_pipes_channels_not_given() -> None:
     built = build(["--stream=logs", "ls"])
-    assert built.warnings == [STREAM_IGNORED]
+    assert built.warnings == []
     assert built.submit_desc["stream_path"] == "logs"
-    assert built.submit_desc["program"]["stdout"]["path"] == DEFAULT_STDOUT
-    assert warnings_of(["ls"]) == []
+    assert built.submit_desc["program"]["stdout"] == {"path": STREAM_PIPE, "rm_if_finished": False}
+    assert built.submit_desc["program"]["stderr"] == {"path": STREAM_PIPE, "rm_if_finished": False}
+    assert build(["ls"]).submit_desc["program"]["stdout"]["path"] == DEFAULT_STDOUT
+
+
+def test_stream_keeps_explicit_channels() -> None:
+    program = build(["--stream=logs", "--stderr=none", "ls"]).submit_desc["program"]
+    assert program["stdout"]["path"] == STREAM_PIPE
+    assert program["stderr"] is None
+    program = build(["--stream=logs", "--stdout=out-%{TASK_ID}:rm-if-finished", "ls"]).submit_desc[
+        "program"
+    ]
+    assert program["stdout"] == {"path": "out-%{TASK_ID}", "rm_if_finished": True}
+    assert program["stderr"]["path"] == STREAM_PIPE
 
 
 # ---------------------------------------------------------------------------------------
@@ -889,3 +899,15 @@ def test_cli_exit_codes(
     # Global options after the command's first word belong to the command.
     args = session.requests[0][1]["submit_desc"]["program"]["args"]
     assert args == ["bash", "-c", "echo 'hello'", *server]
+
+
+def test_stream_directive_and_command_line_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("s.sh").write_text("#! /bin/bash\n#HQ --stream from-directive --stderr=none\necho\n")
+    built = build(["s.sh"])
+    assert built.submit_desc["stream_path"] == "from-directive"
+    assert built.submit_desc["program"]["stdout"]["path"] == STREAM_PIPE
+    assert built.submit_desc["program"]["stderr"] is None
+    assert build(["--stream=cli", "s.sh"]).submit_desc["stream_path"] == "cli"

@@ -33,8 +33,9 @@ GROUPS: dict[str, str] = {
 ALIASES: dict[str, tuple[str, str]] = {
     "submit": ("hyperq.cli.submit", "submit"),
     "dashboard": ("hyperq.cli.dashboard", "dashboard"),
+    "output-log": ("hyperq.cli.outputlog", "output-log"),
 }
-OUT_OF_SCOPE = ("output-log", "doc", "generate-completion")
+OUT_OF_SCOPE = ("doc", "generate-completion")
 
 MAIN_USAGE = f"""hq {__version__}: HyperQueue task runtime (hyperq)
 
@@ -50,6 +51,7 @@ Commands:
   journal    Commands for the event journal
   alloc      Commands for automatic allocation
   dashboard  Terminal dashboard of the cluster (live, or replayed from a journal)
+  output-log Read output streamed with `--stream`
 
 Global options (accepted at any level):
   --server-dir <PATH>    Server directory [env: HQ_SERVER_DIR, default: ~/.hq-server]

@@ -44,11 +44,8 @@ DEFAULT_JOB_NAME = "job"
 MANY_FILES_LIMIT = 999
 """More task output files than this without `--stream` earns a warning."""
 
-STREAM_IGNORED = (
-    "The `--stream` option is not supported by hyperq yet: task outputs are written to "
-    "their `--stdout`/`--stderr` files (by default `job-<job id>/<task id>.stdout` and "
-    "`.stderr` in the task's working directory)"
-)
+STREAM_PIPE = "<pipe>"
+"""The path of a streamed channel on the wire; shown as `<Stream>` (stream.md §1)."""
 
 STDIN_PROMPT = "Reading data from stdin. In the interactive mode press Ctrl-D to submit."
 DIRECTIVE_MODES = ("auto", "file", "stdin", "off")
@@ -500,6 +497,16 @@ def _output_wire(spec: OutputSpec | None, default: str) -> dict[str, Any] | None
     return {"path": spec.path or default, "rm_if_finished": spec.rm_if_finished}
 
 
+def stream_output_wire(
+    spec: OutputSpec | None, default: str, stream: str | None
+) -> dict[str, Any] | None:
+    """A channel on the wire; with a stream directory, a channel not given is streamed
+    (stream.md §1), while `none` or an explicit path keeps its meaning."""
+    if stream is not None and spec is None:
+        return {"path": STREAM_PIPE, "rm_if_finished": False}
+    return _output_wire(spec, default)
+
+
 # ---------------------------------------------------------------------------------------
 # The whole submit
 
@@ -539,10 +546,6 @@ def build_submit(
     entries = read_entries(options, reader)
     ids, entries, task_count = task_ids(options.array, entries)
     warnings = check_suspicious(options, task_count)
-    if options.stream is not None:
-        # Stored for the day streaming lands; until then say so, since a user would
-        # otherwise look for the outputs in DIR (or through `hq output-log`).
-        warnings.append(STREAM_IGNORED)
 
     env: dict[str, str] = {}
     for key, value in options.env:
@@ -560,8 +563,8 @@ def build_submit(
             "args": command,
             "env": env,
             "cwd": options.cwd if options.cwd is not None else DEFAULT_CWD,
-            "stdout": _output_wire(options.stdout, DEFAULT_STDOUT),
-            "stderr": _output_wire(options.stderr, DEFAULT_STDERR),
+            "stdout": stream_output_wire(options.stdout, DEFAULT_STDOUT, options.stream),
+            "stderr": stream_output_wire(options.stderr, DEFAULT_STDERR, options.stream),
         },
         "resources": resources.to_wire(),
         "pin": options.pin,

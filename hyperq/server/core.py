@@ -10,6 +10,7 @@ events they return; nothing else mutates the model.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 SCHEDULE_BATCH = 1_000
 # How often the watchdog checks heartbeats and idle timeouts.
 WATCHDOG_PERIOD = 0.25
+
+
+def _file_output(channel: Any) -> Any:
+    """The channel if it writes a file; None for `none` and for a streamed channel."""
+    if not channel or channel.get("path") == "<pipe>":
+        return None
+    return channel
 
 
 class WorkerLink:
@@ -179,8 +187,9 @@ class ServerCore:
 
         values = submit_values(job_id, desc["submit_dir"], self.server_uid)
         program = dict(desc["program"])
-        stdout = program.get("stdout")
-        stderr = program.get("stderr")
+        # A streamed channel (`<pipe>`) is no path; it stays as it is.
+        stdout = _file_output(program.get("stdout"))
+        stderr = _file_output(program.get("stderr"))
         cwd, out_path, err_path = resolve_paths(
             program["cwd"],
             stdout["path"] if stdout else None,
@@ -196,7 +205,10 @@ class ServerCore:
         resolved = dict(desc)
         resolved["program"] = program
         if desc.get("stream_path"):
-            resolved["stream_path"] = fill(desc["stream_path"], values)
+            # `stream_path` stays as the client sent it (the journal shows it so);
+            # workers get `stream_dir`, absolute even if placeholders remain (stream.md §1).
+            stream_dir = fill(desc["stream_path"], values)
+            resolved["stream_dir"] = os.path.join(desc["submit_dir"], stream_dir)
         return resolved
 
     # --- services ---------------------------------------------------------------------

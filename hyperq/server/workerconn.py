@@ -286,6 +286,7 @@ def launch_desc(desc: Any) -> dict[str, Any]:
         "task_dir": desc.get("task_dir", False),
         "pin": desc.get("pin"),
         "time_limit": desc.get("time_limit"),
+        "stream_dir": desc.get("stream_dir"),
     }
 
 

@@ -370,6 +370,8 @@ class LaunchDesc(Struct, frozen=True):
     task_dir: bool = False
     pin: str | None = None
     time_limit: float | None = None
+    # Where streamed channels (path `<pipe>`) go: the submit's --stream DIR, resolved.
+    stream_dir: str | None = None
 
 
 class LaunchItem(Struct, frozen=True):

@@ -38,10 +38,14 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
 from hyperq.common.placeholders import resolve_paths, task_values
+
+if TYPE_CHECKING:
+    from hyperq.worker.streaming import TaskStream
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,8 @@ class TaskLaunchSpec:
     # The worker's environment, snapshotted once by the caller (copying os.environ costs
     # ~40 us per task); None = os.environ now.
     base_env: Mapping[str, str] | None = None
+    # Streamed channels (`--stream`) go through pipes into this; their paths are None.
+    stream: TaskStream | None = None
 
 
 class _SetupError(Exception):
@@ -482,7 +488,14 @@ async def run_task(spec: TaskLaunchSpec) -> TaskOutcome:
             assert task_dir is not None
             env.update(_write_node_files(task_dir, spec.node_hosts))
         cwd, stdout, stderr = _task_paths(spec)
-        return await _run_process(spec, env, argv, cwd, stdout, stderr, task_dir)
+        if spec.stream is None:
+            return await _run_process(spec, env, argv, cwd, stdout, stderr, task_dir)
+        error = await spec.stream.open()
+        if error is not None:
+            return failed(error)
+        async with spec.stream.running():
+            outcome = await _run_process(spec, env, argv, cwd, stdout, stderr, task_dir)
+        return outcome if spec.stream.error is None else failed(spec.stream.error)
     except _SetupError as e:
         return failed(str(e))
     finally:
@@ -538,6 +551,9 @@ async def _run_process(
         to_close.append(out_fd)
         err_fd = _open_output(stderr, "stderr", devnull)
         to_close.append(err_fd)
+        if spec.stream is not None:
+            out_fd, err_fd = spec.stream.child_fds(out_fd, err_fd)
+            to_close += [out_fd, err_fd]
         in_fd = devnull
         if spec.stdin:
             read_end, write_end = os.pipe2(os.O_CLOEXEC)

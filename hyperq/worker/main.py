@@ -44,6 +44,7 @@ from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
 from hyperq.worker.guardian import Guardian
 from hyperq.worker.launcher import ProgramCache, TaskLaunchSpec, TaskOutcome, failed, run_task
+from hyperq.worker.streaming import StreamFiles, attach_stream
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ class WorkerRuntime:
         # Copying os.environ per task costs more than the rest of preparing it.
         self.base_env = dict(os.environ)
         self.programs = ProgramCache()
+        self.stream_files = StreamFiles(self.server_uid, self.worker_id)
         self.ending: Ending | None = None
         self.receive_scope = trio.CancelScope()
         self.task_scopes: dict[tuple[int, int], tuple[int, trio.CancelScope]] = {}
@@ -218,6 +220,7 @@ class WorkerRuntime:
                     tasks.cancel_scope.cancel()
                 elif self.task_scopes:
                     log.info("Waiting for %d running task(s) to finish", len(self.task_scopes))
+            self.stream_files.close()
             await self._close_connection()
             services.cancel_scope.cancel()
         return self.ending.exit_code if self.ending else 1
@@ -294,7 +297,7 @@ class WorkerRuntime:
         allocation = Allocation.from_wire(item.allocation)
         stdout = program.stdout
         stderr = program.stderr
-        return TaskLaunchSpec(
+        spec = TaskLaunchSpec(
             job_id=item.job,
             task_id=item.task,
             instance=item.instance,
@@ -322,6 +325,7 @@ class WorkerRuntime:
             on_process=self.guardian.track,
             programs=self.programs,
         )
+        return attach_stream(spec, desc.stream_dir, self.stream_files)
 
     async def _run_one(self, spec: TaskLaunchSpec, scope: trio.CancelScope) -> None:
         key = (spec.job_id, spec.task_id)

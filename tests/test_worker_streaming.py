@@ -1,0 +1,126 @@
+"""The worker's streaming through `run_task`, with real task processes and no server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from hyperq.stream.format import KIND_END, FileHeader, Record
+from hyperq.stream.reader import read_records
+from hyperq.worker.launcher import TaskLaunchSpec, run_task
+from hyperq.worker.streaming import StreamError, StreamFiles, TaskStream, attach_stream
+
+PIPE = {"path": "<pipe>", "rm_if_finished": False}
+
+
+def make_spec(tmp_path: Path, files: StreamFiles, argv: list[str], **changes) -> TaskLaunchSpec:
+    work_dir = tmp_path / "work"
+    work_dir.mkdir(exist_ok=True)
+    spec = TaskLaunchSpec(
+        job_id=changes.pop("job_id", 1),
+        task_id=changes.pop("task_id", 0),
+        instance=changes.pop("instance", 0),
+        argv=argv,
+        env={},
+        cwd=str(tmp_path),
+        stdout="<pipe>",
+        stderr="<pipe>",
+        submit_dir=str(tmp_path),
+        server_uid="uid1",
+        work_dir=str(work_dir),
+        **changes,
+    )
+    return attach_stream(spec, str(tmp_path / "logs"), files)
+
+
+def records_in(directory: Path) -> list[Record]:
+    [path] = list(directory.glob("*.hqs"))
+    header, records, damages = read_records(path.read_bytes())
+    assert header == FileHeader("uid1", 7)
+    assert damages == []
+    return records
+
+
+async def test_output_and_end_are_on_disk_when_run_task_returns(tmp_path: Path) -> None:
+    files = StreamFiles("uid1", 7)
+    spec = make_spec(tmp_path, files, ["bash", "-c", "echo out; echo err >&2; exit 3"])
+    outcome = await run_task(spec)
+    assert outcome.error == "Program terminated with exit code 3."
+    records = records_in(tmp_path / "logs")
+    data = {(r.channel, r.data) for r in records if r.kind != KIND_END}
+    assert data == {(0, b"out\n"), (1, b"err\n")}
+    assert records[-1].kind == KIND_END
+    files.close()
+
+
+async def test_many_tasks_share_one_file_without_mixing(tmp_path: Path) -> None:
+    files = StreamFiles("uid1", 7)
+    async with trio.open_nursery() as nursery:
+        for task in range(8):
+            script = f"for i in $(seq 200); do echo task{task}-line$i; done"
+            spec = make_spec(tmp_path, files, ["bash", "-c", script], task_id=task)
+            nursery.start_soon(run_task, spec)
+    records = records_in(tmp_path / "logs")
+    for task in range(8):
+        text = b"".join(r.data for r in records if r.task == task)
+        assert text == b"".join(b"task%d-line%d\n" % (task, i) for i in range(1, 201))
+        assert [r.kind for r in records if r.task == task][-1] == KIND_END
+    files.close()
+
+
+async def test_cancel_keeps_what_was_printed(tmp_path: Path) -> None:
+    files = StreamFiles("uid1", 7)
+    marker = tmp_path / "printed"
+    spec = make_spec(tmp_path, files, ["bash", "-c", f"echo Start; touch {marker}; sleep 100"])
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_task, spec)
+            while not marker.exists():
+                await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+    assert [r.data for r in records_in(tmp_path / "logs") if r.data] == [b"Start\n"]
+    files.close()
+
+
+async def test_uncreatable_directory_fails_the_task(tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("a file")
+    files = StreamFiles("uid1", 7)
+    spec = make_spec(tmp_path, files, ["echo", "lost"])
+    outcome = await run_task(spec)
+    assert outcome.error is not None
+    assert outcome.error.startswith(f"Cannot create stream directory {tmp_path / 'logs'}: ")
+    files.close()
+
+
+async def test_write_failure_fails_and_the_next_task_gets_a_fresh_file(tmp_path: Path) -> None:
+    files = StreamFiles("uid1", 7)
+    writer = await files.writer(str(tmp_path / "logs"))
+    os.close(writer.fd)
+    writer.fd = os.open(os.devnull, os.O_RDONLY)  # writes now fail with EBADF
+    writer.append(b"x")
+    with pytest.raises(StreamError):
+        await writer.write_pending()
+    stream = TaskStream(files, str(tmp_path / "logs"), (1, 0, 0), (True, False))
+    assert await stream.open() is None
+    assert stream._writer is not writer
+    assert len(list((tmp_path / "logs").glob("*.hqs"))) == 2
+    files.close()
+    writer.close()
+
+
+async def test_no_pipes_fails_the_task_not_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = StreamFiles("uid1", 7)
+    spec = make_spec(tmp_path, files, ["echo", "lost"])
+
+    def no_pipes(flags: int) -> tuple[int, int]:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "pipe2", no_pipes)
+    outcome = await run_task(spec)
+    assert outcome.error == "Streaming: Too many open files (os error 24)"
+    files.close()
