@@ -222,7 +222,9 @@ class TaskStream:
             self.error = f"Streaming: {error}"
 
 
-def attach_stream(spec: TaskLaunchSpec, directory: str | None, files: StreamFiles) -> TaskLaunchSpec:
+def attach_stream(
+    spec: TaskLaunchSpec, directory: str | None, files: StreamFiles
+) -> TaskLaunchSpec:
     """`spec` with its streamed channels (path `<pipe>`) routed into `files`."""
     channels = (spec.stdout == PIPE_MARK, spec.stderr == PIPE_MARK)
     if directory is None or not any(channels):
