@@ -104,13 +104,19 @@ class TaskRecord:
 
 
 class Submit:
-    """One `job-created` worth of tasks sharing one description and one ResourceRequest."""
+    """One `job-created` worth of tasks sharing one description and one ResourceRequest,
+    or one task of a graph submit (`node` = its task ID; see `graph_task`).
+
+    Graph tasks are the only ones with dependencies: `deps` as written, `waiting_deps`
+    the number of registered deps not yet finished (the task is ready at 0).
+    """
 
     __slots__ = (
         "_drop_starts",
         "ahead",
         "crash_limit",
         "cursor",
+        "deps",
         "desc",
         "dropped",
         "entries",
@@ -119,17 +125,27 @@ class Submit:
         "index",
         "job_id",
         "never_restart",
+        "node",
         "priority",
         "pristine_left",
         "request",
         "requeued",
         "submitted_at",
+        "waiting_deps",
     )
 
     def __init__(
-        self, job_id: int, index: int, desc: Mapping[str, Any], submitted_at: float
+        self,
+        job_id: int,
+        index: int,
+        desc: Mapping[str, Any],
+        submitted_at: float,
+        request: ResourceRequest | None = None,
     ) -> None:
-        """Builds from a resolved submit description; raises ValueError/KeyError if bad."""
+        """Builds from a resolved submit description; raises ValueError/KeyError if bad.
+
+        `request`: the parsed `desc["resources"]` when the caller has it already (graph
+        tasks share a few requests among many tasks)."""
         self.job_id = job_id
         self.index = index
         self.desc = desc
@@ -139,9 +155,15 @@ class Submit:
         entries = tasks.get("entries")
         self.entries: list[Any] | None = list(entries) if entries is not None else None
         self.entry_offset = int(tasks.get("entry_offset", 0))
-        self.request = ResourceRequest.from_wire(desc["resources"])
+        self.request = (
+            request if request is not None else ResourceRequest.from_wire(desc["resources"])
+        )
         self.priority = int(desc.get("priority", 0))
         self.crash_limit, self.never_restart = parse_crash_limit(desc.get("crash_limit", 5))
+        deps = desc.get("deps")
+        self.deps: tuple[int, ...] = tuple(deps) if deps else ()
+        self.node: int | None = self.ids.items[0][0] if "graph" in desc else None
+        self.waiting_deps = 0
         # Ranks below `cursor` are never pristine; at or above it a rank is pristine
         # unless it is in `ahead` (it got a record out of order) or in `dropped`.
         self.cursor = 0
@@ -155,6 +177,11 @@ class Submit:
     @property
     def has_waiting(self) -> bool:
         return self.pristine_left > 0 or bool(self.requeued)
+
+    @property
+    def is_ready(self) -> bool:
+        """Has a waiting, unplaced task whose dependencies all finished."""
+        return self.waiting_deps == 0 and (self.pristine_left > 0 or bool(self.requeued))
 
     def entry(self, task_id: int) -> Any:
         if self.entries is None:
@@ -302,6 +329,7 @@ class Job:
         "cancel_reason",
         "completed_at",
         "counts",
+        "dependants",
         "id",
         "is_open",
         "max_fails",
@@ -331,6 +359,9 @@ class Job:
         self.counts: dict[TaskState, int] = {state: 0 for state in TaskState}
         self.total = 0
         self.workers_used: set[int] = set()
+        # Reverse dependency edges: task ID → graph tasks waiting for it to finish.
+        # An entry goes when its task completes, so finishing costs O(its dependants).
+        self.dependants: dict[int, list[Submit]] = {}
         # Submits ordered by their lowest task ID, with the highest ID seen up to each,
         # so that finding a task's submit is a bisection even in an open job with
         # thousands of submits.
@@ -340,8 +371,13 @@ class Job:
 
     # -- structure --------------------------------------------------------------------
 
-    def add_submit(self, desc: Mapping[str, Any], submitted_at: float) -> Submit:
-        submit = Submit(self.id, len(self.submits), desc, submitted_at)
+    def add_submit(
+        self,
+        desc: Mapping[str, Any],
+        submitted_at: float,
+        request: ResourceRequest | None = None,
+    ) -> Submit:
+        submit = Submit(self.id, len(self.submits), desc, submitted_at, request)
         self.submits.append(submit)
         self.total += len(submit.ids)
         low, high = submit.ids.min(), submit.ids.max()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 
 from hyperq.common.resources import Allocation, ResourceRequest, WorkerAllocator, fits_ever
+from hyperq.server.model.graph import Lane
 from hyperq.server.model.jobs import Submit
 from hyperq.server.model.state import Assignment, Model
 from hyperq.server.model.workers import Worker
@@ -63,6 +64,19 @@ class _SubmitQueue:
         self._next = self._peek()
 
 
+class _LaneQueue:
+    """Ready graph tasks of one lane in ID order, walked locally during one pass."""
+
+    __slots__ = ("_walk", "head")
+
+    def __init__(self, lane: Lane) -> None:
+        self._walk = lane.walk()
+        self.head: int | None = next(self._walk, None)
+
+    def pop(self) -> None:
+        self.head = next(self._walk, None)
+
+
 def _worker_order(model: Model) -> list[Worker]:
     workers = [w for _, w in sorted(model.workers.items()) if w.accepts_tasks]
     busy = [w for w in workers if w.tasks]
@@ -95,9 +109,10 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     # Requests nobody can take right now are settled once, not once per submit: when
     # every worker is full, a pass over thousands of waiting submits stays cheap.
     fits_now: dict[ResourceRequest, bool] = {}
-    heap: list[tuple[int, int, int, int, _SubmitQueue]] = []
-    for submit in model.ready.values():
-        request = submit.request
+    heap: list[tuple[int, int, int, int, _SubmitQueue | _LaneQueue, ResourceRequest]] = []
+    sources: list[Submit | Lane] = [*model.ready.values(), *model.lanes.values()]
+    for source in sources:
+        request = source.request
         if request.n_nodes > 0:
             continue  # multi-node tasks: later
         fits = fits_now.get(request)
@@ -105,9 +120,15 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             fits = fits_now[request] = _fits_somewhere(order, lifetimes, request)
         if not fits:
             continue
-        queue = _SubmitQueue(submit)
+        if isinstance(source, Lane):
+            # Lanes rank after the job's submits on equal IDs (they never share one).
+            queue: _SubmitQueue | _LaneQueue = _LaneQueue(source)
+            index = -source.index
+        else:
+            queue = _SubmitQueue(source)
+            index = source.index
         if queue.head is not None:
-            heap.append((-submit.priority, submit.job_id, queue.head, submit.index, queue))
+            heap.append((-source.priority, source.job_id, queue.head, index, queue, request))
     heapq.heapify(heap)
     # Per request: index into `order` below which every worker already refused it.
     first_candidate: dict[ResourceRequest, int] = {}
@@ -115,8 +136,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     out: list[Assignment] = []
     try:
         while heap and len(out) < limit:
-            neg_priority, job_id, task_id, index, queue = heap[0]
-            request = queue.submit.request
+            neg_priority, job_id, task_id, index, queue, request = heap[0]
             k = first_candidate.get(request, 0)
             placed: tuple[Worker, Allocation] | None = None
             while k < len(order):
@@ -141,7 +161,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             if queue.head is None:
                 heapq.heappop(heap)
             else:
-                heapq.heapreplace(heap, (neg_priority, job_id, queue.head, index, queue))
+                heapq.heapreplace(heap, (neg_priority, job_id, queue.head, index, queue, request))
     finally:
         for allocator, allocation in reversed(taken):
             allocator.release(allocation)
@@ -164,8 +184,8 @@ def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
     if worker.descriptor is None or not worker.accepts_tasks:
         return True
     life = worker.remaining_lifetime(now)
-    for submit in model.ready.values():
-        request = submit.request
+    for source in [*model.ready.values(), *model.lanes.values()]:
+        request = source.request
         if request.n_nodes > 0:
             continue
         if (life is None or life >= request.min_time) and fits_ever(worker.descriptor, request):
