@@ -26,8 +26,14 @@ from hyperq.server.model.state import NotFound, WrongState, crash_limit_error
 from tests.test_model import Driver, replayed, submit_desc
 
 
-def node(task_id: int, deps: Sequence[int] = (), *, cpus: str = "1", priority: int = 0,
-         crash_limit: int | str = 5) -> dict[str, Any]:  # fmt: skip
+def node(
+    task_id: int,
+    deps: Sequence[int] = (),
+    *,
+    cpus: str = "1",
+    priority: int = 0,
+    crash_limit: int | str = 5,
+) -> dict[str, Any]:
     return {
         "id": task_id,
         "deps": list(deps),
@@ -62,7 +68,12 @@ def states(d: Driver, job_id: int) -> dict[int, str]:
 
 
 def aborted_ids(event: Any) -> list[int]:
-    return [t for _job, items in event.tasks for s, last, step in items for t in range(s, last + 1, step)]  # fmt: skip
+    return [
+        t
+        for _job, items in event.tasks
+        for start, last, step in items
+        for t in range(start, last + 1, step)
+    ]
 
 
 def test_diamond_runs_in_dependency_order() -> None:

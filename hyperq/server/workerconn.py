@@ -207,7 +207,7 @@ class WorkerHandler:
                     if key not in desc_keys:
                         desc_keys[key] = str(len(descs))
                         descs[desc_keys[key]] = launch_desc(
-                            model.job_submits(effect.job_id)[view.submit_index]
+                            model.submit_desc(effect.job_id, view.submit_index)
                         )
                     tasks.append(
                         {

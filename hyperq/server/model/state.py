@@ -1090,6 +1090,10 @@ class Model:
         job = self.jobs.get(job_id)
         return [submit.desc for submit in job.submits] if job is not None else []
 
+    def submit_desc(self, job_id: int, index: int) -> Mapping[str, Any]:
+        """One submit's description (O(1): a graph job has one submit per task)."""
+        return self.jobs[job_id].submits[index].desc
+
     def job_submit_times(self, job_id: int) -> list[float]:
         """When each of the job's submits was made, in `job_submits` order."""
         job = self.jobs.get(job_id)
