@@ -51,6 +51,11 @@ the client (`hq submit`) and completed by the server (`Model.submit`):
       "stdin": bytes | None,
     }
 
+A graph submit (`Model.submit_graph`, graphs.md) is instead
+`{"submit_dir", "stream_path", "graph": [TASK_DESC, ...]}`: one description per task in
+the form above (its `tasks.ids` = that one task) plus `"deps": [int, ...]`, `"graph": k`
+(the k-th user submit of the job) and optionally `"variants"` (all resource variants).
+
 The server stores `tasks.ids` always resolved (never None) so that replaying a
 `job-created` needs no decision. Keys the model does not know are kept as they are.
 """
@@ -507,6 +512,13 @@ def _export_resources(raw: Any) -> Any:
 
 
 def _export_submit(desc: Mapping[str, Any]) -> dict[str, Any]:
+    graph = desc.get("graph")
+    if graph is not None:
+        return {
+            "submit_dir": desc.get("submit_dir"),
+            "stream_path": desc.get("stream_path"),
+            "task_desc": {"n_tasks": len(graph)},
+        }
     tasks = desc.get("tasks") or {}
     return {
         "submit_dir": desc.get("submit_dir"),
