@@ -314,3 +314,33 @@ def test_random_dags_end_as_the_rules_say(
     aborts = [e for e in d.events if isinstance(e, TaskAborted)]
     finished = {e.task for e in d.events if isinstance(e, TaskFinished)}
     assert all(set(aborted_ids(e)).isdisjoint(finished) for e in aborts)
+
+
+def test_resource_variants_earliest_fitting_wins() -> None:
+    """test_job_file_resource_variants3: 2 tasks get variant 0 (limited by x), 3 variant 1."""
+    from hyperq.common.resources import ResourceDescriptor, ResourceDescriptorItem
+
+    d = Driver()
+    descriptor = ResourceDescriptor(
+        (ResourceDescriptorItem.of_range("cpus", 0, 4), ResourceDescriptorItem.of_sum("x", 20_000))
+    )
+    config = {"hostname": "w", "time_limit": None, "resources": descriptor.to_json()}
+    d.do(d.model.worker_connected(config, now=d.now))
+    tasks = []
+    for i in range(5):
+        task = node(i)
+        task["variants"] = [
+            parse_task_request("1", ["x=1"]).to_wire(),
+            parse_task_request("1", ()).to_wire(),
+        ]
+        task["resources"] = task["variants"][0]
+        tasks.append(task)
+    job = graph(d, tasks)
+    assignments = d.run()
+    assert sorted(a.variant for a in assignments) == [0, 0, 1, 1, 1]
+    started = [e for e in d.events if type(e).__name__ == "TaskStarted"]
+    assert sorted(e.variant for e in started) == [0, 0, 1, 1, 1]  # type: ignore[attr-defined]
+    for task_id in range(5):
+        d.finish(job, task_id)
+    assert d.state(job) == JobState.FINISHED
+    assert replayed(d.events).snapshot() == d.model.snapshot()

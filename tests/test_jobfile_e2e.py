@@ -241,3 +241,28 @@ command = ["bash", "-c", "echo $HQ_ENTRY > out$HQ_TASK_ID"]
     cluster.wait_for_job_state(1, "FINISHED")
     got = {n: (cluster.work_dir / f"out{n}").read_text() for n in (2, 10, 11, 12)}
     assert got == {2: "a\n", 10: "bb\n", 11: "ccc\n", 12: "x\n"}
+
+
+def test_resource_variants_choose_what_fits(cluster: ClusterEnv) -> None:
+    """test_job_file_resource_variants1/2: only the gpus worker fits the second variant."""
+    cluster.start_server()
+    cluster.start_worker(cpus=2)
+    cluster.start_worker("--resource", "gpus=[0,1]", cpus=2)
+    job = """
+[[task]]
+id = 0
+command = ["bash", "-c", "echo $HQ_RESOURCE_VARIANT $HQ_RESOURCE_REQUEST_gpus > out"]
+
+[[task.request]]
+resources = { "cpus" = "8" }
+
+[[task.request]]
+resources = { "cpus" = "1", "gpus" = "2" }
+"""
+    cluster.command(["job", "submit-file", write(cluster, "v.toml", job)])
+    cluster.wait_for_job_state(1, "FINISHED")
+    assert (cluster.work_dir / "out").read_text() == "1 2 compact\n"
+    task = cluster.json(["task", "info", "1", "0"])[0]
+    assert task["worker"] == 2  # the only worker with gpus
+    info = cluster.command(["task", "info", "1", "0"])
+    assert "# Variant 1" in info and "# Variant 2" in info

@@ -217,6 +217,7 @@ class TaskAssigned(Event):
     job: int
     task: int
     worker: int
+    variant: int = 0  # index of the resource variant it runs with
 
 
 @dataclass(frozen=True)

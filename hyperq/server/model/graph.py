@@ -4,7 +4,7 @@ A graph task is a Submit of its own (`Submit.node` = its task ID), so every per-
 path of the model (records, views, launch descriptions) works for it unchanged, and only
 graph tasks pay per-task memory. What the scheduler needs differs: thousands of ready
 graph tasks must not cost a scheduling pass one entry each. So ready graph tasks of one
-job that share a priority and a resource request sit in one *lane*, which the scheduler
+job that share a priority and resource variants sit in one *lane*, which the scheduler
 walks like an array submit: in ascending task ID order.
 
 Bookkeeping is O(1) per edge: a task holds a counter of unfinished dependencies, the job
@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from hyperq.common.resources import ResourceRequest
 from hyperq.server.model.jobs import ACTIVE, Job
 
-LaneKey = tuple[int, int, ResourceRequest]
-"""(job ID, priority, request)."""
+LaneKey = tuple[int, int, tuple[ResourceRequest, ...]]
+"""(job ID, priority, resource variants)."""
 
 # Stale entries skipped at the head of a lane before the list is compacted; compaction
 # costs a copy of the rest, so it is done only when the skipped part dominates.
@@ -35,10 +35,10 @@ class Lane:
     lazy: tasks leave the lane from its head far more often than from its middle).
     """
 
-    __slots__ = ("head", "ids", "index", "job_id", "members", "priority", "request")
+    __slots__ = ("head", "ids", "index", "job_id", "members", "priority", "variants")
 
     def __init__(self, key: LaneKey, index: int) -> None:
-        self.job_id, self.priority, self.request = key
+        self.job_id, self.priority, self.variants = key
         self.index = index  # unique among lanes: breaks ties in the scheduler's heap
         self.ids: list[int] = []
         self.head = 0

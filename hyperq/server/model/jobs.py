@@ -131,6 +131,7 @@ class Submit:
         "request",
         "requeued",
         "submitted_at",
+        "variants",
         "waiting_deps",
     )
 
@@ -141,6 +142,7 @@ class Submit:
         desc: Mapping[str, Any],
         submitted_at: float,
         request: ResourceRequest | None = None,
+        variants: tuple[ResourceRequest, ...] | None = None,
     ) -> None:
         """Builds from a resolved submit description; raises ValueError/KeyError if bad.
 
@@ -158,6 +160,12 @@ class Submit:
         self.request = (
             request if request is not None else ResourceRequest.from_wire(desc["resources"])
         )
+        # Resource variants in order (graphs.md §1.3); the first is `request`.
+        if variants is None:
+            raw = desc.get("variants")
+            variants = tuple(ResourceRequest.from_wire(v) for v in raw) if raw else (self.request,)
+        self.variants = variants
+        self.request = variants[0]
         self.priority = int(desc.get("priority", 0))
         self.crash_limit, self.never_restart = parse_crash_limit(desc.get("crash_limit", 5))
         deps = desc.get("deps")
@@ -376,8 +384,9 @@ class Job:
         desc: Mapping[str, Any],
         submitted_at: float,
         request: ResourceRequest | None = None,
+        variants: tuple[ResourceRequest, ...] | None = None,
     ) -> Submit:
-        submit = Submit(self.id, len(self.submits), desc, submitted_at, request)
+        submit = Submit(self.id, len(self.submits), desc, submitted_at, request, variants)
         self.submits.append(submit)
         self.total += len(submit.ids)
         low, high = submit.ids.min(), submit.ids.max()

@@ -29,6 +29,8 @@ from hyperq.server.model.workers import Worker
 
 DEFAULT_BATCH = 1_000
 
+Variants = tuple[ResourceRequest, ...]
+
 
 class _SubmitQueue:
     """Waiting tasks of one submit in ID order, walked locally during one pass."""
@@ -108,16 +110,19 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     lifetimes = [w.remaining_lifetime(now) for w in order]
     # Requests nobody can take right now are settled once, not once per submit: when
     # every worker is full, a pass over thousands of waiting submits stays cheap.
-    fits_now: dict[ResourceRequest, bool] = {}
-    heap: list[tuple[int, int, int, int, _SubmitQueue | _LaneQueue, ResourceRequest]] = []
+    fits_now: dict[Variants, bool] = {}
+    heap: list[tuple[int, int, int, int, _SubmitQueue | _LaneQueue, Variants]] = []
     sources: list[Submit | Lane] = [*model.ready.values(), *model.lanes.values()]
     for source in sources:
-        request = source.request
-        if request.n_nodes > 0:
+        variants = source.variants
+        if all(request.n_nodes > 0 for request in variants):
             continue  # multi-node tasks: later
-        fits = fits_now.get(request)
+        fits = fits_now.get(variants)
         if fits is None:
-            fits = fits_now[request] = _fits_somewhere(order, lifetimes, request)
+            fits = fits_now[variants] = any(
+                request.n_nodes == 0 and _fits_somewhere(order, lifetimes, request)
+                for request in variants
+            )
         if not fits:
             continue
         if isinstance(source, Lane):
@@ -128,40 +133,44 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             queue = _SubmitQueue(source)
             index = source.index
         if queue.head is not None:
-            heap.append((-source.priority, source.job_id, queue.head, index, queue, request))
+            heap.append((-source.priority, source.job_id, queue.head, index, queue, variants))
     heapq.heapify(heap)
-    # Per request: index into `order` below which every worker already refused it.
-    first_candidate: dict[ResourceRequest, int] = {}
+    # Per variants: index into `order` below which every worker already refused them.
+    first_candidate: dict[Variants, int] = {}
     taken: list[tuple[WorkerAllocator, Allocation]] = []
     out: list[Assignment] = []
     try:
         while heap and len(out) < limit:
-            neg_priority, job_id, task_id, index, queue, request = heap[0]
-            k = first_candidate.get(request, 0)
-            placed: tuple[Worker, Allocation] | None = None
-            while k < len(order):
+            neg_priority, job_id, task_id, index, queue, variants = heap[0]
+            k = first_candidate.get(variants, 0)
+            placed: tuple[Worker, Allocation, int] | None = None
+            while k < len(order) and placed is None:
                 worker = order[k]
                 life = lifetimes[k]
-                if life is None or life >= request.min_time:
+                # On one worker the earliest variant that fits wins (graphs.md §1.3).
+                for number, request in enumerate(variants):
+                    if request.n_nodes > 0 or (life is not None and life < request.min_time):
+                        continue
                     assert worker.allocator is not None
                     allocation = worker.allocator.try_allocate(request)
                     if allocation is not None:
-                        placed = (worker, allocation)
+                        placed = (worker, allocation, number)
                         break
-                k += 1
-            first_candidate[request] = k
+                else:
+                    k += 1
+            first_candidate[variants] = k
             if placed is None:
                 heapq.heappop(heap)
                 continue
-            worker, allocation = placed
+            worker, allocation, number = placed
             assert worker.allocator is not None
             taken.append((worker.allocator, allocation))
-            out.append(Assignment(job_id, task_id, worker.id, allocation))
+            out.append(Assignment(job_id, task_id, worker.id, allocation, number))
             queue.pop()
             if queue.head is None:
                 heapq.heappop(heap)
             else:
-                heapq.heapreplace(heap, (neg_priority, job_id, queue.head, index, queue, request))
+                heapq.heapreplace(heap, (neg_priority, job_id, queue.head, index, queue, variants))
     finally:
         for allocator, allocation in reversed(taken):
             allocator.release(allocation)
@@ -185,9 +194,9 @@ def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
         return True
     life = worker.remaining_lifetime(now)
     for source in [*model.ready.values(), *model.lanes.values()]:
-        request = source.request
-        if request.n_nodes > 0:
-            continue
-        if (life is None or life >= request.min_time) and fits_ever(worker.descriptor, request):
-            return False
+        for request in source.variants:
+            if request.n_nodes > 0:
+                continue
+            if (life is None or life >= request.min_time) and fits_ever(worker.descriptor, request):
+                return False
     return True

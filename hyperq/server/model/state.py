@@ -161,6 +161,7 @@ class Assignment(NamedTuple):
     task_id: int
     worker_id: int
     allocation: Allocation
+    variant: int = 0
 
 
 class _ItemIndex:
@@ -263,7 +264,7 @@ class Model:
     def _refresh_node(self, submit: Submit) -> None:
         """A graph task joins or leaves its lane (it is in one iff ready)."""
         assert submit.node is not None
-        key = (submit.job_id, submit.priority, submit.request)
+        key = (submit.job_id, submit.priority, submit.variants)
         lane = self.lanes.get(key)
         if submit.is_ready:
             if lane is None:
@@ -358,7 +359,9 @@ class Model:
             if (job_id, task_id) in known and record.state == TaskState.RUNNING:
                 # Account for what the task holds; the allocator was rebuilt empty.
                 if worker.allocator is not None:
-                    record.allocation = worker.allocator.try_allocate(record.submit.request)
+                    record.allocation = worker.allocator.try_allocate(
+                        record.submit.variants[record.variant]
+                    )
                 continue
             self._unplace(job, record)
             record.instance += 1
@@ -442,17 +445,17 @@ class Model:
 
     def _add_graph(self, job: Job, graph: Any, time: float) -> None:
         """One submit of graph tasks (descriptions as `submit_graph` makes them)."""
-        requests: dict[Any, ResourceRequest] = {}
+        requests: dict[Any, tuple[ResourceRequest, ...]] = {}
         added: list[Submit] = []
         try:
             # Ascending IDs keep the job's submit index cheap to extend.
             for desc in sorted(graph, key=_node_id):
-                raw = desc["resources"]
+                raw = desc.get("variants") or [desc["resources"]]
                 key = _frozen(raw)
-                request = requests.get(key)
-                if request is None:
-                    request = requests[key] = ResourceRequest.from_wire(raw)
-                added.append(job.add_submit(desc, time, request))
+                variants = requests.get(key)
+                if variants is None:
+                    variants = requests[key] = tuple(ResourceRequest.from_wire(v) for v in raw)
+                added.append(job.add_submit(desc, time, variants[0], variants))
         except (KeyError, TypeError, ValueError) as error:
             self.warnings.append(f"Tasks submitted to job {job.id} were ignored: {error}")
         for submit in added:
@@ -519,7 +522,9 @@ class Model:
             submit = found[0]
         if submit.waiting_deps:
             return []
-        allocation = worker.allocator.try_allocate(submit.request)
+        if not 0 <= event.variant < len(submit.variants):
+            return []
+        allocation = worker.allocator.try_allocate(submit.variants[event.variant])
         if allocation is None:
             return []
         if record is None:
@@ -529,6 +534,7 @@ class Model:
         record.worker = worker.id
         record.workers = (worker.id,)
         record.allocation = allocation
+        record.variant = event.variant
         job.sync_queue(record)
         worker.tasks.add((job.id, record.task_id))
         self._refresh(submit)
@@ -911,7 +917,7 @@ class Model:
 
     def assign(self, assignments: Iterable[Assignment], *, now: float) -> list[Event]:
         """Scheduler decisions as events; apply them right away, in this order."""
-        return [TaskAssigned(now, a.job_id, a.task_id, a.worker_id) for a in assignments]
+        return [TaskAssigned(now, a.job_id, a.task_id, a.worker_id, a.variant) for a in assignments]
 
     def _placed_record(
         self, job_id: int, task_id: int, worker_id: int, instance: int
@@ -936,7 +942,9 @@ class Model:
         starts late, or with the end), as the event the journal needs; [] if known."""
         if record.state != TaskState.WAITING:
             return []
-        return [TaskStarted(at, job_id, record.task_id, record.instance, (worker_id,))]
+        return [
+            TaskStarted(at, job_id, record.task_id, record.instance, (worker_id,), record.variant)
+        ]
 
     def task_started(
         self,
@@ -951,6 +959,7 @@ class Model:
         found = self._placed_record(job_id, task_id, worker_id, instance)
         if found is None or found[1].state != TaskState.WAITING:
             return []
+        variant = variant or found[1].variant
         return [TaskStarted(now, job_id, task_id, instance, (worker_id,), variant)]
 
     def task_finished(
