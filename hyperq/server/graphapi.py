@@ -147,24 +147,30 @@ def check_task(raw: Any, index: int, requests: dict[str, list[Any]]) -> dict[str
 
 
 def _resolver(core: ServerCore, submit_dir: str, job_id: int) -> Any:
-    """Stage-1 path resolution per distinct (cwd, stdout, stderr): graph tasks mostly
-    share their paths, and resolving costs more than a dict lookup."""
-    cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+    """Stage-1 path resolution, once per distinct program: equal programs of a graph
+    (often all of them but their IDs) become one shared map, which saves the server both
+    the resolving and the memory of a copy per task."""
+    paths: dict[tuple[Any, ...], dict[str, Any]] = {}
+    programs: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def resolve(program: dict[str, Any]) -> dict[str, Any]:
         out, err = program["stdout"], program["stderr"]
-        key = (
+        where = (
             program["cwd"],
             None if out is None else (out["path"], out["rm_if_finished"]),
             None if err is None else (err["path"], err["rm_if_finished"]),
         )
-        paths = cache.get(key)
-        if paths is None:
-            resolved = core.resolve_submit(
-                {"submit_dir": submit_dir, "program": program, "stream_path": None}, job_id
-            )["program"]
-            paths = cache[key] = {k: resolved[k] for k in ("cwd", "stdout", "stderr")}
-        return {**program, **paths}
+        key = (where, tuple(program["args"]), tuple(program["env"].items()))
+        shared = programs.get(key)
+        if shared is None:
+            resolved = paths.get(where)
+            if resolved is None:
+                whole = core.resolve_submit(
+                    {"submit_dir": submit_dir, "program": program, "stream_path": None}, job_id
+                )["program"]
+                resolved = paths[where] = {k: whole[k] for k in ("cwd", "stdout", "stderr")}
+            shared = programs[key] = {**program, **resolved}
+        return shared
 
     return resolve
 

@@ -138,7 +138,10 @@ def _submits_wire(submits: list[Mapping[str, Any]]) -> dict[str, Any]:
     ids: list[list[list[int]]] = []
     group: Any = None
     for desc in submits:
-        items = [list(item) for item in desc["tasks"]["ids"]]
+        if "graph" in desc:
+            items = [[desc["id"], desc["id"], 1]]
+        else:
+            items = [list(item) for item in desc["tasks"]["ids"]]
         if "graph" not in desc:
             group = None
             out.append({"array": task_desc_json(desc)})

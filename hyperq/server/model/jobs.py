@@ -103,6 +103,11 @@ class TaskRecord:
         self.queued = False
 
 
+# Shared and never mutated (writers replace it first): most submits never need their
+# progress lists, and four empty lists are 224 bytes of a graph task's ~1.5 KB.
+_EMPTY: Any = ()
+
+
 class Submit:
     """One `job-created` worth of tasks sharing one description and one ResourceRequest,
     or one task of a graph submit (`node` = its task ID; see `graph_task`).
@@ -152,11 +157,18 @@ class Submit:
         self.index = index
         self.desc = desc
         self.submitted_at = submitted_at
-        tasks = desc["tasks"]
-        self.ids = TaskIdSet.build(tasks["ids"])
-        entries = tasks.get("entries")
-        self.entries: list[Any] | None = list(entries) if entries is not None else None
-        self.entry_offset = int(tasks.get("entry_offset", 0))
+        node = desc.get("id") if "graph" in desc else None
+        self.entries: list[Any] | None = None
+        self.entry_offset = 0
+        if node is not None:
+            # A graph task: one ID, no entries (checked by the command that made it).
+            self.ids = TaskIdSet(((node, node, 1),))
+        else:
+            tasks = desc["tasks"]
+            self.ids = TaskIdSet.build(tasks["ids"])
+            entries = tasks.get("entries")
+            self.entries = list(entries) if entries is not None else None
+            self.entry_offset = int(tasks.get("entry_offset", 0))
         self.request = (
             request if request is not None else ResourceRequest.from_wire(desc["resources"])
         )
@@ -170,17 +182,17 @@ class Submit:
         self.crash_limit, self.never_restart = parse_crash_limit(desc.get("crash_limit", 5))
         deps = desc.get("deps")
         self.deps: tuple[int, ...] = tuple(deps) if deps else ()
-        self.node: int | None = self.ids.items[0][0] if "graph" in desc else None
+        self.node: int | None = node
         self.waiting_deps = 0
         # Ranks below `cursor` are never pristine; at or above it a rank is pristine
         # unless it is in `ahead` (it got a record out of order) or in `dropped`.
         self.cursor = 0
-        self.ahead: list[int] = []
+        self.ahead: list[int] = _EMPTY
         # (first, end, state, when), sorted: ranks [first, end) became `state` at `when`.
-        self.dropped: list[tuple[int, int, TaskState, float]] = []
-        self._drop_starts: list[int] = []
+        self.dropped: list[tuple[int, int, TaskState, float]] = _EMPTY
+        self._drop_starts: list[int] = _EMPTY
         self.pristine_left = len(self.ids)
-        self.requeued: list[int] = []  # task IDs of queued records, ascending
+        self.requeued: list[int] = _EMPTY  # task IDs of queued records, ascending
 
     @property
     def has_waiting(self) -> bool:
@@ -238,6 +250,8 @@ class Submit:
             self.cursor += 1
             self._advance()
         else:
+            if self.ahead is _EMPTY:
+                self.ahead = []
             insort(self.ahead, rank)
 
     def _advance(self) -> None:
@@ -289,7 +303,7 @@ class Submit:
         if not pieces:
             return 0
         merged: list[tuple[int, int, TaskState, float]] = []
-        for piece in sorted(self.dropped + [(a, b, state, when) for a, b in pieces]):
+        for piece in sorted([*self.dropped, *((a, b, state, when) for a, b in pieces)]):
             if merged and merged[-1][1] == piece[0] and merged[-1][2:] == piece[2:]:
                 merged[-1] = (merged[-1][0], *piece[1:])
             else:
@@ -318,6 +332,8 @@ class Submit:
         self.requeued = requeued
 
     def queue(self, task_id: int) -> None:
+        if self.requeued is _EMPTY:
+            self.requeued = []
         insort(self.requeued, task_id)
 
     def unqueue(self, task_id: int) -> None:

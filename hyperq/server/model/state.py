@@ -446,15 +446,25 @@ class Model:
     def _add_graph(self, job: Job, graph: Any, time: float) -> None:
         """One submit of graph tasks (descriptions as `submit_graph` makes them)."""
         requests: dict[Any, tuple[ResourceRequest, ...]] = {}
+        # Tasks of a live submit share their request objects: look those up by identity
+        # (`shared` keeps them alive, so identities are not reused meanwhile).
+        by_identity: dict[int, tuple[ResourceRequest, ...]] = {}
+        shared: list[Any] = []
         added: list[Submit] = []
         try:
             # Ascending IDs keep the job's submit index cheap to extend.
             for desc in sorted(graph, key=_node_id):
-                raw = desc.get("variants") or [desc["resources"]]
-                key = _frozen(raw)
-                variants = requests.get(key)
+                raw = desc.get("variants") or desc["resources"]
+                variants = by_identity.get(id(raw))
                 if variants is None:
-                    variants = requests[key] = tuple(ResourceRequest.from_wire(v) for v in raw)
+                    many = raw if "variants" in desc else [raw]
+                    key = _frozen(many)
+                    variants = requests.get(key)
+                    if variants is None:
+                        variants = tuple(ResourceRequest.from_wire(v) for v in many)
+                        requests[key] = variants
+                    by_identity[id(raw)] = variants
+                    shared.append(raw)
                 added.append(job.add_submit(desc, time, variants[0], variants))
         except (KeyError, TypeError, ValueError) as error:
             self.warnings.append(f"Tasks submitted to job {job.id} were ignored: {error}")
@@ -746,7 +756,8 @@ class Model:
         """A graph of tasks (graphs.md §1.4 stage D), as a new closed job, or into the
         open job `job_id` (then `name` and `max_fails` are ignored).
 
-        `tasks` are resolved task descriptions in the order sent, each with `id` and
+        `tasks` are resolved task descriptions in the order sent (dicts are taken over:
+        they become the journal's and the model's descriptions), each with `id` and
         `deps` and the per-task keys of a submit description (`program`, `resources`,
         `pin`, `priority`, `time_limit`, `crash_limit`, `task_dir`, `stdin`). A dep
         must be an earlier task of this submit or a task already in the job.
@@ -785,10 +796,9 @@ class Model:
             group = 0
         descs = []
         for task in tasks:
-            desc = {key: value for key, value in task.items() if key != "id"}
+            desc = task if isinstance(task, dict) else dict(task)  # taken over, not copied
             desc["submit_dir"] = submit_dir
             desc["stream_path"] = stream_path
-            desc["tasks"] = {"ids": [[task["id"], task["id"], 1]], "entries": None}
             desc["graph"] = group
             descs.append(desc)
         if descs:
@@ -1268,7 +1278,7 @@ def _ended(ended_at: float | None, now: float, record: TaskRecord) -> float:
 
 
 def _node_id(desc: Any) -> int:
-    return int(desc["tasks"]["ids"][0][0])
+    return int(desc["id"])
 
 
 def _frozen(value: Any) -> Any:
