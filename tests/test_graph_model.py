@@ -344,3 +344,34 @@ def test_resource_variants_earliest_fitting_wins() -> None:
         d.finish(job, task_id)
     assert d.state(job) == JobState.FINISHED
     assert replayed(d.events).snapshot() == d.model.snapshot()
+
+
+def test_explain_multi_node_and_groups() -> None:
+    """test_explain_multi_node: `--nodes=3`, groups A,B,A → group size 2 < 3."""
+    from hyperq.server.model.explain import explain_task
+
+    d = Driver()
+    for group in ("A", "B", "A"):
+        config = worker_config_with_group(group)
+        d.do(d.model.worker_connected(config, now=d.now))
+    task = node(0)
+    task["resources"] = parse_task_request(None, (), n_nodes=3).to_wire()
+    job = graph(d, [task, node(1, [0])])
+    data = explain_task(d.model, job, 0, d.now)
+    workers = data["explanation"]["workers"]
+    assert [w["variants"] for w in workers] == [
+        [[{"WorkerGroup": {"n_nodes": 3, "group_size": size}}]] for size in (2, 1, 2)
+    ]
+    assert [w["enabled"] for w in workers] == [[False]] * 3
+    deps = explain_task(d.model, job, 1, d.now)["explanation"]
+    assert (deps["n_task_deps"], deps["n_waiting_deps"]) == (1, 1)
+    with pytest.raises(HqError, match=r"^Task not found$"):
+        explain_task(d.model, job, 5, d.now)
+    with pytest.raises(HqError, match=r"^Job not found$"):
+        explain_task(d.model, 9, 0, d.now)
+
+
+def worker_config_with_group(group: str) -> dict[str, Any]:
+    from tests.test_model import worker_config
+
+    return {**worker_config(4), "group": group}

@@ -9,6 +9,7 @@ import pytest
 from hyperq.cli.jobfile import build_graph, parse_job_file
 from hyperq.common.errors import HqError
 from hyperq.common.resources import ResourceRequest
+from hyperq.server.graphapi import check_task
 
 
 def parse(text: str, job: int | None = None) -> Any:
@@ -26,21 +27,28 @@ def test_minimal_task() -> None:
     assert request.op == "submit-graph"
     assert request.job_desc == {"name": "", "max_fails": None}
     (task,) = request.submit_desc["tasks"]
-    assert task["id"] == 1 and task["deps"] == []  # all implicit: 1, 2, 3, ...
-    assert task["program"] == {
-        "args": ["sleep", "1"],
-        "env": {},
-        "cwd": "/home/u",
-        "stdout": {"path": "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout", "rm_if_finished": False},
-        "stderr": {"path": "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr", "rm_if_finished": False},
+    # Defaults are left out of the request (it must stay small) ...
+    assert task == {
+        "id": 1,  # all implicit: 1, 2, 3, ...
+        "program": {
+            "args": ["sleep", "1"],
+            "stdout": {"path": "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout", "rm_if_finished": False},
+            "stderr": {"path": "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr", "rm_if_finished": False},
+        },
+        "resources": task["resources"],
     }
     assert ResourceRequest.from_wire(task["resources"]).display_lines() == ["cpus: 1 compact"]
-    assert (task["pin"], task["priority"], task["crash_limit"], task["stdin"]) == (
+    # ... and come back on the server, which checks every field.
+    full = check_task(task, 0, {}, "/home/u")
+    assert full["deps"] == [] and full["program"]["cwd"] == "/home/u"
+    assert full["program"]["env"] == {}
+    assert (full["pin"], full["priority"], full["crash_limit"], full["stdin"]) == (
         None,
         0,
         5,
         None,
     )
+    assert (full["time_limit"], full["task_dir"]) == (None, False)
 
 
 MAXIMAL = """

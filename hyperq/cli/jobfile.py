@@ -278,7 +278,29 @@ def build_graph(tasks: list[tuple[int, list[int], dict[str, Any]]]) -> list[dict
     out = []
     for task_id in order:
         deps, fields = by_id[task_id]
-        out.append({"id": task_id, "deps": deps, **fields})
+        task = {"id": task_id, **fields}
+        if deps:
+            task["deps"] = deps
+        out.append(task)
+    return out
+
+
+# Keys the server defaults when absent (hyperq.server.graphapi): leaving them out keeps
+# a large graph's request within one frame.
+_TASK_DEFAULTS = {
+    "pin": None, "priority": 0, "time_limit": None, "crash_limit": 5, "task_dir": False,
+    "stdin": None,
+}  # fmt: skip
+
+
+def _compact(task: dict[str, Any], submit_dir: str) -> dict[str, Any]:
+    out = {k: v for k, v in task.items() if k not in _TASK_DEFAULTS or _TASK_DEFAULTS[k] != v}
+    program = dict(task["program"])
+    if not program["env"]:
+        del program["env"]
+    if program["cwd"] == submit_dir:
+        del program["cwd"]
+    out["program"] = program
     return out
 
 
@@ -338,6 +360,7 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
             task_id = top
         numbered.append((task_id, deps, fields))
     tasks = build_graph(numbered)
+    tasks = [_compact(task, submit_dir) for task in tasks]
     submit_desc = {"submit_dir": submit_dir, "stream_path": stream, "tasks": tasks}
     return JobFileRequest("submit-graph", job_desc, submit_desc, len(tasks))
 

@@ -59,10 +59,14 @@ Options:
   -v, --verbose   Show full error messages
 """
 
-EXPLAIN_USAGE = """Explain why a task cannot run (not supported by hyperq yet)
+EXPLAIN_USAGE = """Explain whether a task can run, and what blocks it on each worker
 
 Usage:
-  hq task explain [<ARGS>...]
+  hq task explain <JOB> <TASK_ID>
+
+Arguments:
+  <JOB>       One job: last or its ID
+  <TASK_ID>   One task ID
 """
 
 NOTIFY_USAGE = """Send a notification from a running task (not supported by hyperq yet)
@@ -125,7 +129,23 @@ def info(ctx: Context, args: dict[str, Any]) -> int:
 
 
 def explain(ctx: Context, args: dict[str, Any]) -> int:
-    raise HqError("`hq task explain` is not supported by hyperq yet")
+    job_text, task_text = args["<JOB>"], args["<TASK_ID>"]
+    job: int | str = "last"
+    if job_text != "last":
+        if not job_text.isdigit():
+            raise UsageError(
+                f"error: invalid value '{job_text}' for '<JOB>': expected `last` or a job ID"
+            )
+        job = int(job_text)
+    if not task_text.isdigit() or int(task_text) > 2**32 - 1:
+        raise UsageError(
+            f"error: invalid value '{task_text}' for '<TASK_ID>': invalid digit found in string"
+        )
+    output = output_of(ctx)
+    with connect(ctx) as session:
+        reply = session.request("task-explain", job=job, task=int(task_text))
+    output.task_explanation(reply)
+    return 0
 
 
 def notify(ctx: Context, args: dict[str, Any]) -> int:
@@ -135,6 +155,6 @@ def notify(ctx: Context, args: dict[str, Any]) -> int:
 COMMANDS = {
     "list": (LIST_USAGE, list_tasks, False),
     "info": (INFO_USAGE, info, False),
-    "explain": (EXPLAIN_USAGE, explain, True),
+    "explain": (EXPLAIN_USAGE, explain, False),
     "notify": (NOTIFY_USAGE, notify, True),
 }

@@ -19,7 +19,7 @@ from trio_websocket import ConnectionClosed
 
 from hyperq.common.errors import HqError
 from hyperq.server.core import ServerCore
-from hyperq.server.graphapi import submit_graph
+from hyperq.server.graphapi import submit_graph, task_explain
 from hyperq.server.info import ServerInfo
 from hyperq.server.lifecycle import StopRequest
 from hyperq.server.model.jobs import JobState, TaskState
@@ -121,6 +121,7 @@ class ClientApi:
             "journal-stream": self._journal_stream,
         }
         self.ops["submit-graph"] = self._submit_graph
+        self.ops["task-explain"] = self._task_explain
         self.ops["journal-flush"] = self._journal_flush
         self.ops["journal-prune"] = self._journal_prune
 
@@ -213,6 +214,9 @@ class ClientApi:
 
     async def _submit_graph(self, request: dict[str, Any]) -> Any:
         return await submit_graph(self.core, request)
+
+    async def _task_explain(self, request: dict[str, Any]) -> Any:
+        return await task_explain(self.core, request)
 
     async def _job_open(self, request: dict[str, Any]) -> Any:
         core = self.core

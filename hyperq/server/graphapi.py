@@ -11,7 +11,7 @@ Request (the CLI's `hq job submit-file` and the Python API send the same):
         "tasks": [TASK, ...]}}               # deps only on earlier tasks (topological)
 
     TASK = {"id": int, "deps": [int, ...],
-            "program": {"args": [str], "env": {str: str}, "cwd": str,
+            "program": {"args": [str], "env": {str: str}, "cwd": str (default: submit_dir),
                         "stdout": None | {"path": str, "rm_if_finished": bool},
                         "stderr": None | {...}},
             "resources": ResourceRequest.to_wire(),   # the first variant
@@ -19,6 +19,10 @@ Request (the CLI's `hq job submit-file` and the Python API send the same):
             "pin": None | "taskset" | "omp", "priority": int,
             "time_limit": float | None, "crash_limit": int > 0 | "never-restart" |
             "unlimited", "task_dir": bool, "stdin": bytes | None}
+
+Every key of TASK but `id`, `program.args` and `resources` may be left out for its default
+(deps [], env {}, stdout/stderr null, pin null, priority 0, time_limit null, crash_limit 5,
+task_dir false, stdin null): a 100,000-task graph must fit one 16 MiB frame.
 
 Reply: {"job": <id>}. Every field is checked here and a bad one gets an error naming it;
 the graph rules (duplicates, deps, the job) are the model's (`Model.submit_graph`).
@@ -32,6 +36,7 @@ from typing import Any
 from hyperq.common.errors import HqError
 from hyperq.common.resources import ResourceRequest
 from hyperq.server.core import ServerCore
+from hyperq.server.model.explain import explain_task
 
 MAX_TASK_ID = 2**32 - 1
 _PINS = (None, "taskset", "omp")
@@ -67,7 +72,7 @@ def _output(value: Any, where: str) -> dict[str, Any] | None:
     return {"path": _str(value["path"], f"{where}.path"), "rm_if_finished": value["rm_if_finished"]}
 
 
-def _program(value: Any, where: str) -> dict[str, Any]:
+def _program(value: Any, where: str, submit_dir: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise _fail(where, "expected a map")
     args = value.get("args")
@@ -81,7 +86,7 @@ def _program(value: Any, where: str) -> dict[str, Any]:
     return {
         "args": list(args),
         "env": dict(env),
-        "cwd": _str(value.get("cwd"), f"{where}.cwd"),
+        "cwd": _str(value.get("cwd", submit_dir), f"{where}.cwd"),
         "stdout": _output(value.get("stdout"), f"{where}.stdout"),
         "stderr": _output(value.get("stderr"), f"{where}.stderr"),
     }
@@ -99,8 +104,11 @@ def _request(value: Any, where: str, seen: dict[str, list[Any]]) -> list[Any]:
     return wire
 
 
-def check_task(raw: Any, index: int, requests: dict[str, list[Any]]) -> dict[str, Any]:
-    """One TASK of the request, checked field by field, as a clean map."""
+def check_task(
+    raw: Any, index: int, requests: dict[str, list[Any]], submit_dir: str
+) -> dict[str, Any]:
+    """One TASK of the request, checked field by field, as a clean map with every key
+    (a missing optional key takes its default)."""
     where = f"tasks[{index}]"
     if not isinstance(raw, Mapping):
         raise _fail(where, "expected a map")
@@ -110,7 +118,7 @@ def check_task(raw: Any, index: int, requests: dict[str, list[Any]]) -> dict[str
     task: dict[str, Any] = {
         "id": _int(raw.get("id"), f"{where}.id", 0, MAX_TASK_ID),
         "deps": [_int(d, f"{where}.deps", 0, MAX_TASK_ID) for d in deps],
-        "program": _program(raw.get("program"), f"{where}.program"),
+        "program": _program(raw.get("program"), f"{where}.program", submit_dir),
         "resources": _request(raw.get("resources"), f"{where}.resources", requests),
     }
     variants = raw.get("variants")
@@ -200,7 +208,7 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
     if not isinstance(raw_tasks, list):
         raise _fail("submit_desc.tasks", "expected a list")
     requests: dict[str, list[Any]] = {}
-    tasks = [check_task(raw, i, requests) for i, raw in enumerate(raw_tasks)]
+    tasks = [check_task(raw, i, requests, submit_dir) for i, raw in enumerate(raw_tasks)]
     target = job_id if job_id is not None else model.next_job_id
     resolve = _resolver(core, submit_dir, target)
     for task in tasks:
@@ -222,3 +230,14 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
     core.commit(events)
     await core.durable()
     return {"job": events[0].job}  # type: ignore[attr-defined]
+
+
+async def task_explain(core: ServerCore, request: Mapping[str, Any]) -> dict[str, Any]:
+    """`task-explain` {"job": int | "last", "task": int} → explain_task's map."""
+    model = core.model
+    job = request.get("job")
+    if job == "last":
+        job = model.max_job_id
+    job_id = _int(job, "job", 0, 2**63 - 1)
+    task_id = _int(request.get("task"), "task", 0, MAX_TASK_ID)
+    return explain_task(model, job_id, task_id, core.now())

@@ -129,6 +129,7 @@ class Submit:
         "ids",
         "index",
         "job_id",
+        "n_deps",
         "never_restart",
         "node",
         "priority",
@@ -184,6 +185,7 @@ class Submit:
         self.deps: tuple[int, ...] = tuple(deps) if deps else ()
         self.node: int | None = node
         self.waiting_deps = 0
+        self.n_deps = 0  # dependencies registered (on tasks not completed at the time)
         # Ranks below `cursor` are never pristine; at or above it a rank is pristine
         # unless it is in `ahead` (it got a record out of order) or in `dropped`.
         self.cursor = 0

@@ -293,10 +293,12 @@ class Model:
     @staticmethod
     def _register_deps(job: Job, submit: Submit, deps: Iterable[int]) -> None:
         submit.waiting_deps = 0
-        for dep in deps:
+        # A dep listed twice counts once (it is still shown twice in `task info`).
+        for dep in dict.fromkeys(deps) if len(deps) > 1 else deps:
             if job.state_of(dep) in ACTIVE:
                 submit.waiting_deps += 1
                 job.dependants.setdefault(dep, []).append(submit)
+        submit.n_deps = submit.waiting_deps
 
     def _release_dependants(self, job: Job, task_id: int, finished: bool) -> None:
         """`task_id` completed: its dependants lose one unfinished dependency if it
