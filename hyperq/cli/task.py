@@ -1,4 +1,4 @@
-"""`hq task …`: list and info (jobs.md §9); explain and notify are not supported yet.
+"""`hq task …`: list and info (jobs.md §9), explain and notify (graphs.md §3–§4).
 
 Missing jobs and tasks are log lines, not errors: the command still prints what it found
 and exits 0. Import only cheap modules at the top.
@@ -18,7 +18,7 @@ from hyperq.cli.commandargs import (
 )
 from hyperq.common import log
 from hyperq.common.context import Context
-from hyperq.common.errors import HqError, UsageError
+from hyperq.common.errors import UsageError
 from hyperq.common.idrange import IdRanges, parse_selector
 from hyperq.common.states import TASK_STATES
 
@@ -69,10 +69,14 @@ Arguments:
   <TASK_ID>   One task ID
 """
 
-NOTIFY_USAGE = """Send a notification from a running task (not supported by hyperq yet)
+NOTIFY_USAGE = """Send a notification from a running task (to `hq submit --wait --on-notify`
+and `hq journal stream`)
 
 Usage:
-  hq task notify [<ARGS>...]
+  hq task notify <MESSAGE>
+
+Arguments:
+  <MESSAGE>   At most 1024 bytes
 """
 
 
@@ -149,12 +153,17 @@ def explain(ctx: Context, args: dict[str, Any]) -> int:
 
 
 def notify(ctx: Context, args: dict[str, Any]) -> int:
-    raise HqError("`hq task notify` is not supported by hyperq yet")
+    import os
+
+    from hyperq.common.notify import send_notification
+
+    send_notification(os.fsencode(args["<MESSAGE>"]))
+    return 0
 
 
 COMMANDS = {
     "list": (LIST_USAGE, list_tasks, False),
     "info": (INFO_USAGE, info, False),
     "explain": (EXPLAIN_USAGE, explain, False),
-    "notify": (NOTIFY_USAGE, notify, True),
+    "notify": (NOTIFY_USAGE, notify, False),
 }

@@ -33,12 +33,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import trio
+
 from hyperq.common.errors import HqError
 from hyperq.common.resources import ResourceRequest
 from hyperq.server.core import ServerCore
+from hyperq.server.model.events import TaskNotified
 from hyperq.server.model.explain import explain_task
+from hyperq.transport.peer import PeerConnection
 
 MAX_TASK_ID = 2**32 - 1
+# Completion arrives as persisted events too; this bounds the wait if one is missed
+# (e.g. a subscription cut off for reading too slowly).
+CHECK_PERIOD = 1.0
 _PINS = (None, "taskset", "omp")
 
 
@@ -241,3 +248,35 @@ async def task_explain(core: ServerCore, request: Mapping[str, Any]) -> dict[str
     job_id = _int(job, "job", 0, 2**63 - 1)
     task_id = _int(request.get("task"), "task", 0, MAX_TASK_ID)
     return explain_task(model, job_id, task_id, core.now())
+
+
+async def job_notifications(
+    core: ServerCore, request: Mapping[str, Any], peer: PeerConnection
+) -> None:
+    """`job-notifications` {"job": int}: for `hq submit --wait --on-notify`. Replies
+    {"ok": None}, then {"notify": {"task", "worker", "message"}} per notification of the
+    job's tasks in arrival order, then {"done": True} once the job completed (or is gone).
+    """
+    job_id = _int(request.get("job"), "job", 0, 2**63 - 1)
+    model = core.model
+
+    def done() -> bool:
+        job = model.jobs.get(job_id)
+        return job is None or job.is_completed
+
+    subscription = core.subscribe()
+    try:
+        await peer.send({"ok": None})
+        while not done():
+            with trio.move_on_after(CHECK_PERIOD):
+                # Any event may complete the job; notifications of the job go out.
+                seq_event = await subscription.receive.receive()
+                event = seq_event[1]
+                if isinstance(event, TaskNotified) and event.job == job_id:
+                    item = {"task": event.task, "worker": event.worker, "message": event.message}
+                    await peer.send({"notify": item})
+            if subscription.overflowed:
+                break
+        await peer.send({"done": True})
+    finally:
+        core.unsubscribe(subscription)

@@ -17,6 +17,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from hyperq.common.errors import HqError
+from hyperq.common.notify import NOTIFY_LIMIT
 from hyperq.server.core import ServerCore, WorkerLink
 from hyperq.server.replies import worker_wire
 from hyperq.transport.codec import ProtocolError
@@ -175,6 +176,12 @@ class WorkerHandler:
                     ran_for=_seconds(item[5] if len(item) > 5 else None),
                     ended_at=_ago(now, item[6] if len(item) > 6 else None),
                 )
+            elif kind == "notify":
+                message = item[4] if len(item) > 4 else None
+                if not isinstance(message, bytes) or len(message) > NOTIFY_LIMIT:
+                    raise ProtocolError("malformed notification")
+                core.notify(job, task, worker_id, message)
+                continue
             else:
                 raise ProtocolError(f"unknown update {kind!r}")
             # Each command reads the model, so apply before deciding on the next item.

@@ -53,6 +53,7 @@ from hyperq.server.model.events import (
     TaskCanceled,
     TaskFailed,
     TaskFinished,
+    TaskNotified,
     TaskStarted,
     WorkerConnected,
     WorkerLost,
@@ -238,6 +239,7 @@ class Model:
             TaskFailed: self._on_task_failed,
             TaskCanceled: self._on_task_canceled,
             TaskAborted: self._on_task_aborted,
+            TaskNotified: self._on_task_notified,
         }
 
     @property
@@ -613,6 +615,9 @@ class Model:
         record = self._finish(event.job, event.task, TaskState.FAILED, event.time)
         if record is not None:
             record.error = event.error
+
+    def _on_task_notified(self, event: TaskNotified) -> None:
+        pass  # only forwarded to live streams (graphs.md §4)
 
     def _on_task_canceled(self, event: TaskCanceled) -> list[Effect]:
         return self._terminate_groups(event.tasks, TaskState.CANCELED, event.time)
