@@ -238,7 +238,9 @@ def test_graph_job_name_and_journal_form() -> None:
     created = events[0]
     assert isinstance(created, JobCreated) and created.closed_job
     assert created.job_desc == {"name": "", "max_fails": None}
-    assert [t["deps"] for t in created.submit_desc["graph"]] == [[], [0]]
+    # Keys at their defaults are left out (deps [] included).
+    assert [t.get("deps") for t in created.submit_desc["graph"]] == [None, [0]]
+    assert "priority" not in created.submit_desc["graph"][0]
 
 
 def test_restore_mid_graph() -> None:

@@ -215,7 +215,10 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
     if not isinstance(raw_tasks, list):
         raise _fail("submit_desc.tasks", "expected a list")
     requests: dict[str, list[Any]] = {}
-    tasks = [check_task(raw, i, requests, submit_dir) for i, raw in enumerate(raw_tasks)]
+    tasks = []
+    for index, raw in enumerate(raw_tasks):
+        tasks.append(check_task(raw, index, requests, submit_dir))
+        raw_tasks[index] = None  # the decoded original goes now, not with the request
     target = job_id if job_id is not None else model.next_job_id
     resolve = _resolver(core, submit_dir, target)
     for task in tasks:

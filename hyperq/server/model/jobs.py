@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from hyperq.common.resources import Allocation, ResourceRequest
-from hyperq.server.model.taskids import TaskIdSet
+from hyperq.server.model.taskids import SingleTaskId, TaskIdSet
 
 
 class TaskState(StrEnum):
@@ -163,7 +163,7 @@ class Submit:
         self.entry_offset = 0
         if node is not None:
             # A graph task: one ID, no entries (checked by the command that made it).
-            self.ids = TaskIdSet(((node, node, 1),))
+            self.ids: TaskIdSet = SingleTaskId(node)
         else:
             tasks = desc["tasks"]
             self.ids = TaskIdSet.build(tasks["ids"])

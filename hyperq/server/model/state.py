@@ -803,9 +803,16 @@ class Model:
             group = 0
         descs = []
         for task in tasks:
-            desc = task if isinstance(task, dict) else dict(task)  # taken over, not copied
+            # Taken over, not copied, and without the keys that hold their defaults:
+            # every reader of a description falls back to the same defaults, and a big
+            # graph keeps one of these per task (in memory and in the journal).
+            desc = task if isinstance(task, dict) else dict(task)
+            for key, default in _GRAPH_DEFAULTS:
+                if key in desc and desc[key] == default and type(desc[key]) is type(default):
+                    del desc[key]
             desc["submit_dir"] = submit_dir
-            desc["stream_path"] = stream_path
+            if stream_path is not None:
+                desc["stream_path"] = stream_path
             desc["graph"] = group
             descs.append(desc)
         if descs:
@@ -1282,6 +1289,17 @@ def _ended(ended_at: float | None, now: float, record: TaskRecord) -> float:
         return now
     floor = record.started_at if record.started_at is not None else ended_at
     return min(max(ended_at, floor), now)
+
+
+_GRAPH_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("deps", []),
+    ("pin", None),
+    ("priority", 0),
+    ("time_limit", None),
+    ("crash_limit", 5),
+    ("task_dir", False),
+    ("stdin", None),
+)
 
 
 def _node_id(desc: Any) -> int:
