@@ -241,6 +241,8 @@ command = ["bash", "-c", "echo $HQ_ENTRY > out$HQ_TASK_ID"]
     cluster.wait_for_job_state(1, "FINISHED")
     got = {n: (cluster.work_dir / f"out{n}").read_text() for n in (2, 10, 11, 12)}
     assert got == {2: "a\n", 10: "bb\n", 11: "ccc\n", 12: "x\n"}
+    # A job file's job has an empty name unless it sets one (graphs.md §1.1).
+    assert cluster.json(["job", "info", "1"])[0]["info"]["name"] == ""
 
 
 def test_resource_variants_choose_what_fits(cluster: ClusterEnv) -> None:

@@ -741,7 +741,10 @@ class Model:
         }
         _check_desc(desc)
         if job is None:
-            job_desc = {"name": name or DEFAULT_JOB_NAME, "max_fails": max_fails}
+            job_desc = {
+                "name": name if name is not None else DEFAULT_JOB_NAME,
+                "max_fails": max_fails,
+            }
         else:
             job_desc = {"name": job.name, "max_fails": job.max_fails}
         events: list[Event] = [JobCreated(now, target, job is None, job_desc, desc)]
