@@ -377,3 +377,21 @@ def worker_config_with_group(group: str) -> dict[str, Any]:
     from tests.test_model import worker_config
 
     return {**worker_config(4), "group": group}
+
+
+def test_new_submit_while_tasks_wait_on_finished_deps() -> None:
+    """test_new_submit_with_while_unfinished_deps2: chain 1→2→10, resubmitted as job 2."""
+    d = Driver()
+    d.connect(cpus=1)
+    chain = [node(1), node(2, [1]), node(10, [2])]
+    first = graph(d, chain)
+    assert assigned(d) == [1]
+    d.finish(first, 1)
+    second = graph(d, [node(1), node(2, [1]), node(10, [2])])
+    order = []
+    for _ in range(6):
+        for a in d.run():
+            order.append((a.job_id, a.task_id))
+            d.finish(a.job_id, a.task_id)
+    assert order == [(1, 2), (1, 10), (2, 1), (2, 2), (2, 10)]
+    assert d.state(first) == d.state(second) == JobState.FINISHED
