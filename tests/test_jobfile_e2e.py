@@ -270,3 +270,32 @@ resources = { "cpus" = "1", "gpus" = "2" }
     assert task["worker"] == 2  # the only worker with gpus
     info = cluster.command(["task", "info", "1", "0"])
     assert "# Variant 1" in info and "# Variant 2" in info
+
+
+def test_graph_paths_resolve_at_task_start(cluster: ClusterEnv) -> None:
+    """test_job_file_submit_maximal's paths: relative cwd against the submit dir."""
+    cluster.start_server()
+    cluster.start_worker(cpus=1)
+    (cluster.work_dir / "test-200").mkdir()
+    job = """
+[[task]]
+id = 200
+cwd = "test-200"
+command = ["bash", "-c", "pwd; echo $HQ_TASK_ID"]
+
+[[task]]
+id = 12
+stdout = "testout-%{TASK_ID}"
+command = ["echo", "twelve"]
+"""
+    cluster.command(["job", "submit-file", write(cluster, "p.toml", job)])
+    cluster.wait_for_job_state(1, "FINISHED")
+    out = (cluster.work_dir / "test-200" / "job-1" / "200.stdout").read_text()
+    assert out == f"{cluster.work_dir / 'test-200'}\n200\n"
+    assert (cluster.work_dir / "testout-12").read_text() == "twelve\n"
+    graph = cluster.json(["job", "info", "1"])[0]["submits"][0]["graph"]
+    raw = {task["program"]["cwd"] for task in graph}
+    assert "test-200" in raw  # kept as written in JSON
+    info = cluster.json(["task", "info", "1", "200"])[0]
+    assert info["cwd"] == str(cluster.work_dir / "test-200")
+    assert info["stdout"] == str(cluster.work_dir / "test-200" / "job-1" / "200.stdout")
