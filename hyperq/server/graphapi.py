@@ -21,11 +21,17 @@ Request (the CLI's `hq job submit-file` and the Python API send the same):
             "unlimited", "task_dir": bool, "stdin": bytes | None}
 
 Every key of TASK but `id`, `program.args` and `resources` may be left out for its default
-(deps [], env {}, stdout/stderr null, pin null, priority 0, time_limit null, crash_limit 5,
-task_dir false, stdin null): a 100,000-task graph must fit one 16 MiB frame.
+(deps [], env {}, cwd = submit_dir, stdout/stderr null = discarded, pin null, priority 0,
+time_limit null, crash_limit 5, task_dir false, stdin null): a 100,000-task graph must
+fit one 16 MiB frame. A client wanting HyperQueue's default outputs sends the paths
+`%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout` / `.stderr` itself. Paths are stored as written
+and resolved when the task starts (graphs.md §1.6).
 
 Reply: {"job": <id>}. Every field is checked here and a bad one gets an error naming it;
 the graph rules (duplicates, deps, the job) are the model's (`Model.submit_graph`).
+
+Also here: `task-explain` {"job": int | "last", "task": int} (graphs.md §3) and the
+stream `job-notifications` {"job": int} behind `hq submit --wait --on-notify` (§4).
 """
 
 from __future__ import annotations
