@@ -293,9 +293,10 @@ _TASK_DEFAULTS = {
 }  # fmt: skip
 
 
-def _compact(task: dict[str, Any], submit_dir: str) -> dict[str, Any]:
-    out = {k: v for k, v in task.items() if k not in _TASK_DEFAULTS or _TASK_DEFAULTS[k] != v}
-    program = dict(task["program"])
+def _compact(fields: dict[str, Any], submit_dir: str) -> dict[str, Any]:
+    """A task's fields without the keys at their defaults (shared by equal tasks)."""
+    out = {k: v for k, v in fields.items() if k not in _TASK_DEFAULTS or _TASK_DEFAULTS[k] != v}
+    program = dict(fields["program"])
     if not program["env"]:
         del program["env"]
     if program["cwd"] == submit_dir:
@@ -322,6 +323,9 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
     if array is not None and not isinstance(array, dict):
         raise _type_error("array", array, "a table")
     checked: list[tuple[int | None, list[int], dict[str, Any]]] = []
+    # Tasks that differ only in `id` and `deps` (a fan-out of 100,000 equal tasks) are
+    # checked once and share one fields map in the request.
+    seen: dict[str, dict[str, Any]] = {}
     for raw in raw_tasks or []:
         if not isinstance(raw, dict):
             raise _type_error("task", raw, "a table")
@@ -331,7 +335,11 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
         if not isinstance(deps, list):
             raise _type_error("deps", deps, "a sequence of task IDs")
         dep_ids = [_int({"deps": d}, "deps", 0, MAX_ID) for d in deps]
-        fields = _config(raw, submit_dir, stream is not None)
+        key = repr([item for item in raw.items() if item[0] not in ("id", "deps")])
+        fields = seen.get(key)
+        if fields is None:
+            fields = _compact(_config(raw, submit_dir, stream is not None), submit_dir)
+            seen[key] = fields
         checked.append((task_id, [d for d in dep_ids if d is not None], fields))
     array_fields = None
     ids: str | None = None
@@ -360,7 +368,6 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
             task_id = top
         numbered.append((task_id, deps, fields))
     tasks = build_graph(numbered)
-    tasks = [_compact(task, submit_dir) for task in tasks]
     submit_desc = {"submit_dir": submit_dir, "stream_path": stream, "tasks": tasks}
     return JobFileRequest("submit-graph", job_desc, submit_desc, len(tasks))
 
