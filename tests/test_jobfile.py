@@ -155,6 +155,12 @@ command = ["x"]
     assert order == [3, 5, 10, 20, 1, 2]
 
 
+def test_zero_amounts_are_accepted() -> None:
+    request = parse('[[task]]\ncommand = ["x"]\n[[task.request]]\nresources = { "gpus" = 0 }\n')
+    wire = request.submit_desc["tasks"][0]["resources"]
+    assert ResourceRequest.from_wire(wire).display_lines() == ["gpus: 0 compact"]
+
+
 def test_empty_request_asks_for_nothing() -> None:
     request = parse('[[task]]\ncommand = ["x"]\n[[task.request]]\nresources = {}\n')
     assert ResourceRequest.from_wire(request.submit_desc["tasks"][0]["resources"]).entries == ()

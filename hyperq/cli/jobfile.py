@@ -19,6 +19,7 @@ from hyperq.common.idrange import IdRanges
 from hyperq.common.resources import (
     AMOUNT_SCALE,
     DEFAULT_WEIGHT,
+    AllocationPolicy,
     ResourceRequest,
     ResourceRequestEntry,
     parse_request_entry,
@@ -162,6 +163,9 @@ def _crash_limit(table: Mapping[str, Any]) -> int | str:
 def _amount_entry(name: str, value: Any) -> ResourceRequestEntry:
     if isinstance(value, bool):
         raise _type_error(name, value, "an integer, a float or a string")
+    if value == 0 and isinstance(value, int | float):
+        # The original does not refuse zero amounts in job files (graphs.md §1.3).
+        return ResourceRequestEntry(name, 0, AllocationPolicy.COMPACT)
     try:
         if isinstance(value, int):
             return parse_request_entry(name, str(value))
