@@ -13,7 +13,18 @@ from hyperq.server.graphapi import check_task
 
 
 def parse(text: str, job: int | None = None) -> Any:
-    return parse_job_file(text, submit_dir="/home/u", job=job)
+    """The request, with each task's request indices replaced by the table's entries."""
+    request = parse_job_file(text, submit_dir="/home/u", job=job)
+    table = request.submit_desc.get("requests")
+    if table is not None:
+        tasks = []
+        for task in request.submit_desc["tasks"]:
+            task = {**task, "resources": table[task["resources"]]}
+            if "variants" in task:
+                task["variants"] = [table[i] for i in task["variants"]]
+            tasks.append(task)
+        request.submit_desc["tasks"] = tasks
+    return request
 
 
 def error_of(text: str) -> str:
@@ -153,6 +164,17 @@ command = ["x"]
 """
     order = [t["id"] for t in parse(text).submit_desc["tasks"]]
     assert order == [3, 5, 10, 20, 1, 2]
+
+
+def test_equal_requests_share_one_table_entry() -> None:
+    text = "".join(f"[[task]]\nid = {i}\ncommand = ['x', '{i % 2}']\n" for i in range(6))
+    request = parse_job_file(text, submit_dir="/home/u")
+    assert len(request.submit_desc["requests"]) == 1
+    assert {task["resources"] for task in request.submit_desc["tasks"]} == {0}
+    full = check_task(request.submit_desc["tasks"][0], 0, {0: ["table"]}, "/home/u")
+    assert full["resources"] == ["table"]
+    with pytest.raises(HqError, match=r"tasks\[0\]\.resources: no such index"):
+        check_task(request.submit_desc["tasks"][0], 0, {}, "/home/u")
 
 
 def test_zero_amounts_are_accepted() -> None:

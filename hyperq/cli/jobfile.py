@@ -330,6 +330,17 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
     # Tasks that differ only in `id` and `deps` (a fan-out of 100,000 equal tasks) are
     # checked once and share one fields map in the request.
     seen: dict[str, dict[str, Any]] = {}
+    # Distinct resource requests go once into a table that tasks refer to by index.
+    requests: list[Any] = []
+    table: dict[str, int] = {}
+
+    def index_of(wire: Any) -> int:
+        key = repr(wire)
+        if key not in table:
+            table[key] = len(requests)
+            requests.append(wire)
+        return table[key]
+
     for raw in raw_tasks or []:
         if not isinstance(raw, dict):
             raise _type_error("task", raw, "a table")
@@ -343,6 +354,9 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
         fields = seen.get(key)
         if fields is None:
             fields = _compact(_config(raw, submit_dir, stream is not None), submit_dir)
+            fields["resources"] = index_of(fields["resources"])
+            if "variants" in fields:
+                fields["variants"] = [index_of(v) for v in fields["variants"]]
             seen[key] = fields
         checked.append((task_id, [d for d in dep_ids if d is not None], fields))
     array_fields = None
@@ -372,7 +386,12 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
             task_id = top
         numbered.append((task_id, deps, fields))
     tasks = build_graph(numbered)
-    submit_desc = {"submit_dir": submit_dir, "stream_path": stream, "tasks": tasks}
+    submit_desc = {
+        "submit_dir": submit_dir,
+        "stream_path": stream,
+        "requests": requests,
+        "tasks": tasks,
+    }
     return JobFileRequest("submit-graph", job_desc, submit_desc, len(tasks))
 
 

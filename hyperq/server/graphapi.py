@@ -8,14 +8,16 @@ Request (the CLI's `hq job submit-file` and the Python API send the same):
      "submit_desc": {
         "submit_dir": str,                   # the client's cwd, absolute
         "stream_path": str | None,
+        "requests": [ResourceRequest.to_wire(), ...],   # optional shared table
         "tasks": [TASK, ...]}}               # deps only on earlier tasks (topological)
 
     TASK = {"id": int, "deps": [int, ...],
             "program": {"args": [str], "env": {str: str}, "cwd": str (default: submit_dir),
                         "stdout": None | {"path": str, "rm_if_finished": bool},
                         "stderr": None | {...}},
-            "resources": ResourceRequest.to_wire(),   # the first variant
-            "variants": [ResourceRequest.to_wire(), ...] | None,  # all, when > 1
+            "resources": REQUEST,                # the first variant
+            "variants": [REQUEST, ...] | None,   # all, when > 1
+            (REQUEST = ResourceRequest.to_wire(), or an index into submit_desc.requests)
             "pin": None | "taskset" | "omp", "priority": int,
             "time_limit": float | None, "crash_limit": int > 0 | "never-restart" |
             "unlimited", "task_dir": bool, "stdin": bytes | None}
@@ -105,8 +107,14 @@ def _program(value: Any, where: str, submit_dir: str) -> dict[str, Any]:
     }
 
 
-def _request(value: Any, where: str, seen: dict[str, list[Any]]) -> list[Any]:
-    """The request's wire form, one shared object per distinct request."""
+def _request(value: Any, where: str, seen: dict[Any, list[Any]]) -> list[Any]:
+    """The request's wire form, one shared object per distinct request; an integer is an
+    index into `submit_desc.requests` (`seen` holds that table under int keys)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        table_wire = seen.get(value)
+        if table_wire is None:
+            raise _fail(where, "no such index in submit_desc.requests")
+        return table_wire
     key = repr(value)
     wire = seen.get(key)
     if wire is None:
@@ -118,7 +126,7 @@ def _request(value: Any, where: str, seen: dict[str, list[Any]]) -> list[Any]:
 
 
 def check_task(
-    raw: Any, index: int, requests: dict[str, list[Any]], submit_dir: str
+    raw: Any, index: int, requests: dict[Any, list[Any]], submit_dir: str
 ) -> dict[str, Any]:
     """One TASK of the request, checked field by field, as a clean map with every key
     (a missing optional key takes its default)."""
@@ -213,7 +221,12 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
     raw_tasks = desc.get("tasks")
     if not isinstance(raw_tasks, list):
         raise _fail("submit_desc.tasks", "expected a list")
-    requests: dict[str, list[Any]] = {}
+    requests: dict[Any, list[Any]] = {}
+    table = desc.get("requests") or []
+    if not isinstance(table, list):
+        raise _fail("submit_desc.requests", "expected a list")
+    for number, wire in enumerate(table):
+        requests[number] = _request(wire, f"submit_desc.requests[{number}]", requests)
     tasks = []
     for index, raw in enumerate(raw_tasks):
         tasks.append(check_task(raw, index, requests, submit_dir))
