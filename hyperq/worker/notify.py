@@ -53,12 +53,24 @@ class NotifyService:
         self._tokens.pop(token, None)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        directory = tempfile.mkdtemp(prefix="hq-lc-")
+        try:
+            directory = tempfile.mkdtemp(prefix="hq-lc-")
+        except OSError as error:
+            log.warning("Task notifications are unavailable: %s", error)
+            task_status.started()
+            return
         try:
             sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             path = os.path.join(directory, f"hq-lc-{_random(8)}")
-            await sock.bind(path)
-            sock.listen(64)
+            try:
+                await sock.bind(path)
+                sock.listen(64)
+            except OSError as error:
+                # Tasks then run without HQ_ACCESS_KEY; the worker itself goes on.
+                sock.close()
+                log.warning("Task notifications are unavailable: %s", error)
+                task_status.started()
+                return
             self.path = path
             task_status.started()
             await trio.serve_listeners(self._handle, [trio.SocketListener(sock)])
