@@ -395,3 +395,24 @@ def test_new_submit_while_tasks_wait_on_finished_deps() -> None:
             d.finish(a.job_id, a.task_id)
     assert order == [(1, 2), (1, 10), (2, 1), (2, 2), (2, 10)]
     assert d.state(first) == d.state(second) == JobState.FINISHED
+
+
+def test_reconstructed_history_keeps_one_submit_per_graph() -> None:
+    """`journal replay` without a journal: a graph is one job-created, as submitted."""
+    from hyperq.server.journal.reconstruct import reconstruct
+    from hyperq.server.model.events import to_export_json
+
+    d = Driver()
+    d.connect(cpus=4)
+    job = d.open_job()
+    graph(d, [node(0), node(1, [0])], job_id=job)
+    graph(d, [node(5), node(6, [5, 1])], job_id=job)
+    assert assigned(d) == [0, 5]
+    d.fail(job, 0)
+    events = reconstruct(d.model, 1.0)
+    created = [e for e in events if isinstance(e, JobCreated)]
+    assert [len(e.submit_desc["graph"]) for e in created] == [2, 2]
+    exported = [to_export_json(e)["event"] for e in created]
+    assert [e["submit_desc"]["task_desc"] for e in exported] == [{"n_tasks": 2}] * 2
+    rebuilt = replayed(events)
+    assert {v.task_id: str(v.state) for v in rebuilt.iter_tasks(job)} == states(d, job)

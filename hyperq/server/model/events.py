@@ -535,7 +535,7 @@ def _export_resources(raw: Any) -> Any:
 
 def _export_submit(desc: Mapping[str, Any]) -> dict[str, Any]:
     graph = desc.get("graph")
-    if graph is not None:
+    if isinstance(graph, list):
         return {
             "submit_dir": desc.get("submit_dir"),
             "stream_path": desc.get("stream_path"),
