@@ -20,7 +20,20 @@ def _duration(seconds: float) -> dict[str, int]:
     return {"secs": whole, "nanos": round((seconds - whole) * 1e9)}
 
 
-def _items(model: Model, worker: Worker, request: ResourceRequest, now: float) -> list[Any]:
+def _resource_order(model: Model) -> dict[str, int]:
+    """The original's resource index: `cpus` first, then names in the order the server
+    first saw them (approximated by the workers' descriptions, in worker ID order)."""
+    order = {"cpus": 0}
+    for worker_id in sorted(model.workers):
+        descriptor = model.workers[worker_id].descriptor
+        for name in descriptor.names() if descriptor is not None else ():
+            order.setdefault(name, len(order))
+    return order
+
+
+def _items(
+    model: Model, worker: Worker, request: ResourceRequest, now: float, order: dict[str, int]
+) -> list[Any]:
     """The checks of one variant on one worker, each with whether it blocks."""
     items: list[tuple[dict[str, Any], bool]] = []
     if request.min_time > 0:
@@ -38,8 +51,8 @@ def _items(model: Model, worker: Worker, request: ResourceRequest, now: float) -
         item = {"WorkerGroup": {"n_nodes": request.n_nodes, "group_size": size}}
         items.append((item, request.n_nodes > size))
         return items
-    # cpus first, as in the original's resource index; then in request order.
-    entries = sorted(request.entries, key=lambda entry: entry.name != "cpus")
+    # Names the workers never offered go last, in request order (sorted() is stable).
+    entries = sorted(request.entries, key=lambda entry: order.get(entry.name, len(order)))
     for entry in entries:
         amount = AMOUNT_SCALE if entry.policy == AllocationPolicy.ALL else entry.amount
         pool = worker.descriptor.get(entry.name) if worker.descriptor is not None else None
@@ -63,12 +76,13 @@ def explain_task(model: Model, job_id: int, task_id: int, now: float) -> dict[st
     if state not in ACTIVE:
         raise HqError("Explain command works only for tasks in WAITING or RUNNING state")
     submit = found[0]
+    order = _resource_order(model)
     workers = []
     for worker_id in sorted(model.workers):
         worker = model.workers[worker_id]
         if not worker.is_connected:
             continue
-        variants = [_items(model, worker, request, now) for request in submit.variants]
+        variants = [_items(model, worker, request, now, order) for request in submit.variants]
         workers.append(
             {
                 "worker_id": worker_id,
