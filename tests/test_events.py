@@ -34,6 +34,7 @@ from hyperq.server.model.events import (
     TaskCanceled,
     TaskFailed,
     TaskFinished,
+    TaskNotified,
     TaskStarted,
     WorkerConnected,
     WorkerLost,
@@ -102,6 +103,17 @@ SAMPLES += [
     AutoallocAllocationStarted(T, 1, "12.pbs"),
     AutoallocAllocationFinished(T, 1, "12.pbs"),
 ]
+# Task graphs (graphs.md).
+SAMPLES += [
+    TaskNotified(T, 1, 2, 3, b"msg\x00"),
+    JobCreated(
+        T,
+        6,
+        True,
+        {"name": "", "max_fails": None},
+        {"submit_dir": "/s", "graph": [{**submit_desc(), "id": 0, "graph": 0}] * 2},
+    ),
+]
 
 
 def test_samples_cover_every_kind() -> None:
@@ -130,9 +142,22 @@ def _only_cbor_types(value: Any) -> bool:
 def test_wire_form_is_plain_data(event: Event) -> None:
     assert _only_cbor_types(to_wire(event))
     line = json.dumps(to_export_json(event))  # every export line is valid JSON
-    # A temporary overview is exported as what it is to a reader: a worker-overview.
-    exported = "worker-overview" if isinstance(event, WorkerOverviewTemporary) else event.kind
-    assert json.loads(line)["event"]["type"] == exported
+    if isinstance(event, TaskNotified):
+        # The original's notification lines have no `type` (graphs.md §4.1).
+        assert json.loads(line)["event"] == {
+            "task_id": {"job_id": 1, "job_task_id": 2},
+            "worker_id": 3,
+            "message": [109, 115, 103, 0],
+        }
+    else:
+        # A temporary overview is exported as what it is to a reader: a worker-overview.
+        exported = "worker-overview" if isinstance(event, WorkerOverviewTemporary) else event.kind
+        assert json.loads(line)["event"]["type"] == exported
+
+
+def test_graph_submit_exports_its_size() -> None:
+    created = to_export_json(SAMPLES[-1])["event"]
+    assert created["submit_desc"]["task_desc"] == {"n_tasks": 2}
 
 
 def test_export_shapes() -> None:
@@ -219,6 +244,7 @@ def test_only_journal_kinds_are_persisted() -> None:
         "job-forgotten",
         "worker-resumed",
         "worker-overview-temporary",
+        "task-notify",
     }
     assert [e.kind for e in persisted(SAMPLES)] == [e.kind for e in SAMPLES if e.persisted]
     # Journaled, but HyperQueue has no such event: exports leave it out.

@@ -803,15 +803,6 @@ def test_task_info_json_and_missing_job(hq: Hq, server: Any) -> None:
     assert hq("task", "info", "all", "0").code == 2
 
 
-def test_stub_commands_not_supported(hq: Hq) -> None:
-    for argv in (
-        ("task", "explain", "1", "0"),
-        ("task", "notify", "hello"),
-    ):
-        result = hq(*argv)
-        assert result.code == 1 and "not supported" in result.err
-
-
 def test_job_submit_entry_is_loaded_lazily(hq: Hq, monkeypatch: pytest.MonkeyPatch) -> None:
     from hyperq.cli import job
 

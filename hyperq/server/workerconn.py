@@ -20,6 +20,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from hyperq.common.errors import HqError
+from hyperq.common.notify import NOTIFY_LIMIT
 from hyperq.server.core import ServerCore, WorkerLink
 from hyperq.server.model.events import WorkerOverview, WorkerOverviewTemporary
 from hyperq.server.overview import checked_hw_state, checked_tasks
@@ -32,6 +33,7 @@ from hyperq.transport.schemas import (
     Failed,
     Finished,
     Goodbye,
+    Notify,
     Overview,
     SchemaError,
     Started,
@@ -210,6 +212,12 @@ class WorkerHandler:
                     ran_for=_seconds(item.ran_for),
                     ended_at=_ago(now, item.ended_ago),
                 )
+            elif isinstance(item, Notify):
+                if len(item.message) > NOTIFY_LIMIT:
+                    log.warning("Worker %d sent an oversized notification; skipped", worker_id)
+                else:
+                    core.notify(item.job, item.task, worker_id, item.message)
+                continue
             else:
                 assert isinstance(item, Failed)
                 ended = True
@@ -247,17 +255,17 @@ class WorkerHandler:
                 launch, link.launch = link.launch, []
                 # Map keys must be strings: frames are decoded with strict_hashable_types.
                 descs: dict[str, Any] = {}
-                desc_keys: dict[tuple[int, int], str] = {}
+                desc_keys: dict[tuple[int, int, int], str] = {}
                 tasks = []
                 for effect in launch:
                     view = model.task(effect.job_id, effect.task_id)
                     if view is None:
                         continue
-                    key = (effect.job_id, view.submit_index)
+                    key = (effect.job_id, view.submit_index, view.variant)
                     if key not in desc_keys:
                         desc_keys[key] = str(len(descs))
                         descs[desc_keys[key]] = launch_desc(
-                            model.job_submits(effect.job_id)[view.submit_index]
+                            model.submit_desc(effect.job_id, view.submit_index), view.variant
                         )
                     item = {
                         "job": effect.job_id,
@@ -277,10 +285,14 @@ class WorkerHandler:
                 return
 
 
-def launch_desc(desc: Any) -> dict[str, Any]:
-    """The part of a submit description a worker needs to run its tasks."""
+def launch_desc(desc: Any, variant: int = 0) -> dict[str, Any]:
+    """The part of a submit description a worker needs to run its tasks (with the
+    chosen resource variant's index in HQ_RESOURCE_VARIANT when there are several)."""
+    program = desc["program"]
+    if len(desc.get("variants") or ()) > 1:
+        program = {**program, "env": {**program["env"], "HQ_RESOURCE_VARIANT": str(variant)}}
     return {
-        "program": desc["program"],
+        "program": program,
         "submit_dir": desc["submit_dir"],
         "stdin": desc.get("stdin"),
         "task_dir": desc.get("task_dir", False),

@@ -318,7 +318,17 @@ class Failed(Struct, frozen=True, array_like=True, tag="failed"):
     ended_ago: float | None = None
 
 
-TaskUpdate = Started | Finished | Failed
+class Notify(Struct, frozen=True, array_like=True, tag="notify"):
+    """A running task's `hq task notify` message (graphs.md §4)."""
+
+    job: int
+    task: int
+    instance: int
+    message: bytes
+    ago: float | None = None
+
+
+TaskUpdate = Started | Finished | Failed | Notify
 
 
 class Updates(Struct, frozen=True, tag_field="op", tag="updates"):

@@ -35,6 +35,7 @@ from trio_websocket import ConnectionClosed, HandshakeError
 
 from hyperq.common.access import Endpoint
 from hyperq.common.errors import HqError
+from hyperq.common.notify import ACCESS_KEY_VAR
 from hyperq.common.resources import Allocation
 from hyperq.transport import schemas
 from hyperq.transport.codec import ProtocolError
@@ -44,6 +45,7 @@ from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
 from hyperq.worker.guardian import Guardian
 from hyperq.worker.launcher import ProgramCache, TaskLaunchSpec, TaskOutcome, failed, run_task
+from hyperq.worker.notify import NotifyService
 from hyperq.worker.streaming import StreamFiles, attach_stream
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,8 @@ class WorkerRuntime:
         self.temporary_overviews: trio.CancelScope | None = None
         # CPU labels of each running task, for the dashboard's per-CPU view (overviews).
         self.task_cpus: dict[tuple[int, int], list[str]] = {}
+        self.notifier = NotifyService(self._forward_notification)
+        self.notify_tokens: dict[tuple[int, int], str] = {}
 
     def end(self, ending: Ending) -> None:
         """The first reason to end wins; it stops the receive loop (or reconnecting)."""
@@ -192,6 +196,7 @@ class WorkerRuntime:
             services.start_soon(self._report_starts)
             services.start_soon(self._heartbeat)
             await services.start(self._watch_signals)
+            await services.start(self.notifier.run)
             if self.config.time_limit is not None:
                 services.start_soon(self._time_limit, self.config.time_limit)
             if self.config.overview_interval:
@@ -297,12 +302,17 @@ class WorkerRuntime:
         allocation = Allocation.from_wire(item.allocation)
         stdout = program.stdout
         stderr = program.stderr
+        env = dict(program.env)
+        access = self.notifier.register(item.job, item.task, item.instance)
+        if access is not None:
+            self.notify_tokens[(item.job, item.task)] = access[0]
+            env[ACCESS_KEY_VAR] = access[1]
         spec = TaskLaunchSpec(
             job_id=item.job,
             task_id=item.task,
             instance=item.instance,
             argv=list(program.args),
-            env=dict(program.env),
+            env=env,
             cwd=program.cwd,
             stdout=stdout.path if stdout else None,
             stderr=stderr.path if stderr else None,
@@ -352,6 +362,9 @@ class WorkerRuntime:
                 del self.task_scopes[key]
                 self.task_cpus.pop(key, None)
             unreported = self.unreported.pop(key, None)
+            token = self.notify_tokens.pop(key, None)
+            if token is not None:
+                self.notifier.revoke(token)
         if outcome is None:
             return  # canceled: the server already knows
         # Not reported as started yet: the end carries how long it ran, so that the
@@ -377,6 +390,14 @@ class WorkerRuntime:
         with trio.CancelScope(shield=True):
             update = ["failed", item.job, item.task, item.instance, error, None]
             await self.updates_send.send([*update, time.monotonic()])
+
+    async def _forward_notification(
+        self, job_id: int, task_id: int, instance: int, message: bytes
+    ) -> None:
+        # The updates channel keeps a task's messages in order with its other reports.
+        await self.updates_send.send(
+            ["notify", job_id, task_id, instance, message, time.monotonic()]
+        )
 
     async def _report_starts(self) -> None:
         """Report the starts of tasks still running `started_delay` after they began."""

@@ -7,6 +7,7 @@ events that would have produced it (journal.md §4), stably sorted by time. Pure
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from hyperq.server.model.events import (
     Event,
@@ -41,7 +42,19 @@ def reconstruct(model: Model, started_at: float) -> list[Event]:
         job_desc = {"name": info.name, "max_fails": info.max_fails}
         events.append(JobOpen(info.submitted_at, job_id, info.name, info.max_fails))
         submits = zip(model.job_submit_times(job_id), model.job_submits(job_id), strict=True)
+        graph: list[Any] | None = None
         for submitted_at, desc in submits:
+            if "graph" in desc:
+                # The model keeps one description per graph task; the submit was one.
+                if graph is not None and graph[0]["graph"] == desc["graph"]:
+                    graph.append(desc)
+                    continue
+                graph = [desc]
+                whole = {"submit_dir": desc["submit_dir"], "graph": graph}
+                whole["stream_path"] = desc.get("stream_path")
+                events.append(JobCreated(submitted_at, job_id, False, job_desc, whole))
+                continue
+            graph = None
             events.append(JobCreated(submitted_at, job_id, False, job_desc, desc))
         # Tasks canceled (aborted) together, by one command, make one event, as they did
         # when it happened: a canceled array of 100,000 tasks is one line, not 100,000.

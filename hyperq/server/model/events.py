@@ -51,6 +51,11 @@ the client (`hq submit`) and completed by the server (`Model.submit`):
       "stdin": bytes | None,
     }
 
+A graph submit (`Model.submit_graph`, graphs.md) is instead
+`{"submit_dir", "stream_path", "graph": [TASK_DESC, ...]}`: one description per task in
+the form above (its `tasks.ids` = that one task) plus `"deps": [int, ...]`, `"graph": k`
+(the k-th user submit of the job) and optionally `"variants"` (all resource variants).
+
 The server stores `tasks.ids` always resolved (never None) so that replaying a
 `job-created` needs no decision. Keys the model does not know are kept as they are.
 """
@@ -241,6 +246,7 @@ class TaskAssigned(Event):
     worker: int
     # A multi-node task: every node in placement order, the root (`worker`) first.
     workers: tuple[int, ...] = ()
+    variant: int = 0  # index of the resource variant it runs with
 
 
 @dataclass(frozen=True)
@@ -323,6 +329,19 @@ class AutoallocAllocationFinished(Event):
     allocation_id: str
 
 
+@dataclass(frozen=True)
+class TaskNotified(Event):
+    """A running task sent a message (`hq task notify`, graphs.md §4). Never stored and
+    never applied to the model: only live event streams and waiting submitters see it."""
+
+    kind: ClassVar[str] = "task-notify"
+    persisted: ClassVar[bool] = False
+    job: int
+    task: int
+    worker: int
+    message: bytes
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     ServerStart,
     ServerStop,
@@ -349,6 +368,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AutoallocAllocationQueued,
     AutoallocAllocationStarted,
     AutoallocAllocationFinished,
+    TaskNotified,
 )
 REGISTRY: dict[str, type[Event]] = {cls.kind: cls for cls in EVENT_TYPES}
 
@@ -400,6 +420,12 @@ def _ints(value: Any) -> tuple[int, ...]:
 def _item(value: Any) -> IdItem:
     start, last, step = _ints(value)
     return (start, last, step)
+
+
+def _bytes(value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError(f"expected bytes, got {value!r}")
+    return value
 
 
 def _pairs(value: Any) -> tuple[tuple[int, int], ...]:
@@ -455,6 +481,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "worker_count": _int,
     "hw_state": _map,
     "running_cpus": _running_cpus,
+    "message": _bytes,
 }
 
 
@@ -594,6 +621,13 @@ def _export_resources(raw: Any) -> Any:
 
 
 def _export_submit(desc: Mapping[str, Any]) -> dict[str, Any]:
+    graph = desc.get("graph")
+    if isinstance(graph, list):
+        return {
+            "submit_dir": desc.get("submit_dir"),
+            "stream_path": desc.get("stream_path"),
+            "task_desc": {"n_tasks": len(graph)},
+        }
     tasks = desc.get("tasks") or {}
     return {
         "submit_dir": desc.get("submit_dir"),
@@ -660,6 +694,14 @@ _AUTOALLOC_EVENTS = (
 
 def to_export_json(event: Event) -> dict[str, Any]:
     """One `hq journal export` line: {"time": "<RFC3339>", "event": {"type": ...}}."""
+    if isinstance(event, TaskNotified):
+        # The original's notification line has no `type` (graphs.md §4.1).
+        payload: dict[str, Any] = {
+            "task_id": {"job_id": event.job, "job_task_id": event.task},
+            "worker_id": event.worker,
+            "message": list(event.message),
+        }
+        return {"time": format_timestamp(event.time), "event": payload}
     return {"time": format_timestamp(event.time), "event": export_payload(event)}
 
 

@@ -38,20 +38,28 @@ from hyperq.common.resources import (
     WorkerAllocator,
     fits_ever,
 )
+from hyperq.server.model.graph import Lane
 from hyperq.server.model.jobs import Submit
 from hyperq.server.model.state import Assignment, Model
 from hyperq.server.model.workers import Worker
 
 DEFAULT_BATCH = 1_000
 
+Variants = tuple[ResourceRequest, ...]
+Source = Submit | Lane
+"""Where waiting tasks come from: an array submit, or a lane of ready graph tasks (one
+job, priority and set of resource variants)."""
+
 
 class _SubmitQueue:
     """Waiting tasks of one submit in ID order, walked locally during one pass."""
 
-    __slots__ = ("_next", "_queued_at", "_rank", "submit")
+    __slots__ = ("_next", "_queued_at", "_rank", "request", "source", "submit")
 
     def __init__(self, submit: Submit) -> None:
         self.submit = submit
+        self.source: Source = submit
+        self.request = submit.variants[0]
         self._rank = submit.next_pristine_rank(submit.cursor)
         self._queued_at = 0
         self._next = self._peek()
@@ -84,6 +92,46 @@ class _SubmitQueue:
         elif self._rank is not None:
             self._rank = self.submit.next_pristine_rank(self._rank + 1)
         self._next = self._peek()
+
+
+class _LaneQueue:
+    """Ready graph tasks of one lane in ID order, walked locally during one pass."""
+
+    __slots__ = ("_at", "_ids", "_members", "head", "request", "source")
+
+    def __init__(self, lane: Lane) -> None:
+        self.source: Source = lane
+        self.request = lane.variants[0]
+        self._ids = lane.ids
+        self._members = lane.members
+        self._at, self.head = self._seek(lane.head, -1)
+
+    def _seek(self, at: int, after: int) -> tuple[int, int | None]:
+        # `ids[head:]` is sorted but may hold stale or repeated IDs (lazy removal).
+        ids = self._ids
+        while at < len(ids):
+            task_id = ids[at]
+            if task_id > after and task_id in self._members:
+                return at, task_id
+            at += 1
+        return at, None
+
+    def mark(self) -> tuple[int, int | None]:
+        return (self._at, self.head)
+
+    def reset(self, mark: tuple[int, int | None]) -> None:
+        self._at, self.head = mark
+
+    def pop(self) -> None:
+        if self.head is not None:
+            self._at, self.head = self._seek(self._at + 1, self.head)
+
+
+_Queue = _SubmitQueue | _LaneQueue
+
+
+def _queue_of(source: Source) -> _Queue:
+    return _LaneQueue(source) if isinstance(source, Lane) else _SubmitQueue(source)
 
 
 def _worker_order(model: Model) -> list[Worker]:
@@ -137,37 +185,43 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     lifetimes = [w.remaining_lifetime(now) for w in order]
     # Requests nobody can take right now are settled once, not once per submit: when
     # every worker is full, a pass over thousands of waiting submits stays cheap.
-    fits_now: dict[ResourceRequest, bool] = {}
+    fits_now: dict[Variants, bool] = {}
     bounds = _free_bounds(order)
-    heap: list[tuple[int, int, int, int, int, _SubmitQueue]] = []
-    unfit: list[Submit] = []
-    lowest = min((submit.priority for submit in model.ready.values()), default=0)
-    for submit in model.ready.values():
-        request = submit.request
-        if request.n_nodes > 0:
-            multi.add(submit)
+    heap: list[tuple[int, int, int, int, int, _Queue]] = []
+    unfit: list[Source] = []
+    sources: list[Source] = [*model.ready.values(), *model.lanes.values()]
+    lowest = min((source.priority for source in sources), default=0)
+    for source in sources:
+        variants = source.variants
+        if variants[0].n_nodes > 0:
+            # Job files never mix multi-node and other variants (check_request_variants).
+            multi.add(source)
             continue
-        fits = fits_now.get(request)
+        fits = fits_now.get(variants)
         if fits is None:
-            fits = fits_now[request] = _fits_somewhere(order, lifetimes, request, bounds)
+            fits = fits_now[variants] = any(
+                _fits_somewhere(order, lifetimes, request, bounds) for request in variants
+            )
         if not fits:
-            if submit.priority > lowest:
-                unfit.append(submit)
+            if source.priority > lowest:
+                unfit.append(source)
             continue
-        queue = _SubmitQueue(submit)
+        queue = _queue_of(source)
         if queue.head is not None:
+            # Lanes rank after the job's submits on equal IDs (they never share one).
+            index = -source.index if isinstance(source, Lane) else source.index
             # Among equal priorities a heavier weight goes first (cluster.md §3.2).
             heap.append(
-                (-submit.priority, -request.weight, submit.job_id, queue.head, submit.index, queue)
+                (-source.priority, -variants[0].weight, source.job_id, queue.head, index, queue)
             )
     heapq.heapify(heap)
     gaps = _GapRule(model, now, lowest)
     # Waiting tasks that fit nowhere now still hold lower priorities to the gap.
-    for submit in sorted(unfit, key=lambda s: -s.priority):
-        gaps.block(submit)
+    for source in sorted(unfit, key=lambda s: -s.priority):
+        gaps.block(source)
     fill = _MinUtilization(order)
-    # Per request: index into `order` below which every worker already refused it.
-    first_candidate: dict[ResourceRequest, int] = {}
+    # Per variants: index into `order` below which every worker already refused them.
+    first_candidate: dict[Variants, int] = {}
     refused = _RefusedEverywhere()
     taken: list[tuple[WorkerAllocator, Allocation]] = []
     out: list[Assignment] = []
@@ -179,42 +233,45 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             if multi.pending(priority):
                 out.extend(multi.place_down_to(priority, limit - len(out)))
                 continue
-            request = queue.submit.request
-            k = first_candidate.get(request)
+            variants = queue.source.variants
+            single = variants[0] if len(variants) == 1 else None
+            k = first_candidate.get(variants)
             if k is None:
-                k = len(order) if refused.covers(request, priority) else 0
-            placed: tuple[Worker, Allocation] | None = None
-            while k < len(order):
+                k = len(order) if single and refused.covers(single, priority) else 0
+            placed: tuple[Worker, Allocation, int, ResourceRequest] | None = None
+            while k < len(order) and placed is None:
                 worker = order[k]
                 life = lifetimes[k]
                 # Each refusal below holds for every later task of this pass (they have
                 # equal or lower priority), so `first_candidate` may move past it.
-                if (
-                    worker.id in fill.waiting
-                    or multi.withholds(worker.id, priority)
-                    or not gaps.allows(worker, request, priority)
-                ):
-                    pass
-                elif life is None or life >= request.min_time:
-                    assert worker.allocator is not None
-                    allocation = worker.allocator.try_allocate(request)
-                    if allocation is not None:
-                        placed = (worker, allocation)
-                        break
-                k += 1
-            first_candidate[request] = k
+                if worker.id not in fill.waiting and not multi.withholds(worker.id, priority):
+                    # On one worker the earliest variant that fits wins (graphs.md §1.3).
+                    for number, request in enumerate(variants):
+                        if life is not None and life < request.min_time:
+                            continue
+                        if not gaps.allows(worker, request, priority):
+                            continue
+                        assert worker.allocator is not None
+                        allocation = worker.allocator.try_allocate(request)
+                        if allocation is not None:
+                            placed = (worker, allocation, number, request)
+                            break
+                if placed is None:
+                    k += 1
+            first_candidate[variants] = k
             if placed is None:
-                refused.add(request, priority)
+                if single is not None:
+                    refused.add(single, priority)
                 heapq.heappop(heap)
                 fill.queues.append(queue)
-                gaps.block(queue.submit)
+                gaps.block(queue.source)
                 continue
-            worker, allocation = placed
+            worker, allocation, number, request = placed
             assert worker.allocator is not None
             multi.touched.add(worker.id)
             gaps.consume(worker, request, priority)
             taken.append((worker.allocator, allocation))
-            out.append(Assignment(job_id, task_id, worker.id, allocation))
+            out.append(Assignment(job_id, task_id, worker.id, allocation, variant=number))
             queue.pop()
             if queue.head is None:
                 heapq.heappop(heap)
@@ -305,14 +362,14 @@ def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
     if worker.descriptor is None or not worker.accepts_tasks:
         return True
     life = worker.remaining_lifetime(now)
-    for submit in model.ready.values():
-        request = submit.request
-        if life is not None and life < request.min_time:
-            continue
-        # A waiting multi-node task may need this worker once more of its group join
-        # (workers of one allocation start one by one), whatever its resources.
-        if request.n_nodes > 0 or fits_ever(worker.descriptor, request):
-            return False
+    for source in [*model.ready.values(), *model.lanes.values()]:
+        for request in source.variants:
+            if life is not None and life < request.min_time:
+                continue
+            # A waiting multi-node task may need this worker once more of its group join
+            # (workers of one allocation start one by one), whatever its resources.
+            if request.n_nodes > 0 or fits_ever(worker.descriptor, request):
+                return False
     return True
 
 
@@ -397,14 +454,14 @@ class _MultiNodePass:
     def __init__(self, model: Model, now: float) -> None:
         self.model = model
         self.now = now
-        self.submits: list[Submit] = []
+        self.submits: list[Source] = []
         self._sorted = False
         self._at = 0
         self.touched: set[int] = set()
         self.reserved: set[int] = set()
         self.blocked: dict[int, int] = {}
 
-    def add(self, submit: Submit) -> None:
+    def add(self, submit: Source) -> None:
         self.submits.append(submit)
         self._sorted = False
 
@@ -436,12 +493,12 @@ class _MultiNodePass:
             self._at += 1
         return out
 
-    def _place_submit(self, submit: Submit, limit: int) -> list[Assignment]:
-        request = submit.request
+    def _place_submit(self, submit: Source, limit: int) -> list[Assignment]:
+        request = submit.variants[0]
         if not group_can_ever_host(self.model, self.now, request):
             return []  # no group is big enough: it blocks nothing (cluster.md §1.3)
         out: list[Assignment] = []
-        queue = _SubmitQueue(submit)
+        queue = _queue_of(submit)
         taken = self.touched | self.reserved
         free = free_nodes_by_group(self.model.workers.values(), self.now, request.min_time, taken)
         while queue.head is not None and len(out) < limit:
@@ -452,7 +509,9 @@ class _MultiNodePass:
                 if nodes[0] in ids:
                     del ids[: request.n_nodes]
             self.reserved.update(nodes)
-            out.append(Assignment(submit.job_id, queue.head, nodes[0], Allocation(()), nodes))
+            out.append(
+                Assignment(submit.job_id, queue.head, nodes[0], Allocation(()), workers=nodes)
+            )
             queue.pop()
         if queue.head is not None:
             # Still waiting: keep free every worker of a group that could host it, so
@@ -582,10 +641,10 @@ class _GapRule:
         self._workers: dict[int, _WorkerGap] = {}
         self._amounts: dict[ResourceRequest, dict[str, int]] = {}
 
-    def block(self, submit: Submit) -> None:
+    def block(self, submit: Source) -> None:
         """`submit` stays waiting: lower priorities get only the gap it leaves on every
-        worker that could ever run it."""
-        request = submit.request
+        worker that could ever run it (its first variant stands for it)."""
+        request = submit.variants[0]
         if submit.priority <= self.lowest or request in self._seen:
             return
         if len(self.blockers) >= GAP_MAX_BLOCKERS:
@@ -683,7 +742,7 @@ class _MinUtilization:
                 self.need[worker.id] = need
         self.waiting = {w.id for w in self.workers}
         # Queues with tasks left after the main pass.
-        self.queues: list[_SubmitQueue] = []
+        self.queues: list[_Queue] = []
 
     def run(self, worker: Worker, now: float, gaps: _GapRule, limit: int) -> list[Assignment]:
         allocator = worker.allocator
@@ -694,13 +753,13 @@ class _MinUtilization:
             return []
         life = worker.remaining_lifetime(now)
         live = [q for q in self.queues if q.head is not None]
-        live.sort(key=lambda q: (-q.submit.priority, -q.submit.request.weight, q.submit.job_id))
+        live.sort(key=lambda q: (-q.source.priority, -q.request.weight, q.source.job_id))
         kinds: list[tuple[_SubmitQueue, list[int], int, int]] = []
         for queue in live:
-            request = queue.submit.request
+            request = queue.request
             if life is not None and life < request.min_time:
                 continue
-            if not gaps.allows(worker, request, queue.submit.priority):
+            if not gaps.allows(worker, request, queue.source.priority):
                 continue
             probe = allocator.try_allocate(request)
             if probe is None:
@@ -714,7 +773,7 @@ class _MinUtilization:
                 ids.append(queue.head)
                 queue.pop()
             queue.reset(mark)
-            kinds.append((queue, ids, cpus, queue.submit.priority))
+            kinds.append((queue, ids, cpus, queue.source.priority))
             if len(kinds) == MU_MAX_KINDS:
                 break
         if not kinds:
@@ -729,7 +788,7 @@ class _MinUtilization:
         def value(chosen: list[int]) -> tuple[float, ...]:
             score = [0.0] * len(levels)
             for (queue, _, cpus, priority), count in zip(kinds, chosen, strict=True):
-                weight = queue.submit.request.weight / 10_000
+                weight = queue.request.weight / 10_000
                 score[levels.index(priority)] += count * weight * cpus / total_cpus
             return tuple(score)
 
@@ -745,7 +804,7 @@ class _MinUtilization:
                         best, best_score = list(counts), score
                 return
             queue, ids, cpus, _ = kinds[i]
-            request = queue.submit.request
+            request = queue.request
             held: list[Allocation] = []
             while len(held) < len(ids) and sum(counts) + len(held) < limit:
                 steps += 1  # allocations count against the budget too
@@ -766,16 +825,16 @@ class _MinUtilization:
         if best is None:
             return []
         out: list[Assignment] = []
-        placed: list[Submit] = []
+        placed: list[_Queue] = []
         marks = [queue.mark() for queue, _, _, _ in kinds]
         placed_cpus = 0
         for (queue, _, cpus, _), count in zip(kinds, best, strict=True):
             for _ in range(count):
-                allocation = allocator.try_allocate(queue.submit.request)
+                allocation = allocator.try_allocate(queue.request)
                 if allocation is None or queue.head is None:
                     break
-                out.append(Assignment(queue.submit.job_id, queue.head, worker.id, allocation))
-                placed.append(queue.submit)
+                out.append(Assignment(queue.source.job_id, queue.head, worker.id, allocation))
+                placed.append(queue)
                 placed_cpus += cpus
                 queue.pop()
         if placed_cpus + 1e-6 < need:
@@ -785,6 +844,6 @@ class _MinUtilization:
             for (queue, _, _, _), mark in zip(kinds, marks, strict=True):
                 queue.reset(mark)
             return []
-        for submit in placed:
-            gaps.consume(worker, submit.request, submit.priority)
+        for queue in placed:
+            gaps.consume(worker, queue.request, queue.source.priority)
         return out
