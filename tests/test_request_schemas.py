@@ -71,6 +71,23 @@ VALID: dict[str, dict[str, Any]] = {
     "journal-flush": {},
     "journal-prune": {},
     "journal-stream": {"follow": False},
+    "submit-graph": {
+        "job_desc": {"name": "g", "max_fails": None},
+        "submit_desc": {
+            "submit_dir": "/tmp",
+            "tasks": [
+                {"id": 0, "program": {"args": ["true"]}, "resources": [[], 0, 0.0, 10_000]},
+                {
+                    "id": 1,
+                    "deps": [0],
+                    "program": {"args": ["true"]},
+                    "resources": [[], 0, 0.0, 10_000],
+                },
+            ],
+        },
+    },
+    "task-explain": {"job": 1, "task": 0},
+    "job-notifications": {"job": 1},
 }
 
 

@@ -246,14 +246,24 @@ class ClientApi:
         await core.durable()
         return {"job": events[0].job}
 
-    async def _submit_graph(self, request: dict[str, Any]) -> Any:
-        return await submit_graph(self.core, request)
+    async def _submit_graph(self, request: schemas.SubmitGraphRequest) -> Any:
+        job_desc = request.job_desc
+        return await submit_graph(
+            self.core,
+            {
+                "job": request.job,
+                "job_desc": schemas.to_wire(job_desc) if job_desc is not None else {},
+                "submit_desc": request.submit_desc,
+            },
+        )
 
-    async def _task_explain(self, request: dict[str, Any]) -> Any:
-        return await task_explain(self.core, request)
+    async def _task_explain(self, request: schemas.TaskExplainRequest) -> Any:
+        return await task_explain(self.core, {"job": request.job, "task": request.task})
 
-    async def _job_notifications(self, request: dict[str, Any], peer: PeerConnection) -> None:
-        await job_notifications(self.core, request, peer)
+    async def _job_notifications(
+        self, request: schemas.JobNotificationsRequest, peer: PeerConnection
+    ) -> None:
+        await job_notifications(self.core, {"job": request.job}, peer)
 
     async def _job_open(self, request: schemas.JobOpenRequest) -> Any:
         check_job_open(request)

@@ -130,7 +130,7 @@ def check_task(
 ) -> dict[str, Any]:
     """One TASK of the request, checked field by field, as a clean map with every key
     (a missing optional key takes its default)."""
-    where = f"tasks[{index}]"
+    where = f"submit_desc.tasks[{index}]"
     if not isinstance(raw, Mapping):
         raise _fail(where, "expected a map")
     deps = raw.get("deps", [])

@@ -237,6 +237,25 @@ class JournalStreamRequest(Struct, frozen=True):
     live_marker: bool = False
 
 
+class SubmitGraphRequest(Struct, frozen=True):
+    """A whole task graph (graphs.md §2): the envelope is typed here; each of the
+    possibly 100,000 tasks of `submit_desc` is checked field by field by
+    hyperq.server.graphapi, which names the failing field the same way."""
+
+    submit_desc: dict[str, Any]
+    job: int | None = None
+    job_desc: JobDesc | None = None
+
+
+class TaskExplainRequest(Struct, frozen=True):
+    job: int | Literal["last"]
+    task: int
+
+
+class JobNotificationsRequest(Struct, frozen=True):
+    job: int
+
+
 CLIENT_REQUESTS: dict[str, type[Struct]] = {
     "server-info": NoFields,
     "server-stop": NoFields,
@@ -260,6 +279,9 @@ CLIENT_REQUESTS: dict[str, type[Struct]] = {
     "journal-flush": NoFields,
     "journal-prune": NoFields,
     "journal-stream": JournalStreamRequest,
+    "submit-graph": SubmitGraphRequest,
+    "task-explain": TaskExplainRequest,
+    "job-notifications": JobNotificationsRequest,
 }
 """The request type of each client op (the client API dispatches on these names)."""
 

@@ -63,7 +63,8 @@ def test_job_submit(cluster: ClusterEnv) -> None:
     jobs.check_columns_value(COLUMNS, 0, ["1", "bash", "FINISHED"])
     jobs.check_columns_value(COLUMNS, 1, ["2", "bash", "FINISHED"])
 
-    cluster.command(["submit", "--", "sleep", "1"])
+    # Long enough to still be RUNNING at the listing on a loaded machine.
+    cluster.command(["submit", "--", "sleep", "4"])
     cluster.wait_for_job_state(3, "RUNNING")
     jobs = list_jobs(cluster, "--all")
     assert len(jobs) == 3
@@ -199,7 +200,8 @@ def test_job_filters(cluster: ClusterEnv) -> None:
     assert len(list_jobs(cluster, "--filter", "waiting")) == 2
 
     cluster.start_worker(cpus=1)
-    cluster.command(["submit", "--", "sleep", "2"])
+    # Still RUNNING through the listings below, also on a loaded machine.
+    cluster.command(["submit", "--", "sleep", "60"])
     cluster.wait_for_job_state(4, "RUNNING")
     assert list_jobs(cluster, "--filter", "running").get_column_value("ID") == ["4"]
     assert list_jobs(cluster, "--filter", "finished").get_column_value("ID") == ["2"]
