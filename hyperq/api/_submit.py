@@ -172,7 +172,10 @@ def submit_job(session: ClientSession, job: JobDescription, submit_dir: str) -> 
             return int(reply["job"])
         reply = session.request("job-open", **job_desc)
         job_id = int(reply["job"])
-        for desc, task_ids in groups.values():
+        # Each submit can start running before the next arrives; sent from the highest
+        # priority down, tasks still start in priority order.
+        ordered = sorted(groups.values(), key=lambda group: -group[0]["priority"])
+        for desc, task_ids in ordered:
             session.request(
                 "submit", job_desc={}, submit_desc=_with_ids(desc, task_ids), job=job_id
             )
