@@ -29,6 +29,7 @@ from hyperq.server.model.events import (
     TaskCanceled,
     TaskFailed,
     TaskFinished,
+    TaskNotified,
     TaskStarted,
     WorkerConnected,
     WorkerLost,
@@ -71,6 +72,14 @@ SAMPLES: list[Event] = [
     TaskCanceled(T, ((1, ((2, 4, 1), (8, 8, 1))), (2, ((0, 6, 3),)))),
     TaskAborted(T, ((5, ((0, 1, 1),)),)),
     WorkerResumed(T, 2, ((1, 0), (3, 7))),
+    TaskNotified(T, 1, 2, 3, b"msg\x00"),
+    JobCreated(
+        T,
+        6,
+        True,
+        {"name": "", "max_fails": None},
+        {"submit_dir": "/s", "graph": [{**submit_desc(), "id": 0, "graph": 0}] * 2},
+    ),
 ]
 
 
@@ -100,7 +109,20 @@ def _only_cbor_types(value: Any) -> bool:
 def test_wire_form_is_plain_data(event: Event) -> None:
     assert _only_cbor_types(to_wire(event))
     line = json.dumps(to_export_json(event))  # every export line is valid JSON
-    assert json.loads(line)["event"]["type"] == event.kind
+    if isinstance(event, TaskNotified):
+        # The original's notification lines have no `type` (graphs.md §4.1).
+        assert json.loads(line)["event"] == {
+            "task_id": {"job_id": 1, "job_task_id": 2},
+            "worker_id": 3,
+            "message": [109, 115, 103, 0],
+        }
+    else:
+        assert json.loads(line)["event"]["type"] == event.kind
+
+
+def test_graph_submit_exports_its_size() -> None:
+    created = to_export_json(SAMPLES[-1])["event"]
+    assert created["submit_desc"]["task_desc"] == {"n_tasks": 2}
 
 
 def test_export_shapes() -> None:
@@ -182,7 +204,7 @@ def test_export_shapes() -> None:
 
 def test_only_journal_kinds_are_persisted() -> None:
     transient = {e.kind for e in SAMPLES if not e.persisted}
-    assert transient == {"task-assigned", "job-forgotten", "worker-resumed"}
+    assert transient == {"task-assigned", "job-forgotten", "worker-resumed", "task-notify"}
     assert [e.kind for e in persisted(SAMPLES)] == [e.kind for e in SAMPLES if e.persisted]
     # Journaled, but HyperQueue has no such event: exports leave it out.
     assert {e.kind for e in SAMPLES if not e.exported} == {"worker-stop-requested"}

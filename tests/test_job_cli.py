@@ -804,11 +804,7 @@ def test_task_info_json_and_missing_job(hq: Hq, server: Any) -> None:
 
 
 def test_stub_commands_not_supported(hq: Hq) -> None:
-    for argv in (
-        ("task", "explain", "1", "0"),
-        ("task", "notify", "hello"),
-        ("journal", "report", "journal.bin", "report.html"),
-    ):
+    for argv in (("journal", "report", "journal.bin", "report.html"),):
         result = hq(*argv)
         assert result.code == 1 and "not supported" in result.err
 

@@ -15,6 +15,7 @@ Usage (with a python that can import `hyperqueue`):
   bench_hq_reference.py array SERVER_DIR N      N `true` tasks, submit until all finished
   bench_hq_reference.py roundtrip SERVER_DIR K  K one-task jobs, each connect+submit+finish
   bench_hq_reference.py submit SERVER_DIR N     time only the submit of N `true` tasks
+  bench_hq_reference.py chain SERVER_DIR K      K `true` tasks, each depending on the last
 """
 
 from __future__ import annotations
@@ -118,8 +119,22 @@ def submit(server_dir: str, count: int) -> dict[str, float]:
     return {"seconds": sent - built, "build": built - started}
 
 
+def chain(server_dir: str, count: int) -> dict[str, float]:
+    client = Client(server_dir)
+    job = Job()
+    previous = None
+    for _ in range(count):
+        previous = job.program(
+            ["true"], stdout=None, stderr=None, deps=[previous] if previous else ()
+        )
+    started = time.perf_counter()
+    submitted = client.submit(job)
+    wait_done(client, submitted.id, 0.005)
+    return {"seconds": time.perf_counter() - started}
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 4 or argv[1] not in {"host", "array", "roundtrip", "submit"}:
+    if len(argv) != 4 or argv[1] not in {"host", "array", "roundtrip", "submit", "chain"}:
         print(__doc__, file=sys.stderr)
         return 2
     # SIGTERM from the bench must still run the cluster's stop.
@@ -128,7 +143,8 @@ def main(argv: list[str]) -> int:
     if action == "host":
         host(server_dir, number)
         return 0
-    result = {"array": array, "roundtrip": roundtrip, "submit": submit}[action](
+    actions = {"array": array, "roundtrip": roundtrip, "submit": submit, "chain": chain}
+    result = actions[action](
         server_dir, number
     )
     print(json.dumps(result), flush=True)

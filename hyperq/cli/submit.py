@@ -52,7 +52,8 @@ Options:
   --progress                Show the job's progress until it completes
   --stdin                   Read stdin now and feed it to every task
   --directives <MODE>       Read #HQ directives: auto, file, stdin or off [default: auto]
-  --on-notify <CMD>         Accepted for compatibility (later)
+  --on-notify <CMD>         With --wait: run CMD <message> for every `hq task notify`
+                            of the job's tasks
 """
 
 
@@ -86,6 +87,10 @@ def submit(ctx: Context, args: dict[str, Any]) -> int:
         )
         job_id = int(result["job"])
         make_output(ctx.output_mode, ctx.colors).job_submitted(job_id)
+        if request.wait and request.on_notify is not None:
+            from hyperq.cli.notifywait import wait_with_notifications
+
+            wait_with_notifications(session, job_id, request.on_notify)
         if request.wait:
             from hyperq.cli.jobwait import wait_for_jobs
 

@@ -1,4 +1,4 @@
-"""`hq task …`: list and info (jobs.md §9); explain and notify are not supported yet.
+"""`hq task …`: list and info (jobs.md §9), explain and notify (graphs.md §3–§4).
 
 Missing jobs and tasks are log lines, not errors: the command still prints what it found
 and exits 0. Import only cheap modules at the top.
@@ -18,7 +18,7 @@ from hyperq.cli.commandargs import (
 )
 from hyperq.common import log
 from hyperq.common.context import Context
-from hyperq.common.errors import HqError, UsageError
+from hyperq.common.errors import UsageError
 from hyperq.common.idrange import IdRanges, parse_selector
 from hyperq.common.states import TASK_STATES
 
@@ -59,16 +59,24 @@ Options:
   -v, --verbose   Show full error messages
 """
 
-EXPLAIN_USAGE = """Explain why a task cannot run (not supported by hyperq yet)
+EXPLAIN_USAGE = """Explain whether a task can run, and what blocks it on each worker
 
 Usage:
-  hq task explain [<ARGS>...]
+  hq task explain <JOB> <TASK_ID>
+
+Arguments:
+  <JOB>       One job: last or its ID
+  <TASK_ID>   One task ID
 """
 
-NOTIFY_USAGE = """Send a notification from a running task (not supported by hyperq yet)
+NOTIFY_USAGE = """Send a notification from a running task (to `hq submit --wait --on-notify`
+and `hq journal stream`)
 
 Usage:
-  hq task notify [<ARGS>...]
+  hq task notify <MESSAGE>
+
+Arguments:
+  <MESSAGE>   At most 1024 bytes
 """
 
 
@@ -125,16 +133,37 @@ def info(ctx: Context, args: dict[str, Any]) -> int:
 
 
 def explain(ctx: Context, args: dict[str, Any]) -> int:
-    raise HqError("`hq task explain` is not supported by hyperq yet")
+    job_text, task_text = args["<JOB>"], args["<TASK_ID>"]
+    job: int | str = "last"
+    if job_text != "last":
+        if not job_text.isdigit():
+            raise UsageError(
+                f"error: invalid value '{job_text}' for '<JOB>': expected `last` or a job ID"
+            )
+        job = int(job_text)
+    if not task_text.isdigit() or int(task_text) > 2**32 - 1:
+        raise UsageError(
+            f"error: invalid value '{task_text}' for '<TASK_ID>': invalid digit found in string"
+        )
+    output = output_of(ctx)
+    with connect(ctx) as session:
+        reply = session.request("task-explain", job=job, task=int(task_text))
+    output.task_explanation(reply)
+    return 0
 
 
 def notify(ctx: Context, args: dict[str, Any]) -> int:
-    raise HqError("`hq task notify` is not supported by hyperq yet")
+    import os
+
+    from hyperq.common.notify import send_notification
+
+    send_notification(os.fsencode(args["<MESSAGE>"]))
+    return 0
 
 
 COMMANDS = {
     "list": (LIST_USAGE, list_tasks, False),
     "info": (INFO_USAGE, info, False),
-    "explain": (EXPLAIN_USAGE, explain, True),
-    "notify": (NOTIFY_USAGE, notify, True),
+    "explain": (EXPLAIN_USAGE, explain, False),
+    "notify": (NOTIFY_USAGE, notify, False),
 }

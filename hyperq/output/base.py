@@ -105,6 +105,10 @@ class Output:
         """`task list`: job id -> its TASKs."""
         raise NotImplementedError
 
+    def task_explanation(self, data: Mapping[str, Any]) -> None:
+        """`task explain`: the task-explain reply (graphs.md §3)."""
+        raise NotImplementedError
+
     def task_info(
         self, job_id: int, tasks: Sequence[Task], worker_names: Mapping[int, str], verbose: bool
     ) -> None:

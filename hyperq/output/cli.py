@@ -249,6 +249,63 @@ class CliOutput(Output):
         if truncated:
             log.info("An error message was truncated. Use -v to display the full error.")
 
+    def task_explanation(self, data: Mapping[str, Any]) -> None:
+        from hyperq.common.idrange import format_ids
+
+        task = data["task_id"]
+        explanation = data["explanation"]
+        name = f"{task['job_id']}@{task['job_task_id']}"
+        n, w = explanation["n_task_deps"], explanation["n_waiting_deps"]
+        # The last two conditions are swapped in the original; kept (graphs.md §3.2).
+        if n == 0:
+            print(f"Task {name} is ready to run because it has no dependencies.")
+        elif w == n:
+            print(f"Task {name} is ready to run because its all {n} dependencies are finished.")
+        else:
+            print(
+                f"Task {name} is not ready to run, because {w}/{n} dependencies are not finished."
+            )
+        workers = explanation["workers"]
+        runnable = [x["worker_id"] for x in workers if any(x["enabled"])]
+        if runnable:
+            noun = "worker" if len(runnable) == 1 else "workers"
+            print(f"The task can run on {len(runnable)} {noun}: {format_ids(runnable)}")
+        else:
+            print("There is no worker where the task can run.")
+        if not workers:
+            sys.stdout.flush()
+            return
+        rows: list[list[str]] = []
+        for worker in workers:
+            enabled = worker["enabled"]
+            count = sum(enabled)
+            if not count:
+                status = "No"
+            elif len(enabled) == 1:
+                status = "Yes"
+            else:
+                status = f"Yes ({count}/{len(enabled)})"
+            first = True
+            for index, items in enumerate(worker["variants"]):
+                if not items:
+                    continue
+                texts = [_explain_item(item) for item in items]
+                rows.append(
+                    [
+                        str(worker["worker_id"]) if first else "",
+                        status if first else "",
+                        str(index),
+                        "\n".join(t[0] for t in texts),
+                        "\n".join(t[1] for t in texts),
+                        "\n".join(t[2] for t in texts),
+                    ]
+                )
+                first = False
+            if first:
+                rows.append([str(worker["worker_id"]), status, "", "", "", ""])
+        header = ["Worker Id", "Runnable", "Variant", "Type", "Provides", "Request"]
+        print(render_horizontal(header, rows, colors=self.colors), flush=True)
+
     def task_info(
         self, job_id: int, tasks: Sequence[Task], worker_names: Mapping[int, str], verbose: bool
     ) -> None:
@@ -532,6 +589,29 @@ def pin_text(pin: str | None) -> str:
 
 def duration_or_none(seconds: float | None) -> str:
     return format_duration(seconds) if seconds is not None else "None"
+
+
+def _explain_item(item: Mapping[str, Any]) -> tuple[str, str, str]:
+    """One explain check as (Type, Provides, Request) cell lines."""
+    from hyperq.common.resources import format_amount
+
+    def seconds(duration: Mapping[str, int]) -> float:
+        return duration["secs"] + duration["nanos"] / 1e9
+
+    if "Time" in item:
+        time_item = item["Time"]
+        remaining = time_item["remaining_time"]
+        provides = "unknown" if remaining is None else format_elapsed(seconds(remaining))
+        return "time", provides, format_duration(seconds(time_item["min_time"]))
+    if "WorkerGroup" in item:
+        group = item["WorkerGroup"]
+        return "nodes", f"group size {group['group_size']}", str(group["n_nodes"])
+    res = item["Resources"]
+    return (
+        res["resource"],
+        format_amount(res["worker_amount"]),
+        format_amount(res["request_amount"]),
+    )
 
 
 def format_resources(variants: Any) -> str:

@@ -93,6 +93,22 @@ class JsonOutput(Output):
     ) -> None:
         print_json([task_json(task, job_id) for task in tasks])
 
+    def task_explanation(self, data: Mapping[str, Any]) -> None:
+        explanation = data["explanation"]
+        workers = [
+            {"worker_id": w["worker_id"], "variants": w["variants"]} for w in explanation["workers"]
+        ]
+        print_json(
+            {
+                "task_id": data["task_id"],
+                "explanation": {
+                    "n_task_deps": explanation["n_task_deps"],
+                    "n_waiting_deps": explanation["n_waiting_deps"],
+                    "workers": workers,
+                },
+            }
+        )
+
     def job_progress(self, progress: Progress, final: bool) -> None:
         # The command prints its one value (`{}`) when it ends.
         pass

@@ -64,6 +64,9 @@ class QuietOutput(Output):
     ) -> None:
         pass
 
+    def task_explanation(self, data: Mapping[str, Any]) -> None:
+        pass
+
     def job_progress(self, progress: Progress, final: bool) -> None:
         pass
 

@@ -19,6 +19,7 @@ from trio_websocket import ConnectionClosed
 
 from hyperq.common.errors import HqError
 from hyperq.server.core import ServerCore
+from hyperq.server.graphapi import job_notifications, submit_graph, task_explain
 from hyperq.server.info import ServerInfo
 from hyperq.server.lifecycle import StopRequest
 from hyperq.server.model.jobs import JobState, TaskState
@@ -119,6 +120,9 @@ class ClientApi:
             "job-progress": self._job_progress,
             "journal-stream": self._journal_stream,
         }
+        self.ops["submit-graph"] = self._submit_graph
+        self.ops["task-explain"] = self._task_explain
+        self.stream_ops["job-notifications"] = self._job_notifications
         self.ops["journal-flush"] = self._journal_flush
         self.ops["journal-prune"] = self._journal_prune
 
@@ -208,6 +212,15 @@ class ClientApi:
         core.commit(events)
         await core.durable()
         return {"job": events[0].job}
+
+    async def _submit_graph(self, request: dict[str, Any]) -> Any:
+        return await submit_graph(self.core, request)
+
+    async def _task_explain(self, request: dict[str, Any]) -> Any:
+        return await task_explain(self.core, request)
+
+    async def _job_notifications(self, request: dict[str, Any], peer: PeerConnection) -> None:
+        await job_notifications(self.core, request, peer)
 
     async def _job_open(self, request: dict[str, Any]) -> Any:
         core = self.core

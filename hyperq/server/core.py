@@ -18,7 +18,7 @@ import trio
 
 from hyperq.common.placeholders import fill, submit_values
 from hyperq.server.journal.writer import Journal
-from hyperq.server.model.events import Event, ServerStart
+from hyperq.server.model.events import Event, ServerStart, TaskNotified
 from hyperq.server.model.scheduler import schedule, worker_is_idle
 from hyperq.server.model.state import KillTask, LaunchTask, Model
 
@@ -142,6 +142,11 @@ class ServerCore:
                     subscription.send.close()
                     self.subscriptions.discard(subscription)
                     break
+
+    def notify(self, job_id: int, task_id: int, worker_id: int, message: bytes) -> None:
+        """A task's notification: to live event streams only, never to the journal."""
+        if self.subscriptions:
+            self._publish([(None, TaskNotified(self.now(), job_id, task_id, worker_id, message))])
 
     def subscribe(self) -> Subscription:
         subscription = Subscription()

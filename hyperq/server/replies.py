@@ -44,7 +44,7 @@ def _output_path(stream: Any) -> str | None:
 def task_desc_json(desc: Mapping[str, Any]) -> dict[str, Any]:
     """TASK_DESC of jobs.md §10, from a stored submit description."""
     program = desc["program"]
-    request = ResourceRequest.from_wire(desc["resources"])
+    variants = desc.get("variants") or [desc["resources"]]
     pin = desc.get("pin")
     return {
         "program": {
@@ -54,7 +54,7 @@ def task_desc_json(desc: Mapping[str, Any]) -> dict[str, Any]:
             "stdout": _output_path(program.get("stdout")),
             "stderr": _output_path(program.get("stderr")),
         },
-        "resources": [request.to_json()],
+        "resources": [ResourceRequest.from_wire(v).to_json() for v in variants],
         "pin_mode": "openmp" if pin == "omp" else pin,
         "priority": int(desc.get("priority", 0)),
         "time_limit": desc.get("time_limit"),
@@ -97,7 +97,7 @@ def task_info_wire(
             "time_limit": td["time_limit"],
             "task_dir": td["task_dir"],
             "crash_limit": td["crash_limit"],
-            "deps": [],
+            "deps": list(desc.get("deps") or ()),
             "entry": view.entry,
             "submit_dir": desc["submit_dir"],
             "server_uid": server_uid,
@@ -121,14 +121,43 @@ def job_detail_wire(model: Model, job_id: int, with_tasks: bool) -> dict[str, An
         "max_fails": info.max_fails,
         "started_at": info.submitted_at,
         "finished_at": info.completed_at,
-        "submits": [{"array": task_desc_json(desc)} for desc in submits],
-        "submit_dirs": [desc["submit_dir"] for desc in submits],
-        "submit_ids": [[list(item) for item in desc["tasks"]["ids"]] for desc in submits],
+        **_submits_wire(submits),
         "tasks": tasks,
         "workers": list(info.workers),
         "failed_tasks": [task_wire(view, submits[view.submit_index]) for view in failed],
         "failed_count": failed_count,
     }
+
+
+def _submits_wire(submits: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """`submits` of jobs.md §10: `{"array": …}` per array submit, `{"graph": [TASK_DESC…]}`
+    per graph submit (the model keeps one description per graph task; `graph` in it
+    numbers the user's submits within the job)."""
+    out: list[dict[str, Any]] = []
+    dirs: list[str] = []
+    ids: list[list[list[int]]] = []
+    group: Any = None
+    for desc in submits:
+        if "graph" in desc:
+            items = [[desc["id"], desc["id"], 1]]
+        else:
+            items = [list(item) for item in desc["tasks"]["ids"]]
+        if "graph" not in desc:
+            group = None
+            out.append({"array": task_desc_json(desc)})
+            dirs.append(desc["submit_dir"])
+            ids.append(items)
+            continue
+        if group is None or desc["graph"] != group:
+            group = desc["graph"]
+            out.append({"graph": []})
+            dirs.append(desc["submit_dir"])
+            ids.append([])
+        out[-1]["graph"].append(task_desc_json(desc))
+        ids[-1].extend(items)
+    for items in ids:
+        items.sort()
+    return {"submits": out, "submit_dirs": dirs, "submit_ids": ids}
 
 
 def worker_wire(view: WorkerView) -> dict[str, Any]:

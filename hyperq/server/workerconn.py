@@ -17,6 +17,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from hyperq.common.errors import HqError
+from hyperq.common.notify import NOTIFY_LIMIT
 from hyperq.server.core import ServerCore, WorkerLink
 from hyperq.server.replies import worker_wire
 from hyperq.transport.codec import ProtocolError
@@ -175,6 +176,12 @@ class WorkerHandler:
                     ran_for=_seconds(item[5] if len(item) > 5 else None),
                     ended_at=_ago(now, item[6] if len(item) > 6 else None),
                 )
+            elif kind == "notify":
+                message = item[4] if len(item) > 4 else None
+                if not isinstance(message, bytes) or len(message) > NOTIFY_LIMIT:
+                    raise ProtocolError("malformed notification")
+                core.notify(job, task, worker_id, message)
+                continue
             else:
                 raise ProtocolError(f"unknown update {kind!r}")
             # Each command reads the model, so apply before deciding on the next item.
@@ -197,17 +204,17 @@ class WorkerHandler:
                 launch, link.launch = link.launch, []
                 # Map keys must be strings: frames are decoded with strict_hashable_types.
                 descs: dict[str, Any] = {}
-                desc_keys: dict[tuple[int, int], str] = {}
+                desc_keys: dict[tuple[int, int, int], str] = {}
                 tasks = []
                 for effect in launch:
                     view = model.task(effect.job_id, effect.task_id)
                     if view is None:
                         continue
-                    key = (effect.job_id, view.submit_index)
+                    key = (effect.job_id, view.submit_index, view.variant)
                     if key not in desc_keys:
                         desc_keys[key] = str(len(descs))
                         descs[desc_keys[key]] = launch_desc(
-                            model.job_submits(effect.job_id)[view.submit_index]
+                            model.submit_desc(effect.job_id, view.submit_index), view.variant
                         )
                     tasks.append(
                         {
@@ -226,10 +233,14 @@ class WorkerHandler:
                 return
 
 
-def launch_desc(desc: Any) -> dict[str, Any]:
-    """The part of a submit description a worker needs to run its tasks."""
+def launch_desc(desc: Any, variant: int = 0) -> dict[str, Any]:
+    """The part of a submit description a worker needs to run its tasks (with the
+    chosen resource variant's index in HQ_RESOURCE_VARIANT when there are several)."""
+    program = desc["program"]
+    if len(desc.get("variants") or ()) > 1:
+        program = {**program, "env": {**program["env"], "HQ_RESOURCE_VARIANT": str(variant)}}
     return {
-        "program": desc["program"],
+        "program": program,
         "submit_dir": desc["submit_dir"],
         "stdin": desc.get("stdin"),
         "task_dir": desc.get("task_dir", False),

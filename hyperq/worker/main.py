@@ -30,6 +30,7 @@ from trio_websocket import ConnectionClosed, HandshakeError
 
 from hyperq.common.access import Endpoint
 from hyperq.common.errors import HqError
+from hyperq.common.notify import ACCESS_KEY_VAR
 from hyperq.common.resources import Allocation
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.peer import PeerConnection
@@ -37,6 +38,7 @@ from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
 from hyperq.worker.guardian import Guardian
 from hyperq.worker.launcher import ProgramCache, TaskLaunchSpec, TaskOutcome, run_task
+from hyperq.worker.notify import NotifyService
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,8 @@ class WorkerRuntime:
         self.unreported: dict[tuple[int, int], tuple[int, float]] = {}
         self.started_delay = 0.0 if self.reconnecting else STARTED_REPORT_DELAY
         self._unreported_added = trio.Event()
+        self.notifier = NotifyService(self._forward_notification)
+        self.notify_tokens: dict[tuple[int, int], str] = {}
 
     def end(self, ending: Ending) -> None:
         """The first reason to end wins; it stops the receive loop (or reconnecting)."""
@@ -167,6 +171,7 @@ class WorkerRuntime:
             services.start_soon(self._report_starts)
             services.start_soon(self._heartbeat)
             await services.start(self._watch_signals)
+            await services.start(self.notifier.run)
             if self.config.time_limit is not None:
                 services.start_soon(self._time_limit, self.config.time_limit)
             async with trio.open_nursery() as tasks:
@@ -245,12 +250,17 @@ class WorkerRuntime:
         allocation = Allocation.from_wire(item["allocation"])
         stdout = program.get("stdout")
         stderr = program.get("stderr")
+        env = dict(program.get("env", {}))
+        access = self.notifier.register(item["job"], item["task"], item["instance"])
+        if access is not None:
+            self.notify_tokens[(item["job"], item["task"])] = access[0]
+            env[ACCESS_KEY_VAR] = access[1]
         return TaskLaunchSpec(
             job_id=item["job"],
             task_id=item["task"],
             instance=item["instance"],
             argv=list(program["args"]),
-            env=dict(program.get("env", {})),
+            env=env,
             cwd=program["cwd"],
             stdout=stdout["path"] if stdout else None,
             stderr=stderr["path"] if stderr else None,
@@ -291,6 +301,9 @@ class WorkerRuntime:
             if slot is not None and slot[1] is scope:
                 del self.task_scopes[key]
             unreported = self.unreported.pop(key, None)
+            token = self.notify_tokens.pop(key, None)
+            if token is not None:
+                self.notifier.revoke(token)
         if outcome is None:
             return  # canceled: the server already knows
         # Not reported as started yet: the end carries how long it ran, so that the
@@ -304,6 +317,14 @@ class WorkerRuntime:
             update = ["failed", *key_instance, outcome.error, ran_for, ended]
         with trio.CancelScope(shield=True):
             await self.updates_send.send(update)
+
+    async def _forward_notification(
+        self, job_id: int, task_id: int, instance: int, message: bytes
+    ) -> None:
+        # The updates channel keeps a task's messages in order with its other reports.
+        await self.updates_send.send(
+            ["notify", job_id, task_id, instance, message, time.monotonic()]
+        )
 
     async def _report_starts(self) -> None:
         """Report the starts of tasks still running `started_delay` after they began."""

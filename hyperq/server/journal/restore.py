@@ -74,9 +74,5 @@ def apply_restore_rules(model: Model, *, hold_reconnecting: bool = True) -> Mode
         else:
             del model.workers[worker_id]
     model.next_worker_id = model.max_worker_id + 2
-    model.ready.clear()
-    for job in model.jobs.values():
-        for submit in job.submits:
-            if submit.has_waiting:
-                model.ready[(job.id, submit.index)] = submit
+    model.rebuild_ready()
     return model

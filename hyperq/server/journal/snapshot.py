@@ -177,9 +177,7 @@ def decode_model(data: dict[str, Any]) -> Model:
     for raw in data["jobs"]:
         job = _decode_job(raw, swap)
         model.jobs[job.id] = job
-        for submit in job.submits:
-            if submit.has_waiting:
-                model.ready[(job.id, submit.index)] = submit
+    model.rebuild_ready()
     return model
 
 

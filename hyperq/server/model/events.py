@@ -51,6 +51,11 @@ the client (`hq submit`) and completed by the server (`Model.submit`):
       "stdin": bytes | None,
     }
 
+A graph submit (`Model.submit_graph`, graphs.md) is instead
+`{"submit_dir", "stream_path", "graph": [TASK_DESC, ...]}`: one description per task in
+the form above (its `tasks.ids` = that one task) plus `"deps": [int, ...]`, `"graph": k`
+(the k-th user submit of the job) and optionally `"variants"` (all resource variants).
+
 The server stores `tasks.ids` always resolved (never None) so that replaying a
 `job-created` needs no decision. Keys the model does not know are kept as they are.
 """
@@ -212,6 +217,7 @@ class TaskAssigned(Event):
     job: int
     task: int
     worker: int
+    variant: int = 0  # index of the resource variant it runs with
 
 
 @dataclass(frozen=True)
@@ -255,6 +261,19 @@ class TaskAborted(Event):
     tasks: TaskGroups
 
 
+@dataclass(frozen=True)
+class TaskNotified(Event):
+    """A running task sent a message (`hq task notify`, graphs.md §4). Never stored and
+    never applied to the model: only live event streams and waiting submitters see it."""
+
+    kind: ClassVar[str] = "task-notify"
+    persisted: ClassVar[bool] = False
+    job: int
+    task: int
+    worker: int
+    message: bytes
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     ServerStart,
     ServerStop,
@@ -274,6 +293,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TaskFailed,
     TaskCanceled,
     TaskAborted,
+    TaskNotified,
 )
 REGISTRY: dict[str, type[Event]] = {cls.kind: cls for cls in EVENT_TYPES}
 
@@ -327,6 +347,12 @@ def _item(value: Any) -> IdItem:
     return (start, last, step)
 
 
+def _bytes(value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError(f"expected bytes, got {value!r}")
+    return value
+
+
 def _pairs(value: Any) -> tuple[tuple[int, int], ...]:
     if not isinstance(value, list | tuple):
         raise ValueError("expected a list of (job, task) pairs")
@@ -368,6 +394,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "error": _str,
     "tasks": _task_groups,
     "known": _pairs,
+    "message": _bytes,
 }
 
 
@@ -507,6 +534,13 @@ def _export_resources(raw: Any) -> Any:
 
 
 def _export_submit(desc: Mapping[str, Any]) -> dict[str, Any]:
+    graph = desc.get("graph")
+    if graph is not None:
+        return {
+            "submit_dir": desc.get("submit_dir"),
+            "stream_path": desc.get("stream_path"),
+            "task_desc": {"n_tasks": len(graph)},
+        }
     tasks = desc.get("tasks") or {}
     return {
         "submit_dir": desc.get("submit_dir"),
@@ -551,6 +585,14 @@ def export_payload(event: Event) -> dict[str, Any]:
 
 def to_export_json(event: Event) -> dict[str, Any]:
     """One `hq journal export` line: {"time": "<RFC3339>", "event": {"type": ...}}."""
+    if isinstance(event, TaskNotified):
+        # The original's notification line has no `type` (graphs.md §4.1).
+        payload: dict[str, Any] = {
+            "task_id": {"job_id": event.job, "job_task_id": event.task},
+            "worker_id": event.worker,
+            "message": list(event.message),
+        }
+        return {"time": format_timestamp(event.time), "event": payload}
     return {"time": format_timestamp(event.time), "event": export_payload(event)}
 
 

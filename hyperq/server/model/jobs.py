@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from hyperq.common.resources import Allocation, ResourceRequest
-from hyperq.server.model.taskids import TaskIdSet
+from hyperq.server.model.taskids import SingleTaskId, TaskIdSet
 
 
 class TaskState(StrEnum):
@@ -103,14 +103,25 @@ class TaskRecord:
         self.queued = False
 
 
+# Shared and never mutated (writers replace it first): most submits never need their
+# progress lists, and four empty lists are 224 bytes of a graph task's ~1.5 KB.
+_EMPTY: Any = ()
+
+
 class Submit:
-    """One `job-created` worth of tasks sharing one description and one ResourceRequest."""
+    """One `job-created` worth of tasks sharing one description and one ResourceRequest,
+    or one task of a graph submit (`node` = its task ID; see `graph_task`).
+
+    Graph tasks are the only ones with dependencies: `deps` as written, `waiting_deps`
+    the number of registered deps not yet finished (the task is ready at 0).
+    """
 
     __slots__ = (
         "_drop_starts",
         "ahead",
         "crash_limit",
         "cursor",
+        "deps",
         "desc",
         "dropped",
         "entries",
@@ -118,43 +129,81 @@ class Submit:
         "ids",
         "index",
         "job_id",
+        "n_deps",
         "never_restart",
+        "node",
         "priority",
         "pristine_left",
         "request",
         "requeued",
         "submitted_at",
+        "variants",
+        "waiting_deps",
     )
 
     def __init__(
-        self, job_id: int, index: int, desc: Mapping[str, Any], submitted_at: float
+        self,
+        job_id: int,
+        index: int,
+        desc: Mapping[str, Any],
+        submitted_at: float,
+        request: ResourceRequest | None = None,
+        variants: tuple[ResourceRequest, ...] | None = None,
     ) -> None:
-        """Builds from a resolved submit description; raises ValueError/KeyError if bad."""
+        """Builds from a resolved submit description; raises ValueError/KeyError if bad.
+
+        `request`: the parsed `desc["resources"]` when the caller has it already (graph
+        tasks share a few requests among many tasks)."""
         self.job_id = job_id
         self.index = index
         self.desc = desc
         self.submitted_at = submitted_at
-        tasks = desc["tasks"]
-        self.ids = TaskIdSet.build(tasks["ids"])
-        entries = tasks.get("entries")
-        self.entries: list[Any] | None = list(entries) if entries is not None else None
-        self.entry_offset = int(tasks.get("entry_offset", 0))
-        self.request = ResourceRequest.from_wire(desc["resources"])
+        node = desc.get("id") if "graph" in desc else None
+        self.entries: list[Any] | None = None
+        self.entry_offset = 0
+        if node is not None:
+            # A graph task: one ID, no entries (checked by the command that made it).
+            self.ids: TaskIdSet = SingleTaskId(node)
+        else:
+            tasks = desc["tasks"]
+            self.ids = TaskIdSet.build(tasks["ids"])
+            entries = tasks.get("entries")
+            self.entries = list(entries) if entries is not None else None
+            self.entry_offset = int(tasks.get("entry_offset", 0))
+        self.request = (
+            request if request is not None else ResourceRequest.from_wire(desc["resources"])
+        )
+        # Resource variants in order (graphs.md §1.3); the first is `request`.
+        if variants is None:
+            raw = desc.get("variants")
+            variants = tuple(ResourceRequest.from_wire(v) for v in raw) if raw else (self.request,)
+        self.variants = variants
+        self.request = variants[0]
         self.priority = int(desc.get("priority", 0))
         self.crash_limit, self.never_restart = parse_crash_limit(desc.get("crash_limit", 5))
+        deps = desc.get("deps")
+        self.deps: tuple[int, ...] = tuple(deps) if deps else ()
+        self.node: int | None = node
+        self.waiting_deps = 0
+        self.n_deps = 0  # dependencies registered (on tasks not completed at the time)
         # Ranks below `cursor` are never pristine; at or above it a rank is pristine
         # unless it is in `ahead` (it got a record out of order) or in `dropped`.
         self.cursor = 0
-        self.ahead: list[int] = []
+        self.ahead: list[int] = _EMPTY
         # (first, end, state, when), sorted: ranks [first, end) became `state` at `when`.
-        self.dropped: list[tuple[int, int, TaskState, float]] = []
-        self._drop_starts: list[int] = []
+        self.dropped: list[tuple[int, int, TaskState, float]] = _EMPTY
+        self._drop_starts: list[int] = _EMPTY
         self.pristine_left = len(self.ids)
-        self.requeued: list[int] = []  # task IDs of queued records, ascending
+        self.requeued: list[int] = _EMPTY  # task IDs of queued records, ascending
 
     @property
     def has_waiting(self) -> bool:
         return self.pristine_left > 0 or bool(self.requeued)
+
+    @property
+    def is_ready(self) -> bool:
+        """Has a waiting, unplaced task whose dependencies all finished."""
+        return self.waiting_deps == 0 and (self.pristine_left > 0 or bool(self.requeued))
 
     def entry(self, task_id: int) -> Any:
         if self.entries is None:
@@ -203,6 +252,8 @@ class Submit:
             self.cursor += 1
             self._advance()
         else:
+            if self.ahead is _EMPTY:
+                self.ahead = []
             insort(self.ahead, rank)
 
     def _advance(self) -> None:
@@ -254,7 +305,7 @@ class Submit:
         if not pieces:
             return 0
         merged: list[tuple[int, int, TaskState, float]] = []
-        for piece in sorted(self.dropped + [(a, b, state, when) for a, b in pieces]):
+        for piece in sorted([*self.dropped, *((a, b, state, when) for a, b in pieces)]):
             if merged and merged[-1][1] == piece[0] and merged[-1][2:] == piece[2:]:
                 merged[-1] = (merged[-1][0], *piece[1:])
             else:
@@ -283,6 +334,8 @@ class Submit:
         self.requeued = requeued
 
     def queue(self, task_id: int) -> None:
+        if self.requeued is _EMPTY:
+            self.requeued = []
         insort(self.requeued, task_id)
 
     def unqueue(self, task_id: int) -> None:
@@ -302,6 +355,7 @@ class Job:
         "cancel_reason",
         "completed_at",
         "counts",
+        "dependants",
         "id",
         "is_open",
         "max_fails",
@@ -331,6 +385,9 @@ class Job:
         self.counts: dict[TaskState, int] = {state: 0 for state in TaskState}
         self.total = 0
         self.workers_used: set[int] = set()
+        # Reverse dependency edges: task ID → graph tasks waiting for it to finish.
+        # An entry goes when its task completes, so finishing costs O(its dependants).
+        self.dependants: dict[int, list[Submit]] = {}
         # Submits ordered by their lowest task ID, with the highest ID seen up to each,
         # so that finding a task's submit is a bisection even in an open job with
         # thousands of submits.
@@ -340,8 +397,14 @@ class Job:
 
     # -- structure --------------------------------------------------------------------
 
-    def add_submit(self, desc: Mapping[str, Any], submitted_at: float) -> Submit:
-        submit = Submit(self.id, len(self.submits), desc, submitted_at)
+    def add_submit(
+        self,
+        desc: Mapping[str, Any],
+        submitted_at: float,
+        request: ResourceRequest | None = None,
+        variants: tuple[ResourceRequest, ...] | None = None,
+    ) -> Submit:
+        submit = Submit(self.id, len(self.submits), desc, submitted_at, request, variants)
         self.submits.append(submit)
         self.total += len(submit.ids)
         low, high = submit.ids.min(), submit.ids.max()

@@ -22,11 +22,14 @@ from __future__ import annotations
 import heapq
 
 from hyperq.common.resources import Allocation, ResourceRequest, WorkerAllocator, fits_ever
+from hyperq.server.model.graph import Lane
 from hyperq.server.model.jobs import Submit
 from hyperq.server.model.state import Assignment, Model
 from hyperq.server.model.workers import Worker
 
 DEFAULT_BATCH = 1_000
+
+Variants = tuple[ResourceRequest, ...]
 
 
 class _SubmitQueue:
@@ -63,6 +66,19 @@ class _SubmitQueue:
         self._next = self._peek()
 
 
+class _LaneQueue:
+    """Ready graph tasks of one lane in ID order, walked locally during one pass."""
+
+    __slots__ = ("_walk", "head")
+
+    def __init__(self, lane: Lane) -> None:
+        self._walk = lane.walk()
+        self.head: int | None = next(self._walk, None)
+
+    def pop(self) -> None:
+        self.head = next(self._walk, None)
+
+
 def _worker_order(model: Model) -> list[Worker]:
     workers = [w for _, w in sorted(model.workers.items()) if w.accepts_tasks]
     busy = [w for w in workers if w.tasks]
@@ -94,54 +110,67 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     lifetimes = [w.remaining_lifetime(now) for w in order]
     # Requests nobody can take right now are settled once, not once per submit: when
     # every worker is full, a pass over thousands of waiting submits stays cheap.
-    fits_now: dict[ResourceRequest, bool] = {}
-    heap: list[tuple[int, int, int, int, _SubmitQueue]] = []
-    for submit in model.ready.values():
-        request = submit.request
-        if request.n_nodes > 0:
+    fits_now: dict[Variants, bool] = {}
+    heap: list[tuple[int, int, int, int, _SubmitQueue | _LaneQueue, Variants]] = []
+    sources: list[Submit | Lane] = [*model.ready.values(), *model.lanes.values()]
+    for source in sources:
+        variants = source.variants
+        if all(request.n_nodes > 0 for request in variants):
             continue  # multi-node tasks: later
-        fits = fits_now.get(request)
+        fits = fits_now.get(variants)
         if fits is None:
-            fits = fits_now[request] = _fits_somewhere(order, lifetimes, request)
+            fits = fits_now[variants] = any(
+                request.n_nodes == 0 and _fits_somewhere(order, lifetimes, request)
+                for request in variants
+            )
         if not fits:
             continue
-        queue = _SubmitQueue(submit)
+        if isinstance(source, Lane):
+            # Lanes rank after the job's submits on equal IDs (they never share one).
+            queue: _SubmitQueue | _LaneQueue = _LaneQueue(source)
+            index = -source.index
+        else:
+            queue = _SubmitQueue(source)
+            index = source.index
         if queue.head is not None:
-            heap.append((-submit.priority, submit.job_id, queue.head, submit.index, queue))
+            heap.append((-source.priority, source.job_id, queue.head, index, queue, variants))
     heapq.heapify(heap)
-    # Per request: index into `order` below which every worker already refused it.
-    first_candidate: dict[ResourceRequest, int] = {}
+    # Per variants: index into `order` below which every worker already refused them.
+    first_candidate: dict[Variants, int] = {}
     taken: list[tuple[WorkerAllocator, Allocation]] = []
     out: list[Assignment] = []
     try:
         while heap and len(out) < limit:
-            neg_priority, job_id, task_id, index, queue = heap[0]
-            request = queue.submit.request
-            k = first_candidate.get(request, 0)
-            placed: tuple[Worker, Allocation] | None = None
-            while k < len(order):
+            neg_priority, job_id, task_id, index, queue, variants = heap[0]
+            k = first_candidate.get(variants, 0)
+            placed: tuple[Worker, Allocation, int] | None = None
+            while k < len(order) and placed is None:
                 worker = order[k]
                 life = lifetimes[k]
-                if life is None or life >= request.min_time:
+                # On one worker the earliest variant that fits wins (graphs.md §1.3).
+                for number, request in enumerate(variants):
+                    if request.n_nodes > 0 or (life is not None and life < request.min_time):
+                        continue
                     assert worker.allocator is not None
                     allocation = worker.allocator.try_allocate(request)
                     if allocation is not None:
-                        placed = (worker, allocation)
+                        placed = (worker, allocation, number)
                         break
-                k += 1
-            first_candidate[request] = k
+                else:
+                    k += 1
+            first_candidate[variants] = k
             if placed is None:
                 heapq.heappop(heap)
                 continue
-            worker, allocation = placed
+            worker, allocation, number = placed
             assert worker.allocator is not None
             taken.append((worker.allocator, allocation))
-            out.append(Assignment(job_id, task_id, worker.id, allocation))
+            out.append(Assignment(job_id, task_id, worker.id, allocation, number))
             queue.pop()
             if queue.head is None:
                 heapq.heappop(heap)
             else:
-                heapq.heapreplace(heap, (neg_priority, job_id, queue.head, index, queue))
+                heapq.heapreplace(heap, (neg_priority, job_id, queue.head, index, queue, variants))
     finally:
         for allocator, allocation in reversed(taken):
             allocator.release(allocation)
@@ -164,10 +193,10 @@ def worker_is_idle(model: Model, worker_id: int, now: float) -> bool:
     if worker.descriptor is None or not worker.accepts_tasks:
         return True
     life = worker.remaining_lifetime(now)
-    for submit in model.ready.values():
-        request = submit.request
-        if request.n_nodes > 0:
-            continue
-        if (life is None or life >= request.min_time) and fits_ever(worker.descriptor, request):
-            return False
+    for source in [*model.ready.values(), *model.lanes.values()]:
+        for request in source.variants:
+            if request.n_nodes > 0:
+                continue
+            if (life is None or life >= request.min_time) and fits_ever(worker.descriptor, request):
+                return False
     return True

@@ -53,13 +53,16 @@ from hyperq.server.model.events import (
     TaskCanceled,
     TaskFailed,
     TaskFinished,
+    TaskNotified,
     TaskStarted,
     WorkerConnected,
     WorkerLost,
     WorkerResumed,
     WorkerStopRequested,
 )
+from hyperq.server.model.graph import Lane, LaneKey, transitive_dependants
 from hyperq.server.model.jobs import (
+    ACTIVE,
     TERMINAL,
     Job,
     JobState,
@@ -159,6 +162,7 @@ class Assignment(NamedTuple):
     task_id: int
     worker_id: int
     allocation: Allocation
+    variant: int = 0
 
 
 class _ItemIndex:
@@ -206,6 +210,9 @@ class Model:
         self.workers: dict[int, Worker] = {}
         # Submits with at least one waiting, unplaced task: what the scheduler looks at.
         self.ready: dict[tuple[int, int], Submit] = {}
+        # Ready graph tasks, grouped for the scheduler (see hyperq.server.model.graph).
+        self.lanes: dict[LaneKey, Lane] = {}
+        self._lanes_made = 0
         self.max_job_id = 0
         self.max_worker_id = 0
         self.next_worker_id = 1
@@ -232,6 +239,7 @@ class Model:
             TaskFailed: self._on_task_failed,
             TaskCanceled: self._on_task_canceled,
             TaskAborted: self._on_task_aborted,
+            TaskNotified: self._on_task_notified,
         }
 
     @property
@@ -246,11 +254,64 @@ class Model:
         return self._handlers[type(event)](event) or []
 
     def _refresh(self, submit: Submit) -> None:
+        if submit.node is not None:
+            self._refresh_node(submit)
+            return
         key = (submit.job_id, submit.index)
         if submit.has_waiting:
             self.ready[key] = submit
         else:
             self.ready.pop(key, None)
+
+    def _refresh_node(self, submit: Submit) -> None:
+        """A graph task joins or leaves its lane (it is in one iff ready)."""
+        assert submit.node is not None
+        key = (submit.job_id, submit.priority, submit.variants)
+        lane = self.lanes.get(key)
+        if submit.is_ready:
+            if lane is None:
+                self._lanes_made += 1
+                lane = self.lanes[key] = Lane(key, self._lanes_made)
+            lane.add(submit.node)
+        elif lane is not None:
+            lane.discard(submit.node)
+            if not lane.members:
+                del self.lanes[key]
+
+    def rebuild_ready(self) -> None:
+        """Recompute what is ready (submits, lanes, dependency counters) from the tasks'
+        states: after a restore, or for a model decoded from a snapshot. A dependency
+        counts only while its task is waiting or running (graphs.md §2.5)."""
+        self.ready.clear()
+        self.lanes.clear()
+        for job in self.jobs.values():
+            job.dependants = {}
+            for submit in job.submits:
+                if submit.node is not None:
+                    self._register_deps(job, submit, submit.deps)
+            for submit in job.submits:
+                self._refresh(submit)
+
+    @staticmethod
+    def _register_deps(job: Job, submit: Submit, deps: Iterable[int]) -> None:
+        submit.waiting_deps = 0
+        # A dep listed twice counts once (it is still shown twice in `task info`).
+        for dep in dict.fromkeys(deps) if len(deps) > 1 else deps:
+            if job.state_of(dep) in ACTIVE:
+                submit.waiting_deps += 1
+                job.dependants.setdefault(dep, []).append(submit)
+        submit.n_deps = submit.waiting_deps
+
+    def _release_dependants(self, job: Job, task_id: int, finished: bool) -> None:
+        """`task_id` completed: its dependants lose one unfinished dependency if it
+        finished (those that fail with it were aborted by events applied before)."""
+        waiting = job.dependants.pop(task_id, None)
+        if waiting is None or not finished:
+            return
+        for submit in waiting:
+            submit.waiting_deps -= 1
+            if submit.waiting_deps == 0:
+                self._refresh(submit)
 
     def _unplace(self, job: Job, record: TaskRecord) -> Worker | None:
         """Take the task off its worker (releasing resources); returns that worker."""
@@ -302,7 +363,9 @@ class Model:
             if (job_id, task_id) in known and record.state == TaskState.RUNNING:
                 # Account for what the task holds; the allocator was rebuilt empty.
                 if worker.allocator is not None:
-                    record.allocation = worker.allocator.try_allocate(record.submit.request)
+                    record.allocation = worker.allocator.try_allocate(
+                        record.submit.variants[record.variant]
+                    )
                 continue
             self._unplace(job, record)
             record.instance += 1
@@ -370,6 +433,11 @@ class Model:
                 )
                 return
             job = found
+        graph = event.submit_desc.get("graph")
+        if graph is not None:
+            self.jobs[job.id] = job
+            self._add_graph(job, graph, event.time)
+            return
         try:
             submit = job.add_submit(event.submit_desc, event.time)
         except (KeyError, TypeError, ValueError) as error:
@@ -378,6 +446,36 @@ class Model:
             return
         self.jobs[job.id] = job
         self._refresh(submit)
+
+    def _add_graph(self, job: Job, graph: Any, time: float) -> None:
+        """One submit of graph tasks (descriptions as `submit_graph` makes them)."""
+        requests: dict[Any, tuple[ResourceRequest, ...]] = {}
+        # Tasks of a live submit share their request objects: look those up by identity
+        # (`shared` keeps them alive, so identities are not reused meanwhile).
+        by_identity: dict[int, tuple[ResourceRequest, ...]] = {}
+        shared: list[Any] = []
+        added: list[Submit] = []
+        try:
+            # Ascending IDs keep the job's submit index cheap to extend.
+            for desc in sorted(graph, key=_node_id):
+                raw = desc.get("variants") or desc["resources"]
+                variants = by_identity.get(id(raw))
+                if variants is None:
+                    many = raw if "variants" in desc else [raw]
+                    key = _frozen(many)
+                    variants = requests.get(key)
+                    if variants is None:
+                        variants = tuple(ResourceRequest.from_wire(v) for v in many)
+                        requests[key] = variants
+                    by_identity[id(raw)] = variants
+                    shared.append(raw)
+                added.append(job.add_submit(desc, time, variants[0], variants))
+        except (KeyError, TypeError, ValueError) as error:
+            self.warnings.append(f"Tasks submitted to job {job.id} were ignored: {error}")
+        for submit in added:
+            self._register_deps(job, submit, submit.deps)
+        for submit in added:
+            self._refresh(submit)
 
     def _on_job_close(self, event: JobClose) -> None:
         job = self.jobs.get(event.job_id)
@@ -417,6 +515,8 @@ class Model:
             if job is not None:
                 for submit in job.submits:
                     self.ready.pop((job_id, submit.index), None)
+                for key in [key for key in self.lanes if key[0] == job_id]:
+                    del self.lanes[key]
 
     def _on_task_assigned(self, event: TaskAssigned) -> list[Effect]:
         job = self.jobs.get(event.job)
@@ -434,7 +534,11 @@ class Model:
             if found is None or not found[0].is_pristine(found[1]):
                 return []
             submit = found[0]
-        allocation = worker.allocator.try_allocate(submit.request)
+        if submit.waiting_deps:
+            return []
+        if not 0 <= event.variant < len(submit.variants):
+            return []
+        allocation = worker.allocator.try_allocate(submit.variants[event.variant])
         if allocation is None:
             return []
         if record is None:
@@ -444,6 +548,7 @@ class Model:
         record.worker = worker.id
         record.workers = (worker.id,)
         record.allocation = allocation
+        record.variant = event.variant
         job.sync_queue(record)
         worker.tasks.add((job.id, record.task_id))
         self._refresh(submit)
@@ -499,6 +604,8 @@ class Model:
         record.finished_at = time
         job.set_state(record, state)
         self._refresh(record.submit)
+        if job.dependants:
+            self._release_dependants(job, task_id, state == TaskState.FINISHED)
         return record
 
     def _on_task_finished(self, event: TaskFinished) -> None:
@@ -508,6 +615,9 @@ class Model:
         record = self._finish(event.job, event.task, TaskState.FAILED, event.time)
         if record is not None:
             record.error = event.error
+
+    def _on_task_notified(self, event: TaskNotified) -> None:
+        pass  # only forwarded to live streams (graphs.md §4)
 
     def _on_task_canceled(self, event: TaskCanceled) -> list[Effect]:
         return self._terminate_groups(event.tasks, TaskState.CANCELED, event.time)
@@ -526,19 +636,27 @@ class Model:
                 continue
             items = [clean for item in raw_items if (clean := _clean_item(item)) is not None]
             index = _ItemIndex(items)
+            touched: dict[int, Submit] = {}
             for record in [r for r in job.active.values() if r.task_id in index]:
                 worker = self._unplace(job, record)
                 record.finished_at = time
                 job.set_state(record, state)
+                touched[id(record.submit)] = record.submit
                 if worker is not None:
                     effects.append(KillTask(worker.id, job.id, record.task_id, record.instance))
             for item in items:
-                self._drop_item(job, item, state, time)
-            for submit in job.submits:
+                self._drop_item(job, item, state, time, touched)
+            for submit in touched.values():
                 self._refresh(submit)
+            if job.dependants:
+                for task_id in [t for t in job.dependants if t in index]:
+                    if job.state_of(task_id) in TERMINAL:
+                        del job.dependants[task_id]
         return effects
 
-    def _drop_item(self, job: Job, item: IdItem, state: TaskState, time: float) -> None:
+    def _drop_item(
+        self, job: Job, item: IdItem, state: TaskState, time: float, touched: dict[int, Submit]
+    ) -> None:
         """Pristine tasks among `item` become `state` (records were handled already)."""
         start, last, step = item
         found = job.locate(start)
@@ -547,15 +665,17 @@ class Model:
             end = submit.ids.rank(last)
             if end is not None and submit.ids.slice(first, end + 1) == [item]:
                 job.drop_pristine(submit, first, end + 1, state, time)
+                touched[id(submit)] = submit
                 return
-        # An item that does not line up with one submit's IDs (not made by our commands):
-        # one task at a time.
+        # An item that does not line up with one submit's IDs (a run of graph tasks, or
+        # not made by our commands): one task at a time.
         for task_id in range(start, last + 1, step):
             if task_id in job.records:
                 continue
             found = job.locate(task_id)
             if found is not None:
                 job.drop_pristine(found[0], found[1], found[1] + 1, state, time)
+                touched[id(found[0])] = found[0]
 
     # ===================================================================================
     # commands: validate, return events, change nothing
@@ -621,11 +741,88 @@ class Model:
         }
         _check_desc(desc)
         if job is None:
-            job_desc = {"name": name or DEFAULT_JOB_NAME, "max_fails": max_fails}
+            job_desc = {
+                "name": name if name is not None else DEFAULT_JOB_NAME,
+                "max_fails": max_fails,
+            }
         else:
             job_desc = {"name": job.name, "max_fails": job.max_fails}
         events: list[Event] = [JobCreated(now, target, job is None, job_desc, desc)]
         if job is None and len(ids) == 0:
+            events.append(JobCompleted(now, target))
+        return events
+
+    def submit_graph(
+        self,
+        submit_dir: str,
+        stream_path: str | None,
+        tasks: Sequence[Mapping[str, Any]],
+        *,
+        now: float,
+        job_id: int | None = None,
+        name: str | None = None,
+        max_fails: int | None = None,
+    ) -> list[Event]:
+        """A graph of tasks (graphs.md §1.4 stage D), as a new closed job, or into the
+        open job `job_id` (then `name` and `max_fails` are ignored).
+
+        `tasks` are resolved task descriptions in the order sent (dicts are taken over:
+        they become the journal's and the model's descriptions), each with `id` and
+        `deps` and the per-task keys of a submit description (`program`, `resources`,
+        `pin`, `priority`, `time_limit`, `crash_limit`, `task_dir`, `stdin`). A dep
+        must be an earlier task of this submit or a task already in the job.
+        The job's ID is `events[0].job`.
+        """
+        job = self.jobs.get(job_id) if job_id is not None else None
+        if job is not None:
+            for task in tasks:
+                if job.locate(task["id"]) is not None:
+                    raise HqError(f"Task {task['id']} already exists in job {job_id}.")
+        seen: set[int] = set()
+        for task in tasks:
+            if task["id"] in seen:
+                raise HqError(f"Task {task['id']} is defined more than once.")
+            seen.add(task["id"])
+        seen.clear()
+        for task in tasks:
+            for dep in task["deps"]:
+                if dep == task["id"] or (
+                    dep not in seen and (job is None or job.locate(dep) is None)
+                ):
+                    raise HqError(f"Invalid dependency on {dep}")
+            seen.add(task["id"])
+        if job_id is not None:
+            if job is None:
+                raise NotFound(f"Job {job_id} not found.")
+            if not job.is_open:
+                raise WrongState(f"Job {job_id} is not opened.")
+            target = job_id
+            job_desc = {"name": job.name, "max_fails": job.max_fails}
+            group = len({s.desc.get("graph", -1 - s.index) for s in job.submits})
+        else:
+            _check_name(name)
+            target = self.next_job_id
+            job_desc = {"name": name if name is not None else "", "max_fails": max_fails}
+            group = 0
+        descs = []
+        for task in tasks:
+            # Taken over, not copied, and without the keys that hold their defaults:
+            # every reader of a description falls back to the same defaults, and a big
+            # graph keeps one of these per task (in memory and in the journal).
+            desc = task if isinstance(task, dict) else dict(task)
+            for key, default in _GRAPH_DEFAULTS:
+                if key in desc and desc[key] == default and type(desc[key]) is type(default):
+                    del desc[key]
+            desc["submit_dir"] = submit_dir
+            if stream_path is not None:
+                desc["stream_path"] = stream_path
+            desc["graph"] = group
+            descs.append(desc)
+        if descs:
+            _check_desc(descs[0])
+        graph = {"submit_dir": submit_dir, "stream_path": stream_path, "graph": descs}
+        events: list[Event] = [JobCreated(now, target, job is None, job_desc, graph)]
+        if job is None and not descs:
             events.append(JobCompleted(now, target))
         return events
 
@@ -721,6 +918,7 @@ class Model:
         presumed = {(e.job, e.task) for e in events if isinstance(e, TaskStarted)}
         events.append(WorkerLost(now, worker_id, str(lost)))
         failed: dict[int, list[int]] = {}
+        skip: dict[int, set[int]] = {}
         for job_id, task_id in sorted(worker.tasks):
             record = self.jobs[job_id].records[task_id]
             if record.state != TaskState.RUNNING and (job_id, task_id) not in presumed:
@@ -733,20 +931,20 @@ class Model:
                 if record.crash_count + 1 >= submit.crash_limit:
                     error = crash_limit_error(record.crash_count + 1)
             if error is not None:
-                events.append(TaskFailed(now, job_id, task_id, error))
+                job = self.jobs[job_id]
+                gone = skip.setdefault(job_id, set())
+                gone.add(task_id)
+                self._failure_events(job, task_id, error, now, events, gone)
                 failed.setdefault(job_id, []).append(task_id)
         for job_id in sorted({job_id for job_id, _ in worker.tasks}):
             n_failed = len(failed.get(job_id, ()))
-            events.extend(
-                self._follow_ups(
-                    self.jobs[job_id], now, n_failed, -n_failed, frozenset(failed.get(job_id, ()))
-                )
-            )
+            gone = frozenset(skip.get(job_id, ()))
+            events.extend(self._follow_ups(self.jobs[job_id], now, n_failed, -len(gone), gone))
         return events
 
     def assign(self, assignments: Iterable[Assignment], *, now: float) -> list[Event]:
         """Scheduler decisions as events; apply them right away, in this order."""
-        return [TaskAssigned(now, a.job_id, a.task_id, a.worker_id) for a in assignments]
+        return [TaskAssigned(now, a.job_id, a.task_id, a.worker_id, a.variant) for a in assignments]
 
     def _placed_record(
         self, job_id: int, task_id: int, worker_id: int, instance: int
@@ -771,7 +969,9 @@ class Model:
         starts late, or with the end), as the event the journal needs; [] if known."""
         if record.state != TaskState.WAITING:
             return []
-        return [TaskStarted(at, job_id, record.task_id, record.instance, (worker_id,))]
+        return [
+            TaskStarted(at, job_id, record.task_id, record.instance, (worker_id,), record.variant)
+        ]
 
     def task_started(
         self,
@@ -786,6 +986,7 @@ class Model:
         found = self._placed_record(job_id, task_id, worker_id, instance)
         if found is None or found[1].state != TaskState.WAITING:
             return []
+        variant = variant or found[1].variant
         return [TaskStarted(now, job_id, task_id, instance, (worker_id,), variant)]
 
     def task_finished(
@@ -837,9 +1038,23 @@ class Model:
         events: list[Event] = []
         if ran_for is not None:  # its process ran (else it could not even be spawned)
             events = self._unreported_start(job_id, record, worker_id, end - ran_for)
-        events.append(TaskFailed(end, job_id, task_id, error))
-        events.extend(self._follow_ups(job, now, 1, -1, frozenset((task_id,))))
+        aborted = self._failure_events(job, task_id, error, end, events, set())
+        gone = frozenset((task_id, *aborted))
+        events.extend(self._follow_ups(job, now, 1, -len(gone), gone))
         return events
+
+    @staticmethod
+    def _failure_events(
+        job: Job, task_id: int, error: str, at: float, events: list[Event], skip: set[int]
+    ) -> list[int]:
+        """Appends the failure of `task_id`, preceded by the abort of every waiting task
+        that depends on it (graphs.md §2.3); returns the aborted task IDs. Tasks in
+        `skip` are not aborted (they fail or were aborted already in the same batch)."""
+        aborted = transitive_dependants(job, task_id, skip) if job.dependants else []
+        for chunk in _chunks(ids_to_items(aborted), CHUNK_ITEMS):
+            events.append(TaskAborted(at, ((job.id, chunk),)))
+        events.append(TaskFailed(at, job.id, task_id, error))
+        return aborted
 
     def _follow_ups(
         self, job: Job, now: float, new_failures: int, active_delta: int, gone: frozenset[int]
@@ -864,9 +1079,16 @@ class Model:
     ) -> list[Event]:
         """Events turning every waiting/running task of `job` (but `exclude`) into `cls`."""
         items = ids_to_items(sorted(t for t in job.active if t not in exclude))
+        nodes: list[int] = []
         for submit in job.submits:
+            if submit.node is not None:
+                # One task each: gathered into runs, not one item per graph task.
+                if submit.pristine_left and submit.node not in exclude:
+                    nodes.append(submit.node)
+                continue
             for first, end in submit.pristine_segments():
                 items.extend(submit.ids.slice(first, end))
+        items.extend(ids_to_items(sorted(nodes)))
         return [cls(now, ((job.id, chunk),)) for chunk in _chunks(items, CHUNK_ITEMS)]
 
     # ===================================================================================
@@ -903,6 +1125,10 @@ class Model:
     def job_submits(self, job_id: int) -> list[Mapping[str, Any]]:
         job = self.jobs.get(job_id)
         return [submit.desc for submit in job.submits] if job is not None else []
+
+    def submit_desc(self, job_id: int, index: int) -> Mapping[str, Any]:
+        """One submit's description (O(1): a graph job has one submit per task)."""
+        return self.jobs[job_id].submits[index].desc
 
     def job_submit_times(self, job_id: int) -> list[float]:
         """When each of the job's submits was made, in `job_submits` order."""
@@ -1042,6 +1268,17 @@ class Model:
             "jobs": jobs,
             "workers": workers,
             "ready": sorted(self.ready),
+            "lanes": sorted(
+                (key[0], key[1], sorted(lane.members)) for key, lane in self.lanes.items()
+            ),
+            "deps": {
+                job_id: {
+                    s.node: s.waiting_deps
+                    for s in job.submits
+                    if s.node is not None and s.waiting_deps
+                }
+                for job_id, job in self.jobs.items()
+            },
         }
 
 
@@ -1055,6 +1292,30 @@ def _ended(ended_at: float | None, now: float, record: TaskRecord) -> float:
         return now
     floor = record.started_at if record.started_at is not None else ended_at
     return min(max(ended_at, floor), now)
+
+
+_GRAPH_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("deps", []),
+    ("pin", None),
+    ("priority", 0),
+    ("time_limit", None),
+    ("crash_limit", 5),
+    ("task_dir", False),
+    ("stdin", None),
+)
+
+
+def _node_id(desc: Any) -> int:
+    return int(desc["id"])
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable copy of plain wire data (lists and maps), to share equal requests."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return value
 
 
 def _check_name(name: str | None) -> None:

@@ -1,0 +1,285 @@
+"""The `submit-graph` request: a whole task graph in one submit (graphs.md §1).
+
+Request (the CLI's `hq job submit-file` and the Python API send the same):
+
+    {"op": "submit-graph",
+     "job": int | None,                      # attach to this open job
+     "job_desc": {"name": str | None, "max_fails": int | None},   # ignored with "job"
+     "submit_desc": {
+        "submit_dir": str,                   # the client's cwd, absolute
+        "stream_path": str | None,
+        "tasks": [TASK, ...]}}               # deps only on earlier tasks (topological)
+
+    TASK = {"id": int, "deps": [int, ...],
+            "program": {"args": [str], "env": {str: str}, "cwd": str (default: submit_dir),
+                        "stdout": None | {"path": str, "rm_if_finished": bool},
+                        "stderr": None | {...}},
+            "resources": ResourceRequest.to_wire(),   # the first variant
+            "variants": [ResourceRequest.to_wire(), ...] | None,  # all, when > 1
+            "pin": None | "taskset" | "omp", "priority": int,
+            "time_limit": float | None, "crash_limit": int > 0 | "never-restart" |
+            "unlimited", "task_dir": bool, "stdin": bytes | None}
+
+Every key of TASK but `id`, `program.args` and `resources` may be left out for its default
+(deps [], env {}, stdout/stderr null, pin null, priority 0, time_limit null, crash_limit 5,
+task_dir false, stdin null): a 100,000-task graph must fit one 16 MiB frame.
+
+Reply: {"job": <id>}. Every field is checked here and a bad one gets an error naming it;
+the graph rules (duplicates, deps, the job) are the model's (`Model.submit_graph`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from hyperq.common.errors import HqError
+from hyperq.common.resources import ResourceRequest
+from hyperq.server.core import ServerCore
+from hyperq.server.model.events import TaskNotified
+from hyperq.server.model.explain import explain_task
+from hyperq.transport.peer import PeerConnection
+
+MAX_TASK_ID = 2**32 - 1
+# Completion arrives as persisted events too; this bounds the wait if one is missed
+# (e.g. a subscription cut off for reading too slowly).
+CHECK_PERIOD = 1.0
+_PINS = (None, "taskset", "omp")
+
+
+class GraphRequestError(HqError):
+    """A field of a `submit-graph` request is malformed."""
+
+
+def _fail(where: str, what: str) -> GraphRequestError:
+    return GraphRequestError(f"Invalid submit-graph request: {where}: {what}")
+
+
+def _int(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(where, f"expected an integer in {low}..{high}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, "expected a string")
+    return value
+
+
+def _output(value: Any, where: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) != {"path", "rm_if_finished"}:
+        raise _fail(where, "expected null or {path, rm_if_finished}")
+    if not isinstance(value["rm_if_finished"], bool):
+        raise _fail(f"{where}.rm_if_finished", "expected a bool")
+    return {"path": _str(value["path"], f"{where}.path"), "rm_if_finished": value["rm_if_finished"]}
+
+
+def _program(value: Any, where: str, submit_dir: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(where, "expected a map")
+    args = value.get("args")
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise _fail(f"{where}.args", "expected a list of strings")
+    env = value.get("env", {})
+    if not isinstance(env, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise _fail(f"{where}.env", "expected a map of strings")
+    return {
+        "args": list(args),
+        "env": dict(env),
+        "cwd": _str(value.get("cwd", submit_dir), f"{where}.cwd"),
+        "stdout": _output(value.get("stdout"), f"{where}.stdout"),
+        "stderr": _output(value.get("stderr"), f"{where}.stderr"),
+    }
+
+
+def _request(value: Any, where: str, seen: dict[str, list[Any]]) -> list[Any]:
+    """The request's wire form, one shared object per distinct request."""
+    key = repr(value)
+    wire = seen.get(key)
+    if wire is None:
+        try:
+            wire = seen[key] = ResourceRequest.from_wire(value).to_wire()
+        except (TypeError, ValueError) as error:
+            raise _fail(where, str(error)) from None
+    return wire
+
+
+def check_task(
+    raw: Any, index: int, requests: dict[str, list[Any]], submit_dir: str
+) -> dict[str, Any]:
+    """One TASK of the request, checked field by field, as a clean map with every key
+    (a missing optional key takes its default)."""
+    where = f"tasks[{index}]"
+    if not isinstance(raw, Mapping):
+        raise _fail(where, "expected a map")
+    deps = raw.get("deps", [])
+    if not isinstance(deps, list):
+        raise _fail(f"{where}.deps", "expected a list of task IDs")
+    task: dict[str, Any] = {
+        "id": _int(raw.get("id"), f"{where}.id", 0, MAX_TASK_ID),
+        "deps": [_int(d, f"{where}.deps", 0, MAX_TASK_ID) for d in deps],
+        "program": _program(raw.get("program"), f"{where}.program", submit_dir),
+        "resources": _request(raw.get("resources"), f"{where}.resources", requests),
+    }
+    variants = raw.get("variants")
+    if variants is not None:
+        if not isinstance(variants, list) or not variants:
+            raise _fail(f"{where}.variants", "expected a non-empty list")
+        task["variants"] = [
+            _request(v, f"{where}.variants[{i}]", requests) for i, v in enumerate(variants)
+        ]
+    pin = raw.get("pin")
+    if pin not in _PINS:
+        raise _fail(f"{where}.pin", "expected null, taskset or omp")
+    task["pin"] = pin
+    task["priority"] = _int(raw.get("priority", 0), f"{where}.priority", -(2**31), 2**31 - 1)
+    time_limit = raw.get("time_limit")
+    if time_limit is not None and (
+        isinstance(time_limit, bool) or not isinstance(time_limit, int | float) or time_limit < 0
+    ):
+        raise _fail(f"{where}.time_limit", "expected null or seconds")
+    task["time_limit"] = time_limit
+    crash_limit = raw.get("crash_limit", 5)
+    if crash_limit not in ("never-restart", "unlimited"):
+        _int(crash_limit, f"{where}.crash_limit", 1, 65535)
+    task["crash_limit"] = crash_limit
+    task_dir = raw.get("task_dir", False)
+    if not isinstance(task_dir, bool):
+        raise _fail(f"{where}.task_dir", "expected a bool")
+    task["task_dir"] = task_dir
+    stdin = raw.get("stdin")
+    if stdin is not None and not isinstance(stdin, bytes):
+        raise _fail(f"{where}.stdin", "expected null or bytes")
+    task["stdin"] = stdin
+    return task
+
+
+def _resolver(core: ServerCore, submit_dir: str, job_id: int) -> Any:
+    """Stage-1 path resolution, once per distinct program: equal programs of a graph
+    (often all of them but their IDs) become one shared map, which saves the server both
+    the resolving and the memory of a copy per task."""
+    paths: dict[tuple[Any, ...], dict[str, Any]] = {}
+    programs: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def resolve(program: dict[str, Any]) -> dict[str, Any]:
+        out, err = program["stdout"], program["stderr"]
+        where = (
+            program["cwd"],
+            None if out is None else (out["path"], out["rm_if_finished"]),
+            None if err is None else (err["path"], err["rm_if_finished"]),
+        )
+        key = (where, tuple(program["args"]), tuple(program["env"].items()))
+        shared = programs.get(key)
+        if shared is None:
+            resolved = paths.get(where)
+            if resolved is None:
+                whole = core.resolve_submit(
+                    {"submit_dir": submit_dir, "program": program, "stream_path": None}, job_id
+                )["program"]
+                resolved = paths[where] = {k: whole[k] for k in ("cwd", "stdout", "stderr")}
+            shared = programs[key] = {**program, **resolved}
+        return shared
+
+    return resolve
+
+
+async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str, Any]:
+    model = core.model
+    job_id = request.get("job")
+    if job_id is not None:
+        _int(job_id, "job", 0, MAX_TASK_ID)
+    job_desc = request.get("job_desc") or {}
+    if not isinstance(job_desc, Mapping):
+        raise _fail("job_desc", "expected a map")
+    name = job_desc.get("name")
+    if name is not None:
+        _str(name, "job_desc.name")
+    max_fails = job_desc.get("max_fails")
+    if max_fails is not None:
+        _int(max_fails, "job_desc.max_fails", 0, 2**63 - 1)
+    desc = request.get("submit_desc")
+    if not isinstance(desc, Mapping):
+        raise _fail("submit_desc", "expected a map")
+    submit_dir = _str(desc.get("submit_dir"), "submit_desc.submit_dir")
+    stream_path = desc.get("stream_path")
+    if stream_path is not None:
+        _str(stream_path, "submit_desc.stream_path")
+    raw_tasks = desc.get("tasks")
+    if not isinstance(raw_tasks, list):
+        raise _fail("submit_desc.tasks", "expected a list")
+    requests: dict[str, list[Any]] = {}
+    tasks = []
+    for index, raw in enumerate(raw_tasks):
+        tasks.append(check_task(raw, index, requests, submit_dir))
+        raw_tasks[index] = None  # the decoded original goes now, not with the request
+    target = job_id if job_id is not None else model.next_job_id
+    resolve = _resolver(core, submit_dir, target)
+    for task in tasks:
+        task["program"] = resolve(task["program"])
+    if stream_path:
+        bare = {"cwd": submit_dir, "stdout": None, "stderr": None}
+        stream_path = core.resolve_submit(
+            {"submit_dir": submit_dir, "program": bare, "stream_path": stream_path}, target
+        )["stream_path"]
+    events = model.submit_graph(
+        submit_dir,
+        stream_path,
+        tasks,
+        now=core.now(),
+        job_id=job_id,
+        name=None if job_id is not None else name,
+        max_fails=None if job_id is not None else max_fails,
+    )
+    core.commit(events)
+    await core.durable()
+    return {"job": events[0].job}  # type: ignore[attr-defined]
+
+
+async def task_explain(core: ServerCore, request: Mapping[str, Any]) -> dict[str, Any]:
+    """`task-explain` {"job": int | "last", "task": int} → explain_task's map."""
+    model = core.model
+    job = request.get("job")
+    if job == "last":
+        job = model.max_job_id
+    job_id = _int(job, "job", 0, 2**63 - 1)
+    task_id = _int(request.get("task"), "task", 0, MAX_TASK_ID)
+    return explain_task(model, job_id, task_id, core.now())
+
+
+async def job_notifications(
+    core: ServerCore, request: Mapping[str, Any], peer: PeerConnection
+) -> None:
+    """`job-notifications` {"job": int}: for `hq submit --wait --on-notify`. Replies
+    {"ok": None}, then {"notify": {"task", "worker", "message"}} per notification of the
+    job's tasks in arrival order, then {"done": True} once the job completed (or is gone).
+    """
+    job_id = _int(request.get("job"), "job", 0, 2**63 - 1)
+    model = core.model
+
+    def done() -> bool:
+        job = model.jobs.get(job_id)
+        return job is None or job.is_completed
+
+    subscription = core.subscribe()
+    try:
+        await peer.send({"ok": None})
+        while not done():
+            with trio.move_on_after(CHECK_PERIOD):
+                # Any event may complete the job; notifications of the job go out.
+                seq_event = await subscription.receive.receive()
+                event = seq_event[1]
+                if isinstance(event, TaskNotified) and event.job == job_id:
+                    item = {"task": event.task, "worker": event.worker, "message": event.message}
+                    await peer.send({"notify": item})
+            if subscription.overflowed:
+                break
+        await peer.send({"done": True})
+    finally:
+        core.unsubscribe(subscription)
