@@ -1,10 +1,10 @@
-"""A `JobDescription` turned into the server's submit requests: the one place that knows
-the wire form of a job, so the switch to the graph request happens here alone.
+"""A `JobDescription` turned into the server's `submit-graph` request: the one place that
+knows the wire form of a job.
 
-Until the server takes a whole task graph in one request, a job goes as array submits:
-tasks whose descriptions are equal (all but the ID) share one submit. One group is one
-plain `submit` of a closed job; several groups open a job, attach each group, and close
-it. Dependencies need the graph request and are refused until then.
+One job is one request (all task kinds, deps, variants, binary stdin), unless it would not
+fit one frame: then the job is opened, its tasks go in several graph submits (a dep may
+point to a task of an earlier part), and the job is closed. Keys that hold the server's
+defaults are left out, so a 100,000-task job stays small.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from hyperq.api.output import StdioDef
 from hyperq.client.session import ClientSession
 from hyperq.common import resources as res
 from hyperq.common.errors import HqError
-from hyperq.common.idrange import IdRanges
 
 DEFAULT_JOB_NAME = "PyAPI job"
 # `StdioDef(path=None)` means the CLI's default path (with the `job-<id>` folder).
 CLI_DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
 CLI_DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
 DEFAULT_CRASH_LIMIT = 5
+# Estimated bytes of tasks per request: well under the 16 MiB frame limit.
+PART_BUDGET = 12 * 1024 * 1024
 _I32 = 2**31
 
 
@@ -98,100 +99,101 @@ def _check_task(task: TaskDescription) -> None:
         raise Exception(f"Priority {task.priority} is out of range")
 
 
-def program_desc(task: TaskDescription, submit_dir: str) -> dict[str, Any]:
-    """The per-task description in the server's submit form (without the task IDs)."""
+def graph_task(task: TaskDescription) -> dict[str, Any]:
+    """One TASK of the `submit-graph` request."""
     _check_task(task)
     variants = resource_variants(task.resource_request)
-    if len(variants) > 1:
-        raise Exception("Resource variants are not supported by hyperq yet")
-    return {
-        "submit_dir": submit_dir,
-        "stream_path": None,
-        "program": {
-            "args": list(task.args),
-            "env": dict(task.env or {}),
-            "cwd": task.cwd if task.cwd else "%{SUBMIT_DIR}",
-            "stdout": _stdio(task.stdout, CLI_DEFAULT_STDOUT),
-            "stderr": _stdio(task.stderr, CLI_DEFAULT_STDERR),
-        },
+    program: dict[str, Any] = {"args": list(task.args)}
+    if task.env:
+        program["env"] = dict(task.env)
+    if task.cwd:
+        program["cwd"] = task.cwd
+    if task.stdout is not None:
+        program["stdout"] = _stdio(task.stdout, CLI_DEFAULT_STDOUT)
+    if task.stderr is not None:
+        program["stderr"] = _stdio(task.stderr, CLI_DEFAULT_STDERR)
+    wire: dict[str, Any] = {
+        "id": task.id,
+        "program": program,
         "resources": variants[0].to_wire(),
-        "pin": None,
-        "priority": task.priority,
-        "time_limit": None,
-        "crash_limit": _crash_limit(task.crash_limit),
-        "task_dir": bool(task.task_dir),
-        "stdin": task.stdin or None,
     }
+    if task.dependencies:
+        wire["deps"] = list(task.dependencies)
+    if len(variants) > 1:
+        wire["variants"] = [variant.to_wire() for variant in variants]
+    if task.priority:
+        wire["priority"] = task.priority
+    crash_limit = _crash_limit(task.crash_limit)
+    if crash_limit != DEFAULT_CRASH_LIMIT:
+        wire["crash_limit"] = crash_limit
+    if task.task_dir:
+        wire["task_dir"] = True
+    if task.stdin:
+        wire["stdin"] = bytes(task.stdin)
+    return wire
 
 
-def _group_key(desc: dict[str, Any]) -> Any:
-    program = desc["program"]
-    return (
-        tuple(program["args"]),
-        tuple(sorted(program["env"].items())),
-        program["cwd"],
-        repr(program["stdout"]),
-        repr(program["stderr"]),
-        repr(desc["resources"]),
-        desc["priority"],
-        desc["crash_limit"],
-        desc["task_dir"],
-        desc["stdin"],
-    )
+def _estimated_size(task: dict[str, Any]) -> int:
+    """An upper estimate of the task's encoded size, to split jobs that would not fit."""
+    program = task["program"]
+    size = 200 + len(task.get("stdin") or b"") + 8 * len(task.get("deps") or ())
+    size += sum(len(arg) + 9 for arg in program["args"])
+    size += sum(len(k) + len(v) + 18 for k, v in (program.get("env") or {}).items())
+    size += len(program.get("cwd") or "")
+    for stream in ("stdout", "stderr"):
+        size += len((program.get(stream) or {}).get("path", ""))
+    return 4 * size  # UTF-8 may take four bytes a character
+
+
+def _parts(tasks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    parts: list[list[dict[str, Any]]] = [[]]
+    used = 0
+    for task in tasks:
+        size = _estimated_size(task)
+        if parts[-1] and used + size > PART_BUDGET:
+            parts.append([])
+            used = 0
+        parts[-1].append(task)
+        used += size
+    return parts
 
 
 def submit_job(session: ClientSession, job: JobDescription, submit_dir: str) -> int:
     """Send the job; returns its ID. Refusals raise `Exception` with the server's text."""
-    ids = [task.id for task in job.tasks]
-    if len(set(ids)) != len(ids):
-        raise Exception("Non unique IDs in submitted task graph")
-    known = set(ids)
+    known: set[int] = set()
     for task in job.tasks:
-        for dep in task.dependencies:
-            if dep not in known:
-                raise Exception("Invalid dependency id")
-    if any(task.dependencies for task in job.tasks):
-        raise Exception("Task dependencies are not supported by hyperq yet")
-
-    groups: dict[Any, tuple[dict[str, Any], list[int]]] = {}
+        if task.id in known:
+            raise Exception("Non unique IDs in submitted task graph")
+        known.add(task.id)
+    seen: set[int] = set()
     for task in job.tasks:
-        desc = program_desc(task, submit_dir)
-        key = _group_key(desc)
-        if key in groups:
-            groups[key][1].append(task.id)
-        else:
-            groups[key] = (desc, [task.id])
+        # The server takes deps on earlier tasks only; the API creates them in order.
+        if any(dep not in seen for dep in task.dependencies):
+            raise Exception("Invalid dependency id")
+        seen.add(task.id)
 
+    tasks = [graph_task(task) for task in job.tasks]
     job_desc = {"name": job.name or DEFAULT_JOB_NAME, "max_fails": job.max_fails}
+    parts = _parts(tasks)
     try:
-        if len(groups) == 1:
-            ((desc, task_ids),) = groups.values()
+        if len(parts) == 1:
             reply = session.request(
-                "submit", job_desc=job_desc, submit_desc=_with_ids(desc, task_ids), job=None
+                "submit-graph",
+                job=None,
+                job_desc=job_desc,
+                submit_desc={"submit_dir": submit_dir, "stream_path": None, "tasks": tasks},
             )
             return int(reply["job"])
         reply = session.request("job-open", **job_desc)
         job_id = int(reply["job"])
-        # Each submit can start running before the next arrives; sent from the highest
-        # priority down, tasks still start in priority order.
-        ordered = sorted(groups.values(), key=lambda group: -group[0]["priority"])
-        for desc, task_ids in ordered:
+        for part in parts:
             session.request(
-                "submit", job_desc={}, submit_desc=_with_ids(desc, task_ids), job=job_id
+                "submit-graph",
+                job=job_id,
+                job_desc={"name": None, "max_fails": None},
+                submit_desc={"submit_dir": submit_dir, "stream_path": None, "tasks": part},
             )
         session.request("job-close", selector={"kind": "ids", "ranges": [[job_id, job_id, 1]]})
         return job_id
     except HqError as error:
         raise Exception(error.message) from None
-
-
-def _with_ids(desc: dict[str, Any], task_ids: list[int]) -> dict[str, Any]:
-    ranges = IdRanges.from_ids(sorted(task_ids))
-    return {
-        **desc,
-        "tasks": {
-            "ids": [list(item) for item in ranges.items],
-            "entries": None,
-            "entry_offset": 0,
-        },
-    }
