@@ -72,6 +72,25 @@ def resource_variants(variants: Sequence[ResourceRequest]) -> list[res.ResourceR
     return [resource_request(variant) for variant in variants]
 
 
+class _RequestWires:
+    """Wire forms of the tasks' resource requests, each computed once per submit: many
+    tasks share one `ResourceRequest` object, or have none (the default)."""
+
+    def __init__(self) -> None:
+        self.default = res.parse_task_request(None).to_wire()
+        # Keyed by the tuple of request objects; the tasks keep them alive meanwhile.
+        self.known: dict[tuple[int, ...], list[list[Any]]] = {}
+
+    def get(self, variants: Sequence[ResourceRequest]) -> list[list[Any]]:
+        if not variants:
+            return [self.default]
+        key = tuple(id(variant) for variant in variants)
+        wires = self.known.get(key)
+        if wires is None:
+            wires = self.known[key] = [r.to_wire() for r in resource_variants(variants)]
+        return wires
+
+
 def _stdio(stdio: StdioDef | None, default: str) -> dict[str, Any] | None:
     if stdio is None:
         return None
@@ -99,10 +118,10 @@ def _check_task(task: TaskDescription) -> None:
         raise Exception(f"Priority {task.priority} is out of range")
 
 
-def graph_task(task: TaskDescription) -> dict[str, Any]:
+def graph_task(task: TaskDescription, wires: _RequestWires | None = None) -> dict[str, Any]:
     """One TASK of the `submit-graph` request."""
     _check_task(task)
-    variants = resource_variants(task.resource_request)
+    variants = (wires or _RequestWires()).get(task.resource_request)
     program: dict[str, Any] = {"args": list(task.args)}
     if task.env:
         program["env"] = dict(task.env)
@@ -115,12 +134,12 @@ def graph_task(task: TaskDescription) -> dict[str, Any]:
     wire: dict[str, Any] = {
         "id": task.id,
         "program": program,
-        "resources": variants[0].to_wire(),
+        "resources": variants[0],
     }
     if task.dependencies:
         wire["deps"] = list(task.dependencies)
     if len(variants) > 1:
-        wire["variants"] = [variant.to_wire() for variant in variants]
+        wire["variants"] = variants
     if task.priority:
         wire["priority"] = task.priority
     crash_limit = _crash_limit(task.crash_limit)
@@ -172,7 +191,8 @@ def submit_job(session: ClientSession, job: JobDescription, submit_dir: str) -> 
             raise Exception("Invalid dependency id")
         seen.add(task.id)
 
-    tasks = [graph_task(task) for task in job.tasks]
+    wires = _RequestWires()
+    tasks = [graph_task(task, wires) for task in job.tasks]
     job_desc = {"name": job.name or DEFAULT_JOB_NAME, "max_fails": job.max_fails}
     parts = _parts(tasks)
     try:
