@@ -281,6 +281,8 @@ def test_job_forget(api_env: ApiEnv) -> None:
     client.wait_for_jobs([submitted])
     client.forget(submitted)
     assert api_env.job_states() == {}
+    # A forgotten (unknown) job does not block waiting.
+    assert client.wait_for_jobs([submitted]) is True
     with pytest.raises(RuntimeError, match="Cannot forget job 1"):
         client.forget(1)
 
@@ -324,3 +326,15 @@ def test_stop_server(api_env: ApiEnv) -> None:
     process = api_env.start_server()
     ClientConnection(str(api_env.server_dir)).stop_server()
     assert process.wait(timeout=5) == 0
+
+
+def test_canceled_job_fails_without_task_lines(api_env: ApiEnv) -> None:
+    job, client = prepare(api_env)
+    job.program(bash("sleep 30"))
+    submitted = client.submit(job)
+    api_env.wait_for_job_state(submitted.id, "running")
+    api_env.command(["job", "cancel", "1"])
+    with pytest.raises(FailedJobsException) as info:
+        client.wait_for_jobs([submitted])
+    assert str(info.value) == "The following tasks of job `1` have failed:\n\n"
+    assert client.get_failed_tasks(submitted) == {}
