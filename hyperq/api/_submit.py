@@ -27,7 +27,7 @@ CLI_DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
 CLI_DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
 DEFAULT_CRASH_LIMIT = 5
 # Estimated bytes of tasks per request: well under the 16 MiB frame limit.
-PART_BUDGET = 12 * 1024 * 1024
+PART_BUDGET = 14 * 1024 * 1024
 _I32 = 2**31
 
 
@@ -152,16 +152,21 @@ def graph_task(task: TaskDescription, wires: _RequestWires | None = None) -> dic
     return wire
 
 
+def _text_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def _estimated_size(task: dict[str, Any]) -> int:
-    """An upper estimate of the task's encoded size, to split jobs that would not fit."""
+    """An upper estimate of the task's CBOR size, to split jobs that would not fit."""
     program = task["program"]
-    size = 200 + len(task.get("stdin") or b"") + 8 * len(task.get("deps") or ())
-    size += sum(len(arg) + 9 for arg in program["args"])
-    size += sum(len(k) + len(v) + 18 for k, v in (program.get("env") or {}).items())
-    size += len(program.get("cwd") or "")
+    size = 160 + len(task.get("stdin") or b"") + 9 * len(task.get("deps") or ())
+    size += sum(_text_size(arg) + 9 for arg in program["args"])
+    size += sum(_text_size(k) + _text_size(v) + 18 for k, v in (program.get("env") or {}).items())
+    size += _text_size(program.get("cwd") or "")
     for stream in ("stdout", "stderr"):
-        size += len((program.get(stream) or {}).get("path", ""))
-    return 4 * size  # UTF-8 may take four bytes a character
+        size += _text_size((program.get(stream) or {}).get("path", ""))
+    size += 24 * len(task.get("variants") or ()) * (1 + len(task["resources"][0]))
+    return size
 
 
 def _parts(tasks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
