@@ -155,7 +155,16 @@ def test_big_job_in_parts_keeps_deps(api_env: ApiEnv, monkeypatch: pytest.Monkey
     import hyperq.api._submit as submit_module
 
     # A tiny budget: every few tasks start a new part of the same (open, then closed) job.
-    monkeypatch.setattr(submit_module, "PART_BUDGET", 3000)
+    monkeypatch.setattr(submit_module, "PART_BUDGET", 700)
+    split = submit_module._parts
+    sizes: list[int] = []
+
+    def recording_parts(tasks: list[dict[str, object]]) -> list[list[dict[str, object]]]:
+        parts = split(tasks)
+        sizes.extend(len(part) for part in parts)
+        return parts
+
+    monkeypatch.setattr(submit_module, "_parts", recording_parts)
     job, client = prepare(api_env, cpus=2, name="parts")
     previous = None
     for index in range(12):
@@ -168,6 +177,7 @@ def test_big_job_in_parts_keeps_deps(api_env: ApiEnv, monkeypatch: pytest.Monkey
     submitted = client.submit(job)
     assert client.wait_for_jobs([submitted]) is True
     assert Path("trail").read_text() == "".join(f"{i}\n" for i in range(12))
+    assert len(sizes) > 2 and sum(sizes) == 12
     info = api_env.json(["job", "info", "1"])[0]
     assert info["info"]["name"] == "parts"
-    assert len(info["submits"]) > 1
+    assert api_env.job_states() == {1: "finished"}
