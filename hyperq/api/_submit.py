@@ -196,11 +196,12 @@ def submit_job(session: ClientSession, job: JobDescription, submit_dir: str) -> 
             raise Exception("Invalid dependency id")
         seen.add(task.id)
 
-    wires = _RequestWires()
-    tasks = [graph_task(task, wires) for task in job.tasks]
     job_desc = {"name": job.name or DEFAULT_JOB_NAME, "max_fails": job.max_fails}
-    parts = _parts(tasks)
     try:
+        # A bad resource request (`cpus="3 sideways"`) raises HqError here already.
+        wires = _RequestWires()
+        tasks = [graph_task(task, wires) for task in job.tasks]
+        parts = _parts(tasks)
         if len(parts) == 1:
             reply = session.request(
                 "submit-graph",

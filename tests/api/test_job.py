@@ -316,8 +316,9 @@ def test_client_errors(api_env: ApiEnv, tmp_path: Path) -> None:
 def test_server_refusal_is_an_exception(api_env: ApiEnv) -> None:
     job, client = prepare(api_env, workers=0)
     job.program(["echo"], resources=ResourceRequest(cpus="3 sideways"))
-    with pytest.raises(Exception, match="Invalid resource policy"):
+    with pytest.raises(Exception, match="Invalid resource policy") as info:
         client.submit(job)
+    assert type(info.value) is Exception
 
 
 def test_stop_server(api_env: ApiEnv) -> None:
