@@ -9,6 +9,7 @@ defaults are left out, so a 100,000-task job stays small.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
@@ -210,16 +211,27 @@ def submit_job(session: ClientSession, job: JobDescription, submit_dir: str) -> 
                 submit_desc={"submit_dir": submit_dir, "stream_path": None, "tasks": tasks},
             )
             return int(reply["job"])
+        for part in parts:
+            if len(part) == 1 and _estimated_size(part[0]) > PART_BUDGET:
+                raise Exception(f"Task {part[0]['id']} is too large to be submitted")
         reply = session.request("job-open", **job_desc)
         job_id = int(reply["job"])
-        for part in parts:
-            session.request(
-                "submit-graph",
-                job=job_id,
-                job_desc={"name": None, "max_fails": None},
-                submit_desc={"submit_dir": submit_dir, "stream_path": None, "tasks": part},
-            )
-        session.request("job-close", selector={"kind": "ids", "ranges": [[job_id, job_id, 1]]})
+        selector = {"kind": "ids", "ranges": [[job_id, job_id, 1]]}
+        try:
+            for part in parts:
+                session.request(
+                    "submit-graph",
+                    job=job_id,
+                    job_desc={"name": None, "max_fails": None},
+                    submit_desc={"submit_dir": submit_dir, "stream_path": None, "tasks": part},
+                )
+        except HqError:
+            # Half a job must not run: cancel what arrived, then close it.
+            for op in ("job-cancel", "job-close"):
+                with contextlib.suppress(HqError):
+                    session.request(op, selector=selector)
+            raise
+        session.request("job-close", selector=selector)
         return job_id
     except HqError as error:
         raise Exception(error.message) from None
