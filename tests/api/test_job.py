@@ -339,3 +339,16 @@ def test_canceled_job_fails_without_task_lines(api_env: ApiEnv) -> None:
         client.wait_for_jobs([submitted])
     assert str(info.value) == "The following tasks of job `1` have failed:\n\n"
     assert client.get_failed_tasks(submitted) == {}
+
+
+def test_connection_wait_reports_progress(api_env: ApiEnv) -> None:
+    job, client = prepare(api_env)
+    job.program(bash("true"))
+    job.program(bash("exit 1"))
+    job.program(bash("true"))
+    submitted = client.submit(job)
+    seen: list[dict[int, dict[str, object]]] = []
+    failed = client.connection.wait_for_jobs([submitted.id, 99], seen.append)
+    assert failed == [submitted.id]
+    assert seen[-1] == {1: {"finished": 2, "failed": 1, "total": 3, "completed": True}}
+    assert all(set(status) == {1} for status in seen)
