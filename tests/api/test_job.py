@@ -352,3 +352,12 @@ def test_connection_wait_reports_progress(api_env: ApiEnv) -> None:
     assert failed == [submitted.id]
     assert seen[-1] == {1: {"finished": 2, "failed": 1, "total": 3, "completed": True}}
     assert all(set(status) == {1} for status in seen)
+
+
+def test_task_dir(api_env: ApiEnv) -> None:
+    job, client = prepare(api_env)
+    job.program(bash('test -d "$HQ_TASK_DIR" && echo yes > with'), task_dir=True)
+    job.program(bash('echo "[${HQ_TASK_DIR:-}]" > without'))
+    client.wait_for_jobs([client.submit(job)])
+    assert Path("with").read_text() == "yes\n"
+    assert Path("without").read_text() == "[]\n"
