@@ -190,6 +190,8 @@ command = ["bash", "-c", "echo x >> ran3"]
     cluster.command(["job", "submit-file", write(cluster, "j.toml", job)])
     cluster.wait_for_task_state(1, 1, "FINISHED")
     cluster.wait_for_task_state(1, 2, "RUNNING")
+    # Task progress reaches the disk in periodic batches: make the finish of 1 durable.
+    cluster.command(["journal", "flush"])
     kill_process(server, signal.SIGKILL)
     kill_process(worker, signal.SIGKILL)
     (cluster.work_dir / "go").write_text("")

@@ -351,9 +351,18 @@ def submit_file(ctx: Context, args: dict[str, Any]) -> int:
         # parsed TOML holds no cycles, and this process ends right after.
         gc.disable()
         request = parse_job_file(text, submit_dir=submit_dir, job=job)
-        reply = session.request(
-            request.op, job_desc=request.job_desc, submit_desc=request.submit_desc, job=job
-        )
+        try:
+            reply = session.request(
+                request.op, job_desc=request.job_desc, submit_desc=request.submit_desc, job=job
+            )
+        except HqError as error:
+            if "exceeds the limit" not in error.message:
+                raise
+            # The request, not a reply, was too big for one frame (~100,000 tasks fit).
+            raise HqError(
+                f"{path} is too large to submit at once ({request.task_count} tasks); split "
+                "it into several files and submit them into an open job with --job"
+            ) from None
     output.job_submitted(int(reply["job"]))
     return 0
 

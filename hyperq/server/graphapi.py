@@ -161,33 +161,26 @@ def check_task(
     return task
 
 
-def _resolver(core: ServerCore, submit_dir: str, job_id: int) -> Any:
-    """Stage-1 path resolution, once per distinct program: equal programs of a graph
-    (often all of them but their IDs) become one shared map, which saves the server both
-    the resolving and the memory of a copy per task."""
-    paths: dict[tuple[Any, ...], dict[str, Any]] = {}
+def _interner() -> Any:
+    """Equal programs of a graph (often all of them but their IDs) become one shared map:
+    a copy per task would cost the server memory in proportion to the graph.
+
+    Paths stay as written: graph tasks get no stage-1 resolution at submit, every
+    placeholder is filled when the task starts (graphs.md §1.6)."""
     programs: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-    def resolve(program: dict[str, Any]) -> dict[str, Any]:
+    def intern(program: dict[str, Any]) -> dict[str, Any]:
         out, err = program["stdout"], program["stderr"]
-        where = (
+        key = (
             program["cwd"],
             None if out is None else (out["path"], out["rm_if_finished"]),
             None if err is None else (err["path"], err["rm_if_finished"]),
+            tuple(program["args"]),
+            tuple(program["env"].items()),
         )
-        key = (where, tuple(program["args"]), tuple(program["env"].items()))
-        shared = programs.get(key)
-        if shared is None:
-            resolved = paths.get(where)
-            if resolved is None:
-                whole = core.resolve_submit(
-                    {"submit_dir": submit_dir, "program": program, "stream_path": None}, job_id
-                )["program"]
-                resolved = paths[where] = {k: whole[k] for k in ("cwd", "stdout", "stderr")}
-            shared = programs[key] = {**program, **resolved}
-        return shared
+        return programs.setdefault(key, program)
 
-    return resolve
+    return intern
 
 
 async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -220,9 +213,9 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
         tasks.append(check_task(raw, index, requests, submit_dir))
         raw_tasks[index] = None  # the decoded original goes now, not with the request
     target = job_id if job_id is not None else model.next_job_id
-    resolve = _resolver(core, submit_dir, target)
+    intern = _interner()
     for task in tasks:
-        task["program"] = resolve(task["program"])
+        task["program"] = intern(task["program"])
     if stream_path:
         bare = {"cwd": submit_dir, "stdout": None, "stderr": None}
         stream_path = core.resolve_submit(
