@@ -361,3 +361,24 @@ def test_task_dir(api_env: ApiEnv) -> None:
     client.wait_for_jobs([client.submit(job)])
     assert Path("with").read_text() == "yes\n"
     assert Path("without").read_text() == "[]\n"
+
+
+def test_failed_task_paths_are_resolved(api_env: ApiEnv) -> None:
+    job, client = prepare(api_env)
+    job.program(
+        bash("exit 2"),
+        cwd="sub-%{JOB_ID}",
+        stdout="%{SERVER_UID}-%{TASK_ID}-%{INSTANCE_ID}.out",
+        stderr=StdioDef(path=None, on_close="none"),
+    )
+    submitted = client.submit(job)
+    client.wait_for_jobs([submitted], raise_on_error=False)
+    uid = api_env.json(["server", "info"])["server_uid"]
+    cwd = api_env.work_dir / "sub-1"
+    failure = client.get_failed_tasks(submitted)[0]
+    assert (failure.cwd, failure.stdout, failure.stderr) == (
+        str(cwd),
+        f"{cwd}/{uid}-0-0.out",
+        f"{cwd}/job-1/0.stderr",
+    )
+    assert Path(failure.stdout).exists()

@@ -97,7 +97,7 @@ def _is_completed(job: dict[str, Any]) -> bool:
     return not job.get("is_open") and not stats.get("waiting") and not stats.get("running")
 
 
-def _failure_context(task: dict[str, Any], job_id: int) -> FailedTaskContext:
+def _failure_context(task: dict[str, Any], job_id: int, server_uid: str) -> FailedTaskContext:
     """The task's error and its stage-2 (absolute) paths, as `task info` shows them."""
     error = str(task.get("error") or "")
     if task.get("started_at") is None or task.get("cwd") is None:
@@ -108,6 +108,7 @@ def _failure_context(task: dict[str, Any], job_id: int) -> FailedTaskContext:
         ph.TASK_ID: str(task["id"]),
         ph.INSTANCE_ID: str(task.get("instance") or 0),
         ph.SUBMIT_DIR: submit_dir,
+        ph.SERVER_UID: server_uid,
     }
     stdout, stderr = task.get("stdout"), task.get("stderr")
     cwd, out, err = ph.resolve_paths(
@@ -195,10 +196,17 @@ class ClientConnection:
         except HqError as error:
             raise Exception(error.message) from None
         result: TaskFailureMap = {}
+        server_uid = ""
+        if any(reply.get("jobs", {}).values()):
+            # Paths may name the server's UID, which the task rows do not carry.
+            try:
+                server_uid = str(self.ctx.request("server-info").get("server_uid", ""))
+            except HqError as error:
+                raise Exception(error.message) from None
         for key, tasks in (reply.get("jobs") or {}).items():
             job_id = int(key)
             result[job_id] = {
-                int(task["id"]): _failure_context(task, job_id)
+                int(task["id"]): _failure_context(task, job_id, server_uid)
                 for task in sorted(tasks, key=lambda t: int(t["id"]))
             }
         return result
