@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 if sys.argv[1] == "hyperq":
     from hyperq.api import Job, LocalCluster
@@ -32,8 +33,13 @@ def main() -> None:
     workload, count = sys.argv[2], int(sys.argv[3])
     # Function tasks start `python3`: it must be this interpreter, which imports the API.
     os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
-    os.chdir(tempfile.mkdtemp(prefix="bench-api-"))
-    with LocalCluster() as cluster:
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as work:
+        os.chdir(work)
+        run(workload, count, Path(work) / "server")
+
+
+def run(workload: str, count: int, server_dir: Path) -> None:
+    with LocalCluster(server_dir) as cluster:
         client = cluster.client()
         result: dict[str, float | int | str] = {"impl": sys.argv[1], "workload": workload}
         if workload == "submit":
