@@ -39,7 +39,8 @@ def main() -> None:
 
 
 def run(workload: str, count: int, server_dir: Path) -> None:
-    with LocalCluster(server_dir) as cluster:
+    # str, not Path: the original's binding takes only a string here.
+    with LocalCluster(str(server_dir)) as cluster:  # type: ignore[arg-type]
         client = cluster.client()
         result: dict[str, float | int | str] = {"impl": sys.argv[1], "workload": workload}
         if workload == "submit":
