@@ -402,13 +402,14 @@ class ClientApi:
         while True:
             # The state sent and the decision to stop come from the same moment: a job
             # finishing during the send still gets its final snapshot out.
+            changed = core.changed.armed()
             snap = snapshot()
             done = all(self._is_done(j, False) for j in ids)
             await peer.send({"ok": snap} if first else snap)
             if done:
                 return
             first = False
-            await core.changed.wait()
+            await changed.wait()
             await trio.sleep(1 / PROGRESS_RATE)
 
     async def _job_task_ids(self, request: schemas.StatesRequest) -> Any:

@@ -72,6 +72,11 @@ class Pulse:
     async def wait(self) -> None:
         await self._event.wait()
 
+    def armed(self) -> trio.Event:
+        """The event the next change sets: take it before reading the state, so that a
+        change made while the reader awaits something else still wakes it."""
+        return self._event
+
 
 class Subscription:
     """Live persisted events for one `hq journal stream`, with their sequence numbers.

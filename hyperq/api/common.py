@@ -1,0 +1,5 @@
+"""Types shared by the API's modules."""
+
+from pathlib import Path
+
+GenericPath = Path | str
