@@ -522,3 +522,44 @@ async def test_a_bug_in_a_handler_costs_one_reply(
     assert errors[0].getMessage() == "Error in job-summary request: RuntimeError: summary exploded"
     # The next request on the same API is answered as usual.
     assert (await dispatch(api, {"op": "job-list"}))["ok"]["total"] == 0
+
+
+# --- the allocator's ops (alloc.md §2): typed too, registered by the server ------------
+
+ALLOC_VALID: dict[str, dict[str, Any]] = {
+    "alloc-list": {},
+    "alloc-info": {"queue_id": 1},
+    "alloc-log": {"allocation_id": "12.pbs", "stream": "stdout"},
+    "alloc-pause": {"queue_id": 1},
+    "alloc-resume": {"queue_id": 1},
+    "alloc-remove": {"queue_id": 1, "force": True},
+    "alloc-dry-run": {"params": {}},
+    "alloc-add": {"params": {}, "no_dry_run": True},
+}
+
+
+def make_alloc_api(tmp_path: Any) -> ClientApi:
+    from hyperq.alloc.service import Allocator, client_ops
+
+    api = make_api()
+    api.add_plain_ops(client_ops(Allocator(api.core, str(tmp_path))))
+    return api
+
+
+def test_every_alloc_op_has_a_type(tmp_path: Any) -> None:
+    from hyperq.alloc.service import Allocator, client_ops
+
+    ops = client_ops(Allocator(make_api().core, str(tmp_path)))
+    assert set(ops) == set(schemas.ALLOC_REQUESTS) == set(ALLOC_VALID)
+
+
+@pytest.mark.parametrize("op", sorted(ALLOC_VALID))
+async def test_alloc_requests_of_wrong_shape_get_one_error(op: str, tmp_path: Any) -> None:
+    api = make_alloc_api(tmp_path)
+    # The honest shape converts; each field with a wrong type is named in the error.
+    assert isinstance(parse_request(op, {**ALLOC_VALID[op], "op": op}), schemas.ALLOC_REQUESTS[op])
+    for field in ALLOC_VALID[op]:
+        reply = await dispatch(api, {**ALLOC_VALID[op], "op": op, field: [["x"]]})
+        assert reply["error"].startswith(f"Invalid {op} request: {field}"), reply
+    # The connection's next request is still served.
+    assert "ok" in await dispatch(api, {"op": "alloc-list"})

@@ -75,7 +75,7 @@ def _id_set(ranges: list[schemas.IdItem] | None, field: str = "selector.ranges")
 
 def parse_request(op: str, request: Any) -> Any:
     """The typed request of `op` (SchemaError if it does not fit); raw if `op` has none."""
-    kind = schemas.CLIENT_REQUESTS.get(op)
+    kind = schemas.CLIENT_REQUESTS.get(op) or schemas.ALLOC_REQUESTS.get(op)
     if kind is None:
         return request
     return schemas.convert(request, kind)
@@ -105,6 +105,13 @@ def _states(values: list[str] | None, enum: type[TaskState] | type[JobState]) ->
         return [enum(v) for v in values]
     except ValueError as error:
         raise RequestError(f"unknown state: {error}") from None
+
+
+def _plain(handler: Op) -> Op:
+    async def op(request: Any) -> Any:
+        return await handler(schemas.to_wire(request))
+
+    return op
 
 
 class ClientApi:
@@ -165,6 +172,15 @@ class ClientApi:
             await peer.send_large(reply)
             if op == "server-stop":
                 self.stop.request("hq server stop")
+
+    def add_plain_ops(self, ops: dict[str, Op]) -> None:
+        """Ops of a capability below the transport layer (the allocator): each is typed
+        in schemas.ALLOC_REQUESTS and converted before it runs, then handed over as the
+        plain values of its validated request."""
+        for name, handler in ops.items():
+            if name not in schemas.ALLOC_REQUESTS:
+                raise ValueError(f"op {name!r} has no request type")
+            self.ops[name] = _plain(handler)
 
     async def dispatch(self, request: Any) -> dict[str, Any]:
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):

@@ -93,7 +93,7 @@ async def _serve(
     )
     api = ClientApi(stop, core, info)
     allocator = Allocator(core, str(config.server_dir))
-    api.ops.update(client_ops(allocator))
+    api.add_plain_ops(client_ops(allocator))
     workers = WorkerHandler(core)
     async with trio.open_nursery() as root:
         await root.start(watch_signals, stop)

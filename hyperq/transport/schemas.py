@@ -286,6 +286,42 @@ CLIENT_REQUESTS: dict[str, type[Struct]] = {
 """The request type of each client op (the client API dispatches on these names)."""
 
 
+class AllocParamsRequest(Struct, frozen=True):
+    """`alloc-add` / `alloc-dry-run`: the queue's parameters are checked field by field
+    by hyperq.alloc (QueueParams.from_wire), the one place that knows them."""
+
+    params: dict[str, Any]
+    no_dry_run: bool = False
+
+
+class AllocQueueRequest(Struct, frozen=True):
+    queue_id: int
+
+
+class AllocRemoveRequest(Struct, frozen=True):
+    queue_id: int
+    force: bool = False
+
+
+class AllocLogRequest(Struct, frozen=True):
+    allocation_id: str
+    stream: Literal["stdout", "stderr"]
+
+
+ALLOC_REQUESTS: dict[str, type[Struct]] = {
+    "alloc-add": AllocParamsRequest,
+    "alloc-dry-run": AllocParamsRequest,
+    "alloc-list": NoFields,
+    "alloc-info": AllocQueueRequest,
+    "alloc-log": AllocLogRequest,
+    "alloc-pause": AllocQueueRequest,
+    "alloc-resume": AllocQueueRequest,
+    "alloc-remove": AllocRemoveRequest,
+}
+"""The automatic allocator's ops (alloc.md §2), registered by the server when it starts
+the allocator; their handlers take the validated request as plain values."""
+
+
 # =======================================================================================
 # Worker → server. Updates are arrays whose first element is their kind.
 
