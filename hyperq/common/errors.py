@@ -20,17 +20,23 @@ class UsageError(HqError):
     """Bad command-line arguments: printed like HqError but exits with code 2."""
 
 
-def only_hq_error(group: BaseExceptionGroup) -> HqError | None:
-    """The first HqError of a (nested) exception group whose every leaf is an HqError,
-    as a nursery tree raises it; None if anything else is in there (a bug)."""
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside a (nested) exception group, in order; [error] for others."""
     leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
+    stack: list[BaseException] = [error]
     while stack:
         item = stack.pop()
         if isinstance(item, BaseExceptionGroup):
             stack.extend(reversed(item.exceptions))
         else:
             leaves.append(item)
+    return leaves
+
+
+def only_hq_error(group: BaseExceptionGroup) -> HqError | None:
+    """The first HqError of a (nested) exception group whose every leaf is an HqError,
+    as a nursery tree raises it; None if anything else is in there (a bug)."""
+    leaves = _leaves(group)
     if leaves and all(isinstance(leaf, HqError) for leaf in leaves):
         first = leaves[0]
         assert isinstance(first, HqError)
@@ -41,14 +47,7 @@ def only_hq_error(group: BaseExceptionGroup) -> HqError | None:
 def describe_exception(error: BaseException) -> str:
     """`Type: message` of an exception, or of each leaf of an exception group (a nursery
     wraps what escaped it; the group's own text would hide the reason)."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [error]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, BaseExceptionGroup):
-            stack.extend(reversed(item.exceptions))
-        else:
-            leaves.append(item)
+    leaves = _leaves(error)
     return "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves[:5]) + (
         f"; and {len(leaves) - 5} more" if len(leaves) > 5 else ""
     )
