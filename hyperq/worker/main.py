@@ -148,8 +148,11 @@ class WorkerRuntime:
         reply: dict[str, Any],
         guardian: Guardian,
         load_endpoint: EndpointLoader,
+        zero: bool = False,
     ) -> None:
         self.config = config
+        # Zero-worker mode: every task finishes at once, nothing is spawned.
+        self.zero = zero
         self.conn_nursery = nursery
         self.peer = peer
         self.worker_id: int = reply["worker"]["id"]
@@ -272,6 +275,9 @@ class WorkerRuntime:
                 slot[1].cancel()
 
     def _start_tasks(self, tasks: trio.Nursery, message: Compute) -> None:
+        if self.zero:
+            self._finish_at_once(tasks, message)
+            return
         for item in message.tasks:
             key = (item.job, item.task)
             scope = trio.CancelScope()
@@ -288,6 +294,21 @@ class WorkerRuntime:
                 continue
             self.task_cpus[key] = spec.cpu_labels
             tasks.start_soon(self._run_one, spec, scope)
+
+    def _finish_at_once(self, tasks: trio.Nursery, message: Compute) -> None:
+        """Zero-worker mode: the message's tasks end now (the sender sends them together)."""
+        now = time.monotonic()
+        updates = [["finished", t.job, t.task, t.instance, 0.0, now] for t in message.tasks]
+        for index, update in enumerate(updates):
+            try:
+                self.updates_send.send_nowait(update)
+            except trio.WouldBlock:
+                tasks.start_soon(self._queue_updates, updates[index:])
+                return
+
+    async def _queue_updates(self, updates: list[list[Any]]) -> None:
+        for update in updates:
+            await self.updates_send.send(update)
 
     def _spec(self, item: schemas.LaunchItem, desc: schemas.LaunchDesc) -> TaskLaunchSpec:
         program = desc.program
@@ -568,14 +589,24 @@ async def run_worker(
     endpoint: Endpoint,
     load_endpoint: EndpointLoader,
     announce: Callable[[dict[str, Any]], None],
+    zero: bool = False,
 ) -> int:
-    """Connect, register, announce (print the info table), then serve until the end."""
+    """Connect, register, announce (print the info table), then serve until the end.
+
+    `zero`: finish every task at once without running it (HQ_ZERO_WORKER, benchmarks)."""
     guardian = Guardian()
     try:
         async with trio.open_nursery() as connections:
             peer, reply = await register(connections, endpoint, config)
             announce(reply["worker"])
-            runtime = WorkerRuntime(config, connections, peer, reply, guardian, load_endpoint)
+            if zero:
+                log.warning(
+                    "Zero-worker mode (HQ_ZERO_WORKER): every task is reported finished "
+                    "at once and nothing is run"
+                )
+            runtime = WorkerRuntime(
+                config, connections, peer, reply, guardian, load_endpoint, zero=zero
+            )
             code = await runtime.run()
             connections.cancel_scope.cancel()
         return code
