@@ -10,6 +10,7 @@ Amounts are integers in units of 1/10 000 (`AMOUNT_SCALE`), so `1.5` is 15 000.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -910,6 +911,10 @@ class _IndexedPool:
     # Count of completely free units, kept up to date so that a busy worker rejects
     # most requests without scanning its units.
     whole_free: int = 0
+    # The completely free units of each group, ascending, kept up to date by take and
+    # give_back: listing them per request scanned every unit (a 128-CPU worker spent
+    # ~15% of the server's CPU per task on that scan, tools/bench_scale).
+    whole_units: list[list[int]] = field(default_factory=list)
 
     @staticmethod
     def build(item: ResourceDescriptorItem) -> _IndexedPool:
@@ -924,7 +929,10 @@ class _IndexedPool:
                 group_of.append(g)
         index_of = {label: i for i, label in enumerate(labels)}
         free = [AMOUNT_SCALE] * len(labels)
-        return _IndexedPool(labels, group_of, groups, free, index_of, len(labels))
+        whole_units = [list(units) for units in groups]
+        return _IndexedPool(
+            labels, group_of, groups, free, index_of, len(labels), whole_units
+        )
 
     def free_total(self) -> int:
         return sum(self.free)
@@ -941,8 +949,8 @@ class _IndexedPool:
         whole, frac = divmod(entry.amount, AMOUNT_SCALE)
         if whole > self.whole_free:
             return None
-        free_units = [[u for u in g if self.free[u] == AMOUNT_SCALE] for g in self.groups]
-        chosen = self._choose_whole(entry.policy, whole, free_units)
+        # Read only below: the lists are the pool's own.
+        chosen = self._choose_whole(entry.policy, whole, self.whole_units)
         if chosen is None:
             return None
         picked = [(u, AMOUNT_SCALE) for u in sorted(chosen)]
@@ -996,6 +1004,8 @@ class _IndexedPool:
         for unit, share in picked:
             if self.free[unit] == AMOUNT_SCALE:
                 self.whole_free -= 1
+                units = self.whole_units[self.group_of[unit]]
+                del units[bisect.bisect_left(units, unit)]
             self.free[unit] -= share
 
     def give_back(self, name: str, units: Iterable[tuple[str, int]]) -> None:
@@ -1013,6 +1023,7 @@ class _IndexedPool:
             self.free[unit] += share
             if self.free[unit] == AMOUNT_SCALE:
                 self.whole_free += 1
+                bisect.insort(self.whole_units[self.group_of[unit]], unit)
 
 
 def _round_robin(groups: list[list[int]], count: int) -> list[int] | None:
