@@ -386,6 +386,26 @@ class Compute(Struct, frozen=True, tag_field="op", tag="compute"):
     tasks: list[LaunchItem]
 
 
+class LaunchRow(Struct, frozen=True, array_like=True):
+    """A `LaunchItem` as an array, `[job, task, instance, desc, allocation, entry]`: no
+    map keys to encode, seal and decode for every task."""
+
+    job: int
+    task: int
+    instance: int
+    desc: str
+    allocation: list[Any]
+    entry: str | None = None
+
+
+class ComputeRows(Struct, frozen=True, tag_field="op", tag="compute-rows"):
+    """`Compute` with its tasks as rows (what the server sends since issue 24; a worker
+    still takes `compute`)."""
+
+    descs: dict[str, LaunchDesc]
+    tasks: list[LaunchRow]
+
+
 class Cancel(Struct, frozen=True, tag_field="op", tag="cancel"):
     tasks: list[IdItem] = []
 
@@ -400,10 +420,11 @@ class OverviewRequest(Struct, frozen=True, tag_field="op", tag="overview-request
     enabled: bool = False
 
 
-ServerMessage = Compute | Cancel | Stop | OverviewRequest
+ServerMessage = Compute | ComputeRows | Cancel | Stop | OverviewRequest
 """What the server may send a registered worker."""
 SERVER_MESSAGES: dict[str, type[ServerMessage]] = {
     "compute": Compute,
+    "compute-rows": ComputeRows,
     "cancel": Cancel,
     "stop": Stop,
     "overview-request": OverviewRequest,

@@ -39,7 +39,14 @@ from hyperq.common.resources import Allocation
 from hyperq.transport import schemas
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.peer import PeerConnection
-from hyperq.transport.schemas import Cancel, Compute, OverviewRequest, SchemaError, Stop
+from hyperq.transport.schemas import (
+    Cancel,
+    Compute,
+    ComputeRows,
+    OverviewRequest,
+    SchemaError,
+    Stop,
+)
 from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
 from hyperq.worker.guardian import Guardian
@@ -256,7 +263,7 @@ class WorkerRuntime:
         except SchemaError as error:
             log.warning("Skipping a message from the server: %s", error.message)
             return False
-        if isinstance(typed, Compute):
+        if isinstance(typed, Compute | ComputeRows):
             self._start_tasks(tasks, typed)
         elif isinstance(typed, Cancel):
             self._cancel(typed.tasks)
@@ -274,7 +281,7 @@ class WorkerRuntime:
             if slot is not None and slot[0] == instance:
                 slot[1].cancel()
 
-    def _start_tasks(self, tasks: trio.Nursery, message: Compute) -> None:
+    def _start_tasks(self, tasks: trio.Nursery, message: Compute | ComputeRows) -> None:
         if self.zero:
             self._finish_at_once(tasks, message)
             return
@@ -295,7 +302,7 @@ class WorkerRuntime:
             self.task_cpus[key] = spec.cpu_labels
             tasks.start_soon(self._run_one, spec, scope)
 
-    def _finish_at_once(self, tasks: trio.Nursery, message: Compute) -> None:
+    def _finish_at_once(self, tasks: trio.Nursery, message: Compute | ComputeRows) -> None:
         """Zero-worker mode: the message's tasks end now (the sender sends them together)."""
         now = time.monotonic()
         updates = [["finished", t.job, t.task, t.instance, 0.0, now] for t in message.tasks]
@@ -310,7 +317,9 @@ class WorkerRuntime:
         for update in updates:
             await self.updates_send.send(update)
 
-    def _spec(self, item: schemas.LaunchItem, desc: schemas.LaunchDesc) -> TaskLaunchSpec:
+    def _spec(
+        self, item: schemas.LaunchItem | schemas.LaunchRow, desc: schemas.LaunchDesc
+    ) -> TaskLaunchSpec:
         program = desc.program
         allocation = Allocation.from_wire(item.allocation)
         stdout = program.stdout
@@ -383,7 +392,10 @@ class WorkerRuntime:
             await self.updates_send.send(update)
 
     async def _fail_one(
-        self, item: schemas.LaunchItem, error: str, scope: trio.CancelScope
+        self,
+        item: schemas.LaunchItem | schemas.LaunchRow,
+        error: str,
+        scope: trio.CancelScope,
     ) -> None:
         """Report a task that could not be prepared as failed (it never ran)."""
         key = (item.job, item.task)
