@@ -708,3 +708,30 @@ def test_kept_free_units_match_a_scan(steps: list[tuple[bool, str, int]]) -> Non
     for allocation in held:
         alloc.release(allocation)
     assert alloc._indexed[CPUS].is_full()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.booleans(), min_size=1, max_size=6), min_size=1, max_size=5),
+    st.sampled_from(list(AllocationPolicy)),
+)
+def test_one_unit_fast_path_picks_what_the_general_path_picks(
+    groups: list[list[bool]], policy: AllocationPolicy
+) -> None:
+    from hyperq.common.resources import _IndexedPool
+
+    if policy == AllocationPolicy.ALL:
+        return
+    labels = [f"{g}.{u}" for g, units in enumerate(groups) for u in range(len(units))]
+    unit_groups: list[list[int]] = []
+    free_units: list[list[int]] = []
+    index = 0
+    for units in groups:
+        unit_groups.append(list(range(index, index + len(units))))
+        free_units.append([index + u for u, free in enumerate(units) if free])
+        index += len(units)
+    group_of = [g for g, units in enumerate(unit_groups) for _ in units]
+    pool = _IndexedPool(labels, group_of, unit_groups, [AMOUNT_SCALE] * len(labels))
+    assert pool._choose_whole(policy, 1, free_units) == pool._choose_general(
+        policy, 1, free_units
+    )

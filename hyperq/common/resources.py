@@ -966,6 +966,13 @@ class _IndexedPool:
     ) -> list[int] | None:
         if count == 0:
             return []
+        if count == 1:
+            return _choose_one(policy, free_units)
+        return self._choose_general(policy, count, free_units)
+
+    def _choose_general(
+        self, policy: AllocationPolicy, count: int, free_units: list[list[int]]
+    ) -> list[int] | None:
         free_counts = [len(f) for f in free_units]
         if policy == AllocationPolicy.SCATTER:
             # Most free groups first, one unit per group per round.
@@ -1024,6 +1031,23 @@ class _IndexedPool:
             if self.free[unit] == AMOUNT_SCALE:
                 self.whole_free += 1
                 bisect.insort(self.whole_units[self.group_of[unit]], unit)
+
+
+def _choose_one(policy: AllocationPolicy, free_units: list[list[int]]) -> list[int] | None:
+    """What `_choose_general` picks for one unit, without its sorting (the usual request,
+    one CPU, on every assignment): scatter takes the lowest free unit of the group with
+    the most free units, the other policies that of the group with the fewest (ties:
+    the lowest group)."""
+    best = -1
+    best_key = (0, 0)
+    for group, units in enumerate(free_units):
+        if units:
+            key = (-len(units), group) if policy == AllocationPolicy.SCATTER else (
+                len(units), group
+            )
+            if best < 0 or key < best_key:
+                best, best_key = group, key
+    return None if best < 0 else [free_units[best][0]]
 
 
 def _round_robin(groups: list[list[int]], count: int) -> list[int] | None:
