@@ -49,7 +49,7 @@ from hyperq.transport.schemas import (
 )
 from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
-from hyperq.worker.guardian import Guardian
+from hyperq.worker.guardian import Guardian, NoGuardian
 from hyperq.worker.launcher import ProgramCache, TaskLaunchSpec, TaskOutcome, failed, run_task
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class WorkerRuntime:
         nursery: trio.Nursery,
         peer: PeerConnection,
         reply: dict[str, Any],
-        guardian: Guardian,
+        guardian: Guardian | NoGuardian,
         load_endpoint: EndpointLoader,
         zero: bool = False,
     ) -> None:
@@ -606,7 +606,7 @@ async def run_worker(
     """Connect, register, announce (print the info table), then serve until the end.
 
     `zero`: finish every task at once without running it (HQ_ZERO_WORKER, benchmarks)."""
-    guardian = Guardian()
+    guardian = NoGuardian() if zero else Guardian()
     try:
         async with trio.open_nursery() as connections:
             peer, reply = await register(connections, endpoint, config)
