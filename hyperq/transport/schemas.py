@@ -318,7 +318,56 @@ class Failed(Struct, frozen=True, array_like=True, tag="failed"):
     ended_ago: float | None = None
 
 
-TaskUpdate = Started | Finished | Failed
+class FinishedIds(Struct, frozen=True, array_like=True, tag="finished-ids"):
+    """Tasks of one job and instance that ended together, alike in `ran_for` and
+    `ended_ago` (a zero-worker's whole batch): their IDs as (start, last, step) runs in
+    the order the worker reports them, so one item stands for thousands of `Finished`."""
+
+    job: int
+    instance: int
+    ids: list[IdItem]
+    ran_for: float | None = None
+    ended_ago: float | None = None
+
+    def task_ids(self) -> list[int]:
+        """The IDs in report order. Runs that step backwards or by 0 are not a worker's
+        and are skipped (the caller bounds the count first: `id_count`)."""
+        out: list[int] = []
+        for start, last, step in self.ids:
+            if step > 0 and last >= start:
+                out.extend(range(start, last + 1, step))
+        return out
+
+    def id_count(self) -> int:
+        return sum(
+            (last - start) // step + 1
+            for start, last, step in self.ids
+            if step > 0 and last >= start
+        )
+
+
+def ordered_runs(ids: list[int]) -> list[IdItem]:
+    """`ids` as (start, last, step) runs that expand back to the same sequence, order
+    included (FinishedIds.task_ids)."""
+    runs: list[IdItem] = []
+    index = 0
+    count = len(ids)
+    while index < count:
+        start = ids[index]
+        if index + 1 < count and ids[index + 1] > start:
+            step = ids[index + 1] - start
+            last_index = index + 1
+            while last_index + 1 < count and ids[last_index + 1] - ids[last_index] == step:
+                last_index += 1
+            runs.append((start, ids[last_index], step))
+            index = last_index + 1
+        else:
+            runs.append((start, start, 1))
+            index += 1
+    return runs
+
+
+TaskUpdate = Started | Finished | Failed | FinishedIds
 
 
 class Updates(Struct, frozen=True, tag_field="op", tag="updates"):

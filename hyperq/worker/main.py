@@ -92,7 +92,39 @@ def _on_the_wire(batch: list[list[Any]]) -> list[list[Any]]:
         else:
             fields.append(age)
         wire.append(fields)
-    return wire
+    return _as_ranges(wire)
+
+
+def _as_ranges(wire: list[list[Any]]) -> list[list[Any]]:
+    """Runs of consecutive `finished` reports of one job and instance, alike in their
+    times, as one `finished-ids` item (schemas.FinishedIds) each: a zero-worker's batch
+    of 128 tasks is one item, not 128. Order is kept, so the server sees the same."""
+    out: list[list[Any]] = []
+    index = 0
+    count = len(wire)
+    while index < count:
+        item = wire[index]
+        end = index + 1
+        if item[0] == "finished":
+            _kind, job, _task, instance, ran_for, age = item
+            while end < count:
+                other = wire[end]
+                if (
+                    other[0] != "finished"
+                    or other[1] != job
+                    or other[3] != instance
+                    or other[4] != ran_for
+                    or other[5] != age
+                ):
+                    break
+                end += 1
+        if end - index < 2:
+            out.append(item)
+        else:
+            ids = [other[2] for other in wire[index:end]]
+            out.append(["finished-ids", item[1], item[3], schemas.ordered_runs(ids), *item[4:]])
+        index = end
+    return out
 
 
 def _internal_error(error: BaseException) -> str:
