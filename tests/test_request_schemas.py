@@ -441,6 +441,17 @@ worker_items = st.one_of(
         cbor_values,
         cbor_values,
     ).map(list),
+    st.tuples(
+        st.just("finished-ids"),
+        st.integers(-1, 3),
+        st.integers(-1, 3),
+        st.lists(
+            st.tuples(
+                st.integers(-2, 2**32), st.integers(-2, 2**32), st.integers(-2, 2**32)
+            ).map(list),
+            max_size=3,
+        ),
+    ).map(list),
 )
 worker_messages = st.one_of(
     cbor_values,
@@ -563,3 +574,73 @@ async def test_alloc_requests_of_wrong_shape_get_one_error(op: str, tmp_path: An
         assert reply["error"].startswith(f"Invalid {op} request: {field}"), reply
     # The connection's next request is still served.
     assert "ok" in await dispatch(api, {"op": "alloc-list"})
+
+
+# --- finished tasks as runs (schemas.FinishedIds) ----------------------------------------
+
+
+def core_with_assigned(count: int) -> tuple[ServerCore, int, list[int]]:
+    """A worker with `count` CPUs and an array of `count` tasks, all assigned to it."""
+    core = ServerCore("uid1", time.time(), None)
+    events = core.model.worker_connected(worker_config(cpus=count), now=core.now())
+    core.commit(events)
+    worker_id = events[0].id  # type: ignore[attr-defined]
+    core.links[worker_id] = WorkerLink(worker_id)
+    submit = valid_submit(array=IdRanges.parse(f"0-{count - 1}"))
+    desc = schemas.to_wire(schemas.convert(submit["submit_desc"], schemas.SubmitDesc))
+    core.commit(core.model.submit(core.resolve_submit(desc, 1), now=core.now()))
+    while core.schedule_now():
+        pass
+    return core, worker_id, list(range(count))
+
+
+def reported(order: list[int], as_runs: bool) -> tuple[list[tuple[Any, ...]], dict[int, Any]]:
+    """Finish the tasks in `order` one report each, or as the worker sends them (runs);
+    the events a journal stream sees (without their times) and each task's state."""
+    from hyperq.worker.main import _as_ranges
+
+    core, worker_id, ids = core_with_assigned(8)
+    subscription = core.subscribe()
+    items = [["finished", 1, task, 0, 0.0, 0.0] for task in order]
+    handler = WorkerHandler(core)
+    if as_runs:
+        wire = _as_ranges(items)
+        assert len(wire) < len(items) or len(items) < 2
+        assert handler.handle_message(worker_id, {"op": "updates", "items": wire}) is None
+    else:
+        for item in items:
+            assert handler.handle_message(worker_id, {"op": "updates", "items": [item]}) is None
+    seen = []
+    while True:
+        try:
+            _seq, event = subscription.receive.receive_nowait()
+        except trio.WouldBlock:
+            break
+        fields = {k: v for k, v in vars(event).items() if k != "time"}
+        seen.append((event.kind, tuple(sorted(fields.items()))))
+    states = {task: core.model.task(1, task).state for task in ids}  # type: ignore[union-attr]
+    return seen, states
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.permutations(list(range(8))).flatmap(lambda p: st.integers(0, 8).map(lambda n: p[:n])))
+def test_finished_runs_give_the_same_events_as_one_by_one(order: list[int]) -> None:
+    async def main() -> None:
+        assert reported(order, as_runs=True) == reported(order, as_runs=False)
+
+    trio.run(main)
+
+
+async def test_a_run_of_more_tasks_than_the_worker_holds_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    core, worker_id, ids = core_with_assigned(4)
+    handler = WorkerHandler(core)
+    before = [core.model.task(1, t) for t in ids]
+    bogus = {"op": "updates", "items": [["finished-ids", 1, 0, [[0, 2**32, 1]], 0.0, 0.0]]}
+    assert handler.handle_message(worker_id, bogus) is None
+    assert "holds 4; skipped" in caplog.text
+    assert [core.model.task(1, t) for t in ids] == before
+    good = {"op": "updates", "items": [["finished-ids", 1, 0, [[0, 3, 1]], 0.0, 0.0]]}
+    assert handler.handle_message(worker_id, good) is None
+    assert {core.model.task(1, t).state for t in ids} == {TaskState.FINISHED}  # type: ignore[union-attr]

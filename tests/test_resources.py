@@ -679,3 +679,65 @@ def check_accounting(desc: ResourceDescriptor, alloc: WorkerAllocator, live: lis
         assert totals[item.name] <= item.capacity()
         assert alloc.free_amount(item.name) == item.capacity() - totals[item.name]
     assert alloc.is_idle() == (not live or all(r.amount == 0 for g in live for r in g.resources))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.sampled_from(["1", "2", "3 compact", "2 scatter", "3 tight", "5 compact!",
+                             "0.5", "1.5", "4 tight!", "all"]),
+            st.integers(0, 50),
+        ),
+        max_size=60,
+    )
+)
+def test_kept_free_units_match_a_scan(steps: list[tuple[bool, str, int]]) -> None:
+    """The allocator keeps each group's free units instead of scanning for them; after any
+    sequence of allocations and releases, the kept lists equal a fresh scan, and every
+    allocation it makes is one that fits."""
+    alloc = WorkerAllocator(workers("3x4"))
+    held: list[Alloc] = []
+    for allocate, text, pick in steps:
+        if allocate or not held:
+            got = alloc.try_allocate(cpu_request(text))
+            if got is not None:
+                held.append(got)
+        else:
+            alloc.release(held.pop(pick % len(held)))
+        pool = alloc._indexed[CPUS]
+        scanned = [[u for u in g if pool.free[u] == AMOUNT_SCALE] for g in pool.groups]
+        assert pool.whole_units == scanned
+        assert pool.whole_free == sum(len(units) for units in scanned)
+        assert all(0 <= share <= AMOUNT_SCALE for share in pool.free)
+    for allocation in held:
+        alloc.release(allocation)
+    assert alloc._indexed[CPUS].is_full()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.booleans(), min_size=1, max_size=6), min_size=1, max_size=5),
+    st.sampled_from(list(AllocationPolicy)),
+)
+def test_one_unit_fast_path_picks_what_the_general_path_picks(
+    groups: list[list[bool]], policy: AllocationPolicy
+) -> None:
+    from hyperq.common.resources import _IndexedPool
+
+    if policy == AllocationPolicy.ALL:
+        return
+    labels = [f"{g}.{u}" for g, units in enumerate(groups) for u in range(len(units))]
+    unit_groups: list[list[int]] = []
+    free_units: list[list[int]] = []
+    index = 0
+    for units in groups:
+        unit_groups.append(list(range(index, index + len(units))))
+        free_units.append([index + u for u, free in enumerate(units) if free])
+        index += len(units)
+    group_of = [g for g, units in enumerate(unit_groups) for _ in units]
+    pool = _IndexedPool(labels, group_of, unit_groups, [AMOUNT_SCALE] * len(labels))
+    assert pool._choose_whole(policy, 1, free_units) == pool._choose_general(
+        policy, 1, free_units
+    )

@@ -120,6 +120,40 @@ async def test_a_task_that_cannot_start_fails_and_the_other_finishes(
     assert error in results[1][4]
 
 
+def as_rows(message: dict[str, Any]) -> dict[str, Any]:
+    """A `compute` message as the `compute-rows` the server sends (schemas.LaunchRow)."""
+    rows = [
+        [t["job"], t["task"], t["instance"], t["desc"], t["allocation"], t.get("entry")]
+        for t in message["tasks"]
+    ]
+    return {"op": "compute-rows", "descs": message["descs"], "tasks": rows}
+
+
+async def test_compute_rows_run_like_compute(tmp_path: Path) -> None:
+    message = compute({"good": desc(tmp_path, ["true"])}, [(0, "good"), (1, "missing")])
+    results = await run_message(tmp_path, as_rows(message), 2)
+    assert results[0][:4] == ["finished", 1, 0, 0]
+    assert results[1][0] == "failed"
+    assert "'missing'" in results[1][4]
+
+
+async def test_a_zero_worker_finishes_every_task_without_running_it(tmp_path: Path) -> None:
+    program = desc(tmp_path, ["/nonexistent/program"])
+    # More than the update queue holds: the rest is queued as room frees up.
+    count = worker_main.UPDATE_QUEUE_SIZE + 100
+    message = as_rows(compute({"d": program}, [(task, "d") for task in range(count)]))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            runtime = make_runtime(tmp_path, nursery)
+            runtime.zero = True
+            async with trio.open_nursery() as tasks:
+                assert runtime.handle_message(tasks, message) is False
+                ends = [await runtime.updates_recv.receive() for _ in range(count)]
+                assert not runtime.task_scopes
+    assert sorted(u[2] for u in ends) == list(range(count))
+    assert {u[0] for u in ends} == {"finished"}
+
+
 async def test_a_task_without_its_description_fails_as_an_internal_error(tmp_path: Path) -> None:
     message = compute({"good": desc(tmp_path, ["true"])}, [(0, "good"), (1, "missing")])
     results = await run_message(tmp_path, message, 2)
@@ -273,6 +307,19 @@ server_messages = st.one_of(
         optional={"descs": descs, "tasks": launch_items, "reason": cbor_values},
     ),
     st.fixed_dictionaries({"op": st.just("compute"), "descs": descs, "tasks": launch_items}),
+    st.fixed_dictionaries(
+        {
+            "op": st.just("compute-rows"),
+            "descs": descs,
+            "tasks": launch_items.map(
+                lambda items: [
+                    [i["job"], i["task"], i["instance"], i["desc"], i["allocation"],
+                     i.get("entry")]
+                    for i in items
+                ]
+            ),
+        }
+    ),
 )
 
 
@@ -284,7 +331,7 @@ def _taken(message: Any) -> set[tuple[int, int]]:
         typed = schemas.convert_message(message, schemas.SERVER_MESSAGES)
     except schemas.SchemaError:
         return set()
-    if not isinstance(typed, schemas.Compute):
+    if not isinstance(typed, schemas.Compute | schemas.ComputeRows):
         return set()
     return {(item.job, item.task) for item in typed.tasks}
 

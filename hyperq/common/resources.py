@@ -10,6 +10,7 @@ Amounts are integers in units of 1/10 000 (`AMOUNT_SCALE`), so `1.5` is 15 000.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import re
@@ -1043,6 +1044,10 @@ class _IndexedPool:
     # Count of completely free units, kept up to date so that a busy worker rejects
     # most requests without scanning its units.
     whole_free: int = 0
+    # The completely free units of each group, ascending, kept up to date by take and
+    # give_back: listing them per request scanned every unit (a 128-CPU worker spent
+    # ~15% of the server's CPU per task on that scan, tools/bench_scale).
+    whole_units: list[list[int]] = field(default_factory=list)
 
     @staticmethod
     def build(item: ResourceDescriptorItem) -> _IndexedPool:
@@ -1057,7 +1062,10 @@ class _IndexedPool:
                 group_of.append(g)
         index_of = {label: i for i, label in enumerate(labels)}
         free = [AMOUNT_SCALE] * len(labels)
-        return _IndexedPool(labels, group_of, groups, free, index_of, len(labels))
+        whole_units = [list(units) for units in groups]
+        return _IndexedPool(
+            labels, group_of, groups, free, index_of, len(labels), whole_units
+        )
 
     def free_total(self) -> int:
         return sum(self.free)
@@ -1074,18 +1082,8 @@ class _IndexedPool:
         whole, frac = divmod(entry.amount, AMOUNT_SCALE)
         if whole > self.whole_free:
             return None
-        if len(self.groups) == 1 and not frac:
-            # One group: every policy takes the first free units in pool order (the
-            # general path below comes to the same), without building per-group lists.
-            free = self.free
-            picked: list[tuple[int, int]] = []
-            unit = -1
-            for _ in range(whole):
-                unit = free.index(AMOUNT_SCALE, unit + 1)  # exists: whole ≤ whole_free
-                picked.append((unit, AMOUNT_SCALE))
-            return picked
-        free_units = [[u for u in g if self.free[u] == AMOUNT_SCALE] for g in self.groups]
-        chosen = self._choose_whole(entry.policy, whole, free_units)
+        # Read only below: the lists are the pool's own.
+        chosen = self._choose_whole(entry.policy, whole, self.whole_units)
         if chosen is None:
             return None
         picked = [(u, AMOUNT_SCALE) for u in sorted(chosen)]
@@ -1101,6 +1099,13 @@ class _IndexedPool:
     ) -> list[int] | None:
         if count == 0:
             return []
+        if count == 1:
+            return _choose_one(policy, free_units)
+        return self._choose_general(policy, count, free_units)
+
+    def _choose_general(
+        self, policy: AllocationPolicy, count: int, free_units: list[list[int]]
+    ) -> list[int] | None:
         free_counts = [len(f) for f in free_units]
         if policy == AllocationPolicy.SCATTER:
             # Most free groups first, one unit per group per round.
@@ -1165,6 +1170,8 @@ class _IndexedPool:
         for unit, share in picked:
             if self.free[unit] == AMOUNT_SCALE:
                 self.whole_free -= 1
+                units = self.whole_units[self.group_of[unit]]
+                del units[bisect.bisect_left(units, unit)]
             self.free[unit] -= share
 
     def give_back(self, name: str, units: Iterable[tuple[str, int]]) -> None:
@@ -1182,6 +1189,24 @@ class _IndexedPool:
             self.free[unit] += share
             if self.free[unit] == AMOUNT_SCALE:
                 self.whole_free += 1
+                bisect.insort(self.whole_units[self.group_of[unit]], unit)
+
+
+def _choose_one(policy: AllocationPolicy, free_units: list[list[int]]) -> list[int] | None:
+    """What `_choose_general` picks for one unit, without its sorting (the usual request,
+    one CPU, on every assignment): scatter takes the lowest free unit of the group with
+    the most free units, the other policies that of the group with the fewest (ties:
+    the lowest group)."""
+    best = -1
+    best_key = (0, 0)
+    for group, units in enumerate(free_units):
+        if units:
+            key = (-len(units), group) if policy == AllocationPolicy.SCATTER else (
+                len(units), group
+            )
+            if best < 0 or key < best_key:
+                best, best_key = group, key
+    return None if best < 0 else [free_units[best][0]]
 
 
 # Candidate group sets tried per entry in the joint choice: bounds the cost of one

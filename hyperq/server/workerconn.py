@@ -32,6 +32,7 @@ from hyperq.transport.peer import PeerConnection
 from hyperq.transport.schemas import (
     Failed,
     Finished,
+    FinishedIds,
     Goodbye,
     Notify,
     Overview,
@@ -194,6 +195,9 @@ class WorkerHandler:
         now = core.now()
         ended = False
         for item in items:
+            if isinstance(item, FinishedIds):
+                ended = self._apply_finished_ids(worker_id, item, now) or ended
+                continue
             # Workers say how long ago a task started (its start may be reported late,
             # or only with its end): the server's clock stamps both, so no skew.
             if isinstance(item, Started):
@@ -235,6 +239,35 @@ class WorkerHandler:
             core.commit(new)
         return ended
 
+    def _apply_finished_ids(self, worker_id: int, item: FinishedIds, now: float) -> bool:
+        """A run of finished tasks, applied one by one as `Finished` items are (the same
+        events, in the same order). A worker never holds more tasks than it was given:
+        a run claiming more is not expanded at all."""
+        core = self.core
+        worker = core.model.workers.get(worker_id)
+        holds = len(worker.tasks) if worker is not None else 0
+        if item.id_count() > holds:
+            log.warning(
+                "Worker %d reported %d finished tasks of job %d but holds %d; skipped",
+                worker_id, item.id_count(), item.job, holds,
+            )
+            return False
+        ran_for = _seconds(item.ran_for)
+        ended_at = _ago(now, item.ended_ago)
+        for task_id in item.task_ids():
+            core.commit(
+                core.model.task_finished(
+                    item.job,
+                    task_id,
+                    worker_id=worker_id,
+                    instance=item.instance,
+                    now=now,
+                    ran_for=ran_for,
+                    ended_at=ended_at,
+                )
+            )
+        return True
+
     async def _send_loop(self, peer: PeerConnection, link: WorkerLink) -> None:
         model = self.core.model
         while True:
@@ -267,19 +300,20 @@ class WorkerHandler:
                         descs[desc_keys[key]] = launch_desc(
                             model.submit_desc(effect.job_id, view.submit_index), view.variant
                         )
-                    item = {
-                        "job": effect.job_id,
-                        "task": effect.task_id,
-                        "instance": effect.instance,
-                        "desc": desc_keys[key],
-                        "entry": view.entry,
-                        "allocation": effect.allocation.to_wire(),
-                    }
+                    # A row (schemas.LaunchRow), not a map: ~40% less to encode and seal.
+                    row = [
+                        effect.job_id,
+                        effect.task_id,
+                        effect.instance,
+                        desc_keys[key],
+                        effect.allocation.to_wire(),
+                        view.entry,
+                    ]
                     if effect.hosts:
-                        item["nodes"] = list(effect.hosts)
-                    tasks.append(item)
+                        row.append(list(effect.hosts))
+                    tasks.append(row)
                 if tasks:
-                    await peer.send({"op": "compute", "descs": descs, "tasks": tasks})
+                    await peer.send({"op": "compute-rows", "descs": descs, "tasks": tasks})
             if link.stop_reason is not None:
                 await peer.send({"op": "stop", "reason": link.stop_reason})
                 return

@@ -386,7 +386,57 @@ class Notify(Struct, frozen=True, array_like=True, tag="notify"):
     ago: float | None = None
 
 
-TaskUpdate = Started | Finished | Failed | Notify
+
+class FinishedIds(Struct, frozen=True, array_like=True, tag="finished-ids"):
+    """Tasks of one job and instance that ended together, alike in `ran_for` and
+    `ended_ago` (a zero-worker's whole batch): their IDs as (start, last, step) runs in
+    the order the worker reports them, so one item stands for thousands of `Finished`."""
+
+    job: int
+    instance: int
+    ids: list[IdItem]
+    ran_for: float | None = None
+    ended_ago: float | None = None
+
+    def task_ids(self) -> list[int]:
+        """The IDs in report order. Runs that step backwards or by 0 are not a worker's
+        and are skipped (the caller bounds the count first: `id_count`)."""
+        out: list[int] = []
+        for start, last, step in self.ids:
+            if step > 0 and last >= start:
+                out.extend(range(start, last + 1, step))
+        return out
+
+    def id_count(self) -> int:
+        return sum(
+            (last - start) // step + 1
+            for start, last, step in self.ids
+            if step > 0 and last >= start
+        )
+
+
+def ordered_runs(ids: list[int]) -> list[IdItem]:
+    """`ids` as (start, last, step) runs that expand back to the same sequence, order
+    included (FinishedIds.task_ids)."""
+    runs: list[IdItem] = []
+    index = 0
+    count = len(ids)
+    while index < count:
+        start = ids[index]
+        if index + 1 < count and ids[index + 1] > start:
+            step = ids[index + 1] - start
+            last_index = index + 1
+            while last_index + 1 < count and ids[last_index + 1] - ids[last_index] == step:
+                last_index += 1
+            runs.append((start, ids[last_index], step))
+            index = last_index + 1
+        else:
+            runs.append((start, start, 1))
+            index += 1
+    return runs
+
+
+TaskUpdate = Started | Finished | Failed | Notify | FinishedIds
 
 
 class Updates(Struct, frozen=True, tag_field="op", tag="updates"):
@@ -458,6 +508,28 @@ class Compute(Struct, frozen=True, tag_field="op", tag="compute"):
     tasks: list[LaunchItem]
 
 
+class LaunchRow(Struct, frozen=True, array_like=True):
+    """A `LaunchItem` as an array, `[job, task, instance, desc, allocation, entry]` (and
+    the node hostnames of a multi-node task): no map keys to encode, seal and decode for
+    every task."""
+
+    job: int
+    task: int
+    instance: int
+    desc: str
+    allocation: list[Any]
+    entry: str | None = None
+    nodes: list[str] = []
+
+
+class ComputeRows(Struct, frozen=True, tag_field="op", tag="compute-rows"):
+    """`Compute` with its tasks as rows (what the server sends since issue 24; a worker
+    still takes `compute`)."""
+
+    descs: dict[str, LaunchDesc]
+    tasks: list[LaunchRow]
+
+
 class Cancel(Struct, frozen=True, tag_field="op", tag="cancel"):
     tasks: list[IdItem] = []
 
@@ -472,10 +544,11 @@ class OverviewRequest(Struct, frozen=True, tag_field="op", tag="overview-request
     enabled: bool = False
 
 
-ServerMessage = Compute | Cancel | Stop | OverviewRequest
+ServerMessage = Compute | ComputeRows | Cancel | Stop | OverviewRequest
 """What the server may send a registered worker."""
 SERVER_MESSAGES: dict[str, type[ServerMessage]] = {
     "compute": Compute,
+    "compute-rows": ComputeRows,
     "cancel": Cancel,
     "stop": Stop,
     "overview-request": OverviewRequest,

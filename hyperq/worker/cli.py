@@ -6,6 +6,7 @@ import os
 import socket
 import tempfile
 import time
+from functools import partial
 from typing import Any
 
 from hyperq.common.context import Context
@@ -13,6 +14,9 @@ from hyperq.common.errors import HqError, UsageError
 
 # How long a starting worker keeps retrying a server that is not up yet.
 CONNECT_RETRY = 10.0
+# Set (to anything but 0): finish every task at once without running it, to measure
+# the server and the protocol alone (tools/bench_scale).
+ZERO_WORKER_ENV = "HQ_ZERO_WORKER"
 
 
 def _list(value: Any) -> list[str]:
@@ -174,11 +178,14 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
     endpoint = load_worker_endpoint(ctx)
     output = make_output(ctx.output_mode, ctx.colors)
 
+    # A benchmarking aid (README, "Benchmarks"), deliberately not in --help.
+    zero = os.environ.get(ZERO_WORKER_ENV, "") not in ("", "0")
+
     deadline = time.monotonic() + CONNECT_RETRY
     while True:
         try:
             return trio.run(
-                run_worker,
+                partial(run_worker, zero=zero),
                 config,
                 endpoint,
                 lambda: trio.to_thread.run_sync(read_worker_endpoint, ctx),

@@ -119,3 +119,14 @@ class Guardian:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class NoGuardian:
+    """A worker that spawns nothing (zero-worker mode) has nothing to guard: no extra
+    process, no pipe, nothing that wakes up."""
+
+    def track(self, pgid: int, alive: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

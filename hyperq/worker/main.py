@@ -40,10 +40,17 @@ from hyperq.common.resources import Allocation
 from hyperq.transport import schemas
 from hyperq.transport.codec import ProtocolError
 from hyperq.transport.peer import PeerConnection
-from hyperq.transport.schemas import Cancel, Compute, OverviewRequest, SchemaError, Stop
+from hyperq.transport.schemas import (
+    Cancel,
+    Compute,
+    ComputeRows,
+    OverviewRequest,
+    SchemaError,
+    Stop,
+)
 from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
-from hyperq.worker.guardian import Guardian
+from hyperq.worker.guardian import Guardian, NoGuardian
 from hyperq.worker.launcher import ProgramCache, TaskLaunchSpec, TaskOutcome, failed, run_task
 from hyperq.worker.notify import NotifyService
 from hyperq.worker.streaming import StreamFiles, attach_stream
@@ -88,7 +95,39 @@ def _on_the_wire(batch: list[list[Any]]) -> list[list[Any]]:
         else:
             fields.append(age)
         wire.append(fields)
-    return wire
+    return _as_ranges(wire)
+
+
+def _as_ranges(wire: list[list[Any]]) -> list[list[Any]]:
+    """Runs of consecutive `finished` reports of one job and instance, alike in their
+    times, as one `finished-ids` item (schemas.FinishedIds) each: a zero-worker's batch
+    of 128 tasks is one item, not 128. Order is kept, so the server sees the same."""
+    out: list[list[Any]] = []
+    index = 0
+    count = len(wire)
+    while index < count:
+        item = wire[index]
+        end = index + 1
+        if item[0] == "finished":
+            _kind, job, _task, instance, ran_for, age = item
+            while end < count:
+                other = wire[end]
+                if (
+                    other[0] != "finished"
+                    or other[1] != job
+                    or other[3] != instance
+                    or other[4] != ran_for
+                    or other[5] != age
+                ):
+                    break
+                end += 1
+        if end - index < 2:
+            out.append(item)
+        else:
+            ids = [other[2] for other in wire[index:end]]
+            out.append(["finished-ids", item[1], item[3], schemas.ordered_runs(ids), *item[4:]])
+        index = end
+    return out
 
 
 def _internal_error(error: BaseException) -> str:
@@ -149,10 +188,13 @@ class WorkerRuntime:
         nursery: trio.Nursery,
         peer: PeerConnection,
         reply: dict[str, Any],
-        guardian: Guardian,
+        guardian: Guardian | NoGuardian,
         load_endpoint: EndpointLoader,
+        zero: bool = False,
     ) -> None:
         self.config = config
+        # Zero-worker mode: every task finishes at once, nothing is spawned.
+        self.zero = zero
         self.conn_nursery = nursery
         self.peer = peer
         self.worker_id: int = reply["worker"]["id"]
@@ -261,7 +303,7 @@ class WorkerRuntime:
         except SchemaError as error:
             log.warning("Skipping a message from the server: %s", error.message)
             return False
-        if isinstance(typed, Compute):
+        if isinstance(typed, Compute | ComputeRows):
             self._start_tasks(tasks, typed)
         elif isinstance(typed, Cancel):
             self._cancel(typed.tasks)
@@ -279,7 +321,10 @@ class WorkerRuntime:
             if slot is not None and slot[0] == instance:
                 slot[1].cancel()
 
-    def _start_tasks(self, tasks: trio.Nursery, message: Compute) -> None:
+    def _start_tasks(self, tasks: trio.Nursery, message: Compute | ComputeRows) -> None:
+        if self.zero:
+            self._finish_at_once(tasks, message)
+            return
         for item in message.tasks:
             key = (item.job, item.task)
             scope = trio.CancelScope()
@@ -297,7 +342,24 @@ class WorkerRuntime:
             self.task_cpus[key] = spec.cpu_labels
             tasks.start_soon(self._run_one, spec, scope)
 
-    def _spec(self, item: schemas.LaunchItem, desc: schemas.LaunchDesc) -> TaskLaunchSpec:
+    def _finish_at_once(self, tasks: trio.Nursery, message: Compute | ComputeRows) -> None:
+        """Zero-worker mode: the message's tasks end now (the sender sends them together)."""
+        now = time.monotonic()
+        updates = [["finished", t.job, t.task, t.instance, 0.0, now] for t in message.tasks]
+        for index, update in enumerate(updates):
+            try:
+                self.updates_send.send_nowait(update)
+            except trio.WouldBlock:
+                tasks.start_soon(self._queue_updates, updates[index:])
+                return
+
+    async def _queue_updates(self, updates: list[list[Any]]) -> None:
+        for update in updates:
+            await self.updates_send.send(update)
+
+    def _spec(
+        self, item: schemas.LaunchItem | schemas.LaunchRow, desc: schemas.LaunchDesc
+    ) -> TaskLaunchSpec:
         program = desc.program
         allocation = Allocation.from_wire(item.allocation)
         stdout = program.stdout
@@ -380,7 +442,10 @@ class WorkerRuntime:
             await self.updates_send.send(update)
 
     async def _fail_one(
-        self, item: schemas.LaunchItem, error: str, scope: trio.CancelScope
+        self,
+        item: schemas.LaunchItem | schemas.LaunchRow,
+        error: str,
+        scope: trio.CancelScope,
     ) -> None:
         """Report a task that could not be prepared as failed (it never ran)."""
         key = (item.job, item.task)
@@ -594,14 +659,24 @@ async def run_worker(
     endpoint: Endpoint,
     load_endpoint: EndpointLoader,
     announce: Callable[[dict[str, Any]], None],
+    zero: bool = False,
 ) -> int:
-    """Connect, register, announce (print the info table), then serve until the end."""
-    guardian = Guardian()
+    """Connect, register, announce (print the info table), then serve until the end.
+
+    `zero`: finish every task at once without running it (HQ_ZERO_WORKER, benchmarks)."""
+    guardian = NoGuardian() if zero else Guardian()
     try:
         async with trio.open_nursery() as connections:
             peer, reply = await register(connections, endpoint, config)
             announce(reply["worker"])
-            runtime = WorkerRuntime(config, connections, peer, reply, guardian, load_endpoint)
+            if zero:
+                log.warning(
+                    "Zero-worker mode (HQ_ZERO_WORKER): every task is reported finished "
+                    "at once and nothing is run"
+                )
+            runtime = WorkerRuntime(
+                config, connections, peer, reply, guardian, load_endpoint, zero=zero
+            )
             code = await runtime.run()
             connections.cancel_scope.cancel()
         return code
