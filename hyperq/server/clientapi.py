@@ -588,10 +588,12 @@ class ClientApi:
             if request.live_marker:
                 # The dashboard's boundary between history and live events (cluster.md §7).
                 await peer.send({"live": True, "journal": journal is not None})
+            def live(seq: int | None, event: Event) -> bool:
+                # Events up to `cut` were in the history already.
+                return shown(event) and (cut is None or seq is None or seq > cut)
+
             async for seq, event in subscription.receive:
-                if cut is not None and seq is not None and seq <= cut:
-                    continue
-                if not shown(event):
+                if not live(seq, event):
                     continue
                 batch = [export(event)]
                 while True:
@@ -599,7 +601,7 @@ class ClientApi:
                         seq, event = subscription.receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                    if shown(event):
+                    if live(seq, event):
                         batch.append(export(event))
                 await peer.send_large({"events": batch})
             if subscription.overflowed:
