@@ -262,8 +262,12 @@ def test_quickly_crashed_workers_fail_the_allocation() -> None:
 def test_status_transitions() -> None:
     allocation = Allocation("1.job", 1, 1, 0.0, "/d")
     assert decisions.status_changed(allocation, Status("queued"), 1.0) == decisions.Change()
-    decisions.status_changed(allocation, Status("running", 2.0), 3.0)
+    # The batch system says running before any worker connected: journaled as started
+    # (a restored server must know it), once.
+    assert decisions.status_changed(allocation, Status("running", 2.0), 3.0).started
     assert allocation.state == RUNNING and allocation.started_at == 2.0
+    assert not decisions.status_changed(allocation, Status("running", 2.0), 4.0).started
+    assert not decisions.worker_connected(allocation, 7, 5.0).started
     change = decisions.status_changed(allocation, Status("failed", 2.0, 9.0), 10.0)
     assert change.finished and change.outcome == "fail"
     assert allocation.state == ENDED and allocation.ended_at == 9.0

@@ -268,6 +268,9 @@ def status_changed(allocation: Allocation, status: Status, now: float) -> Change
             allocation.state = RUNNING
             allocation.started_at = status.started_at or now
             allocation.status_errors = 0
+            # Journaled here too: its workers may connect only later (or after a server
+            # restart), and a restored allocation must come back as running.
+            return Change(started=True)
         return Change()
     allocation.state = ENDED
     allocation.failed = status.state == "failed"
