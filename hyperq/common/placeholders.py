@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 JOB_ID = "JOB_ID"
 TASK_ID = "TASK_ID"
@@ -101,3 +102,22 @@ def resolve_paths(
         return os.path.join(resolved_cwd, path)
 
     return resolved_cwd, output(stdout), output(stderr)
+
+
+# How a streamed channel (`--stream`) stands in a task's stdout/stderr on the wire.
+STREAM_MARK = "<pipe>"
+
+
+def resolve_task_paths(
+    task: Mapping[str, Any], values: Mapping[str, str]
+) -> tuple[str, str | None, str | None]:
+    """A listed task's (cwd, stdout, stderr) with `values` filled in; a streamed channel
+    has no path and resolves to None (callers decide how to show it)."""
+    stdout, stderr = task.get("stdout"), task.get("stderr")
+    return resolve_paths(
+        str(task["cwd"]),
+        None if stdout in (None, STREAM_MARK) else str(stdout),
+        None if stderr in (None, STREAM_MARK) else str(stderr),
+        values,
+        str(task.get("submit_dir") or ""),
+    )

@@ -263,18 +263,11 @@ def task_paths(task: Task, job_id: int) -> tuple[str, str | None, str | None] | 
         values[ph.SUBMIT_DIR] = str(submit_dir)
     if task.get("server_uid"):
         values[ph.SERVER_UID] = str(task["server_uid"])
-    stdout, stderr = task.get("stdout"), task.get("stderr")
-    cwd, out, err = ph.resolve_paths(
-        str(task["cwd"]),
-        None if stdout in (None, "<pipe>") else str(stdout),
-        None if stderr in (None, "<pipe>") else str(stderr),
-        values,
-        str(submit_dir or ""),
-    )
+    cwd, out, err = ph.resolve_task_paths(task, values)
     return (
         cwd,
-        "<pipe>" if stdout == "<pipe>" else out,
-        "<pipe>" if stderr == "<pipe>" else err,
+        ph.STREAM_MARK if task.get("stdout") == ph.STREAM_MARK else out,
+        ph.STREAM_MARK if task.get("stderr") == ph.STREAM_MARK else err,
     )
 
 

@@ -386,7 +386,6 @@ class Notify(Struct, frozen=True, array_like=True, tag="notify"):
     ago: float | None = None
 
 
-
 class FinishedIds(Struct, frozen=True, array_like=True, tag="finished-ids"):
     """Tasks of one job and instance that ended together, alike in `ran_for` and
     `ended_ago` (a zero-worker's whole batch): their IDs as (start, last, step) runs in

@@ -110,14 +110,7 @@ def _failure_context(task: dict[str, Any], job_id: int, server_uid: str) -> Fail
         ph.SUBMIT_DIR: submit_dir,
         ph.SERVER_UID: server_uid,
     }
-    stdout, stderr = task.get("stdout"), task.get("stderr")
-    cwd, out, err = ph.resolve_paths(
-        str(task["cwd"]),
-        None if stdout in (None, "<pipe>") else str(stdout),
-        None if stderr in (None, "<pipe>") else str(stderr),
-        values,
-        submit_dir,
-    )
+    cwd, out, err = ph.resolve_task_paths(task, values)
     return FailedTaskContext(error=error, cwd=cwd, stdout=out, stderr=err)
 
 
