@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hyperq.cli import jobtoml
 from hyperq.common.duration import parse_duration
 from hyperq.common.errors import HqError
 from hyperq.common.idrange import IdRanges
@@ -312,7 +313,7 @@ def _compact(fields: dict[str, Any], submit_dir: str) -> dict[str, Any]:
 def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> JobFileRequest:
     """The whole file → the request; raises HqError with the spec's messages."""
     try:
-        data = tomllib.loads(text)
+        data = jobtoml.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise JobFileError(str(error)) from None
     _keys(data, _JOB_KEYS)
