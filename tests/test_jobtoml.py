@@ -28,6 +28,10 @@ def same(a: Any, b: Any) -> bool:
 def check(text: str) -> dict[str, Any] | None:
     """The property: the fast path agrees with tomllib or declines."""
     fast = fast_loads(text)
+    fast_shared = fast_loads(text, shared=True)
+    assert (fast is None) == (fast_shared is None)
+    if fast is not None:
+        assert same(fast, fast_shared)
     try:
         slow = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
@@ -143,6 +147,9 @@ def test_values_are_fresh_objects() -> None:
     data = loads(text + text.replace("id = 1", "id = 2"))
     first, second = data["task"]
     assert first["c"] is not second["c"] and first["e"]["a"] is not second["e"]["a"]
+    # Unless the caller takes shared values.
+    first, second = loads(text + text.replace("id = 1", "id = 2"), shared=True)["task"]
+    assert first["c"] is second["c"]
 
 
 # --- generated job files -----------------------------------------------------------------
