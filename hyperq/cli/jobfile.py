@@ -307,7 +307,8 @@ def _graph_tasks(
     out = []
     append = out.append
     for index in order:
-        task = {"id": ids[index], **fields_of[index]}
+        task = fields_of[index].copy()
+        task["id"] = ids[index]
         deps = deps_of[index]
         if deps:
             task["deps"] = deps
@@ -359,6 +360,7 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
     # Tasks that differ only in `id` and `deps` (a fan-out of 100,000 equal tasks) are
     # checked once and share one fields map in the request.
     seen: dict[str, dict[str, Any]] = {}
+    seen_same: dict[tuple[Any, ...], dict[str, Any]] = {}
     # Distinct resource requests go once into a table that tasks refer to by index.
     requests: list[Any] = []
     table: dict[str, int] = {}
@@ -390,14 +392,20 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
             for dep in deps:
                 if type(dep) is not int or not 0 <= dep <= MAX_ID:
                     deps = [_int({"deps": d}, "deps", 0, MAX_ID) for d in deps]
-        key = repr(raw)
-        fields = seen.get(key)
+        # The fast TOML path gives tasks read from equal lines the very same values: the
+        # keys and the values' identities (all alive in `data`) find them without a repr.
+        same = (*raw, *map(id, raw.values()))
+        fields = seen_same.get(same)
         if fields is None:
-            fields = _compact(_config(raw, submit_dir, streamed), submit_dir)
-            fields["resources"] = index_of(fields["resources"])
-            if "variants" in fields:
-                fields["variants"] = [index_of(v) for v in fields["variants"]]
-            seen[key] = fields
+            key = repr(raw)
+            fields = seen.get(key)
+            if fields is None:
+                fields = _compact(_config(raw, submit_dir, streamed), submit_dir)
+                fields["resources"] = index_of(fields["resources"])
+                if "variants" in fields:
+                    fields["variants"] = [index_of(v) for v in fields["variants"]]
+                seen[key] = fields
+            seen_same[same] = fields
         task_ids.append(task_id)
         deps_of.append(deps)
         fields_of.append(fields)

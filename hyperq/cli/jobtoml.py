@@ -225,7 +225,13 @@ class _Reader:
         shared = self.shared
         first_section = True
         for section in sections:
-            head, _, body = section.partition("\n")
+            # A section's first line is often the one that differs between sections (a
+            # task's `id`): the rest is remembered without it.
+            parts = section.split("\n", 2)
+            if len(parts) == 3:
+                head, first, rest = parts
+            else:
+                head, first, rest = parts[0], parts[1] if len(parts) == 2 else "", ""
             if first_section:
                 # The statements before the first header.
                 first_section = False
@@ -263,9 +269,6 @@ class _Reader:
                         parent[sub].append(table)
                     else:
                         raise _Fallback
-            # A section's first line is often the one that differs between sections (a
-            # task's `id`): the rest is remembered without it.
-            first, _, rest = body.partition("\n")
             template = bodies_get(rest)
             if template is None:
                 template = self.body(rest)
