@@ -68,6 +68,8 @@ FAST = [
     "a = 1e3\nb = 1.5E-2\nc = -0.0\nd = 3_1.4_1\ne = true\nf = false\ng = [true, 1, 'x', 2.5]",
     'stdout = {path = "out", on_close = "rm-if-finished"}\nx = {a = [1, 2], b = []}\n',
     "[x]\ny = 1\n[x.z]\nw = 2\n[[x.v]]\n[[x.v]]\nq = 3\n",
+    "[[task]]\n[task.env]\nA = '1'\n[[task]]\n[task.env]\nA = '2'\n[[task]]\n[[task]]\n[task.env]\n"
+    "[[x]]\n[[task]]\n[[task.request]]\n[[task.request]]\n[[task]]\n[[task.request]]\n",
     "k = 1 # comment with \t tab and ünïcödé\n\t\n",
     "[[task]]\ndeps = [" + ", ".join(map(str, range(5000))) + "]\ncommand = ['x']\n",
 ]
@@ -94,6 +96,7 @@ SLOW = [
     "a = 1\n[a]\n",
     "[[task]]\nenv = {A = 'b'}\n[task.env]\nC = 'd'\n",
     "[[task]]\n[task.request]\n[[task.request]]\n",
+    "[[task]]\n[task.env]\n[[task]]\n[[task]]\n[task.env]\n[task.env]\n",
     "[task.env]\n",  # parent never declared
     "a = {b = 1, b = 2}\n",
     "a = {b = 1,}\n",

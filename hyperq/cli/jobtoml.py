@@ -224,6 +224,9 @@ class _Reader:
         headers_get = self.headers.get
         shared = self.shared
         first_section = True
+        last_head: str | None = None
+        last_name = ""
+        last_list: list[Any] = []
         for section in sections:
             # A section's first line is often the one that differs between sections (a
             # task's `id`): the rest is remembered without it.
@@ -236,6 +239,12 @@ class _Reader:
                 # The statements before the first header.
                 first_section = False
                 table = root
+            elif head == last_head:
+                # The last `[[name]]` header again (`[[task]]`): its list only grows.
+                table = {}
+                last_list.append(table)
+                if made_inside:
+                    made_inside.pop(last_name, None)
             else:
                 found = headers_get(head)
                 is_array, name, sub = found if found is not None else self.header(head)
@@ -253,6 +262,8 @@ class _Reader:
                         raise _Fallback
                     if made_inside:
                         made_inside.pop(name, None)
+                    if is_array:
+                        last_head, last_name, last_list = head, name, root[name]
                 else:
                     kind = made.get(name)
                     if kind is None:
