@@ -72,6 +72,7 @@ FAST = [
     "[[x]]\n[[task]]\n[[task.request]]\n[[task.request]]\n[[task]]\n[[task.request]]\n",
     "k = 1 # comment with \t tab and ünïcödé\n\t\n",
     "[[task]]\ndeps = [" + ", ".join(map(str, range(5000))) + "]\ncommand = ['x']\n",
+    'a = ""\nb = [""]\nc = ["x", "", "y z"]\nd = []\ne = ["tab\there"]\n',
 ]
 
 # Inputs it must leave to tomllib (outside the subset, or errors).
@@ -116,6 +117,7 @@ SLOW = [
     "a = [1 2]\n",
     "a = [,]\n",
     "= 1\n",
+    'a = ["x", "y", ]\nb = ["x" , "y"]\nc = ["x",\n',
 ]
 
 

@@ -16,6 +16,7 @@ statement-wise reading tomllib does; the tests compare both on generated files.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from typing import Any
@@ -44,16 +45,22 @@ _PAIR = rf"{_KEY}{_WS}={_WS}{_INNER}"
 _INLINE = rf"\{{{_WS}(?:{_PAIR}(?:{_WS},{_WS}{_PAIR})*{_WS})?\}}"
 _COMMENT = r"(?:#[^\x00-\x08\x0a-\x1f\x7f]*)?"
 
-_LINE = re.compile(rf"{_WS}(?:({_KEY}){_WS}={_WS}({_SCALAR}|{_ARRAY}|{_INLINE}))?{_WS}{_COMMENT}")
+_LINE = rf"{_WS}(?:({_KEY}){_WS}={_WS}({_SCALAR}|{_ARRAY}|{_INLINE}))?{_WS}{_COMMENT}"
 # The commonest lines that differ from task to task (`id = 12`), matched much faster.
 _SIMPLE_INT = re.compile(r"([A-Za-z0-9_-]+) = (0|[1-9][0-9]{0,17})")
+# Plain strings and arrays of them (`command = ["x", "y"]`, `stdout = "none"`): with the
+# two patterns around it, the full grammar is not even compiled for a file of such lines.
+_SIMPLE_STRS = re.compile(
+    r'([A-Za-z0-9_-]+) = (?:"([^"\\\x00-\x1f\x7f]*)"|\[((?:"[^"\\\x00-\x1f\x7f]*", )*+'
+    r'(?:"[^"\\\x00-\x1f\x7f]*")?)\])'
+)
 # A long `deps` line written the usual way is checked 10× faster than by `_LINE`.
 _SIMPLE_INTS = re.compile(r"([A-Za-z0-9_-]+) = \[((?:(?:0|[1-9][0-9]*), )*+(?:0|[1-9][0-9]*)?)\]")
 _HEADER = re.compile(
     rf"\[(\[)?{_WS}({_BARE})(?:{_WS}\.{_WS}({_BARE}))?{_WS}\](?(1)\]){_WS}{_COMMENT}"
 )
-_TOKEN = re.compile(rf"{_BASIC}|{_LITERAL}|(?:true|false|{_FLOAT}|{_INT})(?={_WS}[,\]])")
-_PAIR_PARTS = re.compile(rf"({_KEY}){_WS}={_WS}({_INNER})")
+_TOKEN = rf"{_BASIC}|{_LITERAL}|(?:true|false|{_FLOAT}|{_INT})(?={_WS}[,\]])"
+_PAIR_PARTS = rf"({_KEY}){_WS}={_WS}({_INNER})"
 _INT_ARRAY = re.compile(r"\[[0-9_+, \t-]*\]")
 _INT_ITEM = re.compile(r"[+-]?[0-9_]+")
 _ESCAPE = re.compile(r"\\(.)")
@@ -61,6 +68,12 @@ _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': '"', "\\
 
 
 _MUTABLE = (list, dict)
+
+
+@functools.cache
+def _grammar() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The full one-line grammar, compiled on first need (~15 ms)."""
+    return re.compile(_LINE), re.compile(_TOKEN), re.compile(_PAIR_PARTS)
 
 
 class _Fallback(Exception):
@@ -113,7 +126,7 @@ def _array(token: str) -> list[Any]:
     if _INT_ARRAY.fullmatch(token):
         # Digits, signs, underscores, commas and blanks only: integers (a long `deps`).
         return list(map(int, _INT_ITEM.findall(token)))
-    return [_scalar(item) for item in _TOKEN.findall(token)]
+    return [_scalar(item) for item in _grammar()[1].findall(token)]
 
 
 def _value(token: str) -> Any:
@@ -122,7 +135,7 @@ def _value(token: str) -> Any:
         return _array(token)
     if first == "{":
         table: dict[str, Any] = {}
-        for key, value in _PAIR_PARTS.findall(token):
+        for key, value in _grammar()[2].findall(token):
             key = _key(key)
             if key in table:
                 raise _Fallback
@@ -173,8 +186,14 @@ class _Reader:
         if match is not None:
             items = match[2].rstrip(", ")  # a trailing comma
             result = match[1], list(map(int, items.split(", "))) if items else []
+        elif (match := _SIMPLE_STRS.fullmatch(line)) is not None:
+            if match[2] is not None:
+                result = match[1], match[2]
+            else:
+                items = match[3]
+                result = match[1], items[1:-1].split('", "') if items else []
         else:
-            match = _LINE.fullmatch(line)
+            match = _grammar()[0].fullmatch(line)
             if match is None:
                 raise _Fallback
             key = match[1]
