@@ -245,7 +245,7 @@ def job_files(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(job_files())
 @example("[[task]]\nid = 1\n[[task.request]]\n[[task]]\nid = 1\n[task.env]\n")
 def test_generated_files_agree_with_tomllib(text: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from hyperq.cli import jobtoml
 from hyperq.common.duration import parse_duration
@@ -382,7 +382,7 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
         # whose repr (it tells 1, 1.0 and true apart) finds equal tasks.
         task_id = raw.pop("id", None)
         if task_id is not None and (type(task_id) is not int or not 0 <= task_id <= MAX_ID):
-            _int({"id": task_id}, "id", 0, MAX_ID)
+            _int({"id": task_id}, "id", 0, MAX_ID)  # raises, with the message
         deps = raw.pop("deps", None)
         if deps is None:
             deps = []
@@ -391,7 +391,8 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
         else:
             for dep in deps:
                 if type(dep) is not int or not 0 <= dep <= MAX_ID:
-                    deps = [_int({"deps": d}, "deps", 0, MAX_ID) for d in deps]
+                    for item in deps:  # the first bad one raises, with its message
+                        _int({"deps": item}, "deps", 0, MAX_ID)
         # The fast TOML path gives tasks read from equal lines the very same values: the
         # keys and the values' identities (all alive in `data`) find them without a repr.
         same = (*raw, *map(id, raw.values()))
@@ -434,7 +435,7 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
             if task_id is None:
                 top += 1
                 task_ids[index] = top
-    numbered: list[int] = task_ids  # type: ignore[assignment]
+    numbered = cast(list[int], task_ids)
     tasks = _graph_tasks(numbered, deps_of, fields_of, _topological_order(numbered, deps_of))
     submit_desc = {
         "submit_dir": submit_dir,
