@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from hyperq.cli import jobtoml
 from hyperq.cli.jobfile import build_graph, parse_job_file
 from hyperq.common.errors import HqError
 from hyperq.common.resources import ResourceRequest
@@ -280,3 +281,63 @@ def test_long_cycle_and_stage_c_without_prefix() -> None:
     tasks[-1] = (n - 1, [], {})
     order = [t["id"] for t in build_graph(tasks)]
     assert order == list(range(n - 1, -1, -1))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[[task]]\ncommand = ['x']\nid = true",
+            "invalid type: bool `True`, expected an integer for key `id`",
+        ),
+        (
+            "[[task]]\ncommand = ['x']\nid = 4294967296",
+            "invalid value: integer `4294967296`, expected 0..4294967295 for key `id`",
+        ),
+        (
+            "[[task]]\ncommand = ['x']\ndeps = 3",
+            "invalid type: int `3`, expected a sequence of task IDs for key `deps`",
+        ),
+        # The first bad dependency in the list is the one reported.
+        (
+            "[[task]]\ncommand = ['x']\ndeps = [1, 'a', -1]",
+            "invalid type: str `'a'`, expected an integer for key `deps`",
+        ),
+        (
+            "[[task]]\ncommand = ['x']\ndeps = [1, -1, 'a']",
+            "invalid value: integer `-1`, expected 0..4294967295 for key `deps`",
+        ),
+        (
+            "[[task]]\nbad = 1\ncommand = ['x']\nworse = 2",
+            "unknown field `bad`, expected one of `command`, `env`, `cwd`, `stdout`, `stderr`, "
+            "`stdin`, `pin`, `task_dir`, `time_limit`, `priority`, `crash_limit`, `request`, "
+            "`id`, `deps`",
+        ),
+        # Tasks equal but for a 1 and a true (== in Python) are checked one by one.
+        (
+            "[[task]]\nid = 1\ncommand = ['x']\npriority = 1\n"
+            "[[task]]\nid = 2\ncommand = ['x']\npriority = true",
+            "invalid type: bool `True`, expected an integer for key `priority`",
+        ),
+        ("task = [1]", "invalid type: int `1`, expected a table for key `task`"),
+    ],
+)
+def test_exact_task_errors(text: str, expected: str) -> None:
+    assert error_of(text) == f"Deserialization error: {expected}"
+
+
+def test_fast_toml_path_and_tomllib_build_the_same_request() -> None:
+    tasks = "".join(
+        f"[[task]]\nid = {i}\ndeps = [{', '.join(str(d) for d in range(max(0, i - 3), i))}]\n"
+        f"command = ['run', '{i % 3}']\nstdout = 'none'\n"
+        + ("[[task.request]]\nresources = { cpus = 2 }\n" if i % 4 == 0 else "")
+        + ("[task.env]\nA = 'b'\n" if i % 5 == 0 else "")
+        for i in range(200)
+    )
+    # A multi-line array is outside the fast path: tomllib reads the second text.
+    other = tasks.replace("command = ['run', '0']", "command = [\n'run',\n'0']")
+    assert jobtoml.fast_loads(tasks) is not None and jobtoml.fast_loads(other) is None
+    fast = parse_job_file(tasks, submit_dir="/home/u")
+    slow = parse_job_file(other, submit_dir="/home/u")
+    assert (fast.op, fast.job_desc, fast.task_count) == (slow.op, slow.job_desc, slow.task_count)
+    assert fast.submit_desc == slow.submit_desc

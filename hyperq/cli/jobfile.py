@@ -11,8 +11,9 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from hyperq.cli import jobtoml
 from hyperq.common.duration import parse_duration
 from hyperq.common.errors import HqError
 from hyperq.common.idrange import IdRanges
@@ -35,6 +36,7 @@ _CONFIG_KEYS = (
     "priority", "crash_limit", "request",
 )  # fmt: skip
 _TASK_KEYS = (*_CONFIG_KEYS, "id", "deps")
+_TASK_KEY_SET = frozenset(_TASK_KEYS)
 _ARRAY_KEYS = (*_CONFIG_KEYS, "ids", "entries")
 _REQUEST_KEYS = ("resources", "n_nodes", "time_request", "weight")
 
@@ -254,38 +256,63 @@ def _config(table: Mapping[str, Any], submit_dir: str, streamed: bool) -> dict[s
 def build_graph(tasks: list[tuple[int, list[int], dict[str, Any]]]) -> list[dict[str, Any]]:
     """Stage C: (id, deps, fields) in file order → tasks in topological order (dep-free
     tasks in file order first, then each task once all its deps were emitted)."""
-    by_id: dict[int, tuple[list[int], dict[str, Any]]] = {}
-    for task_id, deps, fields in tasks:
-        if task_id in by_id:
-            raise HqError(f"Task {task_id} is defined multiple times")
-        by_id[task_id] = (deps, fields)
-    missing: dict[int, int] = {}
+    ids = [task_id for task_id, _deps, _fields in tasks]
+    deps_of = [deps for _id, deps, _fields in tasks]
+    fields_of = [fields for _id, _deps, fields in tasks]
+    return _graph_tasks(ids, deps_of, fields_of, _topological_order(ids, deps_of))
+
+
+def _topological_order(ids: list[int], deps_of: list[list[int]]) -> list[int]:
+    """Stage C on parallel lists: the indexes of the tasks in topological order."""
+    count = len(ids)
+    if len(set(ids)) != count:
+        seen: set[int] = set()
+        for task_id in ids:
+            if task_id in seen:
+                raise HqError(f"Task {task_id} is defined multiple times")
+            seen.add(task_id)
+    missing = [0] * count
     dependants: dict[int, list[int]] = {}
+    waiting_on = dependants.get
     order: list[int] = []
-    for task_id, deps, _fields in tasks:
-        unique = set(deps)
-        missing[task_id] = len(unique)
+    for index, deps in enumerate(deps_of):
+        if not deps:
+            order.append(index)
+            continue
+        unique = deps if len(deps) == 1 else set(deps)
+        missing[index] = len(unique)
         for dep in unique:
-            dependants.setdefault(dep, []).append(task_id)
-        if not unique:
-            order.append(task_id)
-    index = 0
-    while index < len(order):
-        for dependant in dependants.get(order[index], ()):
-            missing[dependant] -= 1
-            if missing[dependant] == 0:
-                order.append(dependant)
-        index += 1
-    if len(order) != len(by_id):
-        stuck = next(task_id for task_id, count in missing.items() if count > 0)
+            waiting = waiting_on(dep)
+            if waiting is None:
+                dependants[dep] = [index]
+            else:
+                waiting.append(index)
+    emit = order.append
+    for index in order:  # grows while it is walked
+        for dependant in waiting_on(ids[index], ()):
+            left = missing[dependant] - 1
+            missing[dependant] = left
+            if not left:
+                emit(dependant)
+    if len(order) != count:
+        stuck = next(ids[index] for index, left in enumerate(missing) if left > 0)
         raise HqError(f"Task {stuck} is part of dependency cycle or has an invalid dependencies")
+    return order
+
+
+def _graph_tasks(
+    ids: list[int], deps_of: list[list[int]], fields_of: list[dict[str, Any]], order: list[int]
+) -> list[dict[str, Any]]:
+    """The request's task list (the one place that knows its wire form)."""
     out = []
-    for task_id in order:
-        deps, fields = by_id[task_id]
-        task = {"id": task_id, **fields}
+    append = out.append
+    for index in order:
+        task = fields_of[index].copy()
+        task["id"] = ids[index]
+        deps = deps_of[index]
         if deps:
             task["deps"] = deps
-        out.append(task)
+        append(task)
     return out
 
 
@@ -312,7 +339,8 @@ def _compact(fields: dict[str, Any], submit_dir: str) -> dict[str, Any]:
 def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> JobFileRequest:
     """The whole file → the request; raises HqError with the spec's messages."""
     try:
-        data = tomllib.loads(text)
+        # Arrays and inline tables may be shared between tasks: nothing here changes them.
+        data = jobtoml.loads(text, shared=True)
     except tomllib.TOMLDecodeError as error:
         raise JobFileError(str(error)) from None
     _keys(data, _JOB_KEYS)
@@ -326,10 +354,13 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
     array = data.get("array")
     if array is not None and not isinstance(array, dict):
         raise _type_error("array", array, "a table")
-    checked: list[tuple[int | None, list[int], dict[str, Any]]] = []
+    task_ids: list[int | None] = []
+    deps_of: list[list[int]] = []
+    fields_of: list[dict[str, Any]] = []
     # Tasks that differ only in `id` and `deps` (a fan-out of 100,000 equal tasks) are
     # checked once and share one fields map in the request.
     seen: dict[str, dict[str, Any]] = {}
+    seen_same: dict[tuple[Any, ...], dict[str, Any]] = {}
     # Distinct resource requests go once into a table that tasks refer to by index.
     requests: list[Any] = []
     table: dict[str, int] = {}
@@ -341,24 +372,44 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
             requests.append(wire)
         return table[key]
 
+    streamed = stream is not None
     for raw in raw_tasks or []:
-        if not isinstance(raw, dict):
+        if type(raw) is not dict:
             raise _type_error("task", raw, "a table")
-        _keys(raw, _TASK_KEYS)
-        task_id = _int(raw, "id", 0, MAX_ID)
-        deps = raw.get("deps", [])
-        if not isinstance(deps, list):
+        if not _TASK_KEY_SET.issuperset(raw):
+            _keys(raw, _TASK_KEYS)
+        # The parsed file is ours: taking `id` and `deps` out leaves the shared part,
+        # whose repr (it tells 1, 1.0 and true apart) finds equal tasks.
+        task_id = raw.pop("id", None)
+        if task_id is not None and (type(task_id) is not int or not 0 <= task_id <= MAX_ID):
+            _int({"id": task_id}, "id", 0, MAX_ID)  # raises, with the message
+        deps = raw.pop("deps", None)
+        if deps is None:
+            deps = []
+        elif type(deps) is not list:
             raise _type_error("deps", deps, "a sequence of task IDs")
-        dep_ids = [_int({"deps": d}, "deps", 0, MAX_ID) for d in deps]
-        key = repr([item for item in raw.items() if item[0] not in ("id", "deps")])
-        fields = seen.get(key)
+        else:
+            for dep in deps:
+                if type(dep) is not int or not 0 <= dep <= MAX_ID:
+                    for item in deps:  # the first bad one raises, with its message
+                        _int({"deps": item}, "deps", 0, MAX_ID)
+        # The fast TOML path gives tasks read from equal lines the very same values: the
+        # keys and the values' identities (all alive in `data`) find them without a repr.
+        same = (*raw, *map(id, raw.values()))
+        fields = seen_same.get(same)
         if fields is None:
-            fields = _compact(_config(raw, submit_dir, stream is not None), submit_dir)
-            fields["resources"] = index_of(fields["resources"])
-            if "variants" in fields:
-                fields["variants"] = [index_of(v) for v in fields["variants"]]
-            seen[key] = fields
-        checked.append((task_id, [d for d in dep_ids if d is not None], fields))
+            key = repr(raw)
+            fields = seen.get(key)
+            if fields is None:
+                fields = _compact(_config(raw, submit_dir, streamed), submit_dir)
+                fields["resources"] = index_of(fields["resources"])
+                if "variants" in fields:
+                    fields["variants"] = [index_of(v) for v in fields["variants"]]
+                seen[key] = fields
+            seen_same[same] = fields
+        task_ids.append(task_id)
+        deps_of.append(deps)
+        fields_of.append(fields)
     array_fields = None
     ids: str | None = None
     entries: list[str] | None = None
@@ -368,9 +419,9 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
         entries = _strings(array, "entries")
         array_fields = _config(array, submit_dir, stream is not None)
     # stage B
-    if not checked and array is None:
+    if not task_ids and array is None:
         raise JobFileError("No tasks defined")
-    if checked and array is not None:
+    if task_ids and array is not None:
         raise JobFileError("Definition of array job and individual task cannot be mixed")
     job_desc = {"name": name if name is not None else "", "max_fails": max_fails}
     if job is not None:
@@ -378,14 +429,14 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
     if array_fields is not None:
         return _array_request(array_fields, ids, entries, job_desc, submit_dir, stream)
     # stage C
-    top = max((task_id for task_id, _d, _f in checked if task_id is not None), default=0)
-    numbered = []
-    for task_id, deps, fields in checked:
-        if task_id is None:
-            top += 1
-            task_id = top
-        numbered.append((task_id, deps, fields))
-    tasks = build_graph(numbered)
+    if None in task_ids:
+        top = max((task_id for task_id in task_ids if task_id is not None), default=0)
+        for index, task_id in enumerate(task_ids):
+            if task_id is None:
+                top += 1
+                task_ids[index] = top
+    numbered = cast(list[int], task_ids)
+    tasks = _graph_tasks(numbered, deps_of, fields_of, _topological_order(numbered, deps_of))
     submit_desc = {
         "submit_dir": submit_dir,
         "stream_path": stream,
