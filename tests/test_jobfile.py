@@ -341,3 +341,9 @@ def test_fast_toml_path_and_tomllib_build_the_same_request() -> None:
     slow = parse_job_file(other, submit_dir="/home/u")
     assert (fast.op, fast.job_desc, fast.task_count) == (slow.op, slow.job_desc, slow.task_count)
     assert fast.submit_desc == slow.submit_desc
+
+
+def test_integer_too_long_for_python_is_a_deserialization_error() -> None:
+    text = "[[task]]\nid = " + "9" * 5000 + "\ncommand = ['true']\n"
+    with pytest.raises(HqError, match=r"^Deserialization error: .*4300"):
+        parse_job_file(text, submit_dir="/tmp")

@@ -343,6 +343,10 @@ def parse_job_file(text: str, *, submit_dir: str, job: int | None = None) -> Job
         data = jobtoml.loads(text, shared=True)
     except tomllib.TOMLDecodeError as error:
         raise JobFileError(str(error)) from None
+    except ValueError as error:
+        # Python's int() refuses numbers of more than 4,300 digits; the file is still bad
+        # TOML input for the user, not an internal error.
+        raise JobFileError(str(error)) from None
     _keys(data, _JOB_KEYS)
     name = _string(data, "name")
     max_fails = _int(data, "max_fails", 0, 2**63 - 1)
