@@ -57,6 +57,21 @@ class Lane:
         else:
             insort(ids, task_id, lo=self.head)
 
+    def extend(self, task_ids: list[int]) -> None:
+        """Add many tasks, `task_ids` ascending: one bulk step when they all come after
+        the lane's last ID (a new graph), else one by one."""
+        ids = self.ids
+        if (
+            task_ids
+            and (len(ids) == self.head or ids[-1] < task_ids[0])
+            and self.members.isdisjoint(task_ids)
+        ):
+            self.members.update(task_ids)
+            ids.extend(task_ids)
+            return
+        for task_id in task_ids:
+            self.add(task_id)
+
     def discard(self, task_id: int) -> None:
         if task_id not in self.members:
             return

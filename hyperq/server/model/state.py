@@ -508,13 +508,19 @@ class Model:
         self._refresh(submit)
 
     def _add_graph(self, job: Job, graph: Any, time: float) -> None:
-        """One submit of graph tasks (descriptions as `submit_graph` makes them)."""
+        """One submit of graph tasks (descriptions as `submit_graph` makes them).
+
+        Costs a few µs per task: the values many tasks share (requests, crash limits,
+        lanes) are parsed and looked up once each, and the job's indexes grow in bulk."""
         requests: dict[Any, tuple[ResourceRequest, ...]] = {}
         # Tasks of a live submit share their request objects: look those up by identity
         # (`shared` keeps them alive, so identities are not reused meanwhile).
         by_identity: dict[int, tuple[ResourceRequest, ...]] = {}
         shared: list[Any] = []
+        crash_limits: dict[Any, tuple[int | None, bool]] = {}
         added: list[Submit] = []
+        make = Submit.graph_node
+        index = len(job.submits)
         try:
             # Ascending IDs keep the job's submit index cheap to extend.
             for desc in sorted(graph, key=_node_id):
@@ -529,13 +535,47 @@ class Model:
                         requests[key] = variants
                     by_identity[id(raw)] = variants
                     shared.append(raw)
-                added.append(job.add_submit(desc, time, variants[0], variants))
+                limit = desc.get("crash_limit", 5)
+                crash_limit = crash_limits.get(limit)
+                if crash_limit is None:
+                    crash_limit = crash_limits[limit] = parse_crash_limit(limit)
+                if "graph" not in desc or type(desc["id"]) is not int:
+                    raise ValueError(f"not a graph task: {desc!r}"[:200])
+                added.append(make(job.id, index, desc, time, variants, crash_limit))
+                index += 1
         except (KeyError, TypeError, ValueError) as error:
             self.warnings.append(f"Tasks submitted to job {job.id} were ignored: {error}")
+        job.add_nodes(added)
+        # Deps on tasks of this same submit need no lookup: those are all waiting.
+        new_ids = {submit.node for submit in added}
+        dependants = job.dependants
+        ready: dict[tuple[int, int], tuple[Submit, list[int]]] = {}
         for submit in added:
-            self._register_deps(job, submit, submit.deps)
-        for submit in added:
-            self._refresh(submit)
+            deps = submit.deps
+            if deps:
+                count = 0
+                for dep in dict.fromkeys(deps) if len(deps) > 1 else deps:
+                    if dep in new_ids or job.state_of(dep) in ACTIVE:
+                        count += 1
+                        dependants.setdefault(dep, []).append(submit)
+                submit.waiting_deps = submit.n_deps = count
+                if count:
+                    continue
+            # Ready now: into its lane, gathered per lane (hashing the variants of every
+            # task to find its lane would cost more than the rest of the task).
+            lane_key = (submit.priority, id(submit.variants))
+            found = ready.get(lane_key)
+            if found is None:
+                ready[lane_key] = (submit, [submit.node])  # type: ignore[list-item]
+            else:
+                found[1].append(submit.node)  # type: ignore[arg-type]
+        for first, task_ids in ready.values():
+            key = (first.job_id, first.priority, first.variants)
+            lane = self.lanes.get(key)
+            if lane is None:
+                self._lanes_made += 1
+                lane = self.lanes[key] = Lane(key, self._lanes_made)
+            lane.extend(task_ids)
 
     def _on_job_close(self, event: JobClose) -> None:
         job = self.jobs.get(event.job_id)
@@ -866,6 +906,7 @@ class Model:
         job_id: int | None = None,
         name: str | None = None,
         max_fails: int | None = None,
+        prepared: bool = False,
     ) -> list[Event]:
         """A graph of tasks (graphs.md §1.4 stage D), as a new closed job, or into the
         open job `job_id` (then `name` and `max_fails` are ignored).
@@ -875,26 +916,32 @@ class Model:
         `deps` and the per-task keys of a submit description (`program`, `resources`,
         `pin`, `priority`, `time_limit`, `crash_limit`, `task_dir`, `stdin`). A dep
         must be an earlier task of this submit or a task already in the job.
+        `prepared`: the descriptions already lack the keys at their defaults and carry
+        `submit_dir` (the graph table form makes them so); `deps` may then be absent.
         The job's ID is `events[0].job`.
         """
         job = self.jobs.get(job_id) if job_id is not None else None
+        ids = [task["id"] for task in tasks]
         if job is not None:
-            for task in tasks:
-                if job.locate(task["id"]) is not None:
-                    raise HqError(f"Task {task['id']} already exists in job {job_id}.")
-        seen: set[int] = set()
-        for task in tasks:
-            if task["id"] in seen:
-                raise HqError(f"Task {task['id']} is defined more than once.")
-            seen.add(task["id"])
-        seen.clear()
-        for task in tasks:
-            for dep in task["deps"]:
-                if dep == task["id"] or (
-                    dep not in seen and (job is None or job.locate(dep) is None)
+            for task_id in ids:
+                if job.locate(task_id) is not None:
+                    raise HqError(f"Task {task_id} already exists in job {job_id}.")
+        # Position of each ID in the submit (the first one, for a duplicate).
+        position: dict[int, int] = {}
+        for index, task_id in enumerate(ids):
+            if position.setdefault(task_id, index) != index:
+                raise HqError(f"Task {task_id} is defined more than once.")
+        for index, task in enumerate(tasks):
+            deps = task.get("deps")
+            if not deps:
+                continue
+            for dep in deps:
+                # An earlier task of this submit, or (not itself) a task of the job.
+                at = position.get(dep)
+                if (at is None and (job is None or job.locate(dep) is None)) or (
+                    at is not None and at >= index
                 ):
                     raise HqError(f"Invalid dependency on {dep}")
-            seen.add(task["id"])
         if job_id is not None:
             if job is None:
                 raise NotFound(f"Job {job_id} not found.")
@@ -908,20 +955,28 @@ class Model:
             target = self.next_job_id
             job_desc = {"name": name if name is not None else "", "max_fails": max_fails}
             group = 0
-        descs = []
-        for task in tasks:
-            # Taken over, not copied, and without the keys that hold their defaults:
-            # every reader of a description falls back to the same defaults, and a big
-            # graph keeps one of these per task (in memory and in the journal).
-            desc = task if isinstance(task, dict) else dict(task)
-            for key, default in _GRAPH_DEFAULTS:
-                if key in desc and desc[key] == default and type(desc[key]) is type(default):
-                    del desc[key]
-            desc["submit_dir"] = submit_dir
+        descs: list[dict[str, Any]] = []
+        if prepared:
+            descs = tasks if isinstance(tasks, list) else list(tasks)  # type: ignore[assignment]
+            for desc in descs:
+                desc["graph"] = group
             if stream_path is not None:
-                desc["stream_path"] = stream_path
-            desc["graph"] = group
-            descs.append(desc)
+                for desc in descs:
+                    desc["stream_path"] = stream_path
+        else:
+            for task in tasks:
+                # Taken over, not copied, and without the keys that hold their defaults:
+                # every reader of a description falls back to the same defaults, and a
+                # big graph keeps one of these per task (in memory and in the journal).
+                desc = task if isinstance(task, dict) else dict(task)
+                for key, default in _GRAPH_DEFAULTS:
+                    if key in desc and desc[key] == default and type(desc[key]) is type(default):
+                        del desc[key]
+                desc["submit_dir"] = submit_dir
+                if stream_path is not None:
+                    desc["stream_path"] = stream_path
+                desc["graph"] = group
+                descs.append(desc)
         if descs:
             _check_desc(descs[0])
         graph = {"submit_dir": submit_dir, "stream_path": stream_path, "graph": descs}
