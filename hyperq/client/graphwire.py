@@ -113,6 +113,19 @@ class GraphTable:
             size += 16 + len(stdin)
         self.size += size
 
+    def remove_last(self) -> None:
+        """Take the last task out again (the values it brought stay; `size` is kept as an
+        upper estimate)."""
+        position = len(self.ids) - 1
+        self.ids.pop()
+        self.argv_of.pop()
+        self.shape_of.pop()
+        n_deps = self.dep_counts.pop()
+        if n_deps:
+            del self.deps[-n_deps:]
+        if self.stdins and self.stdins[-1][0] == position:
+            self.stdins.pop()
+
     def wire(self) -> dict[str, Any]:
         """The `submit_desc`; columns whose every entry is 0 are left out."""
         desc: dict[str, Any] = {
