@@ -21,7 +21,7 @@ from hyperq.api.ffi.protocol import JobDescription, ResourceRequest, TaskDescrip
 from hyperq.api.output import StdioDef
 from hyperq.api.task.program import ExternalProgram
 from hyperq.api.task.task import Task
-from hyperq.client.graphwire import GraphTable
+from hyperq.client.graphwire import TASK_BYTES, GraphTable
 from hyperq.client.session import ClientSession
 from hyperq.common import resources as res
 from hyperq.common.errors import HqError
@@ -234,15 +234,16 @@ class _Part:
         if argv is None:
             _check_args(args)
             argv = self.argvs[args_key] = self.table.argv(args)
+        resources = row[10]
         key = (
             cwd or None,
             tuple(env.items()) if env else (),
-            _stdio_key(stdout),
-            _stdio_key(stderr),
+            stdout if stdout is None or type(stdout) is str else _stdio_key(stdout),
+            stderr if stderr is None or type(stderr) is str else _stdio_key(stderr),
             task_dir,
             priority,
             row[11],
-            row[10] if row[10] is None else id(row[10]),
+            resources if resources is None else id(resources),
         )
         try:
             shape = self.shapes.get(key)
@@ -250,9 +251,18 @@ class _Part:
             _check_env(env or {})  # an unhashable value: not a string
             raise
         if shape is None:
-            self.alive.append(row[10])  # its identity is in the key
+            self.alive.append(resources)  # its identity is in the key
             shape = self.shapes[key] = self.table.shape(_shape(row, self.wires))
-        self.table.add(task_id, argv, shape, deps, stdin or None)
+        table = self.table
+        if deps or stdin:
+            table.add(task_id, argv, shape, deps, stdin or None)
+        else:
+            # `table.add` of a task without deps and stdin, inline: the common case.
+            table.ids.append(task_id)
+            table.argv_of.append(argv)
+            table.shape_of.append(shape)
+            table.dep_counts.append(0)
+            table.size += TASK_BYTES
 
 
 def _tables(rows: Iterable[Row], submit_dir: str) -> list[GraphTable]:
@@ -265,9 +275,10 @@ def _tables(rows: Iterable[Row], submit_dir: str) -> list[GraphTable]:
         if task_id in known:
             raise Exception("Non unique IDs in submitted task graph")
         # The server takes deps on earlier tasks only; the API creates them in order.
-        for dep in deps:
-            if dep not in known:
-                raise Exception("Invalid dependency id")
+        if deps:
+            for dep in deps:
+                if dep not in known:
+                    raise Exception("Invalid dependency id")
         known.add(task_id)
         if type(priority) is not int:
             _check_priority(priority)
