@@ -198,3 +198,37 @@ async def test_random_graphs_give_equal_models(
         assert descriptions(table) == descriptions(maps)
         ready = {k: list(lane.walk()) for k, lane in table.model.lanes.items()}
         assert ready == {k: list(lane.walk()) for k, lane in maps.model.lanes.items()}
+
+
+def test_journal_keeps_the_table_and_replays_it() -> None:
+    import cbor2
+
+    from hyperq.server.graphapi import check_table
+    from hyperq.server.model.events import export_payload, from_record, to_record
+    from hyperq.server.model.state import Model
+
+    wire = as_table(request(copy.deepcopy(MIXED), stream_path="log"))["submit_desc"]
+    submit_dir, stream_path, table = check_table(cbor2.loads(cbor2.dumps(wire)))
+    live = Model()
+    events = live.submit_graph_table(submit_dir, stream_path, table, now=1.0, name="g")
+    for event in events:
+        live.apply(event)
+    record = cbor2.dumps(to_record(events[0]))
+    # The record holds the table, not one description per task.
+    assert b"templates" in record and len(record) < 1500
+    replayed = Model()
+    replayed.apply(from_record(cbor2.loads(record)))
+    assert replayed.warnings == []
+    assert list(replayed.job_submits(1)) == list(live.job_submits(1))
+    assert all(d["stream_path"] == "log" for d in live.job_submits(1))
+    assert export_payload(events[0])["submit_desc"]["task_desc"] == {"n_tasks": len(MIXED)}
+
+
+def test_damaged_table_in_a_journal_is_a_warning() -> None:
+    from hyperq.server.model.events import JobCreated
+    from hyperq.server.model.state import Model
+
+    model = Model()
+    desc = {"submit_dir": "/s", "stream_path": None, "group": 0, "table": {"ids": [1]}}
+    model.apply(JobCreated(1.0, 1, True, {"name": "x", "max_fails": None}, desc))
+    assert model.warnings and "ignored" in model.warnings[0]

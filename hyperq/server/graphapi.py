@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -235,10 +234,10 @@ def _shape_template(
     return program, rest
 
 
-def table_tasks(raw: Mapping[str, Any]) -> tuple[str, str | None, list[dict[str, Any]]]:
-    """A `submit_desc` in table form → (submit_dir, stream_path, task descriptions as the
-    model keeps them, without `graph`), in the order sent. Raises SchemaError or
-    GraphRequestError naming the bad field."""
+def check_table(raw: Mapping[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+    """A `submit_desc` in table form → (submit_dir, stream_path, the table as the model
+    and the journal keep it: see `hyperq.server.model.graph.expand_table`). Every value
+    is checked once here; raises SchemaError or GraphRequestError naming the bad field."""
     table = schemas.convert(raw, schemas.GraphTableWire, "submit_desc")
     where = "submit_desc"
     submit_dir = table.submit_dir
@@ -258,51 +257,29 @@ def table_tasks(raw: Mapping[str, Any]) -> tuple[str, str | None, list[dict[str,
     deps = table.deps
     if (sum(dep_counts) if dep_counts is not None else 0) != len(deps):
         raise _fail(f"{where}.deps", "expected as many IDs as dep_counts add up to")
-    requests: dict[Any, list[Any]] = {}
-    for number, wire in enumerate(table.requests):
-        requests[number] = _request(wire, f"{where}.requests[{number}]", requests)
-    shapes = [
-        _shape_template(shape, f"{where}.shapes[{number}]", requests, submit_dir)
-        for number, shape in enumerate(table.shapes)
-    ]
-    argvs = table.argvs
-    base = {"submit_dir": submit_dir}
-    # Equal descriptions but for the ID share one program map, as `_interner` makes them.
-    templates: dict[Any, dict[str, Any]] = {}
-
-    def template(shape_index: int, argv_index: int) -> dict[str, Any]:
-        program, rest = shapes[shape_index]
-        return {"program": {"args": argvs[argv_index], **program}, **rest, **base}
-
-    descs: list[dict[str, Any]] = []
-    append = descs.append
-    argv_of = table.argv_of if table.argv_of is not None else itertools.repeat(0, count)
-    if table.shape_of is None:
-        for task_id, argv_index in zip(table.ids, argv_of, strict=False):
-            found = templates.get(argv_index)
-            if found is None:
-                found = templates[argv_index] = template(0, argv_index)
-            append({"id": task_id, **found})
-    else:
-        for task_id, argv_index, shape_index in zip(
-            table.ids, argv_of, table.shape_of, strict=False
-        ):
-            key = (shape_index, argv_index)
-            found = templates.get(key)
-            if found is None:
-                found = templates[key] = template(shape_index, argv_index)
-            append({"id": task_id, **found})
-    if dep_counts is not None and deps:
-        offset = 0
-        for desc, n_deps in zip(descs, dep_counts, strict=True):
-            if n_deps:
-                desc["deps"] = deps[offset : offset + n_deps]
-                offset += n_deps
+    stdins = []
     for number, (index, stdin) in enumerate(table.stdins):
         if index >= count:
             raise _fail(f"{where}.stdins[{number}]", f"no task {index} in this submit")
-        descs[index]["stdin"] = stdin
-    return submit_dir, table.stream_path, descs
+        stdins.append([index, stdin])
+    requests: dict[Any, list[Any]] = {}
+    for number, wire in enumerate(table.requests):
+        requests[number] = _request(wire, f"{where}.requests[{number}]", requests)
+    templates = []
+    for number, shape in enumerate(table.shapes):
+        program, rest = _shape_template(shape, f"{where}.shapes[{number}]", requests, submit_dir)
+        templates.append({"program": program, **rest})
+    out: dict[str, Any] = {"ids": table.ids, "argvs": table.argvs, "templates": templates}
+    if table.argv_of is not None:
+        out["argv_of"] = table.argv_of
+    if table.shape_of is not None:
+        out["shape_of"] = table.shape_of
+    if dep_counts is not None and deps:
+        out["dep_counts"] = dep_counts
+        out["deps"] = deps
+    if stdins:
+        out["stdins"] = stdins
+    return submit_dir, table.stream_path, out
 
 
 def _interner() -> Any:
@@ -344,14 +321,13 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
     if not isinstance(desc, Mapping):
         raise _fail("submit_desc", "expected a map")
     if "ids" in desc:
+        try:
+            submit_dir, stream_path, table = check_table(desc)
+        except schemas.SchemaError as error:
+            raise GraphRequestError(f"Invalid submit-graph request: {error.message}") from None
         with _collector_paused():
-            try:
-                submit_dir, stream_path, descs = table_tasks(desc)
-            except schemas.SchemaError as error:
-                message = f"Invalid submit-graph request: {error.message}"
-                raise GraphRequestError(message) from None
             job = _commit_descs(
-                core, job_id, name, max_fails, submit_dir, stream_path, descs, prepared=True
+                core, job_id, name, max_fails, submit_dir, stream_path, table, table=True
             )
         await core.durable()
         return {"job": job}
@@ -377,7 +353,7 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
         task["program"] = intern(task["program"])
     with _collector_paused():
         job = _commit_descs(
-            core, job_id, name, max_fails, submit_dir, stream_path, tasks, prepared=False
+            core, job_id, name, max_fails, submit_dir, stream_path, tasks, table=False
         )
     await core.durable()
     return {"job": job}
@@ -406,9 +382,9 @@ def _commit_descs(
     max_fails: int | None,
     submit_dir: str,
     stream_path: str | None,
-    tasks: list[dict[str, Any]],
+    tasks: Any,
     *,
-    prepared: bool,
+    table: bool,
 ) -> int:
     """Stage D, the event, the model: the new tasks' job ID (not durable yet)."""
     model = core.model
@@ -418,7 +394,7 @@ def _commit_descs(
         stream_path = core.resolve_submit(
             {"submit_dir": submit_dir, "program": bare, "stream_path": stream_path}, target
         )["stream_path"]
-    events = model.submit_graph(
+    events = (model.submit_graph_table if table else model.submit_graph)(
         submit_dir,
         stream_path,
         tasks,
@@ -426,7 +402,6 @@ def _commit_descs(
         job_id=job_id,
         name=None if job_id is not None else name,
         max_fails=None if job_id is not None else max_fails,
-        prepared=prepared,
     )
     core.commit(events)
     return events[0].job  # type: ignore[attr-defined,no-any-return]

@@ -68,7 +68,13 @@ from hyperq.server.model.events import (
     WorkerResumed,
     WorkerStopRequested,
 )
-from hyperq.server.model.graph import Lane, LaneKey, transitive_dependants
+from hyperq.server.model.graph import (
+    Lane,
+    LaneKey,
+    expand_table,
+    table_deps,
+    transitive_dependants,
+)
 from hyperq.server.model.jobs import (
     ACTIVE,
     TERMINAL,
@@ -495,6 +501,12 @@ class Model:
                 return
             job = found
         graph = event.submit_desc.get("graph")
+        if graph is None and "table" in event.submit_desc:
+            try:
+                graph = expand_table(event.submit_desc)
+            except (KeyError, TypeError, ValueError, IndexError) as error:
+                self.warnings.append(f"Tasks submitted to job {event.job} were ignored: {error}")
+                graph = []
         if graph is not None:
             self.jobs[job.id] = job
             self._add_graph(job, graph, event.time)
@@ -946,7 +958,6 @@ class Model:
         job_id: int | None = None,
         name: str | None = None,
         max_fails: int | None = None,
-        prepared: bool = False,
     ) -> list[Event]:
         """A graph of tasks (graphs.md §1.4 stage D), as a new closed job, or into the
         open job `job_id` (then `name` and `max_fails` are ignored).
@@ -956,12 +967,68 @@ class Model:
         `deps` and the per-task keys of a submit description (`program`, `resources`,
         `pin`, `priority`, `time_limit`, `crash_limit`, `task_dir`, `stdin`). A dep
         must be an earlier task of this submit or a task already in the job.
-        `prepared`: the descriptions already lack the keys at their defaults and carry
-        `submit_dir` (the graph table form makes them so); `deps` may then be absent.
         The job's ID is `events[0].job`.
         """
         job = self.jobs.get(job_id) if job_id is not None else None
         ids = [task["id"] for task in tasks]
+        self._check_graph(job, job_id, ids, [task.get("deps") for task in tasks])
+        target, job_desc, group = self._graph_target(job, job_id, name, max_fails)
+        descs = []
+        for task in tasks:
+            # Taken over, not copied, and without the keys that hold their defaults:
+            # every reader of a description falls back to the same defaults, and a big
+            # graph keeps one of these per task (in memory and in the journal).
+            desc = task if isinstance(task, dict) else dict(task)
+            for key, default in _GRAPH_DEFAULTS:
+                if key in desc and desc[key] == default and type(desc[key]) is type(default):
+                    del desc[key]
+            desc["submit_dir"] = submit_dir
+            if stream_path is not None:
+                desc["stream_path"] = stream_path
+            desc["graph"] = group
+            descs.append(desc)
+        if descs:
+            _check_desc(descs[0])
+        graph = {"submit_dir": submit_dir, "stream_path": stream_path, "graph": descs}
+        events: list[Event] = [JobCreated(now, target, job is None, job_desc, graph)]
+        if job is None and not descs:
+            events.append(JobCompleted(now, target))
+        return events
+
+    def submit_graph_table(
+        self,
+        submit_dir: str,
+        stream_path: str | None,
+        table: Mapping[str, Any],
+        *,
+        now: float,
+        job_id: int | None = None,
+        name: str | None = None,
+        max_fails: int | None = None,
+    ) -> list[Event]:
+        """`submit_graph` of a graph in table form (hyperq.server.model.graph.expand_table,
+        values already checked): the same rules and the same tasks, and an event that
+        keeps the table rather than one description per task."""
+        job = self.jobs.get(job_id) if job_id is not None else None
+        self._check_graph(job, job_id, table["ids"], table_deps(table))
+        target, job_desc, group = self._graph_target(job, job_id, name, max_fails)
+        desc = {"submit_dir": submit_dir, "stream_path": stream_path, "group": group}
+        desc["table"] = table
+        for template in table["templates"]:
+            _check_desc({**template, "program": {"args": [], **template["program"]}})
+        events: list[Event] = [JobCreated(now, target, job is None, job_desc, desc)]
+        if job is None and not table["ids"]:
+            events.append(JobCompleted(now, target))
+        return events
+
+    @staticmethod
+    def _check_graph(
+        job: Job | None,
+        job_id: int | None,
+        ids: Sequence[int],
+        deps_of: Sequence[Sequence[int] | None],
+    ) -> None:
+        """Stage D's task rules (graphs.md §1.4), first offender in sent order."""
         if job is not None:
             for task_id in ids:
                 if job.locate(task_id) is not None:
@@ -971,8 +1038,7 @@ class Model:
         for index, task_id in enumerate(ids):
             if position.setdefault(task_id, index) != index:
                 raise HqError(f"Task {task_id} is defined more than once.")
-        for index, task in enumerate(tasks):
-            deps = task.get("deps")
+        for index, deps in enumerate(deps_of):
             if not deps:
                 continue
             for dep in deps:
@@ -982,48 +1048,21 @@ class Model:
                     at is not None and at >= index
                 ):
                     raise HqError(f"Invalid dependency on {dep}")
+
+    def _graph_target(
+        self, job: Job | None, job_id: int | None, name: str | None, max_fails: int | None
+    ) -> tuple[int, dict[str, Any], int]:
+        """(job ID, job description, graph group) of a graph submit, after stage D."""
         if job_id is not None:
             if job is None:
                 raise NotFound(f"Job {job_id} not found.")
             if not job.is_open:
                 raise WrongState(f"Job {job_id} is not opened.")
-            target = job_id
-            job_desc = {"name": job.name, "max_fails": job.max_fails}
             group = len({s.desc.get("graph", -1 - s.index) for s in job.submits})
-        else:
-            _check_name(name)
-            target = self.next_job_id
-            job_desc = {"name": name if name is not None else "", "max_fails": max_fails}
-            group = 0
-        descs: list[dict[str, Any]] = []
-        if prepared:
-            descs = tasks if isinstance(tasks, list) else list(tasks)  # type: ignore[assignment]
-            for desc in descs:
-                desc["graph"] = group
-            if stream_path is not None:
-                for desc in descs:
-                    desc["stream_path"] = stream_path
-        else:
-            for task in tasks:
-                # Taken over, not copied, and without the keys that hold their defaults:
-                # every reader of a description falls back to the same defaults, and a
-                # big graph keeps one of these per task (in memory and in the journal).
-                desc = task if isinstance(task, dict) else dict(task)
-                for key, default in _GRAPH_DEFAULTS:
-                    if key in desc and desc[key] == default and type(desc[key]) is type(default):
-                        del desc[key]
-                desc["submit_dir"] = submit_dir
-                if stream_path is not None:
-                    desc["stream_path"] = stream_path
-                desc["graph"] = group
-                descs.append(desc)
-        if descs:
-            _check_desc(descs[0])
-        graph = {"submit_dir": submit_dir, "stream_path": stream_path, "graph": descs}
-        events: list[Event] = [JobCreated(now, target, job is None, job_desc, graph)]
-        if job is None and not descs:
-            events.append(JobCompleted(now, target))
-        return events
+            return job_id, {"name": job.name, "max_fails": job.max_fails}, group
+        _check_name(name)
+        job_desc = {"name": name if name is not None else "", "max_fails": max_fails}
+        return self.next_job_id, job_desc, 0
 
     def close_job(self, job_id: int, *, now: float) -> list[Event]:
         job = self.jobs.get(job_id)
