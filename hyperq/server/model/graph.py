@@ -174,10 +174,12 @@ def expand_table(desc: Mapping[str, Any]) -> list[dict[str, Any]]:
     dep_counts = table.get("dep_counts")
     deps = table.get("deps")
     if dep_counts is not None and deps:
+        if not isinstance(deps, list):
+            deps = list(deps)
         offset = 0
         for task_desc, n_deps in zip(descs, dep_counts, strict=True):
             if n_deps:
-                task_desc["deps"] = list(deps[offset : offset + n_deps])
+                task_desc["deps"] = deps[offset : offset + n_deps]
                 offset += n_deps
     for index, stdin in table.get("stdins") or ():
         descs[index]["stdin"] = stdin
