@@ -224,7 +224,20 @@ class _Part:
         self.alive: list[Any] = []
 
     def add(self, row: Row) -> None:
-        task_id, args, env, cwd, stdout, stderr, stdin, deps, task_dir, priority = row[:10]
+        (
+            task_id,
+            args,
+            env,
+            cwd,
+            stdout,
+            stderr,
+            stdin,
+            deps,
+            task_dir,
+            priority,
+            resources,
+            crash_limit,
+        ) = row
         args_key = tuple(args)
         try:
             argv = self.argvs.get(args_key)
@@ -234,7 +247,6 @@ class _Part:
         if argv is None:
             _check_args(args)
             argv = self.argvs[args_key] = self.table.argv(args)
-        resources = row[10]
         key = (
             cwd or None,
             tuple(env.items()) if env else (),
@@ -242,7 +254,7 @@ class _Part:
             stderr if stderr is None or type(stderr) is str else _stdio_key(stderr),
             task_dir,
             priority,
-            row[11],
+            crash_limit,
             resources if resources is None else id(resources),
         )
         try:
