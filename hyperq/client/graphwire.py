@@ -151,6 +151,7 @@ class GraphTable:
 # Keys of a task map that are the task's own, not its shape's.
 _OWN = frozenset({"id", "deps", "stdin", "program"})
 _PROGRAM_OWN = frozenset({"args"})
+_PER_TASK = frozenset({"id", "deps", "stdin"})
 
 
 def table_from_tasks(submit_desc: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,30 +163,49 @@ def table_from_tasks(submit_desc: Mapping[str, Any]) -> dict[str, Any]:
     def request(value: Any) -> int:
         return table.request(given[value] if isinstance(value, int) else value)
 
-    # Equal task bodies are usually the same objects (the job file parser shares them):
-    # their shape is worked out once per identity.
-    known: dict[tuple[Any, ...], int] = {}
-    keep: list[Any] = []  # keeps those objects alive, so their identities stay unique
-    for task in submit_desc["tasks"]:
+    def indexes(task: Mapping[str, Any]) -> tuple[int, int]:
         program = task["program"]
-        rest = [(key, value) for key, value in task.items() if key not in _OWN]
-        identity = (id(program), *[(key, id(value)) for key, value in rest])
-        shape = known.get(identity)
-        if shape is None:
-            body: dict[str, Any] = {}
-            for key, value in rest:
-                if key == "resources":
-                    body["resources"] = request(value)
-                elif key == "variants":
-                    if value is not None:
-                        body["variants"] = [request(v) for v in value]
-                else:
-                    body[key] = value
-            for key, value in program.items():
-                if key not in _PROGRAM_OWN:
-                    body[key] = value
-            shape = known[identity] = table.shape(body)
-            keep.append((program, rest))
-        deps = task.get("deps") or ()
-        table.add(task["id"], table.argv(program["args"]), shape, deps, task.get("stdin"))
+        body: dict[str, Any] = {}
+        for key, value in task.items():
+            if key in _OWN:
+                continue
+            if key == "resources":
+                body["resources"] = request(value)
+            elif key == "variants":
+                if value is not None:
+                    body["variants"] = [request(v) for v in value]
+            else:
+                body[key] = value
+        for key, value in program.items():
+            if key not in _PROGRAM_OWN:
+                body[key] = value
+        return table.argv(program["args"]), table.shape(body)
+
+    # Equal task bodies are usually the same objects (the job file parser shares them):
+    # their indexes are worked out once per identity of the values.
+    known: dict[tuple[Any, ...], tuple[int, int]] = {}
+    keep: list[Any] = []  # keeps those values alive, so their identities stay unique
+    ids, argv_of, shape_of = table.ids, table.argv_of, table.shape_of
+    dep_counts, all_deps = table.dep_counts, table.deps
+    for task in submit_desc["tasks"]:
+        identity = tuple([(key, id(value)) for key, value in task.items() if key not in _PER_TASK])
+        found = known.get(identity)
+        if found is None:
+            found = known[identity] = indexes(task)
+            keep.append(list(task.values()))
+        deps = task.get("deps")
+        stdin = task.get("stdin")
+        if stdin:
+            table.add(task["id"], found[0], found[1], deps or (), stdin)
+            continue
+        ids.append(task["id"])
+        argv_of.append(found[0])
+        shape_of.append(found[1])
+        if deps:
+            dep_counts.append(len(deps))
+            all_deps.extend(deps)
+            table.size += TASK_BYTES + DEP_BYTES * len(deps)
+        else:
+            dep_counts.append(0)
+            table.size += TASK_BYTES
     return table.wire()
