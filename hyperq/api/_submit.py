@@ -1,10 +1,11 @@
-"""A `JobDescription` turned into the server's `submit-graph` request: the one place that
-knows the wire form of a job.
+"""A job's tasks turned into the server's `submit-graph` request, in its table form
+(hyperq.client.graphwire): the one place that knows the wire form of a job.
 
 One job is one request (all task kinds, deps, variants, binary stdin), unless it would not
 fit one frame: then the job is opened, its tasks go in several graph submits (a dep may
-point to a task of an earlier part), and the job is closed. Keys that hold the server's
-defaults are left out, so a 100,000-task job stays small.
+point to a task of an earlier part), and the job is closed. Values many tasks share (the
+argument lists, everything but ID, deps and stdin, the resource requests) are sent once
+and looked up once per distinct object, so a 100,000-task job costs ~1 µs per task here.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import contextlib
 import math
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from hyperq.api.ffi.protocol import JobDescription, ResourceRequest, TaskDescription
 from hyperq.api.output import StdioDef
+from hyperq.api.task.program import ExternalProgram
+from hyperq.api.task.task import Task
+from hyperq.client.graphwire import TASK_BYTES, GraphTable
 from hyperq.client.session import ClientSession
 from hyperq.common import resources as res
 from hyperq.common.errors import HqError
@@ -74,29 +78,54 @@ def resource_variants(variants: Sequence[ResourceRequest]) -> list[res.ResourceR
 
 
 class _RequestWires:
-    """Wire forms of the tasks' resource requests, each computed once per submit: many
-    tasks share one `ResourceRequest` object, or have none (the default)."""
+    """Table indexes of the tasks' resource requests, each request converted once per
+    table: many tasks share one `ResourceRequest` object, or have none (the default)."""
 
-    def __init__(self) -> None:
-        self.default = res.parse_task_request(None).to_wire()
-        # Keyed by the tuple of request objects; the tasks keep them alive meanwhile.
-        self.known: dict[tuple[int, ...], list[list[Any]]] = {}
+    def __init__(self, table: GraphTable) -> None:
+        self.table = table
+        self.default: int | None = None
+        # Keyed by the identities of the request objects; the tasks keep them alive.
+        self.known: dict[Any, tuple[int, ...]] = {}
+        self.alive: list[Any] = []
 
-    def get(self, variants: Sequence[ResourceRequest]) -> list[list[Any]]:
-        if not variants:
-            return [self.default]
-        key = tuple(id(variant) for variant in variants)
-        wires = self.known.get(key)
-        if wires is None:
-            wires = self.known[key] = [r.to_wire() for r in resource_variants(variants)]
-        return wires
+    def get(self, resources: Any) -> tuple[int, ...]:
+        if not resources:
+            if self.default is None:
+                self.default = self.table.request(res.parse_task_request(None).to_wire())
+            return (self.default,)
+        key = (
+            id(resources)
+            if isinstance(resources, ResourceRequest)
+            else tuple(id(item) for item in resources)
+        )
+        found = self.known.get(key)
+        if found is None:
+            # Kept for the submit: no other object may take a remembered identity.
+            self.alive.append(resources)
+            variants = [resources] if isinstance(resources, ResourceRequest) else list(resources)
+            found = self.known[key] = tuple(
+                self.table.request(request.to_wire()) for request in resource_variants(variants)
+            )
+        return found
 
 
-def _stdio(stdio: StdioDef | None, default: str) -> dict[str, Any] | None:
+def _stdio(stdio: Any, default: str) -> dict[str, Any] | None:
+    """A task's stdout/stderr (None, a path or a StdioDef) on the wire."""
     if stdio is None:
         return None
-    path = default if stdio.path is None else os.fspath(stdio.path)
-    return {"path": path, "rm_if_finished": stdio.on_close == "rm-if-finished"}
+    if isinstance(stdio, StdioDef):
+        path = default if stdio.path is None else os.fspath(stdio.path)
+        return {"path": path, "rm_if_finished": stdio.on_close == "rm-if-finished"}
+    return {"path": os.fspath(stdio), "rm_if_finished": False}
+
+
+def _stdio_key(stdio: Any) -> Any:
+    if stdio is None or type(stdio) is str:
+        return stdio
+    if isinstance(stdio, StdioDef):
+        path = None if stdio.path is None else os.fspath(stdio.path)
+        return (path, stdio.on_close)
+    return (os.fspath(stdio), "none")
 
 
 def _crash_limit(value: int | None) -> int | str:
@@ -106,129 +135,237 @@ def _crash_limit(value: int | None) -> int | str:
     return "never-restart" if value == 0 else int(value)
 
 
-def _check_task(task: TaskDescription) -> None:
-    # Runs per task of jobs of 100,000s of tasks: the common case is one pass each.
-    if not all(type(arg) is str for arg in task.args):
-        for arg in task.args:
-            if not isinstance(arg, str):
-                raise Exception("Task outputs (`hq.Output`) are not supported by hyperq")
-    if task.env:
-        for key, value in task.env.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise Exception(f"Environment variables must be strings: {key!r}={value!r}")
-    priority = task.priority
-    if type(priority) is not int:
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise Exception(f"Priority must be an integer, not {priority!r}")
+def _check_priority(priority: Any) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise Exception(f"Priority must be an integer, not {priority!r}")
     if not -_I32 <= priority < _I32:
         raise Exception(f"Priority {priority} is out of range")
 
 
-def graph_task(task: TaskDescription, wires: _RequestWires | None = None) -> dict[str, Any]:
-    """One TASK of the `submit-graph` request."""
-    _check_task(task)
-    variants = (wires or _RequestWires()).get(task.resource_request)
-    program: dict[str, Any] = {"args": list(task.args)}
-    if task.env:
-        program["env"] = dict(task.env)
-    if task.cwd:
-        program["cwd"] = task.cwd
-    if task.stdout is not None:
-        program["stdout"] = _stdio(task.stdout, CLI_DEFAULT_STDOUT)
-    if task.stderr is not None:
-        program["stderr"] = _stdio(task.stderr, CLI_DEFAULT_STDERR)
-    wire: dict[str, Any] = {
-        "id": task.id,
-        "program": program,
-        "resources": variants[0],
-    }
-    if task.dependencies:
-        wire["deps"] = list(task.dependencies)
-    if len(variants) > 1:
-        wire["variants"] = variants
-    if task.priority:
-        wire["priority"] = task.priority
-    crash_limit = _crash_limit(task.crash_limit)
-    if crash_limit != DEFAULT_CRASH_LIMIT:
-        wire["crash_limit"] = crash_limit
-    if task.task_dir:
-        wire["task_dir"] = True
-    if task.stdin:
-        wire["stdin"] = bytes(task.stdin)
-    return wire
+def _check_args(args: Sequence[Any]) -> None:
+    for arg in args:
+        if not isinstance(arg, str):
+            raise Exception("Task outputs (`hq.Output`) are not supported by hyperq")
 
 
-def _text_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+def _check_env(env: Mapping[Any, Any]) -> None:
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise Exception(f"Environment variables must be strings: {key!r}={value!r}")
 
 
-def _estimated_size(task: dict[str, Any]) -> int:
-    """An upper estimate of the task's CBOR size, to split jobs that would not fit."""
-    program = task["program"]
-    size = 160 + len(task.get("stdin") or b"") + 9 * len(task.get("deps") or ())
-    size += sum(_text_size(arg) + 9 for arg in program["args"])
-    size += sum(_text_size(k) + _text_size(v) + 18 for k, v in (program.get("env") or {}).items())
-    size += _text_size(program.get("cwd") or "")
-    for stream in ("stdout", "stderr"):
-        size += _text_size((program.get(stream) or {}).get("path", ""))
-    size += 24 * len(task.get("variants") or ()) * (1 + len(task["resources"][0]))
-    return size
+Row = tuple[
+    int,  # id
+    Sequence[str],  # args
+    Mapping[str, str] | None,  # env
+    str | None,  # cwd
+    Any,  # stdout: None, a path or a StdioDef
+    Any,  # stderr
+    bytes | None,  # stdin
+    Sequence[int],  # deps (IDs)
+    bool,  # task_dir
+    int,  # priority
+    Any,  # resources: None, a ResourceRequest or a sequence of them
+    int | None,  # crash_limit
+]
 
 
-def _parts(tasks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    parts: list[list[dict[str, Any]]] = [[]]
-    used = 0
+def task_rows(tasks: Sequence[Task], client: Any) -> Iterator[Row]:
+    """The submitted fields of each task. Programs are read directly; any other task
+    goes through its `_build` (functions pickle themselves there)."""
     for task in tasks:
-        size = _estimated_size(task)
-        if parts[-1] and used + size > PART_BUDGET:
-            parts.append([])
-            used = 0
-        parts[-1].append(task)
-        used += size
-    return parts
+        if type(task) is ExternalProgram:
+            deps = task.dependencies
+            yield (
+                task.task_id,
+                task.args,
+                task._env,
+                task.cwd,
+                task._stdout,
+                task._stderr,
+                task.stdin,
+                [dep.task_id for dep in deps] if deps else (),
+                task.task_dir,
+                task.priority,
+                task.resources,
+                task.crash_limit,
+            )
+        else:
+            desc = task._build(client)
+            yield description_row(desc)
+
+
+def description_row(task: TaskDescription) -> Row:
+    resources = task.resource_request
+    return (
+        task.id,
+        task.args,
+        task.env,
+        task.cwd,
+        task.stdout,
+        task.stderr,
+        task.stdin,
+        task.dependencies,
+        task.task_dir,
+        task.priority,
+        resources or None,
+        task.crash_limit,
+    )
+
+
+class _Part:
+    """One table being filled, with its lookups of values already in it."""
+
+    def __init__(self, submit_dir: str) -> None:
+        self.table = GraphTable(submit_dir)
+        self.wires = _RequestWires(self.table)
+        self.shapes: dict[Any, int] = {}
+        self.argvs: dict[Any, int] = {}
+        self.alive: list[Any] = []
+
+    def add(self, row: Row) -> None:
+        (
+            task_id,
+            args,
+            env,
+            cwd,
+            stdout,
+            stderr,
+            stdin,
+            deps,
+            task_dir,
+            priority,
+            resources,
+            crash_limit,
+        ) = row
+        args_key = tuple(args)
+        try:
+            argv = self.argvs.get(args_key)
+        except TypeError:
+            _check_args(args)
+            raise
+        if argv is None:
+            _check_args(args)
+            argv = self.argvs[args_key] = self.table.argv(args)
+        key = (
+            cwd or None,
+            tuple(env.items()) if env else (),
+            stdout if stdout is None or type(stdout) is str else _stdio_key(stdout),
+            stderr if stderr is None or type(stderr) is str else _stdio_key(stderr),
+            task_dir,
+            priority,
+            crash_limit,
+            resources if resources is None else id(resources),
+        )
+        try:
+            shape = self.shapes.get(key)
+        except TypeError:
+            _check_env(env or {})  # an unhashable value: not a string
+            raise
+        if shape is None:
+            self.alive.append(resources)  # its identity is in the key
+            shape = self.shapes[key] = self.table.shape(_shape(row, self.wires))
+        table = self.table
+        if deps or stdin:
+            table.add(task_id, argv, shape, deps, stdin or None)
+        else:
+            # `table.add` of a task without deps and stdin, inline: the common case.
+            table.ids.append(task_id)
+            table.argv_of.append(argv)
+            table.shape_of.append(shape)
+            table.dep_counts.append(0)
+            table.size += TASK_BYTES
+
+
+def _tables(rows: Iterable[Row], submit_dir: str) -> list[GraphTable]:
+    """The tasks in table form: one table per part of at most PART_BUDGET bytes."""
+    tables: list[GraphTable] = []
+    known: set[int] = set()
+    part = _Part(submit_dir)
+    for row in rows:
+        task_id, deps, priority = row[0], row[7], row[9]
+        if task_id in known:
+            raise Exception("Non unique IDs in submitted task graph")
+        # The server takes deps on earlier tasks only; the API creates them in order.
+        if deps:
+            for dep in deps:
+                if dep not in known:
+                    raise Exception("Invalid dependency id")
+        known.add(task_id)
+        if type(priority) is not int:
+            _check_priority(priority)
+        part.add(row)
+        if part.table.size > PART_BUDGET:
+            # The task goes into the next part (with its values); alone, it is too big.
+            if len(part.table) > 1:
+                part.table.remove_last()
+                tables.append(part.table)
+                part = _Part(submit_dir)
+                part.add(row)
+            if part.table.size > PART_BUDGET:
+                raise Exception(f"Task {task_id} is too large to be submitted")
+    tables.append(part.table)
+    return tables
+
+
+def _shape(row: Row, wires: _RequestWires) -> dict[str, Any]:
+    _id, _args, env, cwd, stdout, stderr, _stdin, _deps, task_dir, priority = row[:10]
+    _check_priority(priority)
+    variants = wires.get(row[10])
+    shape: dict[str, Any] = {"resources": variants[0]}
+    if len(variants) > 1:
+        shape["variants"] = list(variants)
+    if env:
+        _check_env(env)
+        shape["env"] = dict(env)
+    if cwd:
+        shape["cwd"] = os.fspath(cwd)
+    if stdout is not None:
+        shape["stdout"] = _stdio(stdout, CLI_DEFAULT_STDOUT)
+    if stderr is not None:
+        shape["stderr"] = _stdio(stderr, CLI_DEFAULT_STDERR)
+    if priority:
+        shape["priority"] = priority
+    crash_limit = _crash_limit(row[11])
+    if crash_limit != DEFAULT_CRASH_LIMIT:
+        shape["crash_limit"] = crash_limit
+    if task_dir:
+        shape["task_dir"] = True
+    return shape
 
 
 def submit_job(session: ClientSession, job: JobDescription, submit_dir: str) -> int:
     """Send the job; returns its ID. Refusals raise `Exception` with the server's text."""
-    known: set[int] = set()
-    for task in job.tasks:
-        if task.id in known:
-            raise Exception("Non unique IDs in submitted task graph")
-        known.add(task.id)
-    seen: set[int] = set()
-    for task in job.tasks:
-        # The server takes deps on earlier tasks only; the API creates them in order.
-        if any(dep not in seen for dep in task.dependencies):
-            raise Exception("Invalid dependency id")
-        seen.add(task.id)
+    rows = (description_row(task) for task in job.tasks)
+    return submit_rows(session, job.name, job.max_fails, rows, submit_dir)
 
-    job_desc = {"name": job.name or DEFAULT_JOB_NAME, "max_fails": job.max_fails}
+
+def submit_rows(
+    session: ClientSession,
+    name: str | None,
+    max_fails: int | None,
+    rows: Iterable[Row],
+    submit_dir: str,
+) -> int:
+    job_desc = {"name": name or DEFAULT_JOB_NAME, "max_fails": max_fails}
     try:
         # A bad resource request (`cpus="3 sideways"`) raises HqError here already.
-        wires = _RequestWires()
-        tasks = [graph_task(task, wires) for task in job.tasks]
-        parts = _parts(tasks)
-        if len(parts) == 1:
+        tables = _tables(rows, submit_dir)
+        if len(tables) == 1:
             reply = session.request(
-                "submit-graph",
-                job=None,
-                job_desc=job_desc,
-                submit_desc={"submit_dir": submit_dir, "stream_path": None, "tasks": tasks},
+                "submit-graph", job=None, job_desc=job_desc, submit_desc=tables[0].wire()
             )
             return int(reply["job"])
-        for part in parts:
-            if len(part) == 1 and _estimated_size(part[0]) > PART_BUDGET:
-                raise Exception(f"Task {part[0]['id']} is too large to be submitted")
         reply = session.request("job-open", **job_desc)
         job_id = int(reply["job"])
         selector = {"kind": "ids", "ranges": [[job_id, job_id, 1]]}
         try:
-            for part in parts:
+            for table in tables:
                 session.request(
                     "submit-graph",
                     job=job_id,
                     job_desc={"name": None, "max_fails": None},
-                    submit_desc={"submit_dir": submit_dir, "stream_path": None, "tasks": part},
+                    submit_desc=table.wire(),
                 )
         except HqError:
             # Half a job must not run: cancel what arrived, then close it.

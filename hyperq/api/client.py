@@ -82,11 +82,12 @@ class Client:
         self.python_env = python_env if python_env is not None else PythonEnv()
 
     def submit(self, job: Job) -> SubmittedJob:
-        description = job._build(self)
-        task_count = len(description.tasks)
+        task_count = len(job.tasks)
         if task_count < 1:
             raise Exception("Submitted job must have at least a single task")
-        job_id = self.connection.submit_job(description)
+        # Straight from the tasks to the request (what `job._build` gives, without a
+        # TaskDescription per task).
+        job_id = self.connection._submit_tasks(job, self)
         logging.info(f"Submitted job {job_id} with {task_count} {pluralize('task', task_count)}")
         return SubmittedJob(job=job, id=job_id)
 

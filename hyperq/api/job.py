@@ -12,11 +12,14 @@ from hyperq.api.ffi import JobId, TaskId
 from hyperq.api.ffi.protocol import JobDescription, ResourceRequest
 from hyperq.api.output import Stdio, default_stderr, default_stdout
 from hyperq.api.task.function import PythonFunction
-from hyperq.api.task.program import ExternalProgram, ProgramArgs
-from hyperq.api.task.task import EnvType, Task
+from hyperq.api.task.program import ExternalProgram, ProgramArgs, get_task_outputs
+from hyperq.api.task.task import EnvType, Task, check_stdio
+from hyperq.api.validation import validate_args
 
 if TYPE_CHECKING:
     from hyperq.api.client import Client
+
+_new_program = object.__new__
 
 
 class Job:
@@ -55,22 +58,61 @@ class Job:
         resources: ResourceRequest | Sequence[ResourceRequest] | None = None,
         crash_limit: int | None = None,
     ) -> ExternalProgram:
-        task = ExternalProgram(
-            len(self.tasks),
-            args=args,  # type: ignore[arg-type]
-            env=merge_envs(self.default_env, env),
-            cwd=cwd or self.default_workdir,
-            dependencies=deps,
-            stdout=stdout,
-            stderr=stderr,
-            stdin=stdin,
-            name=name,
-            task_dir=task_dir,
-            priority=priority,
-            resources=resources,
-            crash_limit=crash_limit,
+        # What `ExternalProgram(...)` does, checks and errors in the same order, without
+        # its keyword calls: user loops make 100,000s of these.
+        task_id = len(self.tasks)
+        default_env = self.default_env
+        if default_env:
+            environment: EnvType | None = default_env.copy()
+            if env:
+                environment.update(env)  # type: ignore[union-attr]
+        elif env:
+            environment = {}
+            environment.update(env)
+        else:
+            environment = None
+        task = _new_program(ExternalProgram)
+        task.task_id = task_id
+        task.dependencies = deps
+        task.priority = priority
+        task.resources = resources
+        task._env = environment
+        workdir = cwd or self.default_workdir
+        task.cwd = str(workdir) if workdir else None
+        task._stdout = (
+            stdout if stdout is None or type(stdout) is str else check_stdio(stdout, "stdout")
         )
-        self._add_task(task)
+        task._stderr = (
+            stderr if stderr is None or type(stderr) is str else check_stdio(stderr, "stderr")
+        )
+        task.name = name
+        task.crash_limit = crash_limit
+        if type(args) is str:
+            args = [args]
+        plain = True
+        for arg in args:
+            if type(arg) is not str:
+                validate_args(args)  # type: ignore[arg-type]
+                plain = False
+                break
+        task.args = args  # type: ignore[assignment]
+        task.task_dir = task_dir
+        if stdin is None or type(stdin) is bytes:
+            task.stdin = stdin  # type: ignore[assignment]
+        elif isinstance(stdin, str):
+            task.stdin = stdin.encode()
+        elif isinstance(stdin, bytes):
+            task.stdin = stdin
+        else:
+            raise Exception("stdin has to be str, bytes, or None")
+        if plain and (
+            environment is None or all(type(value) is str for value in environment.values())
+        ):
+            task._outputs = None
+        else:
+            task._outputs = get_task_outputs(task) or None
+        self.tasks.append(task)
+        self.task_map[task_id] = task
         return task
 
     def function(

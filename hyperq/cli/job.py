@@ -351,9 +351,15 @@ def submit_file(ctx: Context, args: dict[str, Any]) -> int:
         # parsed TOML holds no cycles, and this process ends right after.
         gc.disable()
         request = parse_job_file(text, submit_dir=submit_dir, job=job)
+        submit_desc = request.submit_desc
+        if request.op == "submit-graph" and "tasks" in submit_desc:
+            from hyperq.client.graphwire import table_from_tasks
+
+            # The table form costs the server a fraction of the task maps' decoding.
+            submit_desc = table_from_tasks(submit_desc)
         try:
             reply = session.request(
-                request.op, job_desc=request.job_desc, submit_desc=request.submit_desc, job=job
+                request.op, job_desc=request.job_desc, submit_desc=submit_desc, job=job
             )
         except HqError as error:
             if "exceeds the limit" not in error.message:

@@ -29,6 +29,13 @@ fit one 16 MiB frame. A client wanting HyperQueue's default outputs sends the pa
 `%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout` / `.stderr` itself. Paths are stored as written
 and resolved when the task starts (graphs.md §1.6).
 
+The table form of `submit_desc` (`hyperq.transport.schemas.GraphTableWire`, told apart by
+its `ids` key) carries the same tasks with every distinct value sent once: the Python API
+and `hq job submit-file` send it, because decoding and checking 100,000 task maps cost the
+server more than a second. Its values are checked once per distinct value (each shape,
+request and argv list), the per-task columns by msgspec in C, and the descriptions it
+becomes are those of the task-map form.
+
 Reply: {"job": <id>}. Every field is checked here and a bad one gets an error naming it;
 the graph rules (duplicates, deps, the job) are the model's (`Model.submit_graph`).
 
@@ -38,7 +45,10 @@ stream `job-notifications` {"job": int} behind `hq submit --wait --on-notify` (�
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import gc
+import math
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import trio
@@ -48,6 +58,7 @@ from hyperq.common.resources import ResourceRequest
 from hyperq.server.core import ServerCore
 from hyperq.server.model.events import TaskNotified
 from hyperq.server.model.explain import explain_task
+from hyperq.transport import schemas
 from hyperq.transport.peer import PeerConnection
 
 MAX_TASK_ID = 2**32 - 1
@@ -175,6 +186,102 @@ def check_task(
     return task
 
 
+def _shape_template(
+    shape: schemas.GraphShapeWire,
+    where: str,
+    requests: dict[Any, list[Any]],
+    submit_dir: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One shape of a graph table, checked: (program without args, the other keys of
+    the description without those at their defaults)."""
+
+    def output(value: schemas.OutputWire | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        return {"path": value.path, "rm_if_finished": value.rm_if_finished}
+
+    program = {
+        "env": shape.env,
+        "cwd": shape.cwd if shape.cwd is not None else submit_dir,
+        "stdout": output(shape.stdout),
+        "stderr": output(shape.stderr),
+    }
+    rest: dict[str, Any] = {"resources": _request(shape.resources, f"{where}.resources", requests)}
+    if shape.variants is not None:
+        if not shape.variants:
+            raise _fail(f"{where}.variants", "expected a non-empty list")
+        rest["variants"] = [
+            _request(v, f"{where}.variants[{i}]", requests) for i, v in enumerate(shape.variants)
+        ]
+    if shape.pin not in _PINS:
+        raise _fail(f"{where}.pin", "expected null, taskset or omp")
+    if shape.pin is not None:
+        rest["pin"] = shape.pin
+    if shape.priority:
+        rest["priority"] = shape.priority
+    time_limit = shape.time_limit
+    if time_limit is not None:
+        if not math.isfinite(time_limit) or time_limit < 0:
+            raise _fail(f"{where}.time_limit", "expected null or seconds")
+        rest["time_limit"] = time_limit
+    crash_limit = shape.crash_limit
+    if crash_limit not in ("never-restart", "unlimited"):
+        _int(crash_limit, f"{where}.crash_limit", 1, 65535)
+    if crash_limit != 5:
+        rest["crash_limit"] = crash_limit
+    if shape.task_dir:
+        rest["task_dir"] = True
+    return program, rest
+
+
+def check_table(raw: Mapping[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+    """A `submit_desc` in table form → (submit_dir, stream_path, the table as the model
+    and the journal keep it: see `hyperq.server.model.graph.expand_table`). Every value
+    is checked once here; raises SchemaError or GraphRequestError naming the bad field."""
+    table = schemas.convert(raw, schemas.GraphTableWire, "submit_desc")
+    where = "submit_desc"
+    submit_dir = table.submit_dir
+    count = len(table.ids)
+    for name in ("argv_of", "shape_of", "dep_counts"):
+        column = getattr(table, name)
+        if column is not None and len(column) != count:
+            raise _fail(f"{where}.{name}", f"expected {count} items, one per task")
+    for name, column, size in (
+        ("argv_of", table.argv_of, len(table.argvs)),
+        ("shape_of", table.shape_of, len(table.shapes)),
+    ):
+        top = (max(column) if column else -1) if column is not None else (0 if count else -1)
+        if top >= size:
+            raise _fail(f"{where}.{name}", f"index {top} is not in {name[:-3]}s")
+    dep_counts = table.dep_counts
+    deps = table.deps
+    if (sum(dep_counts) if dep_counts is not None else 0) != len(deps):
+        raise _fail(f"{where}.deps", "expected as many IDs as dep_counts add up to")
+    stdins = []
+    for number, (index, stdin) in enumerate(table.stdins):
+        if index >= count:
+            raise _fail(f"{where}.stdins[{number}]", f"no task {index} in this submit")
+        stdins.append([index, stdin])
+    requests: dict[Any, list[Any]] = {}
+    for number, wire in enumerate(table.requests):
+        requests[number] = _request(wire, f"{where}.requests[{number}]", requests)
+    templates = []
+    for number, shape in enumerate(table.shapes):
+        program, rest = _shape_template(shape, f"{where}.shapes[{number}]", requests, submit_dir)
+        templates.append({"program": program, **rest})
+    out: dict[str, Any] = {"ids": table.ids, "argvs": table.argvs, "templates": templates}
+    if table.argv_of is not None:
+        out["argv_of"] = table.argv_of
+    if table.shape_of is not None:
+        out["shape_of"] = table.shape_of
+    if dep_counts is not None and deps:
+        out["dep_counts"] = dep_counts
+        out["deps"] = deps
+    if stdins:
+        out["stdins"] = stdins
+    return submit_dir, table.stream_path, out
+
+
 def _interner() -> Any:
     """Equal programs of a graph (often all of them but their IDs) become one shared map:
     a copy per task would cost the server memory in proportion to the graph.
@@ -198,7 +305,6 @@ def _interner() -> Any:
 
 
 async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str, Any]:
-    model = core.model
     job_id = request.get("job")
     if job_id is not None:
         _int(job_id, "job", 0, MAX_TASK_ID)
@@ -214,6 +320,17 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
     desc = request.get("submit_desc")
     if not isinstance(desc, Mapping):
         raise _fail("submit_desc", "expected a map")
+    if "ids" in desc:
+        try:
+            submit_dir, stream_path, table = check_table(desc)
+        except schemas.SchemaError as error:
+            raise GraphRequestError(f"Invalid submit-graph request: {error.message}") from None
+        with _collector_paused():
+            job = _commit_descs(
+                core, job_id, name, max_fails, submit_dir, stream_path, table, table=True
+            )
+        await core.durable()
+        return {"job": job}
     submit_dir = _str(desc.get("submit_dir"), "submit_desc.submit_dir")
     stream_path = desc.get("stream_path")
     if stream_path is not None:
@@ -231,16 +348,53 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
     for index, raw in enumerate(raw_tasks):
         tasks.append(check_task(raw, index, requests, submit_dir))
         raw_tasks[index] = None  # the decoded original goes now, not with the request
-    target = job_id if job_id is not None else model.next_job_id
     intern = _interner()
     for task in tasks:
         task["program"] = intern(task["program"])
+    with _collector_paused():
+        job = _commit_descs(
+            core, job_id, name, max_fails, submit_dir, stream_path, tasks, table=False
+        )
+    await core.durable()
+    return {"job": job}
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a graph becomes model objects (no await
+    inside, so nothing else runs meanwhile). They all live on, yet young-generation
+    passes (every 20,000 allocations, hyperq.server.startup) walked them again and again:
+    a quarter of the server's time for 100,000 tasks. After it, one pass suffices."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _commit_descs(
+    core: ServerCore,
+    job_id: int | None,
+    name: str | None,
+    max_fails: int | None,
+    submit_dir: str,
+    stream_path: str | None,
+    tasks: Any,
+    *,
+    table: bool,
+) -> int:
+    """Stage D, the event, the model: the new tasks' job ID (not durable yet)."""
+    model = core.model
+    target = job_id if job_id is not None else model.next_job_id
     if stream_path:
         bare = {"cwd": submit_dir, "stdout": None, "stderr": None}
         stream_path = core.resolve_submit(
             {"submit_dir": submit_dir, "program": bare, "stream_path": stream_path}, target
         )["stream_path"]
-    events = model.submit_graph(
+    events = (model.submit_graph_table if table else model.submit_graph)(
         submit_dir,
         stream_path,
         tasks,
@@ -250,8 +404,7 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
         max_fails=None if job_id is not None else max_fails,
     )
     core.commit(events)
-    await core.durable()
-    return {"job": events[0].job}  # type: ignore[attr-defined]
+    return events[0].job  # type: ignore[attr-defined,no-any-return]
 
 
 async def task_explain(core: ServerCore, request: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ an optional field. No I/O here.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Struct
@@ -238,13 +238,55 @@ class JournalStreamRequest(Struct, frozen=True):
 
 
 class SubmitGraphRequest(Struct, frozen=True):
-    """A whole task graph (graphs.md §2): the envelope is typed here; each of the
-    possibly 100,000 tasks of `submit_desc` is checked field by field by
-    hyperq.server.graphapi, which names the failing field the same way."""
+    """A whole task graph (graphs.md §2): the envelope is typed here. `submit_desc` is
+    either a `GraphTableWire` (it has `ids`; converted by hyperq.server.graphapi) or the
+    older list of task maps, each checked field by field there, naming the failing field
+    the same way."""
 
     submit_desc: dict[str, Any]
     job: int | None = None
     job_desc: JobDesc | None = None
+
+
+TaskIdInt = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+Index = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class GraphShapeWire(Struct, frozen=True):
+    """What tasks of a graph table share: everything of a task but its ID, deps, args
+    and stdin. `resources` and `variants` are indexes into `GraphTableWire.requests`."""
+
+    resources: Index
+    variants: list[Index] | None = None
+    env: dict[str, str] = {}
+    cwd: str | None = None  # None: the submit dir
+    stdout: OutputWire | None = None  # None: discarded
+    stderr: OutputWire | None = None
+    pin: str | None = None
+    priority: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)] = 0
+    time_limit: float | None = None
+    crash_limit: int | str = 5
+    task_dir: bool = False
+
+
+class GraphTableWire(Struct, frozen=True):
+    """`submit_desc` of a `submit-graph` in table form (graphs.md §1; hyperq.server.graphapi):
+    task k has ID `ids[k]`, args `argvs[argv_of[k]]`, the rest `shapes[shape_of[k]]`
+    (an absent column means index 0 for every task), the next `dep_counts[k]` IDs of the
+    flat `deps`, and stdin from the (task index, bytes) pairs of `stdins`. Equal values
+    are sent once, so 100,000 similar tasks cost a few bytes each to send and to decode."""
+
+    submit_dir: str
+    ids: list[TaskIdInt]
+    argvs: list[list[str]]
+    shapes: list[GraphShapeWire]
+    requests: list[Any]
+    stream_path: str | None = None
+    argv_of: list[Index] | None = None
+    shape_of: list[Index] | None = None
+    dep_counts: list[Index] | None = None
+    deps: list[TaskIdInt] = []
+    stdins: list[tuple[Index, bytes]] = []
 
 
 class TaskExplainRequest(Struct, frozen=True):

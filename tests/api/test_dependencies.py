@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,16 +156,16 @@ def test_big_job_in_parts_keeps_deps(api_env: ApiEnv, monkeypatch: pytest.Monkey
     import hyperq.api._submit as submit_module
 
     # A tiny budget: every few tasks start a new part of the same (open, then closed) job.
-    monkeypatch.setattr(submit_module, "PART_BUDGET", 700)
-    split = submit_module._parts
+    monkeypatch.setattr(submit_module, "PART_BUDGET", 1000)
+    split = submit_module._tables
     sizes: list[int] = []
 
-    def recording_parts(tasks: list[dict[str, object]]) -> list[list[dict[str, object]]]:
-        parts = split(tasks)
-        sizes.extend(len(part) for part in parts)
-        return parts
+    def recording_tables(rows: Any, submit_dir: str) -> list[Any]:
+        tables = split(rows, submit_dir)
+        sizes.extend(len(table) for table in tables)
+        return tables
 
-    monkeypatch.setattr(submit_module, "_parts", recording_parts)
+    monkeypatch.setattr(submit_module, "_tables", recording_tables)
     job, client = prepare(api_env, cpus=2, name="parts")
     previous = None
     for index in range(12):

@@ -130,6 +130,18 @@ class ClientConnection:
             raise Exception(f"Cannot determine the current directory: {error}") from None
         return submit_job(session, job_description, submit_dir)
 
+    def _submit_tasks(self, job: Any, client: Any) -> JobId:
+        """`submit_job` of `job._build(client)`, reading the `Job`'s tasks directly."""
+        from hyperq.api._submit import submit_rows, task_rows
+
+        session = self.ctx.connect()
+        try:
+            submit_dir = os.getcwd()
+        except OSError as error:
+            raise Exception(f"Cannot determine the current directory: {error}") from None
+        rows = task_rows(job.tasks, client)
+        return submit_rows(session, job.name, job.max_fails, rows, submit_dir)
+
     def wait_for_jobs(
         self, job_ids: Sequence[JobId], callback: Callable[[dict[JobId, Any]], Any]
     ) -> list[JobId]:

@@ -19,6 +19,8 @@ ProgramArgs = list[str] | str
 
 
 class ExternalProgram(Task):
+    __slots__ = ("_outputs", "args", "stdin", "task_dir")
+
     def __init__(
         self,
         task_id: TaskId,
@@ -58,7 +60,18 @@ class ExternalProgram(Task):
             self.stdin = stdin.encode()
         else:
             raise Exception("stdin has to be str, bytes, or None")
-        self.outputs = get_task_outputs(self)
+        self._outputs = get_task_outputs(self) or None
+
+    @property
+    def outputs(self) -> dict[str, Output]:
+        outputs = self._outputs
+        if outputs is None:
+            outputs = self._outputs = {}
+        return outputs
+
+    @outputs.setter
+    def outputs(self, value: dict[str, Output]) -> None:
+        self._outputs = value
 
     def _build(self, client: Client) -> TaskDescription:
         return TaskDescription(

@@ -30,6 +30,24 @@ def resource_variants(
 
 
 class Task:
+    # Slots keep a task small and quick to make (a job may have 100,000s); `__dict__`
+    # still lets subclasses and users add attributes. env, stdout and stderr are built
+    # on first access: most tasks never need their `{}` or `StdioDef` objects.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_env",
+        "_stderr",
+        "_stdout",
+        "crash_limit",
+        "cwd",
+        "dependencies",
+        "name",
+        "priority",
+        "resources",
+        "task_id",
+    )
+
     def __init__(
         self,
         task_id: TaskId,
@@ -48,12 +66,45 @@ class Task:
         self.dependencies = dependencies
         self.priority = priority
         self.resources = resources
-        self.env = env or {}
+        self._env = env if env else None
         self.cwd = str(cwd) if cwd else None
-        self.stdout = build_stdio(stdout, "stdout")
-        self.stderr = build_stdio(stderr, "stderr")
+        self._stdout = check_stdio(stdout, "stdout")
+        self._stderr = check_stdio(stderr, "stderr")
         self.name = name
         self.crash_limit = crash_limit
+
+    @property
+    def env(self) -> EnvType:
+        env = self._env
+        if env is None:
+            env = self._env = {}
+        return env
+
+    @env.setter
+    def env(self, value: EnvType) -> None:
+        self._env = value
+
+    @property
+    def stdout(self) -> StdioDef | None:
+        value = self._stdout
+        if value is not None and not isinstance(value, StdioDef):
+            value = self._stdout = StdioDef.from_path(value)
+        return value
+
+    @stdout.setter
+    def stdout(self, value: StdioDef | None) -> None:
+        self._stdout = value
+
+    @property
+    def stderr(self) -> StdioDef | None:
+        value = self._stderr
+        if value is not None and not isinstance(value, StdioDef):
+            value = self._stderr = StdioDef.from_path(value)
+        return value
+
+    @stderr.setter
+    def stderr(self, value: StdioDef | None) -> None:
+        self._stderr = value
 
     @property
     def label(self) -> str:
@@ -65,6 +116,13 @@ class Task:
 
     def _dependency_ids(self) -> list[int]:
         return [dependency.task_id for dependency in self.dependencies]
+
+
+def check_stdio(stdio: Any, stream: str) -> Any:
+    """`stdio` if `build_stdio` takes it (raising its error if not), unconverted."""
+    if stdio is None or type(stdio) is str or isinstance(stdio, (str, Path, StdioDef)):
+        return stdio
+    return build_stdio(stdio, stream)
 
 
 def build_stdio(stdio: Any, stream: str) -> StdioDef | None:

@@ -55,6 +55,8 @@ A graph submit (`Model.submit_graph`, graphs.md) is instead
 `{"submit_dir", "stream_path", "graph": [TASK_DESC, ...]}`: one description per task in
 the form above (its `tasks.ids` = that one task) plus `"deps": [int, ...]`, `"graph": k`
 (the k-th user submit of the job) and optionally `"variants"` (all resource variants).
+Or the same tasks in table form, `{"submit_dir", "stream_path", "group": k, "table": …}`
+(hyperq.server.model.graph.expand_table), which the model expands when it applies it.
 
 The server stores `tasks.ids` always resolved (never None) so that replaying a
 `job-created` needs no decision. Keys the model does not know are kept as they are.
@@ -622,6 +624,9 @@ def _export_resources(raw: Any) -> Any:
 
 def _export_submit(desc: Mapping[str, Any]) -> dict[str, Any]:
     graph = desc.get("graph")
+    table = desc.get("table")
+    if isinstance(table, Mapping) and isinstance(table.get("ids"), list):
+        graph = table["ids"]  # a graph in table form (hyperq.server.model.graph)
     if isinstance(graph, list):
         return {
             "submit_dir": desc.get("submit_dir"),

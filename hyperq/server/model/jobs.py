@@ -11,6 +11,7 @@ Pure bookkeeping, changed only through `Model.apply`: no I/O, no clock, no trio.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
 from enum import StrEnum
@@ -344,6 +345,50 @@ class Submit:
             del self.requeued[index]
 
 
+def graph_node(
+    job_id: int,
+    index: int,
+    desc: Mapping[str, Any],
+    submitted_at: float,
+    variants: tuple[ResourceRequest, ...],
+    crash_limit: tuple[int | None, bool],
+    node: int,
+    priority: int,
+    deps: tuple[int, ...],
+) -> Submit:
+    """A graph task's submit, as `Submit(...)` builds it from `desc` (which has `id` =
+    `node` and `graph`), from values the caller parsed once for many tasks: a graph of
+    100,000 tasks makes 100,000 of these in one submit, at well under half the cost."""
+    self: Submit = _new_object(Submit)
+    ids: SingleTaskId = _new_object(SingleTaskId)
+    ids.task_id = node
+    self.job_id = job_id
+    self.index = index
+    self.desc = desc
+    self.submitted_at = submitted_at
+    self.entries = None
+    self.entry_offset = 0
+    self.ids = ids
+    self.variants = variants
+    self.request = variants[0]
+    self.priority = priority
+    self.crash_limit, self.never_restart = crash_limit
+    self.deps = deps
+    self.node = node
+    self.waiting_deps = 0
+    self.n_deps = 0
+    self.cursor = 0
+    self.ahead = _EMPTY
+    self.dropped = _EMPTY
+    self._drop_starts = _EMPTY
+    self.pristine_left = 1
+    self.requeued = _EMPTY
+    return self
+
+
+_new_object = object.__new__
+
+
 class Job:
     """A job: name, flags, its submits and the records of its touched tasks."""
 
@@ -407,6 +452,29 @@ class Job:
         submit = Submit(self.id, len(self.submits), desc, submitted_at, request, variants)
         self.submits.append(submit)
         self.total += len(submit.ids)
+        self._index_span(submit)
+        return submit
+
+    def add_nodes(self, submits: list[Submit]) -> None:
+        """Graph tasks' submits (`graph_node`, indexes continuing the job's), in
+        ascending task ID order."""
+        self.submits.extend(submits)
+        self.total += len(submits)
+        starts = self._span_starts
+        if submits and (not starts or starts[-1] <= submits[0].node):  # type: ignore[operator]
+            # All after the job's other submits (a new graph): the span index grows at
+            # its end, with the running maximum as the reach.
+            nodes: list[int] = [submit.node for submit in submits]  # type: ignore[misc]
+            reach = self._span_reach
+            top = reach[-1] if reach else -1
+            starts.extend(nodes)
+            self._span_submits.extend(submits)
+            reach.extend(itertools.islice(itertools.accumulate(nodes, max, initial=top), 1, None))
+            return
+        for submit in submits:
+            self._index_span(submit)
+
+    def _index_span(self, submit: Submit) -> None:
         low, high = submit.ids.min(), submit.ids.max()
         if low is not None and high is not None:
             index = bisect_right(self._span_starts, low)
@@ -417,7 +485,6 @@ class Job:
             for later in self._span_submits[index:]:
                 top = max(top, later.ids.max() or 0)
                 self._span_reach.append(top)
-        return submit
 
     def max_task_id(self) -> int | None:
         return self._span_reach[-1] if self._span_reach else None
