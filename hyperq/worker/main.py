@@ -222,7 +222,10 @@ class WorkerRuntime:
         self.temporary_overviews: trio.CancelScope | None = None
         # CPU labels of each running task, for the dashboard's per-CPU view (overviews).
         self.task_cpus: dict[tuple[int, int], list[str]] = {}
-        self.notifier = NotifyService(self._forward_notification)
+        # The guardian removes the socket's directory also when this worker is killed.
+        self.notifier = NotifyService(
+            self._forward_notification, lambda path: self.guardian.remove_at_exit(path)
+        )
         self.notify_tokens: dict[tuple[int, int], str] = {}
 
     def end(self, ending: Ending) -> None:
@@ -238,7 +241,8 @@ class WorkerRuntime:
             services.start_soon(self._report_starts)
             services.start_soon(self._heartbeat)
             await services.start(self._watch_signals)
-            await services.start(self.notifier.run)
+            if not self.zero:  # nothing runs that could notify
+                await services.start(self.notifier.run)
             if self.config.time_limit is not None:
                 services.start_soon(self._time_limit, self.config.time_limit)
             if self.config.overview_interval:
