@@ -295,13 +295,19 @@ class ProgramCache:
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._relative: dict[str, bool] = {}  # PATH value -> has a relative entry
 
     def find(self, name: str, env: dict[str, str]) -> str:
         if "/" in name:
             return name
         search = env.get("PATH", os.defpath)
-        # Relative PATH entries are relative to the task's directory (the current one).
-        relative = any(not d.startswith("/") for d in search.split(":"))
+        relative = self._relative.get(search)
+        if relative is None:
+            # Relative PATH entries are relative to the task's directory (the current one).
+            relative = any(not d.startswith("/") for d in search.split(":"))
+            if len(self._relative) >= 64:
+                self._relative.clear()
+            self._relative[search] = relative
         key = (name, search, os.getcwd() if relative else "")
         now = time.monotonic()
         hit = self._found.get(key)
