@@ -78,6 +78,8 @@ WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
 # short tasks then cost the server one report instead of two. Workers that may
 # reconnect report at once, so that a restored server knows what they run.
 STARTED_REPORT_DELAY = 0.02
+# How long a task's end waits for the ends of other running tasks to share its report.
+REPORT_COALESCE = 0.001
 # Overviews while a dashboard watches a worker started without --overview-interval.
 TEMPORARY_OVERVIEW_INTERVAL = 2.0
 # `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
@@ -605,13 +607,20 @@ class WorkerRuntime:
         async for first in self.updates_recv:
             self.unsent.append(first)
             # Whatever runners queued before this task woke goes along (tasks that end
-            # together report together). No extra yield or delay: with few CPUs, a round
-            # of latency here leaves a CPU idle.
+            # together report together).
             while True:
                 try:
                     self.unsent.append(self.updates_recv.receive_nowait())
                 except trio.WouldBlock:
                     break
+            if REPORT_COALESCE and self.task_scopes:
+                # Other tasks still run: wait a moment for their ends to go along. One
+                # report (and one `compute` back) for several short tasks is far less
+                # CPU on both sides; the freed CPUs idle at most this long. Nothing
+                # waits when nothing else runs (a lone task's end goes at once).
+                with trio.move_on_after(REPORT_COALESCE):
+                    while self.task_scopes:
+                        self.unsent.append(await self.updates_recv.receive())
             await self._flush_unsent()
 
     async def _flush_unsent(self) -> None:
