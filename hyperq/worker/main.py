@@ -385,18 +385,22 @@ class WorkerRuntime:
         """`_run_one` without a task of its own: spawn now, the reaper reports the end."""
         key = (spec.job_id, spec.task_id)
         self._task_started(key, spec.instance)
+        started: RunningTask | TaskOutcome | None = None
         try:
             started = launch(spec)
             if isinstance(started, RunningTask):
+                reaper.watch(started)
                 slot = self.task_scopes.get(key)
                 if slot is not None and slot[1] is scope:
                     self.task_scopes[key] = (spec.instance, started)
-                reaper.watch(started)
                 return
             outcome = started
         except Exception as error:
             log.exception("Task %d/%d: internal error", spec.job_id, spec.task_id)
             outcome = failed(_internal_error(error))
+            if isinstance(started, RunningTask):  # spawned, but nobody would wait for it
+                started.child.signal_group(signal.SIGKILL)
+                started.release()
         self._task_ended(key, spec.instance, scope, outcome)
 
     def _launched_ended(self, task: RunningTask, outcome: TaskOutcome | None) -> None:
