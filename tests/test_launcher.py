@@ -483,3 +483,95 @@ async def test_program_cache_finds_by_task_path_and_expires(tmp_path, monkeypatc
     # Each PATH has its own entry.
     assert cache.find("mytool", {"PATH": f"{second}"}) == str(old)
     assert cache.find("sh", {"PATH": "/bin"}) == "/bin/sh"
+
+
+# --- launch + Reaper (how the worker runs tasks without stdin or streaming) ------------
+
+
+class Ends:
+    """What a Reaper reported, by task id (None: cancelled)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[int, object] = {}
+
+    def __call__(self, task, outcome) -> None:
+        assert task.spec.task_id not in self.outcomes
+        self.outcomes[task.spec.task_id] = outcome
+
+
+async def start_reaper(nursery, ends: Ends):
+    from hyperq.worker.launcher import Reaper
+
+    reaper = Reaper(ends)
+    nursery.start_soon(reaper.run)
+    await wait_until(lambda: reaper.running)
+    return reaper
+
+
+def launched(tmp_path: Path, argv: list[str], task_id: int, **changes):
+    from hyperq.worker.launcher import RunningTask, launch
+
+    task = launch(make_spec(tmp_path, argv, task_id=task_id, **changes))
+    assert isinstance(task, RunningTask)
+    return task
+
+
+async def test_reaper_reports_each_end_like_run_task(tmp_path):
+    from hyperq.worker.launcher import launch
+
+    ends = Ends()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            reaper = await start_reaper(nursery, ends)
+            for task_id in range(40):
+                code = task_id % 3  # 0 finishes, others fail with their code
+                reaper.watch(launched(tmp_path, ["sh", "-c", f"exit {code}"], task_id))
+            # A task that cannot start never reaches the reaper.
+            outcome = launch(make_spec(tmp_path, ["/nonexistent/program"], task_id=99))
+            assert not outcome.finished and "was not found" in outcome.error
+            await wait_until(lambda: len(ends.outcomes) == 40)
+            assert len(reaper) == 0
+            reaper.close_when_idle()
+    for task_id, outcome in ends.outcomes.items():
+        code = task_id % 3
+        expected = None if code == 0 else f"Program terminated with exit code {code}."
+        assert outcome.error == expected
+
+
+async def test_reaper_time_limit_cancel_and_shutdown_kill_groups(tmp_path):
+    ends = Ends()
+    script = "echo $$; sleep 100 & echo $!; wait"
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            reaper = await start_reaper(nursery, ends)
+            limited = launched(tmp_path, ["sh", "-c", script], 1, time_limit=0.3)
+            cancelled = launched(tmp_path, ["sh", "-c", script], 2)
+            left = launched(tmp_path, ["sh", "-c", script], 3)
+            quick = launched(tmp_path, ["true"], 4, time_limit=60)
+            for task in (limited, cancelled, left, quick):
+                reaper.watch(task)
+            await wait_until(
+                lambda: all(len(stdout_of(tmp_path, t).split()) == 2 for t in (1, 2, 3))
+            )
+            pids = {t: [int(p) for p in stdout_of(tmp_path, t).split()] for t in (1, 2, 3)}
+            cancelled.cancel()
+            await wait_until(lambda: {1, 2, 4} <= set(ends.outcomes))
+            assert ends.outcomes[1].error == "Time limit reached"
+            assert ends.outcomes[2] is None  # cancelled: nothing to report
+            assert ends.outcomes[4].finished
+            assert 3 not in ends.outcomes
+            nursery.cancel_scope.cancel()  # the worker ends: what still runs is killed
+    assert ends.outcomes[3] is None
+    with trio.fail_after(10):  # the leaders and their children: every group is gone
+        await wait_until(lambda: not any(alive(p) for group in pids.values() for p in group))
+
+
+async def test_reaper_close_when_idle_waits_for_running_tasks(tmp_path):
+    ends = Ends()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            reaper = await start_reaper(nursery, ends)
+            reaper.watch(launched(tmp_path, ["sleep", "0.3"], 1))
+            reaper.close_when_idle()
+        # The nursery ended only after the task did (finish-running).
+    assert ends.outcomes[1].finished

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 
-from tests.harness import HQ_ARGV, ClusterEnv, wait_until
+from tests.harness import HQ_ARGV, ClusterEnv, kill_process, wait_until
 
 
 def test_on_notify_round_trip(cluster: ClusterEnv) -> None:
@@ -110,3 +111,28 @@ def test_notify_errors(cluster: ClusterEnv) -> None:
         ["task", "notify", "late"], expect_fail=True, env={**env, "HQ_ACCESS_KEY": key}
     )
     assert "refused" in out or "Cannot deliver" in out
+
+
+def test_killed_worker_leaves_no_socket_directory(cluster: ClusterEnv) -> None:
+    """The notification socket's directory goes away also when the worker is SIGKILLed
+    (its guardian removes it), and with a graceful stop."""
+    tmp = cluster.work_dir / "tmp"
+    tmp.mkdir()
+    cluster.env["TMPDIR"] = str(tmp)
+    cluster.start_server()
+
+    def socket_dirs() -> list[str]:
+        return sorted(p.name for p in tmp.iterdir() if p.name.startswith("hq-lc-"))
+
+    worker = cluster.start_worker(cpus=1)
+    cluster.command(["submit", "--wait", "--", "bash", "-c", "echo $HQ_ACCESS_KEY > key"])
+    key = (cluster.work_dir / "key").read_text().strip()
+    assert key.startswith(str(tmp) + "/hq-lc-")
+    assert len(socket_dirs()) == 1
+    kill_process(worker, signal.SIGKILL)
+    wait_until(lambda: not socket_dirs(), timeout=20, what="the socket directory to go")
+
+    cluster.start_worker(cpus=1)
+    wait_until(socket_dirs, what="the second worker's socket directory")
+    cluster.command(["worker", "stop", "all"])
+    wait_until(lambda: not socket_dirs(), timeout=20, what="the socket directory to go")

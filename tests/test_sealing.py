@@ -176,3 +176,30 @@ def test_large_values_travel_in_parts() -> None:
     parts = [client.open(frame) for frame in frames]
     assert [p["last"] for p in parts] == [False] * (len(parts) - 1) + [True]
     assert decode_unbounded(b"".join(p["part"] for p in parts)) == value
+
+
+@given(
+    message=st.binary(max_size=300),
+    nonce=st.binary(min_size=24, max_size=24),
+    key=st.binary(min_size=32, max_size=32),
+)
+def test_direct_sodium_calls_match_pynacl(message: bytes, nonce: bytes, key: bytes) -> None:
+    """hyperq.transport.sodium gives exactly what PyNaCl's bindings give (and takes it)."""
+    from nacl import bindings
+
+    from hyperq.transport import sodium
+
+    sealed = sodium.crypto_secretbox(message, nonce, key)
+    assert sealed == bindings.crypto_secretbox(message, nonce, key)
+    assert sodium.crypto_secretbox_open(sealed, nonce, key) == message
+    assert bindings.crypto_secretbox_open(sealed, nonce, key) == message
+    tampered = bytes([sealed[0] ^ 1]) + sealed[1:]
+    with pytest.raises(sodium.CryptoError):
+        sodium.crypto_secretbox_open(tampered, nonce, key)
+    with pytest.raises(sodium.CryptoError):
+        sodium.crypto_secretbox_open(sealed[:10], nonce, key)
+    mac = sodium.crypto_generichash_blake2b_salt_personal(message, digest_size=32, key=key)
+    assert mac == bindings.crypto_generichash_blake2b_salt_personal(
+        message, digest_size=32, key=key
+    )
+    assert sodium.sodium_memcmp(mac, mac) and not sodium.sodium_memcmp(mac, mac[:-1] + b"x")

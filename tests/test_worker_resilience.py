@@ -3,6 +3,7 @@ that must still finish, through the worker's own message handling (no server).""
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -66,18 +67,39 @@ def compute(descs: dict[str, Any], tasks: list[tuple[int, str]], **item: Any) ->
     }
 
 
-async def run_message(tmp_path: Path, message: Any, expected: int) -> dict[int, list[Any]]:
+@pytest.fixture(params=["runners", "reaper"])
+def reaper(request: pytest.FixtureRequest) -> bool:
+    """Tasks run by a runner task each (launcher.run_task), or spawned where they arrive
+    and waited for by the reaper (launcher.launch, what `run` uses where it can)."""
+    return bool(request.param == "reaper")
+
+
+async def start_reaper(runtime: WorkerRuntime, tasks: trio.Nursery) -> None:
+    assert runtime.reaper is not None
+    tasks.start_soon(runtime.reaper.run)
+    while not runtime.reaper.running:
+        await trio.sleep(0)
+
+
+async def run_message(
+    tmp_path: Path, message: Any, expected: int, reaper: bool = False
+) -> dict[int, list[Any]]:
     """Feed one message to a worker runtime; the final update of each task, by task ID."""
     results: dict[int, list[Any]] = {}
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             runtime = make_runtime(tmp_path, nursery)
             async with trio.open_nursery() as tasks:
+                if reaper:
+                    await start_reaper(runtime, tasks)
                 assert runtime.handle_message(tasks, message) is False
                 while len(results) < expected:
                     update = await runtime.updates_recv.receive()
                     if update[0] in ("finished", "failed"):
                         results[update[2]] = update
+                if reaper:
+                    assert runtime.reaper is not None
+                    runtime.reaper.close_when_idle()
             assert not runtime.task_scopes
     return results
 
@@ -107,14 +129,15 @@ async def run_message(tmp_path: Path, message: Any, expected: int) -> dict[int, 
     ],
 )
 async def test_a_task_that_cannot_start_fails_and_the_other_finishes(
-    tmp_path: Path, bad: dict[str, Any], error: str
+    tmp_path: Path, bad: dict[str, Any], error: str, reaper: bool
 ) -> None:
+    bad = copy.deepcopy(bad)  # the parameters are shared by both launch modes
     args = bad.pop("args")
     message = compute(
         {"good": desc(tmp_path, ["true"]), "bad": desc(tmp_path, args, **bad)},
         [(0, "good"), (1, "bad")],
     )
-    results = await run_message(tmp_path, message, 2)
+    results = await run_message(tmp_path, message, 2, reaper)
     assert results[0][0] == "finished"
     assert results[1][0] == "failed"
     assert error in results[1][4]
@@ -129,9 +152,9 @@ def as_rows(message: dict[str, Any]) -> dict[str, Any]:
     return {"op": "compute-rows", "descs": message["descs"], "tasks": rows}
 
 
-async def test_compute_rows_run_like_compute(tmp_path: Path) -> None:
+async def test_compute_rows_run_like_compute(tmp_path: Path, reaper: bool) -> None:
     message = compute({"good": desc(tmp_path, ["true"])}, [(0, "good"), (1, "missing")])
-    results = await run_message(tmp_path, as_rows(message), 2)
+    results = await run_message(tmp_path, as_rows(message), 2, reaper)
     assert results[0][:4] == ["finished", 1, 0, 0]
     assert results[1][0] == "failed"
     assert "'missing'" in results[1][4]
@@ -163,12 +186,12 @@ async def test_a_task_without_its_description_fails_as_an_internal_error(tmp_pat
     assert "'missing'" in results[1][4]
 
 
-async def test_a_bad_allocation_fails_only_its_task(tmp_path: Path) -> None:
+async def test_a_bad_allocation_fails_only_its_task(tmp_path: Path, reaper: bool) -> None:
     message = compute({"good": desc(tmp_path, ["true"])}, [(0, "good")])
     message["tasks"].append(
         {"job": 1, "task": 1, "instance": 3, "desc": "good", "allocation": [["cpus", 7]]}
     )
-    results = await run_message(tmp_path, message, 2)
+    results = await run_message(tmp_path, message, 2, reaper)
     assert results[0][0] == "finished"
     assert results[1][0] == "failed"
     assert results[1][3] == 3  # the instance the server gave
@@ -232,17 +255,25 @@ async def test_a_message_that_does_not_fit_is_skipped(
     assert "Skipping a message from the server" in caplog.text
 
 
-async def test_cancel_and_stop_still_work(tmp_path: Path) -> None:
+async def test_cancel_and_stop_still_work(tmp_path: Path, reaper: bool) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             runtime = make_runtime(tmp_path, nursery)
             async with trio.open_nursery() as tasks:
+                if reaper:
+                    await start_reaper(runtime, tasks)
                 long = compute({"d": desc(tmp_path, ["sleep", "30"])}, [(0, "d")])
                 assert runtime.handle_message(tasks, long) is False
                 assert (1, 0) in runtime.task_scopes
                 cancel = {"op": "cancel", "tasks": [[1, 0, 0]]}
                 assert runtime.handle_message(tasks, cancel) is False
+                if reaper:
+                    assert runtime.reaper is not None
+                    runtime.reaper.close_when_idle()
             assert not runtime.task_scopes
+            # A cancelled task ends unreported.
+            with pytest.raises(trio.WouldBlock):
+                runtime.updates_recv.receive_nowait()
             assert runtime.handle_message(tasks, {"op": "stop", "reason": "stopped"}) is True
             assert runtime.ending is not None and runtime.ending.reason == "stopped"
 

@@ -230,6 +230,12 @@ def main() -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         code = code or 1
+    # Out of the sight of the collections the interpreter makes while it shuts down
+    # (~4% of a short command's CPU: every module's objects, scanned three times). The
+    # command is over; what is left is freed by the process's exit.
+    import gc
+
+    gc.freeze()
     sys.exit(code)
 
 

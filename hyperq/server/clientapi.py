@@ -414,19 +414,29 @@ class ClientApi:
         def snapshot() -> dict[str, Any]:
             return {"jobs": [job_info_wire(model.job_info(j)) for j in ids if j in model.jobs]}
 
+        def all_done() -> bool:
+            return all(self._is_done(j, False) for j in ids)
+
         first = True
         while True:
             # The state sent and the decision to stop come from the same moment: a job
             # finishing during the send still gets its final snapshot out.
             changed = core.changed.armed()
             snap = snapshot()
-            done = all(self._is_done(j, False) for j in ids)
+            done = all_done()
             await peer.send({"ok": snap} if first else snap)
             if done:
                 return
             first = False
+            # Progress goes out at most PROGRESS_RATE times a second, the end of the jobs
+            # at once: a client waiting for one short job would otherwise always wait a
+            # whole interval after its submit (the Python API's submit + wait).
+            next_at = trio.current_time() + 1 / PROGRESS_RATE
             await changed.wait()
-            await trio.sleep(1 / PROGRESS_RATE)
+            while not all_done() and trio.current_time() < next_at:
+                changed = core.changed.armed()
+                with trio.move_on_at(next_at):
+                    await changed.wait()
 
     async def _job_task_ids(self, request: schemas.StatesRequest) -> Any:
         model = self.model

@@ -17,15 +17,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from nacl.bindings import (
+from hyperq.transport.codec import ProtocolError, decode, encode
+from hyperq.transport.sodium import (
+    CryptoError,
     crypto_generichash_blake2b_salt_personal,
     crypto_secretbox,
     crypto_secretbox_open,
     sodium_memcmp,
 )
-from nacl.exceptions import CryptoError
-
-from hyperq.transport.codec import ProtocolError, decode, encode
 
 PROTOCOL = "hyperq/1"
 NONCE_SIZE = 32

@@ -4,7 +4,9 @@ A worker that gets SIGKILL cannot clean up, and its tasks live in their own sess
 At start the worker spawns this small process in a session of its own and keeps a pipe
 to it, writing `+<pgid>` when a task starts and `-<pgid>` when it ends. When the pipe
 closes without a `bye` line (the worker died), the guardian sends SIGTERM and then
-SIGKILL to every group still listed, grandchildren included. Cheaper than a
+SIGKILL to every group still listed, grandchildren included. A `d<path>` line names a
+private directory of the worker (the notification socket's) that the guardian removes
+once the pipe closes, however the worker ended. Cheaper than a
 parent-death signal per task, which needs the slow fork path for every spawn. The
 guardian reads its pipe every POLL_SECONDS instead of waiting on it, so the worker's
 lines never wake it.
@@ -20,9 +22,10 @@ import sys
 
 # The guardian's own program: standard library only, no imports of hyperq (fast start).
 GUARDIAN_SOURCE = r"""
-import os, signal, time
+import os, shutil, signal, time
 os.set_blocking(0, False)
 groups = set()
+directories = []
 buffer = b""
 clean = False
 ended = False
@@ -47,6 +50,12 @@ while not ended:
             groups.add(int(line[1:]))
         elif line[:1] == b"-":
             groups.discard(int(line[1:]))
+        elif line[:1] == b"d":
+            directories.append(os.fsdecode(line[1:]))
+for directory in directories:
+    # Only what the worker made for itself (notify.py), whatever the line says.
+    if os.path.basename(directory).startswith("hq-lc-"):
+        shutil.rmtree(directory, ignore_errors=True)
 if not clean and groups:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for group in groups:
@@ -86,10 +95,13 @@ class Guardian:
         self._ended: list[int] = []
 
     def _write(self, line: str) -> None:
+        self._write_bytes(line.encode())
+
+    def _write_bytes(self, line: bytes) -> None:
         if self.fd < 0:
             return
         try:
-            os.write(self.fd, line.encode() + b"\n")
+            os.write(self.fd, line + b"\n")
         except OSError:
             pass
 
@@ -109,6 +121,11 @@ class Guardian:
                 self._write("\n".join("-" + str(g) for g in self._ended))
                 self._ended.clear()
 
+    def remove_at_exit(self, directory: str) -> None:
+        """Have `directory` removed when the worker ends, also when it is killed."""
+        if "\n" not in directory:
+            self._write_bytes(b"d" + os.fsencode(directory))
+
     def close(self) -> None:
         """The worker ends in order: its tasks are already gone, nothing to kill."""
         self._write("bye")
@@ -126,6 +143,9 @@ class NoGuardian:
     process, no pipe, nothing that wakes up."""
 
     def track(self, pgid: int, alive: bool) -> None:
+        pass
+
+    def remove_at_exit(self, directory: str) -> None:
         pass
 
     def close(self) -> None:

@@ -6,7 +6,9 @@ worker nursery
 ├── heartbeat         keeps the server from declaring us lost
 ├── signal watcher    SIGINT/SIGTERM/SIGTSTP → stop (exit 0)
 ├── time limit        the worker's own lifetime → goodbye (exit 0)
-└── task nursery      one runner per task; cancelling a runner kills its process group
+└── task nursery      cancelling it kills every task's process group
+    ├── reaper        waits for the tasks spawned where they arrive (launcher.launch)
+    └── runners       one per task with stdin or streamed output (launcher.run_task)
 The receive loop runs in the main task. Whatever ends the worker (server's stop, time
 limit, signal, server lost) goes through `end()`, which decides the exit code and
 whether running tasks are killed or allowed to finish. With `--on-server-lost
@@ -51,7 +53,18 @@ from hyperq.transport.schemas import (
 from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
 from hyperq.worker.guardian import Guardian, NoGuardian
-from hyperq.worker.launcher import ProgramCache, TaskLaunchSpec, TaskOutcome, failed, run_task
+from hyperq.worker.launcher import (
+    ProgramCache,
+    Reaper,
+    RunningTask,
+    TaskLaunchSpec,
+    TaskOutcome,
+    can_launch,
+    failed,
+    fast_path_available,
+    launch,
+    run_task,
+)
 from hyperq.worker.notify import NotifyService
 from hyperq.worker.streaming import StreamFiles, attach_stream
 
@@ -65,6 +78,8 @@ WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
 # short tasks then cost the server one report instead of two. Workers that may
 # reconnect report at once, so that a restored server knows what they run.
 STARTED_REPORT_DELAY = 0.02
+# How long a task's end waits for the ends of other running tasks to share its report.
+REPORT_COALESCE = 0.001
 # Overviews while a dashboard watches a worker started without --overview-interval.
 TEMPORARY_OVERVIEW_INTERVAL = 2.0
 # `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
@@ -205,10 +220,18 @@ class WorkerRuntime:
         # Copying os.environ per task costs more than the rest of preparing it.
         self.base_env = dict(os.environ)
         self.programs = ProgramCache()
+        self._allocations: dict[str, tuple[dict[str, str], list[str], bool]] = {}
         self.stream_files = StreamFiles(self.server_uid, self.worker_id)
         self.ending: Ending | None = None
         self.receive_scope = trio.CancelScope()
-        self.task_scopes: dict[tuple[int, int], tuple[int, trio.CancelScope]] = {}
+        # Running tasks: (instance, what cancels it: a runner's scope or a RunningTask).
+        self.task_scopes: dict[tuple[int, int], tuple[int, trio.CancelScope | RunningTask]] = {}
+        self.reaper: Reaper | None = (
+            None if zero or not fast_path_available() else Reaper(self._launched_ended)
+        )
+        # Updates that found the queue full, in order (`_queue`).
+        self._overflow: list[list[Any]] = []
+        self.task_nursery: trio.Nursery | None = None
         self.updates_send, self.updates_recv = trio.open_memory_channel[list[Any]](
             UPDATE_QUEUE_SIZE
         )
@@ -222,7 +245,10 @@ class WorkerRuntime:
         self.temporary_overviews: trio.CancelScope | None = None
         # CPU labels of each running task, for the dashboard's per-CPU view (overviews).
         self.task_cpus: dict[tuple[int, int], list[str]] = {}
-        self.notifier = NotifyService(self._forward_notification)
+        # The guardian removes the socket's directory also when this worker is killed.
+        self.notifier = NotifyService(
+            self._forward_notification, lambda path: self.guardian.remove_at_exit(path)
+        )
         self.notify_tokens: dict[tuple[int, int], str] = {}
 
     def end(self, ending: Ending) -> None:
@@ -238,13 +264,16 @@ class WorkerRuntime:
             services.start_soon(self._report_starts)
             services.start_soon(self._heartbeat)
             await services.start(self._watch_signals)
-            await services.start(self.notifier.run)
+            if not self.zero:  # nothing runs that could notify
+                await services.start(self.notifier.run)
             if self.config.time_limit is not None:
                 services.start_soon(self._time_limit, self.config.time_limit)
             if self.config.overview_interval:
                 services.start_soon(self._overview, self.config.overview_interval)
             async with trio.open_nursery() as tasks:
                 self.task_nursery = tasks
+                if self.reaper is not None:
+                    tasks.start_soon(self.reaper.run)
                 while True:
                     with self.receive_scope:
                         await self._receive_loop(tasks)
@@ -267,6 +296,8 @@ class WorkerRuntime:
                     tasks.cancel_scope.cancel()
                 elif self.task_scopes:
                     log.info("Waiting for %d running task(s) to finish", len(self.task_scopes))
+                if self.reaper is not None:
+                    self.reaper.close_when_idle()
             self.stream_files.close()
             await self._close_connection()
             services.cancel_scope.cancel()
@@ -325,6 +356,10 @@ class WorkerRuntime:
         if self.zero:
             self._finish_at_once(tasks, message)
             return
+        if self.task_nursery is None:
+            self.task_nursery = tasks  # driven without `run` (tests)
+        reaper = self.reaper
+        fast = reaper is not None and reaper.running
         for item in message.tasks:
             key = (item.job, item.task)
             scope = trio.CancelScope()
@@ -340,7 +375,40 @@ class WorkerRuntime:
                 tasks.start_soon(self._fail_one, item, _internal_error(error), scope)
                 continue
             self.task_cpus[key] = spec.cpu_labels
-            tasks.start_soon(self._run_one, spec, scope)
+            if fast and can_launch(spec):
+                assert reaper is not None
+                self._launch(reaper, spec, scope)
+            else:
+                tasks.start_soon(self._run_one, spec, scope)
+
+    def _launch(self, reaper: Reaper, spec: TaskLaunchSpec, scope: trio.CancelScope) -> None:
+        """`_run_one` without a task of its own: spawn now, the reaper reports the end."""
+        key = (spec.job_id, spec.task_id)
+        self._task_started(key, spec.instance)
+        started: RunningTask | TaskOutcome | None = None
+        try:
+            started = launch(spec)
+            if isinstance(started, RunningTask):
+                reaper.watch(started)
+                slot = self.task_scopes.get(key)
+                if slot is not None and slot[1] is scope:
+                    self.task_scopes[key] = (spec.instance, started)
+                return
+            outcome = started
+        except Exception as error:
+            log.exception("Task %d/%d: internal error", spec.job_id, spec.task_id)
+            outcome = failed(_internal_error(error))
+            if isinstance(started, RunningTask):  # spawned, but nobody would wait for it
+                started.child.signal_group(signal.SIGKILL)
+                started.release()
+        self._task_ended(key, spec.instance, scope, outcome)
+
+    def _launched_ended(self, task: RunningTask, outcome: TaskOutcome | None) -> None:
+        spec = task.spec
+        try:
+            self._task_ended((spec.job_id, spec.task_id), spec.instance, task, outcome)
+        except Exception:
+            log.exception("Task %d/%d: internal error on its end", spec.job_id, spec.task_id)
 
     def _finish_at_once(self, tasks: trio.Nursery, message: Compute | ComputeRows) -> None:
         """Zero-worker mode: the message's tasks end now (the sender sends them together)."""
@@ -361,7 +429,7 @@ class WorkerRuntime:
         self, item: schemas.LaunchItem | schemas.LaunchRow, desc: schemas.LaunchDesc
     ) -> TaskLaunchSpec:
         program = desc.program
-        allocation = Allocation.from_wire(item.allocation)
+        resource_env, cpu_labels, cpus_whole = self._allocation(item.allocation)
         stdout = program.stdout
         stderr = program.stderr
         env = dict(program.env)
@@ -389,9 +457,9 @@ class WorkerRuntime:
             time_limit=desc.time_limit,
             entry=item.entry,
             node_hosts=list(item.nodes),
-            resource_env=allocation.env(),
-            cpu_labels=allocation.cpu_labels(),
-            cpus_whole=allocation.whole_cpu_count() is not None,
+            resource_env=dict(resource_env),
+            cpu_labels=list(cpu_labels),
+            cpus_whole=cpus_whole,
             hq_executable=self.hq,
             base_env=self.base_env,
             on_process=self.guardian.track,
@@ -399,18 +467,30 @@ class WorkerRuntime:
         )
         return attach_stream(spec, desc.stream_dir, self.stream_files)
 
+    def _allocation(self, wire: list[Any]) -> tuple[dict[str, str], list[str], bool]:
+        """What a task's allocation means for its launch: resource variables, CPU labels,
+        whether it has whole CPUs. A worker sees the same few allocations again and
+        again, so they are remembered by their text (parsing one costs ~20 µs)."""
+        key = repr(wire)
+        known = self._allocations.get(key)
+        if known is None:
+            allocation = Allocation.from_wire(wire)
+            known = (
+                allocation.env(),
+                allocation.cpu_labels(),
+                allocation.whole_cpu_count() is not None,
+            )
+            if len(self._allocations) >= 4096:
+                self._allocations.clear()
+            self._allocations[key] = known
+        return known
+
     async def _run_one(self, spec: TaskLaunchSpec, scope: trio.CancelScope) -> None:
         key = (spec.job_id, spec.task_id)
         outcome: TaskOutcome | None = None
         try:
             with scope:
-                if self.started_delay:
-                    self.unreported[key] = (spec.instance, time.monotonic())
-                    self._unreported_added.set()
-                else:
-                    await self.updates_send.send(
-                        ["started", *key, spec.instance, 0.0, time.monotonic()]
-                    )
+                self._task_started(key, spec.instance)
                 try:
                     outcome = await run_task(spec)
                 except Exception as error:
@@ -419,27 +499,62 @@ class WorkerRuntime:
                     log.exception("Task %d/%d: internal error", spec.job_id, spec.task_id)
                     outcome = failed(_internal_error(error))
         finally:
-            slot = self.task_scopes.get(key)
-            if slot is not None and slot[1] is scope:
-                del self.task_scopes[key]
-                self.task_cpus.pop(key, None)
-            unreported = self.unreported.pop(key, None)
-            token = self.notify_tokens.pop(key, None)
-            if token is not None:
-                self.notifier.revoke(token)
+            self._task_ended(key, spec.instance, scope, outcome)
+
+    def _task_started(self, key: tuple[int, int], instance: int) -> None:
+        if self.started_delay:
+            self.unreported[key] = (instance, time.monotonic())
+            self._unreported_added.set()
+        else:
+            self._queue(["started", *key, instance, 0.0, time.monotonic()])
+
+    def _task_ended(
+        self,
+        key: tuple[int, int],
+        instance: int,
+        handle: trio.CancelScope | RunningTask,
+        outcome: TaskOutcome | None,
+    ) -> None:
+        """A task's end: its bookkeeping goes, and its result is queued (None: it was
+        cancelled, and the server already knows)."""
+        slot = self.task_scopes.get(key)
+        if slot is not None and slot[1] is handle:
+            del self.task_scopes[key]
+            self.task_cpus.pop(key, None)
+        unreported = self.unreported.pop(key, None)
+        token = self.notify_tokens.pop(key, None)
+        if token is not None:
+            self.notifier.revoke(token)
         if outcome is None:
-            return  # canceled: the server already knows
+            return
         # Not reported as started yet: the end carries how long it ran, so that the
         # server records the start at the right moment.
         ended = time.monotonic()
         ran_for = ended - unreported[1] if unreported is not None else None
-        key_instance = (spec.job_id, spec.task_id, spec.instance)
         if outcome.error is None:
-            update = ["finished", *key_instance, ran_for, ended]
+            self._queue(["finished", *key, instance, ran_for, ended])
         else:
-            update = ["failed", *key_instance, outcome.error, ran_for, ended]
+            self._queue(["failed", *key, instance, outcome.error, ran_for, ended])
+
+    def _queue(self, update: list[Any]) -> None:
+        """Queue an update for the sender without waiting; when the queue is full, a
+        task of the nursery queues the overflow in order as room frees up."""
+        if not self._overflow:
+            try:
+                self.updates_send.send_nowait(update)
+                return
+            except trio.WouldBlock:
+                pass
+        self._overflow.append(update)
+        if len(self._overflow) == 1:
+            assert self.task_nursery is not None
+            self.task_nursery.start_soon(self._drain_overflow)
+
+    async def _drain_overflow(self) -> None:
         with trio.CancelScope(shield=True):
-            await self.updates_send.send(update)
+            while self._overflow:
+                await self.updates_send.send(self._overflow[0])
+                del self._overflow[0]
 
     async def _fail_one(
         self,
@@ -496,13 +611,20 @@ class WorkerRuntime:
         async for first in self.updates_recv:
             self.unsent.append(first)
             # Whatever runners queued before this task woke goes along (tasks that end
-            # together report together). No extra yield or delay: with few CPUs, a round
-            # of latency here leaves a CPU idle.
+            # together report together).
             while True:
                 try:
                     self.unsent.append(self.updates_recv.receive_nowait())
                 except trio.WouldBlock:
                     break
+            if REPORT_COALESCE and self.task_scopes:
+                # Other tasks still run: wait a moment for their ends to go along. One
+                # report (and one `compute` back) for several short tasks is far less
+                # CPU on both sides; the freed CPUs idle at most this long. Nothing
+                # waits when nothing else runs (a lone task's end goes at once).
+                with trio.move_on_after(REPORT_COALESCE):
+                    while self.task_scopes:
+                        self.unsent.append(await self.updates_recv.receive())
             await self._flush_unsent()
 
     async def _flush_unsent(self) -> None:
@@ -591,7 +713,7 @@ class WorkerRuntime:
             task_status.started()
             async for signum in signals:
                 log.info("Received %s", signal.Signals(signum).name)
-                if self.ending is not None:
+                if self.ending is not None and self.task_nursery is not None:
                     # A second signal while finishing running tasks: kill them now.
                     self.task_nursery.cancel_scope.cancel()
                 self.end(Ending("signal", 0, kill_tasks=True))
