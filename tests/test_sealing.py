@@ -202,4 +202,6 @@ def test_direct_sodium_calls_match_pynacl(message: bytes, nonce: bytes, key: byt
     assert mac == bindings.crypto_generichash_blake2b_salt_personal(
         message, digest_size=32, key=key
     )
-    assert sodium.sodium_memcmp(mac, mac) and not sodium.sodium_memcmp(mac, mac[:-1] + bytes([mac[-1] ^ 1]))
+    assert sodium.sodium_memcmp(mac, mac) and not sodium.sodium_memcmp(
+        mac, mac[:-1] + bytes([mac[-1] ^ 1])
+    )
