@@ -91,6 +91,7 @@ from hyperq.server.model.views import (
     JobInfo,
     TaskView,
     WorkerView,
+    done_views,
     pristine_view,
     record_view,
     submit_views,
@@ -710,6 +711,8 @@ class Model:
         self._refresh(record.submit)
         if job.dependants:
             self._release_dependants(job, task_id, state == TaskState.FINISHED)
+        if state == TaskState.FINISHED:
+            job.settle(record)
         return record
 
     def _on_task_finished(self, event: TaskFinished) -> None:
@@ -1285,6 +1288,8 @@ class Model:
             )
         elif wanted is not None and wanted <= RECORD_ONLY_STATES:
             views = (record_view(job.id, job.records[t]) for t in sorted(job.records))
+            if TaskState.FINISHED in wanted:
+                views = heapq.merge(views, done_views(job), key=lambda view: view.task_id)
         elif len(job.submits) == 1:
             views = submit_views(job, job.submits[0])
         else:
