@@ -63,7 +63,7 @@ The server stores `tasks.ids` always resolved (never None) so that replaying a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -267,6 +267,29 @@ class TaskFinished(Event):
 
 
 @dataclass(frozen=True)
+class TasksFinished(Event):
+    """Tasks of one job that finished alike, as one event: a worker's batch reported as
+    one `finished-ids` item. Exactly what one `task-started` (when `started` is set:
+    the worker had not reported the start) and one `task-finished` per task, in `ids`
+    order, would do; `hq journal export/stream/replay` show it expanded so (`expand`).
+
+    `ids` are (start, last, step) runs in report order; every task was placed on
+    `workers` with `instance` and `variant`, and ended at `time`."""
+
+    kind: ClassVar[str] = "tasks-finished"
+    job: int
+    ids: tuple[IdItem, ...]
+    instance: int
+    workers: tuple[int, ...]
+    variant: int
+    started: float | None
+
+    def task_ids(self) -> Iterator[int]:
+        for start, last, step in self.ids:
+            yield from range(start, last + 1, step)
+
+
+@dataclass(frozen=True)
 class TaskFailed(Event):
     kind: ClassVar[str] = "task-failed"
     job: int
@@ -360,6 +383,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TaskAssigned,
     TaskStarted,
     TaskFinished,
+    TasksFinished,
     TaskFailed,
     TaskCanceled,
     TaskAborted,
@@ -422,6 +446,22 @@ def _item(value: Any) -> IdItem:
     return (start, last, step)
 
 
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else _float(value)
+
+
+def _items(value: Any) -> tuple[IdItem, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of ID items, got {value!r}")
+    out = []
+    for item in value:
+        start, last, step = _item(item)
+        if step <= 0 or last < start:
+            raise ValueError(f"bad ID item {item!r}")
+        out.append((start, last, step))
+    return tuple(out)
+
+
 def _bytes(value: Any) -> bytes:
     if not isinstance(value, bytes):
         raise ValueError(f"expected bytes, got {value!r}")
@@ -482,6 +522,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "hw_state": _map,
     "running_cpus": _running_cpus,
     "message": _bytes,
+    "ids": _items,
+    "started": _opt_float,
 }
 
 
@@ -703,6 +745,29 @@ def to_export_json(event: Event) -> dict[str, Any]:
         }
         return {"time": format_timestamp(event.time), "event": payload}
     return {"time": format_timestamp(event.time), "event": export_payload(event)}
+
+
+def expand(event: Event) -> list[Event]:
+    """The per-task events a range event stands for (what users read: `hq journal
+    export/stream/replay`, reports, the dashboard); any other event as it is."""
+    if not isinstance(event, TasksFinished):
+        return [event]
+    out: list[Event] = []
+    job, time, started = event.job, event.time, event.started
+    instance, workers, variant = event.instance, event.workers, event.variant
+    for task in event.task_ids():
+        if started is not None:
+            out.append(TaskStarted(started, job, task, instance, workers, variant))
+        out.append(TaskFinished(time, job, task))
+    return out
+
+
+def expand_all(events: Iterable[Event]) -> Iterator[Event]:
+    for event in events:
+        if isinstance(event, TasksFinished):
+            yield from expand(event)
+        else:
+            yield event
 
 
 def persisted(events: Iterable[Event]) -> list[Event]:

@@ -60,6 +60,7 @@ from hyperq.server.model.events import (
     TaskFailed,
     TaskFinished,
     TaskNotified,
+    TasksFinished,
     TaskStarted,
     WorkerConnected,
     WorkerLost,
@@ -84,6 +85,7 @@ from hyperq.server.model.taskids import (
     TaskIdSet,
     find_clash,
     ids_to_items,
+    ids_to_ordered_items,
 )
 from hyperq.server.model.views import (
     RECORD_ONLY_STATES,
@@ -252,6 +254,7 @@ class Model:
             TaskAssigned: self._on_task_assigned,
             TaskStarted: self._on_task_started,
             TaskFinished: self._on_task_finished,
+            TasksFinished: self._on_tasks_finished,
             TaskFailed: self._on_task_failed,
             TaskCanceled: self._on_task_canceled,
             TaskAborted: self._on_task_aborted,
@@ -718,6 +721,19 @@ class Model:
     def _on_task_finished(self, event: TaskFinished) -> None:
         self._finish(event.job, event.task, TaskState.FINISHED, event.time)
 
+    def _on_tasks_finished(self, event: TasksFinished) -> None:
+        """Per task, what its `task-started` (if `started`) and `task-finished` do."""
+        job_id, time, started = event.job, event.time, event.started
+        if started is not None:
+            workers, instance, variant = event.workers, event.instance, event.variant
+            start = self._on_task_started
+            for task_id in event.task_ids():
+                start(TaskStarted(started, job_id, task_id, instance, workers, variant))
+                self._finish(job_id, task_id, TaskState.FINISHED, time)
+        else:
+            for task_id in event.task_ids():
+                self._finish(job_id, task_id, TaskState.FINISHED, time)
+
     def _on_task_failed(self, event: TaskFailed) -> None:
         record = self._finish(event.job, event.task, TaskState.FAILED, event.time)
         if record is not None:
@@ -1124,6 +1140,61 @@ class Model:
         events = self._unreported_start(job_id, record, worker_id, end - (ran_for or 0.0))
         events.append(TaskFinished(end, job_id, task_id))
         events.extend(self._follow_ups(job, now, 0, -1, frozenset((task_id,))))
+        return events
+
+    def tasks_finished(
+        self,
+        job_id: int,
+        task_ids: Iterable[int],
+        *,
+        worker_id: int,
+        instance: int,
+        now: float,
+        ran_for: float | None = None,
+        ended_at: float | None = None,
+    ) -> list[Event]:
+        """`task_finished` for each of `task_ids` in order, as if each one's events were
+        applied before the next is decided, but as a few `tasks-finished` events: one
+        per run of tasks that finished alike (same start and end, nodes, variant)."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return []
+        records = job.records
+        events: list[Event] = []
+        seen: set[int] = set()
+        run: list[int] = []
+        key: tuple[float, float | None, tuple[int, ...], int] | None = None
+
+        def close() -> None:
+            if run and key is not None:
+                end, started, workers, variant = key
+                ids = tuple(ids_to_ordered_items(run))
+                events.append(TasksFinished(end, job_id, ids, instance, workers, variant, started))
+
+        for task_id in task_ids:
+            record = records.get(task_id)
+            if (
+                record is None
+                or not record.placed
+                or record.worker != worker_id
+                or record.instance != instance
+                or task_id in seen
+            ):
+                continue
+            seen.add(task_id)
+            end = _ended(ended_at, now, record)
+            started = None
+            if record.state == TaskState.WAITING:
+                started = end - (ran_for or 0.0)
+            this = (end, started, record.workers or (worker_id,), record.variant)
+            if this != key:
+                close()
+                run = []
+                key = this
+            run.append(task_id)
+        close()
+        if seen:
+            events.extend(self._follow_ups(job, now, 0, -len(seen), frozenset(seen)))
         return events
 
     def task_failed(
