@@ -123,7 +123,6 @@ SAMPLES += [
 ]
 
 
-
 def test_samples_cover_every_kind() -> None:
     assert {type(e) for e in SAMPLES} == set(EVENT_TYPES)
     assert set(REGISTRY) == {cls.kind for cls in EVENT_TYPES}
