@@ -722,7 +722,83 @@ class Model:
         self._finish(event.job, event.task, TaskState.FINISHED, event.time)
 
     def _on_tasks_finished(self, event: TasksFinished) -> None:
-        """Per task, what its `task-started` (if `started`) and `task-finished` do."""
+        """Per task, what its `task-started` (if `started`) and `task-finished` do.
+
+        The usual task (placed on this one worker, as the live server has it) takes a
+        short path with the same outcome: its start and end cancel out in the counters,
+        and what the start would leave behind (the worker's last started task, the
+        ready set) is settled once per event. Any other task (replayed from a journal,
+        multi-node, moved) goes through the general handlers."""
+        job_id, time, started = event.job, event.time, event.started
+        workers, instance, variant = event.workers, event.instance, event.variant
+        job = self.jobs.get(job_id)
+        first = workers[0] if len(workers) == 1 else None
+        worker = self.workers.get(first) if first is not None else None
+        if job is None or worker is None or not worker.is_connected:
+            self._tasks_finished_slowly(event)
+            return
+        records = job.records
+        waiting, running, finished = TaskState.WAITING, TaskState.RUNNING, TaskState.FINISHED
+        expected = running if started is None else waiting
+        allocator = worker.allocator
+        held = worker.tasks
+        counts = job.counts
+        active = job.active
+        touched: dict[int, Submit] = {}
+        last_started = None
+        any_started = False
+        for task_id in event.task_ids():
+            record = records.get(task_id)
+            if (
+                record is None
+                or record.state is not expected
+                or not record.placed
+                or record.worker != first
+                or record.submit.request.n_nodes > 0
+            ):
+                if started is not None:
+                    self._on_task_started(
+                        TaskStarted(started, job_id, task_id, instance, workers, variant)
+                    )
+                    now_record = records.get(task_id)
+                    if now_record is not None and now_record.state is running:
+                        last_started = None  # the general path set it already
+                self._finish(job_id, task_id, finished, time)
+                continue
+            if started is not None:
+                record.instance = instance
+                record.workers = workers
+                record.variant = variant
+                record.started_at = started
+                last_started = task_id
+                any_started = True
+            else:
+                worker.n_running -= 1
+                counts[running] -= 1
+            record.placed = False
+            held.discard((job_id, task_id))
+            allocation, record.allocation = record.allocation, None
+            if allocation is not None and allocator is not None:
+                allocator.release(allocation)
+            record.finished_at = time
+            record.state = finished
+            counts[finished] += 1
+            del active[task_id]
+            if record.queued:
+                job.sync_queue(record)
+            submit = record.submit
+            touched[id(submit)] = submit
+            if job.dependants:
+                self._release_dependants(job, task_id, True)
+            job.settle(record)
+        if any_started:
+            job.workers_used.update(workers)
+            if last_started is not None:
+                worker.last_task_started = (job_id, last_started, started)
+        for submit in touched.values():
+            self._refresh(submit)
+
+    def _tasks_finished_slowly(self, event: TasksFinished) -> None:
         job_id, time, started = event.job, event.time, event.started
         if started is not None:
             workers, instance, variant = event.workers, event.instance, event.variant
