@@ -35,6 +35,7 @@ from hyperq.server.model.events import (
     TaskFailed,
     TaskFinished,
     TaskNotified,
+    TasksAssigned,
     TasksFinished,
     TaskStarted,
     WorkerConnected,
@@ -109,6 +110,7 @@ SAMPLES += [
 SAMPLES += [
     TasksFinished(T, 1, ((0, 4, 2), (1, 1, 1)), 0, (1,), 0, T - 1.5),
     TasksFinished(T, 1, ((7, 9, 1),), 2, (1, 2), 1, None),
+    TasksAssigned(T, 1, ((0, 9, 3),), 2, 1),
 ]
 # Task graphs (graphs.md).
 SAMPLES += [
@@ -248,6 +250,7 @@ def test_only_journal_kinds_are_persisted() -> None:
     transient = {e.kind for e in SAMPLES if not e.persisted}
     assert transient == {
         "task-assigned",
+        "tasks-assigned",
         "job-forgotten",
         "worker-resumed",
         "worker-overview-temporary",

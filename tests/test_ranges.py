@@ -1,5 +1,6 @@
-"""Tasks finished in batches (`Model.tasks_finished`, one `tasks-finished` event per
-run) must do exactly what finishing them one by one does: the same model, the same
+"""Tasks assigned and finished in batches (`tasks-assigned` from `Model.assign`,
+`Model.tasks_finished` with one `tasks-finished` event per run) must do exactly what
+assigning and finishing them one by one does: the same model, the same
 `hq journal stream`/`export` lines (range events expanded), the same restore."""
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from hyperq.server.journal import snapshot as snap
 from hyperq.server.journal.restore import restore
 from hyperq.server.model.events import (
     Event,
+    TaskAssigned,
+    TasksAssigned,
     TasksFinished,
     expand_all,
     persisted,
     to_export_json,
 )
 from hyperq.server.model.jobs import TaskState
+from hyperq.server.model.scheduler import schedule
 from hyperq.server.model.state import Model
 from tests.test_model import Driver, submit_desc
 
@@ -52,6 +56,21 @@ class Twins:
     def both(self) -> tuple[Driver, Driver]:
         return (self.one, self.batch)
 
+    def schedule(self) -> None:
+        """One pass each: `batch` applies `Model.assign`'s range events, `one` a
+        `task-assigned` per decision."""
+        for d in self.both:
+            assignments = schedule(d.model, d.now, 1_000)
+            if d is self.batch:
+                d.do(d.model.assign(assignments, now=d.now))
+            else:
+                d.do(
+                    [
+                        TaskAssigned(d.now, a.job_id, a.task_id, a.worker_id, variant=a.variant)
+                        for a in assignments
+                    ]
+                )
+
     def placed_on(self, worker: int) -> list[tuple[int, int, TaskState]]:
         """(task, instance, state) of the tasks placed on `worker`, ascending."""
         job = self.one.model.jobs[self.job]
@@ -75,8 +94,7 @@ def test_batched_finishing_equals_one_by_one(
 ) -> None:
     twins = Twins(workers, cpus, tasks, open_job)
     for _round in range(data.draw(st.integers(1, 12))):
-        for d in twins.both:
-            d.schedule()
+        twins.schedule()
         for worker in range(1, workers + 1):
             placed = twins.placed_on(worker)
             if not placed:
@@ -135,6 +153,11 @@ def test_batched_finishing_equals_one_by_one(
     one, batch = twins.one, twins.batch
     assert batch.model.snapshot() == one.model.snapshot()
     assert lines(batch.events) == lines(one.events)
+    # Replaying every event, transient ones included, rebuilds the live model.
+    again = Model()
+    for event in batch.events:
+        again.apply(event)
+    assert again.snapshot() == batch.model.snapshot()
     # Restoring from the journal written in batches gives the same as from the other.
     assert replayed(batch.events).snapshot() == replayed(one.events).snapshot()
     # A snapshot of the restored model keeps the finished tasks' facts.
@@ -146,7 +169,9 @@ def test_a_batch_is_one_event_per_run_and_no_records() -> None:
     d = Driver()
     worker = d.connect(cpus=64)
     job = d.submit(submit_desc([[0, 99, 1]]))
-    d.schedule()
+    assigned = d.model.assign(schedule(d.model, d.now, 1_000), now=d.now)
+    assert assigned == [TasksAssigned(d.now, job, ((0, 63, 1),), worker, 0)]
+    d.do(assigned)
     events = d.do(
         d.model.tasks_finished(job, range(64), worker_id=worker, instance=0, now=d.now, ran_for=0.5)
     )

@@ -250,6 +250,24 @@ class TaskAssigned(Event):
 
 
 @dataclass(frozen=True)
+class TasksAssigned(Event):
+    """Several waiting tasks of one job handed to one worker with one resource variant,
+    in `ids` order: what one `task-assigned` per task would do (transient, as those).
+    Multi-node tasks always go as `task-assigned`."""
+
+    kind: ClassVar[str] = "tasks-assigned"
+    persisted: ClassVar[bool] = False
+    job: int
+    ids: tuple[IdItem, ...]
+    worker: int
+    variant: int = 0
+
+    def task_ids(self) -> Iterator[int]:
+        for start, last, step in self.ids:
+            yield from range(start, last + 1, step)
+
+
+@dataclass(frozen=True)
 class TaskStarted(Event):
     kind: ClassVar[str] = "task-started"
     job: int
@@ -381,6 +399,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobCompleted,
     JobForgotten,
     TaskAssigned,
+    TasksAssigned,
     TaskStarted,
     TaskFinished,
     TasksFinished,
@@ -750,6 +769,11 @@ def to_export_json(event: Event) -> dict[str, Any]:
 def expand(event: Event) -> list[Event]:
     """The per-task events a range event stands for (what users read: `hq journal
     export/stream/replay`, reports, the dashboard); any other event as it is."""
+    if isinstance(event, TasksAssigned):
+        return [
+            TaskAssigned(event.time, event.job, task, event.worker, variant=event.variant)
+            for task in event.task_ids()
+        ]
     if not isinstance(event, TasksFinished):
         return [event]
     out: list[Event] = []
@@ -764,7 +788,7 @@ def expand(event: Event) -> list[Event]:
 
 def expand_all(events: Iterable[Event]) -> Iterator[Event]:
     for event in events:
-        if isinstance(event, TasksFinished):
+        if isinstance(event, TasksFinished | TasksAssigned):
             yield from expand(event)
         else:
             yield event

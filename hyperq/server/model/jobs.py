@@ -558,6 +558,10 @@ class Job:
         submit, rank = found
         if not submit.is_pristine(rank):
             return None
+        return self.claim(submit, rank, task_id)
+
+    def claim(self, submit: Submit, rank: int, task_id: int) -> TaskRecord:
+        """The pristine task at `rank` of `submit` (ID `task_id`) gets its record."""
         submit.claim(rank)
         record = TaskRecord(task_id, submit)
         self.records[task_id] = record

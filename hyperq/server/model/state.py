@@ -60,6 +60,7 @@ from hyperq.server.model.events import (
     TaskFailed,
     TaskFinished,
     TaskNotified,
+    TasksAssigned,
     TasksFinished,
     TaskStarted,
     WorkerConnected,
@@ -252,6 +253,7 @@ class Model:
             JobCompleted: self._on_job_completed,
             JobForgotten: self._on_job_forgotten,
             TaskAssigned: self._on_task_assigned,
+            TasksAssigned: self._on_tasks_assigned,
             TaskStarted: self._on_task_started,
             TaskFinished: self._on_task_finished,
             TasksFinished: self._on_tasks_finished,
@@ -619,6 +621,56 @@ class Model:
         worker.tasks.add((job.id, record.task_id))
         self._refresh(submit)
         return [LaunchTask(worker.id, job.id, record.task_id, record.instance, allocation)]
+
+    def _on_tasks_assigned(self, event: TasksAssigned) -> list[Effect]:
+        """Per task, what its `task-assigned` does; the ready set is settled once."""
+        job = self.jobs.get(event.job)
+        worker = self.workers.get(event.worker)
+        if job is None or worker is None or not worker.accepts_tasks:
+            return []
+        allocator = worker.allocator
+        assert allocator is not None
+        job_id, worker_id, variant = job.id, worker.id, event.variant
+        records = job.records
+        held = worker.tasks
+        effects: list[Effect] = []
+        touched: dict[int, Submit] = {}
+        for task_id in event.task_ids():
+            record = records.get(task_id)
+            rank = -1
+            if record is not None:
+                if record.state != TaskState.WAITING or record.placed:
+                    continue
+                submit = record.submit
+            else:
+                found = job.locate(task_id)
+                if found is None or not found[0].is_pristine(found[1]):
+                    continue
+                submit, rank = found
+            if submit.waiting_deps or not 0 <= variant < len(submit.variants):
+                continue
+            if submit.request.n_nodes > 0:
+                one = TaskAssigned(event.time, job_id, task_id, worker_id, variant=variant)
+                effects.extend(self._on_task_assigned(one))
+                continue
+            allocation = allocator.try_allocate(submit.variants[variant])
+            if allocation is None:
+                continue
+            if record is None:
+                record = job.claim(submit, rank, task_id)
+            record.placed = True
+            record.worker = worker_id
+            record.workers = (worker_id,)
+            record.allocation = allocation
+            record.variant = variant
+            if record.queued:
+                job.sync_queue(record)
+            held.add((job_id, task_id))
+            touched[id(submit)] = submit
+            effects.append(LaunchTask(worker_id, job_id, task_id, record.instance, allocation))
+        for submit in touched.values():
+            self._refresh(submit)
+        return effects
 
     def _assign_nodes(
         self, job: Job, event: TaskAssigned, record: TaskRecord | None, submit: Submit
@@ -1142,13 +1194,40 @@ class Model:
         return events
 
     def assign(self, assignments: Iterable[Assignment], *, now: float) -> list[Event]:
-        """Scheduler decisions as events; apply them right away, in this order."""
-        return [
-            TaskAssigned(
-                now, a.job_id, a.task_id, a.worker_id, workers=a.workers, variant=a.variant
-            )
-            for a in assignments
-        ]
+        """Scheduler decisions as events; apply them right away, in this order.
+
+        Consecutive decisions for one job, worker and variant become one
+        `tasks-assigned` (a worker's share of a pass is typically a run of IDs)."""
+        events: list[Event] = []
+        run: list[int] = []
+        key: tuple[int, int, int] | None = None
+
+        def close() -> None:
+            if key is None or not run:
+                return
+            if len(run) == 1:
+                events.append(TaskAssigned(now, key[0], run[0], key[1], variant=key[2]))
+            else:
+                ids = tuple(ids_to_ordered_items(run))
+                events.append(TasksAssigned(now, key[0], ids, key[1], key[2]))
+
+        for a in assignments:
+            if a.workers:
+                close()
+                run, key = [], None
+                events.append(
+                    TaskAssigned(
+                        now, a.job_id, a.task_id, a.worker_id, workers=a.workers, variant=a.variant
+                    )
+                )
+                continue
+            this = (a.job_id, a.worker_id, a.variant)
+            if this != key:
+                close()
+                run, key = [], this
+            run.append(a.task_id)
+        close()
+        return events
 
     def _placed_record(
         self, job_id: int, task_id: int, worker_id: int, instance: int
