@@ -293,23 +293,25 @@ class WorkerHandler:
                 desc_keys: dict[tuple[int, int, int], str] = {}
                 tasks = []
                 for effect in launch:
-                    view = model.task(effect.job_id, effect.task_id)
-                    if view is None:
+                    facts = model.launch_facts(effect.job_id, effect.task_id)
+                    if facts is None:
                         continue
-                    key = (effect.job_id, view.submit_index, view.variant)
-                    if key not in desc_keys:
-                        desc_keys[key] = str(len(descs))
-                        descs[desc_keys[key]] = launch_desc(
-                            model.submit_desc(effect.job_id, view.submit_index), view.variant
+                    submit_index, variant, entry = facts
+                    key = (effect.job_id, submit_index, variant)
+                    desc_key = desc_keys.get(key)
+                    if desc_key is None:
+                        desc_key = desc_keys[key] = str(len(descs))
+                        descs[desc_key] = launch_desc(
+                            model.submit_desc(effect.job_id, submit_index), variant
                         )
                     # A row (schemas.LaunchRow), not a map: ~40% less to encode and seal.
                     row = [
                         effect.job_id,
                         effect.task_id,
                         effect.instance,
-                        desc_keys[key],
+                        desc_key,
                         effect.allocation.to_wire(),
-                        view.entry,
+                        entry,
                     ]
                     if effect.hosts:
                         row.append(list(effect.hosts))
