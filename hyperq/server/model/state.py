@@ -74,6 +74,7 @@ from hyperq.server.model.graph import Lane, LaneKey, transitive_dependants
 from hyperq.server.model.jobs import (
     ACTIVE,
     TERMINAL,
+    DoneFacts,
     Job,
     JobState,
     Submit,
@@ -776,19 +777,22 @@ class Model:
     def _on_tasks_finished(self, event: TasksFinished) -> None:
         """Per task, what its `task-started` (if `started`) and `task-finished` do.
 
-        The usual task (placed on this one worker, as the live server has it) takes a
-        short path with the same outcome: its start and end cancel out in the counters,
-        and what the start would leave behind (the worker's last started task, the
-        ready set) is settled once per event. Any other task (replayed from a journal,
-        multi-node, moved) goes through the general handlers."""
+        Two kinds of task take a short path with the same outcome: one placed on the
+        reporting worker (the live server), and a pristine one of an array (a replayed
+        journal, which has no assignments) that goes straight into the submit's done
+        runs. A task's start and end cancel out in the counters, and what a start would
+        leave behind (the worker's last started task, the ready set) is settled once
+        per event. Any other task (multi-node, graph, moved) goes through the general
+        handlers."""
         job_id, time, started = event.job, event.time, event.started
         workers, instance, variant = event.workers, event.instance, event.variant
         job = self.jobs.get(job_id)
         first = workers[0] if len(workers) == 1 else None
         worker = self.workers.get(first) if first is not None else None
-        if job is None or worker is None or not worker.is_connected:
+        if job is None or worker is None:
             self._tasks_finished_slowly(event)
             return
+        connected = worker.is_connected
         records = job.records
         waiting, running, finished = TaskState.WAITING, TaskState.RUNNING, TaskState.FINISHED
         expected = running if started is None else waiting
@@ -797,12 +801,31 @@ class Model:
         counts = job.counts
         active = job.active
         touched: dict[int, Submit] = {}
+        facts = None
+        if started is not None:
+            facts = DoneFacts(instance, 0, first, workers, started, time, variant)
         last_started = None
         any_started = False
         for task_id in event.task_ids():
             record = records.get(task_id)
+            if record is None and facts is not None:
+                found = job.locate(task_id)
+                if found is None:
+                    continue  # neither a start nor an end of an unknown task changes a thing
+                submit, rank = found
+                if submit.node is None and submit.request.n_nodes == 0 and submit.is_pristine(rank):
+                    submit.claim(rank)
+                    counts[finished] += 1
+                    touched[id(submit)] = submit
+                    last_started = task_id
+                    any_started = True
+                    if job.dependants:
+                        self._release_dependants(job, task_id, True)
+                    submit.add_done(rank, rank + 1, facts)
+                    continue
             if (
                 record is None
+                or not connected
                 or record.state is not expected
                 or not record.placed
                 or record.worker != first
@@ -846,7 +869,7 @@ class Model:
         if any_started:
             job.workers_used.update(workers)
             if last_started is not None:
-                worker.last_task_started = (job_id, last_started, started)
+                worker.last_task_started = (job_id, last_started, started)  # type: ignore[assignment]
         for submit in touched.values():
             self._refresh(submit)
 
