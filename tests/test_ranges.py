@@ -170,7 +170,11 @@ def test_a_batch_is_one_event_per_run_and_no_records() -> None:
     worker = d.connect(cpus=64)
     job = d.submit(submit_desc([[0, 99, 1]]))
     assigned = d.model.assign(schedule(d.model, d.now, 1_000), now=d.now)
-    assert assigned == [TasksAssigned(d.now, job, ((0, 63, 1),), worker, 0)]
+    (event,) = assigned
+    assert isinstance(event, TasksAssigned)
+    assert (event.job, event.ids, event.worker, event.variant) == (job, ((0, 63, 1),), worker, 0)
+    # The scheduler's own allocations, taken as they are: one CPU each, all distinct.
+    assert len({a.labels("cpus")[0] for a in event.allocations}) == 64
     d.do(assigned)
     events = d.do(
         d.model.tasks_finished(job, range(64), worker_id=worker, instance=0, now=d.now, ran_for=0.5)
@@ -185,3 +189,22 @@ def test_a_batch_is_one_event_per_run_and_no_records() -> None:
     finished_views = list(d.model.iter_tasks(job, states=[TaskState.FINISHED]))
     assert [v.task_id for v in finished_views] == list(range(64))
     assert {v.worker for v in finished_views} == {worker}
+
+
+def test_allocator_takes_exactly_what_it_allocated_before() -> None:
+    from hyperq.common.resources import WorkerAllocator
+    from tests.test_resources import cpu_request, workers
+
+    alloc = WorkerAllocator(workers("2x4", "mem=sum(100)"))
+    trial = [alloc.try_allocate(cpu_request(text)) for text in ("3", "1", "2 scatter")]
+    assert all(a is not None for a in trial)
+    for allocation in reversed(trial):
+        assert allocation is not None
+        alloc.release(allocation)
+    for allocation in trial:
+        assert allocation is not None
+        assert alloc.take(allocation)
+    # Held now: taking any of them again fails and changes nothing.
+    assert trial[0] is not None and not alloc.take(trial[0])
+    last = alloc.try_allocate(cpu_request("2"))
+    assert last is not None and alloc.try_allocate(cpu_request("1")) is None

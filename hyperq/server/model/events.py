@@ -69,7 +69,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from hyperq.common.duration import format_timestamp
-from hyperq.common.resources import ResourceRequest
+from hyperq.common.resources import Allocation, ResourceRequest
 
 IdItem = tuple[int, int, int]
 """(start, last, step) of task IDs, `last` included (as in hyperq.common.idrange)."""
@@ -261,6 +261,9 @@ class TasksAssigned(Event):
     ids: tuple[IdItem, ...]
     worker: int
     variant: int = 0
+    # The scheduler's allocation for each task, in `ids` order: applying takes exactly
+    # these (what allocating again in the same order would give); () = allocate.
+    allocations: tuple[Allocation, ...] = ()
 
     def task_ids(self) -> Iterator[int]:
         for start, last, step in self.ids:
@@ -542,12 +545,15 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "running_cpus": _running_cpus,
     "message": _bytes,
     "ids": _items,
+    "allocations": lambda value: tuple(Allocation.from_wire(a) for a in value),
     "started": _opt_float,
 }
 
 
 def _plain(value: Any) -> Any:
     """Tuples become lists, maps get string keys: what CBOR and JSON both carry."""
+    if isinstance(value, Allocation):
+        return value.to_wire()
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):

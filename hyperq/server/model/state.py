@@ -636,7 +636,8 @@ class Model:
         held = worker.tasks
         effects: list[Effect] = []
         touched: dict[int, Submit] = {}
-        for task_id in event.task_ids():
+        given = event.allocations
+        for index, task_id in enumerate(event.task_ids()):
             record = records.get(task_id)
             rank = -1
             if record is not None:
@@ -654,7 +655,12 @@ class Model:
                 one = TaskAssigned(event.time, job_id, task_id, worker_id, variant=variant)
                 effects.extend(self._on_task_assigned(one))
                 continue
-            allocation = allocator.try_allocate(submit.variants[variant])
+            if given:
+                allocation: Allocation | None = given[index]
+                if allocation is not None and not allocator.take(allocation):
+                    continue
+            else:
+                allocation = allocator.try_allocate(submit.variants[variant])
             if allocation is None:
                 continue
             if record is None:
@@ -1223,16 +1229,14 @@ class Model:
         `tasks-assigned` (a worker's share of a pass is typically a run of IDs)."""
         events: list[Event] = []
         run: list[int] = []
+        allocations: list[Allocation] = []
         key: tuple[int, int, int] | None = None
 
         def close() -> None:
             if key is None or not run:
                 return
-            if len(run) == 1:
-                events.append(TaskAssigned(now, key[0], run[0], key[1], variant=key[2]))
-            else:
-                ids = tuple(ids_to_ordered_items(run))
-                events.append(TasksAssigned(now, key[0], ids, key[1], key[2]))
+            ids = tuple(ids_to_ordered_items(run))
+            events.append(TasksAssigned(now, key[0], ids, key[1], key[2], tuple(allocations)))
 
         for a in assignments:
             if a.workers:
@@ -1247,8 +1251,9 @@ class Model:
             this = (a.job_id, a.worker_id, a.variant)
             if this != key:
                 close()
-                run, key = [], this
+                run, allocations, key = [], [], this
             run.append(a.task_id)
+            allocations.append(a.allocation)
         close()
         return events
 
