@@ -316,6 +316,22 @@ class Submit:
                 self.ahead = []
             insort(self.ahead, rank)
 
+    def claim_run(self, first: int, end: int) -> bool:
+        """`claim` for every rank in [first, end) if all of them are pristine (a
+        replayed batch of one worker); False, and nothing claimed, otherwise."""
+        if end <= first or self.pristine_segments(first, end) != [(first, end)]:
+            return False
+        self.pristine_left -= end - first
+        if first == self.cursor:
+            self.cursor = end
+            self._advance()
+        else:
+            if self.ahead is _EMPTY:
+                self.ahead = []
+            index = bisect_left(self.ahead, first)
+            self.ahead[index:index] = range(first, end)
+        return True
+
     def _advance(self) -> None:
         size = len(self.ids)
         while self.cursor < size:

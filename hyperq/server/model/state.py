@@ -812,72 +812,115 @@ class Model:
             facts = DoneFacts(instance, 0, first, workers, started, time, variant)
         last_started = None
         any_started = False
-        for task_id in event.task_ids():
-            record = records.get(task_id)
-            if record is None and facts is not None:
-                found = job.locate(task_id)
-                if found is None:
-                    continue  # neither a start nor an end of an unknown task changes a thing
-                submit, rank = found
-                if submit.node is None and submit.request.n_nodes == 0 and submit.is_pristine(rank):
-                    submit.claim(rank)
-                    counts[finished] += 1
-                    touched[id(submit)] = submit
+        for start, last, step in event.ids:
+            if (
+                facts is not None
+                and last > start
+                and not job.dependants
+                and self._replay_run(job, start, last, step, facts, touched)
+            ):
+                last_started = last
+                any_started = True
+                continue
+            for task_id in range(start, last + 1, step):
+                record = records.get(task_id)
+                if record is None and facts is not None:
+                    found = job.locate(task_id)
+                    if found is None:
+                        continue  # an unknown task: neither its start nor its end does a thing
+                    submit, rank = found
+                    if (
+                        submit.node is None
+                        and submit.request.n_nodes == 0
+                        and submit.is_pristine(rank)
+                    ):
+                        submit.claim(rank)
+                        counts[finished] += 1
+                        touched[id(submit)] = submit
+                        last_started = task_id
+                        any_started = True
+                        if job.dependants:
+                            self._release_dependants(job, task_id, True)
+                        submit.add_done(rank, rank + 1, facts)
+                        continue
+                if (
+                    record is None
+                    or not connected
+                    or record.state is not expected
+                    or not record.placed
+                    or record.worker != first
+                    or record.submit.request.n_nodes > 0
+                ):
+                    if started is not None:
+                        self._on_task_started(
+                            TaskStarted(started, job_id, task_id, instance, workers, variant)
+                        )
+                        now_record = records.get(task_id)
+                        if now_record is not None and now_record.state is running:
+                            last_started = None  # the general path set it already
+                    self._finish(job_id, task_id, finished, time)
+                    continue
+                if started is not None:
+                    record.instance = instance
+                    record.workers = workers
+                    record.variant = variant
+                    record.started_at = started
                     last_started = task_id
                     any_started = True
-                    if job.dependants:
-                        self._release_dependants(job, task_id, True)
-                    submit.add_done(rank, rank + 1, facts)
-                    continue
-            if (
-                record is None
-                or not connected
-                or record.state is not expected
-                or not record.placed
-                or record.worker != first
-                or record.submit.request.n_nodes > 0
-            ):
-                if started is not None:
-                    self._on_task_started(
-                        TaskStarted(started, job_id, task_id, instance, workers, variant)
-                    )
-                    now_record = records.get(task_id)
-                    if now_record is not None and now_record.state is running:
-                        last_started = None  # the general path set it already
-                self._finish(job_id, task_id, finished, time)
-                continue
-            if started is not None:
-                record.instance = instance
-                record.workers = workers
-                record.variant = variant
-                record.started_at = started
-                last_started = task_id
-                any_started = True
-            else:
-                worker.n_running -= 1
-                counts[running] -= 1
-            record.placed = False
-            held.discard((job_id, task_id))
-            allocation, record.allocation = record.allocation, None
-            if allocation is not None and allocator is not None:
-                allocator.release(allocation)
-            record.finished_at = time
-            record.state = finished
-            counts[finished] += 1
-            del active[task_id]
-            if record.queued:
-                job.sync_queue(record)
-            submit = record.submit
-            touched[id(submit)] = submit
-            if job.dependants:
-                self._release_dependants(job, task_id, True)
-            job.settle(record)
+                else:
+                    worker.n_running -= 1
+                    counts[running] -= 1
+                record.placed = False
+                held.discard((job_id, task_id))
+                allocation, record.allocation = record.allocation, None
+                if allocation is not None and allocator is not None:
+                    allocator.release(allocation)
+                record.finished_at = time
+                record.state = finished
+                counts[finished] += 1
+                del active[task_id]
+                if record.queued:
+                    job.sync_queue(record)
+                submit = record.submit
+                touched[id(submit)] = submit
+                if job.dependants:
+                    self._release_dependants(job, task_id, True)
+                job.settle(record)
         if any_started:
             job.workers_used.update(workers)
             if last_started is not None:
                 worker.last_task_started = (job_id, last_started, started)  # type: ignore[assignment]
         for submit in touched.values():
             self._refresh(submit)
+
+    @staticmethod
+    def _replay_run(
+        job: Job,
+        start: int,
+        last: int,
+        step: int,
+        facts: DoneFacts,
+        touched: dict[int, Submit],
+    ) -> bool:
+        """A replayed run of pristine array tasks, finished in one step (the counters,
+        the submit's claims and one done run); False if it is anything else."""
+        found = job.locate(start)
+        if found is None:
+            return False
+        submit, first = found
+        end = first + (last - start) // step + 1
+        if (
+            submit.node is not None
+            or submit.request.n_nodes > 0
+            or end > len(submit.ids)
+            or submit.ids.slice(first, end) != [(start, last, step)]
+            or not submit.claim_run(first, end)
+        ):
+            return False
+        job.counts[TaskState.FINISHED] += end - first
+        touched[id(submit)] = submit
+        submit.add_done(first, end, facts)
+        return True
 
     def _tasks_finished_slowly(self, event: TasksFinished) -> None:
         job_id, time, started = event.job, event.time, event.started
