@@ -35,6 +35,8 @@ from hyperq.server.model.events import (
     TaskFailed,
     TaskFinished,
     TaskNotified,
+    TasksAssigned,
+    TasksFinished,
     TaskStarted,
     WorkerConnected,
     WorkerLost,
@@ -42,6 +44,7 @@ from hyperq.server.model.events import (
     WorkerOverviewTemporary,
     WorkerResumed,
     WorkerStopRequested,
+    expand,
     from_wire,
     persisted,
     to_export_json,
@@ -102,6 +105,12 @@ SAMPLES += [
     AutoallocAllocationQueued(T, 1, "12.pbs", 2),
     AutoallocAllocationStarted(T, 1, "12.pbs"),
     AutoallocAllocationFinished(T, 1, "12.pbs"),
+]
+# Range events (tasks that finished alike, as one event).
+SAMPLES += [
+    TasksFinished(T, 1, ((0, 4, 2), (1, 1, 1)), 0, (1,), 0, T - 1.5),
+    TasksFinished(T, 1, ((7, 9, 1),), 2, (1, 2), 1, None),
+    TasksAssigned(T, 1, ((0, 9, 3),), 2, 1),
 ]
 # Task graphs (graphs.md).
 SAMPLES += [
@@ -241,6 +250,7 @@ def test_only_journal_kinds_are_persisted() -> None:
     transient = {e.kind for e in SAMPLES if not e.persisted}
     assert transient == {
         "task-assigned",
+        "tasks-assigned",
         "job-forgotten",
         "worker-resumed",
         "worker-overview-temporary",
@@ -365,3 +375,19 @@ def test_worker_overview_export_shape() -> None:
         "id": 2,
         "hw-state": {"state": {"timestamp": 1714557600}},
     }
+
+
+def test_range_event_expands_to_per_task_events() -> None:
+    started = TasksFinished(T, 1, ((0, 4, 2), (1, 1, 1)), 0, (3,), 0, T - 1.5)
+    assert expand(started) == [
+        event
+        for task in (0, 2, 4, 1)
+        for event in (TaskStarted(T - 1.5, 1, task, 0, (3,)), TaskFinished(T, 1, task))
+    ]
+    known = TasksFinished(T, 2, ((7, 8, 1),), 2, (1, 2), 1, None)
+    assert expand(known) == [TaskFinished(T, 2, 7), TaskFinished(T, 2, 8)]
+    lines = [to_export_json(event)["event"] for event in expand(started)[:2]]
+    assert lines == [
+        {"type": "task-started", "job": 1, "task": 0, "instance": 0, "worker": 3},
+        {"type": "task-finished", "job": 1, "task": 0},
+    ]

@@ -657,13 +657,14 @@ def test_million_task_array_stays_compact() -> None:
             d.finish(job_id, task_id)
     # 100 (the batch limit), then the 78 free CPUs, then the 50 that finished.
     assert touched == 100 + 78 + 50
-    assert d.model.record_count() == touched
+    # Finished tasks give their records up (they live on as done runs of the submit).
+    assert d.model.record_count() == touched - 150
     assert d.stats(job) == {"running": 78, "finished": 150, "waiting": 1_000_000 - 228}
     assert d.task_state(job, 999_999) == TaskState.WAITING
     result = d.model.cancel_job(job, now=d.now)
     assert result.canceled == 1_000_000 - 150
     d.do(result.events)
-    assert d.model.record_count() == touched
+    assert d.model.record_count() == touched - 150
     assert d.stats(job) == {"finished": 150, "canceled": 1_000_000 - 150}
     assert d.task_state(job, 500_000) == TaskState.CANCELED
     # The events name the million tasks as a handful of ranges.

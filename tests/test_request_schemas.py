@@ -596,7 +596,9 @@ def core_with_assigned(count: int) -> tuple[ServerCore, int, list[int]]:
 
 def reported(order: list[int], as_runs: bool) -> tuple[list[tuple[Any, ...]], dict[int, Any]]:
     """Finish the tasks in `order` one report each, or as the worker sends them (runs);
-    the events a journal stream sees (without their times) and each task's state."""
+    the events a journal stream shows (range events expanded, without their times) and
+    each task's state."""
+    from hyperq.server.model.events import expand
     from hyperq.worker.main import _as_ranges
 
     core, worker_id, ids = core_with_assigned(8)
@@ -616,8 +618,9 @@ def reported(order: list[int], as_runs: bool) -> tuple[list[tuple[Any, ...]], di
             _seq, event = subscription.receive.receive_nowait()
         except trio.WouldBlock:
             break
-        fields = {k: v for k, v in vars(event).items() if k != "time"}
-        seen.append((event.kind, tuple(sorted(fields.items()))))
+        for one in expand(event):
+            fields = {k: v for k, v in vars(one).items() if k != "time"}
+            seen.append((one.kind, tuple(sorted(fields.items()))))
     states = {task: core.model.task(1, task).state for task in ids}  # type: ignore[union-attr]
     return seen, states
 

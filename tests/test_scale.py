@@ -12,7 +12,7 @@ import collections
 import json
 from typing import Any
 
-from tests.harness import ClusterEnv
+from tests.harness import ClusterEnv, wait_until
 
 WORKERS = 4
 TASKS = 20_000
@@ -65,3 +65,39 @@ def test_zero_workers_finish_every_task_exactly_once(cluster: ClusterEnv) -> Non
     assert not [e for e in events if e["type"] in ("task-failed", "task-canceled")]
     for index in range(1, WORKERS + 1):
         assert "Zero-worker mode" in cluster.log_of(f"worker{index}")
+
+
+def test_restore_from_a_journal_written_in_batches(cluster: ClusterEnv) -> None:
+    """Zero-workers report their tasks in batches (`tasks-finished` range events); a
+    server restored from that journal shows the same tasks (an open job survives the
+    restore), and the export still lists one `task-finished` per task."""
+    tasks = 3_000
+    server = cluster.start_server("--journal", "journal.bin")
+    for _ in range(2):
+        zero_worker(cluster, cpus=64)
+    cluster.command(["job", "open"])
+    cluster.command(
+        ["submit", "--job", "1", "--array", f"1-{tasks}", "--stdout", "none",
+         "--stderr", "none", "--", "/nonexistent/program"],
+    )  # fmt: skip
+
+    def finished() -> bool:
+        stats = cluster.json(["job", "info", "1"])[0]["info"]["task_stats"]
+        return stats["finished"] == tasks
+
+    wait_until(finished, timeout=120, what="every task finished")
+    before_info = cluster.json(["job", "info", "1"])[0]["info"]
+    before_tasks = cluster.json(["task", "list", "1"])
+    cluster.stop_server(server)
+
+    restored = cluster.start_server("--journal", "journal.bin", name="restored")
+    after_info = cluster.json(["job", "info", "1"])[0]["info"]
+    assert after_info["task_stats"] == before_info["task_stats"]
+    assert cluster.json(["task", "list", "1"]) == before_tasks
+    cluster.stop_server(restored)
+    events = [line["event"] for line in export(cluster)]
+    ended = collections.Counter(e["task"] for e in events if e["type"] == "task-finished")
+    assert sorted(ended) == list(range(1, tasks + 1))
+    assert set(ended.values()) == {1}
+    started = [e for e in events if e["type"] == "task-started"]
+    assert sorted(e["task"] for e in started) == list(range(1, tasks + 1))

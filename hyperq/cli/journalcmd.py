@@ -63,7 +63,7 @@ def _print_line(event: Any) -> None:
 def export(ctx: Context, args: dict[str, Any]) -> int:
     from hyperq.common import log
     from hyperq.server.journal.format import read_journal
-    from hyperq.server.model.events import from_record, to_export_json
+    from hyperq.server.model.events import expand, from_record, to_export_json
 
     path = args["<PATH>"]
     records, report = read_journal(path)
@@ -80,8 +80,10 @@ def export(ctx: Context, args: dict[str, Any]) -> int:
             continue
         if not event.exported:
             continue
-        _print_line(to_export_json(event))
-        count += 1
+        # A range event prints as the per-task events it stands for.
+        for one in expand(event):
+            _print_line(to_export_json(one))
+            count += 1
     sys.stdout.flush()
     log.info(f"Outputted {count} {'event' if count == 1 else 'events'}")
     return 0

@@ -1430,6 +1430,41 @@ class WorkerAllocator:
             out[entry.name] = picked
         return out
 
+    def take(self, allocation: Allocation) -> bool:
+        """Hold exactly what `allocation` names (as `try_allocate` made it: distinct
+        units), if all of it is free now; else change nothing and return False.
+
+        A scheduling pass decides with trial allocations it gives back; applying its
+        decision in the same order then takes the very same units, and naming them is
+        cheaper than choosing them again."""
+        plans: list[tuple[_IndexedPool | _SumPool, list[tuple[int, int]] | int]] = []
+        for res in allocation.resources:
+            if res.indexed:
+                pool = self._indexed.get(res.name)
+                if pool is None:
+                    return False
+                free = pool.free
+                picked: list[tuple[int, int]] = []
+                for label, share in res.units:
+                    unit = pool.index_of.get(label)
+                    if unit is None or share <= 0 or free[unit] < share:
+                        return False
+                    picked.append((unit, share))
+                plans.append((pool, picked))
+            else:
+                sums = self._sums.get(res.name)
+                if sums is None or res.amount < 0 or sums.free < res.amount:
+                    return False
+                plans.append((sums, res.amount))
+        for target, plan in plans:
+            if isinstance(plan, int):
+                assert isinstance(target, _SumPool)
+                target.free -= plan
+            else:
+                assert isinstance(target, _IndexedPool)
+                target.take(plan)
+        return True
+
     def release(self, allocation: Allocation) -> None:
         """Return what `allocation` holds. Releasing something not held is a bug: ValueError."""
         for res in allocation.resources:

@@ -33,7 +33,7 @@ def _require_textual() -> None:
 
 def load_journal_events(path: str) -> list[dict[str, Any]]:
     from hyperq.server.journal.format import read_journal
-    from hyperq.server.model.events import WorkerOverview, from_record, to_export_json
+    from hyperq.server.model.events import WorkerOverview, expand, from_record, to_export_json
 
     records, _report = read_journal(path)
     events = []
@@ -42,11 +42,13 @@ def load_journal_events(path: str) -> list[dict[str, Any]]:
             event = from_record(value)
         except (KeyError, TypeError, ValueError):
             continue
-        if event.exported:
-            line = to_export_json(event)
-            if isinstance(event, WorkerOverview) and event.running_cpus:
+        if not event.exported:
+            continue
+        for one in expand(event):
+            line = to_export_json(one)
+            if isinstance(one, WorkerOverview) and one.running_cpus:
                 # The same extra the server adds for a dashboard's stream.
-                line["running_cpus"] = [[j, t, list(c)] for j, t, c in event.running_cpus]
+                line["running_cpus"] = [[j, t, list(c)] for j, t, c in one.running_cpus]
             events.append(line)
     return events
 

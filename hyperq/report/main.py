@@ -9,7 +9,7 @@ from hyperq.common.errors import HqError
 from hyperq.report.data import Window, build_report
 from hyperq.report.render import render_html
 from hyperq.server.journal.format import read_journal
-from hyperq.server.model.events import Event, from_record
+from hyperq.server.model.events import Event, expand, from_record
 
 
 def load_events(path: str) -> list[Event]:
@@ -21,7 +21,7 @@ def load_events(path: str) -> list[Event]:
     events = []
     for seq, value in records:
         try:
-            events.append(from_record(value))
+            events.extend(expand(from_record(value)))
         except (KeyError, TypeError, ValueError) as error:
             log.error(f"Cannot read journal record {seq}: {error}")
     return events

@@ -550,6 +550,8 @@ class ClientApi:
             ServerStop,
             WorkerOverview,
             WorkerOverviewTemporary,
+            expand,
+            expand_all,
             from_record,
             to_export_json,
         )
@@ -582,7 +584,8 @@ class ClientApi:
                 cut = journal.synced
                 records, _report = await trio.to_thread.run_sync(read_journal, journal.path)
                 events = (from_record(value) for seq, value in records if seq <= cut)
-                history = [event for event in events if event.exported]
+                # Range events are shown as the per-task events they stand for.
+                history = [event for event in expand_all(events) if event.exported]
             else:
                 cut = None
                 history = reconstruct(self.model, core.started_at)
@@ -598,6 +601,7 @@ class ClientApi:
             if request.live_marker:
                 # The dashboard's boundary between history and live events (cluster.md §7).
                 await peer.send({"live": True, "journal": journal is not None})
+
             def live(seq: int | None, event: Event) -> bool:
                 # Events up to `cut` were in the history already.
                 return shown(event) and (cut is None or seq is None or seq > cut)
@@ -605,14 +609,14 @@ class ClientApi:
             async for seq, event in subscription.receive:
                 if not live(seq, event):
                     continue
-                batch = [export(event)]
+                batch = [export(one) for one in expand(event)]
                 while True:
                     try:
                         seq, event = subscription.receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     if live(seq, event):
-                        batch.append(export(event))
+                        batch.extend(export(one) for one in expand(event))
                 await peer.send_large({"events": batch})
             if subscription.overflowed:
                 await peer.send({"error": "the event stream fell too far behind; reconnect"})

@@ -240,32 +240,34 @@ class WorkerHandler:
         return ended
 
     def _apply_finished_ids(self, worker_id: int, item: FinishedIds, now: float) -> bool:
-        """A run of finished tasks, applied one by one as `Finished` items are (the same
-        events, in the same order). A worker never holds more tasks than it was given:
-        a run claiming more is not expanded at all."""
+        """A run of finished tasks as a few `tasks-finished` events, which do what its
+        tasks' `Finished` items would, in the same order. A worker never holds more
+        tasks than it was given: a run claiming more is not expanded at all."""
         core = self.core
         worker = core.model.workers.get(worker_id)
         holds = len(worker.tasks) if worker is not None else 0
         if item.id_count() > holds:
             log.warning(
                 "Worker %d reported %d finished tasks of job %d but holds %d; skipped",
-                worker_id, item.id_count(), item.job, holds,
+                worker_id,
+                item.id_count(),
+                item.job,
+                holds,
             )
             return False
         ran_for = _seconds(item.ran_for)
         ended_at = _ago(now, item.ended_ago)
-        for task_id in item.task_ids():
-            core.commit(
-                core.model.task_finished(
-                    item.job,
-                    task_id,
-                    worker_id=worker_id,
-                    instance=item.instance,
-                    now=now,
-                    ran_for=ran_for,
-                    ended_at=ended_at,
-                )
+        core.commit(
+            core.model.tasks_finished(
+                item.job,
+                item.task_ids(),
+                worker_id=worker_id,
+                instance=item.instance,
+                now=now,
+                ran_for=ran_for,
+                ended_at=ended_at,
             )
+        )
         return True
 
     async def _send_loop(self, peer: PeerConnection, link: WorkerLink) -> None:
@@ -291,23 +293,25 @@ class WorkerHandler:
                 desc_keys: dict[tuple[int, int, int], str] = {}
                 tasks = []
                 for effect in launch:
-                    view = model.task(effect.job_id, effect.task_id)
-                    if view is None:
+                    facts = model.launch_facts(effect.job_id, effect.task_id)
+                    if facts is None:
                         continue
-                    key = (effect.job_id, view.submit_index, view.variant)
-                    if key not in desc_keys:
-                        desc_keys[key] = str(len(descs))
-                        descs[desc_keys[key]] = launch_desc(
-                            model.submit_desc(effect.job_id, view.submit_index), view.variant
+                    submit_index, variant, entry = facts
+                    key = (effect.job_id, submit_index, variant)
+                    desc_key = desc_keys.get(key)
+                    if desc_key is None:
+                        desc_key = desc_keys[key] = str(len(descs))
+                        descs[desc_key] = launch_desc(
+                            model.submit_desc(effect.job_id, submit_index), variant
                         )
                     # A row (schemas.LaunchRow), not a map: ~40% less to encode and seal.
                     row = [
                         effect.job_id,
                         effect.task_id,
                         effect.instance,
-                        desc_keys[key],
+                        desc_key,
                         effect.allocation.to_wire(),
-                        view.entry,
+                        entry,
                     ]
                     if effect.hosts:
                         row.append(list(effect.hosts))

@@ -27,6 +27,7 @@ from hyperq.server.model.events import (
     TaskCanceled,
     TaskFailed,
     TaskFinished,
+    TasksFinished,
     TaskStarted,
     WorkerConnected,
     WorkerLost,
@@ -47,7 +48,9 @@ def keep_event(
         return event
     if isinstance(event, WorkerConnected | WorkerLost | WorkerStopRequested):
         return event if event.id in live_workers else None
-    if isinstance(event, JobCreated | JobCompleted | TaskStarted | TaskFinished | TaskFailed):
+    if isinstance(
+        event, JobCreated | JobCompleted | TaskStarted | TaskFinished | TasksFinished | TaskFailed
+    ):
         return event if event.job in live_jobs else None
     if isinstance(event, JobOpen | JobClose | JobCancel):
         return event if event.job_id in live_jobs else None

@@ -36,7 +36,7 @@ from hyperq import __version__
 from hyperq.server.journal.format import HEADER, ReadReport, check_header, fsync_dir, iter_records
 from hyperq.server.model.autoalloc import AutoallocRecords
 from hyperq.server.model.events import from_record
-from hyperq.server.model.jobs import ACTIVE, Job, TaskRecord, TaskState
+from hyperq.server.model.jobs import ACTIVE, DoneFacts, Job, TaskRecord, TaskState
 from hyperq.server.model.state import Model
 from hyperq.server.model.workers import Worker
 from hyperq.transport.codec import ProtocolError, decode_unbounded, encode_unbounded
@@ -141,6 +141,10 @@ def _encode_job(job: Job) -> list[Any]:
                 [[first, end, _STATE_CODE[state], when] for first, end, state, when in s.dropped],
                 s.pristine_left,
                 list(s.requeued),
+                [
+                    [first, end, list(facts[:3]), list(facts.workers), *facts[4:]]
+                    for first, end, facts in s.done
+                ],
             ]
             for s in job.submits
         ],
@@ -221,14 +225,34 @@ def _decode_job(raw: list[Any], swap: bool) -> Job:
     job = Job(int(job_id), name, max_fails, bool(is_open), submitted_at)
     job.completed_at = completed_at
     job.cancel_reason = cancel_reason
-    for desc, submitted_at, cursor, ahead, dropped, pristine_left, requeued in submits:
-        job.add_submit(desc, float(submitted_at)).restore_progress(
+    for desc, submitted_at, cursor, ahead, dropped, pristine_left, requeued, *rest in submits:
+        submit = job.add_submit(desc, float(submitted_at))
+        submit.restore_progress(
             int(cursor),
             list(ahead),
             [(first, end, _STATES[code], float(when)) for first, end, code, when in dropped],
             int(pristine_left),
             list(requeued),
         )
+        if rest:  # done runs (snapshots written before them have none)
+            submit.restore_done(
+                [
+                    (
+                        int(first),
+                        int(end),
+                        DoneFacts(
+                            int(head[0]),
+                            int(head[1]),
+                            None if head[2] is None else int(head[2]),
+                            tuple(int(w) for w in workers),
+                            started,
+                            finished,
+                            int(variant),
+                        ),
+                    )
+                    for first, end, head, workers, started, finished, variant in rest[0]
+                ]
+            )
     if len(counts) != len(_STATES):
         raise ValueError("snapshot has a wrong number of task counts")
     job.counts = dict(zip(_STATES, counts, strict=True))

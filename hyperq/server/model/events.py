@@ -65,13 +65,13 @@ The server stores `tasks.ids` always resolved (never None) so that replaying a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from hyperq.common.duration import format_timestamp
-from hyperq.common.resources import ResourceRequest
+from hyperq.common.resources import Allocation, ResourceRequest
 
 IdItem = tuple[int, int, int]
 """(start, last, step) of task IDs, `last` included (as in hyperq.common.idrange)."""
@@ -252,6 +252,27 @@ class TaskAssigned(Event):
 
 
 @dataclass(frozen=True)
+class TasksAssigned(Event):
+    """Several waiting tasks of one job handed to one worker with one resource variant,
+    in `ids` order: what one `task-assigned` per task would do (transient, as those).
+    Multi-node tasks always go as `task-assigned`."""
+
+    kind: ClassVar[str] = "tasks-assigned"
+    persisted: ClassVar[bool] = False
+    job: int
+    ids: tuple[IdItem, ...]
+    worker: int
+    variant: int = 0
+    # The scheduler's allocation for each task, in `ids` order: applying takes exactly
+    # these (what allocating again in the same order would give); () = allocate.
+    allocations: tuple[Allocation, ...] = ()
+
+    def task_ids(self) -> Iterator[int]:
+        for start, last, step in self.ids:
+            yield from range(start, last + 1, step)
+
+
+@dataclass(frozen=True)
 class TaskStarted(Event):
     kind: ClassVar[str] = "task-started"
     job: int
@@ -266,6 +287,29 @@ class TaskFinished(Event):
     kind: ClassVar[str] = "task-finished"
     job: int
     task: int
+
+
+@dataclass(frozen=True)
+class TasksFinished(Event):
+    """Tasks of one job that finished alike, as one event: a worker's batch reported as
+    one `finished-ids` item. Exactly what one `task-started` (when `started` is set:
+    the worker had not reported the start) and one `task-finished` per task, in `ids`
+    order, would do; `hq journal export/stream/replay` show it expanded so (`expand`).
+
+    `ids` are (start, last, step) runs in report order; every task was placed on
+    `workers` with `instance` and `variant`, and ended at `time`."""
+
+    kind: ClassVar[str] = "tasks-finished"
+    job: int
+    ids: tuple[IdItem, ...]
+    instance: int
+    workers: tuple[int, ...]
+    variant: int
+    started: float | None
+
+    def task_ids(self) -> Iterator[int]:
+        for start, last, step in self.ids:
+            yield from range(start, last + 1, step)
 
 
 @dataclass(frozen=True)
@@ -360,8 +404,10 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobCompleted,
     JobForgotten,
     TaskAssigned,
+    TasksAssigned,
     TaskStarted,
     TaskFinished,
+    TasksFinished,
     TaskFailed,
     TaskCanceled,
     TaskAborted,
@@ -424,6 +470,22 @@ def _item(value: Any) -> IdItem:
     return (start, last, step)
 
 
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else _float(value)
+
+
+def _items(value: Any) -> tuple[IdItem, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of ID items, got {value!r}")
+    out = []
+    for item in value:
+        start, last, step = _item(item)
+        if step <= 0 or last < start:
+            raise ValueError(f"bad ID item {item!r}")
+        out.append((start, last, step))
+    return tuple(out)
+
+
 def _bytes(value: Any) -> bytes:
     if not isinstance(value, bytes):
         raise ValueError(f"expected bytes, got {value!r}")
@@ -484,11 +546,16 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "hw_state": _map,
     "running_cpus": _running_cpus,
     "message": _bytes,
+    "ids": _items,
+    "allocations": lambda value: tuple(Allocation.from_wire(a) for a in value),
+    "started": _opt_float,
 }
 
 
 def _plain(value: Any) -> Any:
     """Tuples become lists, maps get string keys: what CBOR and JSON both carry."""
+    if isinstance(value, Allocation):
+        return value.to_wire()
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
@@ -708,6 +775,34 @@ def to_export_json(event: Event) -> dict[str, Any]:
         }
         return {"time": format_timestamp(event.time), "event": payload}
     return {"time": format_timestamp(event.time), "event": export_payload(event)}
+
+
+def expand(event: Event) -> list[Event]:
+    """The per-task events a range event stands for (what users read: `hq journal
+    export/stream/replay`, reports, the dashboard); any other event as it is."""
+    if isinstance(event, TasksAssigned):
+        return [
+            TaskAssigned(event.time, event.job, task, event.worker, variant=event.variant)
+            for task in event.task_ids()
+        ]
+    if not isinstance(event, TasksFinished):
+        return [event]
+    out: list[Event] = []
+    job, time, started = event.job, event.time, event.started
+    instance, workers, variant = event.instance, event.workers, event.variant
+    for task in event.task_ids():
+        if started is not None:
+            out.append(TaskStarted(started, job, task, instance, workers, variant))
+        out.append(TaskFinished(time, job, task))
+    return out
+
+
+def expand_all(events: Iterable[Event]) -> Iterator[Event]:
+    for event in events:
+        if isinstance(event, TasksFinished | TasksAssigned):
+            yield from expand(event)
+        else:
+            yield event
 
 
 def persisted(events: Iterable[Event]) -> list[Event]:

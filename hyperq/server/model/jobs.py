@@ -5,6 +5,10 @@ never touched, no object at all) until something happens to it; only then does i
 TaskRecord. Pristine tasks that get canceled or aborted become rank intervals
 ("dropped"), so canceling a million waiting tasks costs a few tuples, not a million
 records. A per-submit cursor walks the pristine tasks in ID order for the scheduler.
+An array task that finishes gives its record up again: it becomes part of a rank
+interval of tasks that finished alike ("done": same worker, instance, times), so a
+million finished tasks cost a few thousand tuples (one per worker batch), not a million
+records.
 
 Pure bookkeeping, changed only through `Model.apply`: no I/O, no clock, no trio.
 """
@@ -15,7 +19,7 @@ import itertools
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from hyperq.common.resources import Allocation, ResourceRequest
 from hyperq.server.model.taskids import SingleTaskId, TaskIdSet
@@ -104,6 +108,18 @@ class TaskRecord:
         self.queued = False
 
 
+class DoneFacts(NamedTuple):
+    """What a finished array task keeps once its record is gone (see `Submit.done`)."""
+
+    instance: int
+    crash_count: int
+    worker: int | None
+    workers: tuple[int, ...]
+    started_at: float | None
+    finished_at: float | None
+    variant: int
+
+
 # Shared and never mutated (writers replace it first): most submits never need their
 # progress lists, and four empty lists are 224 bytes of a graph task's ~1.5 KB.
 _EMPTY: Any = ()
@@ -118,12 +134,14 @@ class Submit:
     """
 
     __slots__ = (
+        "_done_starts",
         "_drop_starts",
         "ahead",
         "crash_limit",
         "cursor",
         "deps",
         "desc",
+        "done",
         "dropped",
         "entries",
         "entry_offset",
@@ -194,6 +212,10 @@ class Submit:
         # (first, end, state, when), sorted: ranks [first, end) became `state` at `when`.
         self.dropped: list[tuple[int, int, TaskState, float]] = _EMPTY
         self._drop_starts: list[int] = _EMPTY
+        # (first, end, facts), sorted and disjoint: ranks [first, end) finished with the
+        # same `DoneFacts`; adjacent runs with equal facts are merged.
+        self.done: list[tuple[int, int, DoneFacts]] = _EMPTY
+        self._done_starts: list[int] = _EMPTY
         self.pristine_left = len(self.ids)
         self.requeued: list[int] = _EMPTY  # task IDs of queued records, ascending
 
@@ -223,6 +245,44 @@ class Submit:
             if piece[0] <= rank < piece[1]:
                 return piece
         return None
+
+    def done_piece(self, rank: int) -> tuple[int, int, DoneFacts] | None:
+        if not self.done:
+            return None
+        index = bisect_right(self._done_starts, rank) - 1
+        if index >= 0:
+            piece = self.done[index]
+            if rank < piece[1]:
+                return piece
+        return None
+
+    def add_done(self, first: int, end: int, facts: DoneFacts) -> None:
+        """Ranks [first, end) (not pristine, without records) finished with `facts`."""
+        if self.done is _EMPTY:
+            self.done = []
+            self._done_starts = []
+        done = self.done
+        starts = self._done_starts
+        index = bisect_right(starts, first)
+        left = done[index - 1] if index > 0 else None
+        right = done[index] if index < len(done) else None
+        if left is not None and left[1] == first and left[2] == facts:
+            if right is not None and right[0] == end and right[2] == facts:
+                done[index - 1] = (left[0], right[1], facts)
+                del done[index]
+                del starts[index]
+            else:
+                done[index - 1] = (left[0], end, facts)
+        elif right is not None and right[0] == end and right[2] == facts:
+            done[index] = (first, right[1], facts)
+            starts[index] = first
+        else:
+            done.insert(index, (first, end, facts))
+            starts.insert(index, first)
+
+    def restore_done(self, done: list[tuple[int, int, DoneFacts]]) -> None:
+        self.done = done if done else _EMPTY
+        self._done_starts = [piece[0] for piece in done] if done else _EMPTY
 
     def _is_ahead(self, rank: int) -> bool:
         index = bisect_left(self.ahead, rank)
@@ -256,6 +316,22 @@ class Submit:
             if self.ahead is _EMPTY:
                 self.ahead = []
             insort(self.ahead, rank)
+
+    def claim_run(self, first: int, end: int) -> bool:
+        """`claim` for every rank in [first, end) if all of them are pristine (a
+        replayed batch of one worker); False, and nothing claimed, otherwise."""
+        if end <= first or self.pristine_segments(first, end) != [(first, end)]:
+            return False
+        self.pristine_left -= end - first
+        if first == self.cursor:
+            self.cursor = end
+            self._advance()
+        else:
+            if self.ahead is _EMPTY:
+                self.ahead = []
+            index = bisect_left(self.ahead, first)
+            self.ahead[index:index] = range(first, end)
+        return True
 
     def _advance(self) -> None:
         size = len(self.ids)
@@ -535,6 +611,8 @@ class Job:
         if found is None:
             return None
         submit, rank = found
+        if submit.done and submit.done_piece(rank) is not None:
+            return TaskState.FINISHED
         return submit.dropped_state(rank) or TaskState.WAITING
 
     def job_state(self) -> JobState:
@@ -563,6 +641,10 @@ class Job:
         submit, rank = found
         if not submit.is_pristine(rank):
             return None
+        return self.claim(submit, rank, task_id)
+
+    def claim(self, submit: Submit, rank: int, task_id: int) -> TaskRecord:
+        """The pristine task at `rank` of `submit` (ID `task_id`) gets its record."""
         submit.claim(rank)
         record = TaskRecord(task_id, submit)
         self.records[task_id] = record
@@ -584,6 +666,30 @@ class Job:
         else:
             self.active.pop(record.task_id, None)
         self.sync_queue(record)
+
+    def settle(self, record: TaskRecord) -> None:
+        """A finished array task's record goes; its facts join the submit's done runs.
+        Graph tasks keep their records (one task per submit: nothing to coalesce)."""
+        submit = record.submit
+        if submit.node is not None or record.state != TaskState.FINISHED or record.queued:
+            return
+        rank = submit.ids.rank(record.task_id)
+        if rank is None:
+            return
+        del self.records[record.task_id]
+        submit.add_done(
+            rank,
+            rank + 1,
+            DoneFacts(
+                record.instance,
+                record.crash_count,
+                record.worker,
+                record.workers,
+                record.started_at,
+                record.finished_at,
+                record.variant,
+            ),
+        )
 
     def sync_queue(self, record: TaskRecord) -> None:
         """Keep the submit's requeued list equal to the waiting, unplaced records."""

@@ -60,6 +60,8 @@ from hyperq.server.model.events import (
     TaskFailed,
     TaskFinished,
     TaskNotified,
+    TasksAssigned,
+    TasksFinished,
     TaskStarted,
     WorkerConnected,
     WorkerLost,
@@ -78,6 +80,7 @@ from hyperq.server.model.graph import (
 from hyperq.server.model.jobs import (
     ACTIVE,
     TERMINAL,
+    DoneFacts,
     Job,
     JobState,
     Submit,
@@ -91,6 +94,7 @@ from hyperq.server.model.taskids import (
     TaskIdSet,
     find_clash,
     ids_to_items,
+    ids_to_ordered_items,
 )
 from hyperq.server.model.views import (
     RECORD_ONLY_STATES,
@@ -98,6 +102,7 @@ from hyperq.server.model.views import (
     JobInfo,
     TaskView,
     WorkerView,
+    done_views,
     pristine_view,
     record_view,
     submit_views,
@@ -132,9 +137,9 @@ class WrongState(HqError):
 # Effects of apply and results of commands
 
 
-@dataclass(frozen=True)
-class LaunchTask:
-    """Send this task to `worker_id` with `allocation`."""
+class LaunchTask(NamedTuple):
+    """Send this task to `worker_id` with `allocation`. (A tuple: one is made per
+    task, and a frozen dataclass's __init__ costs several times as much.)"""
 
     worker_id: int
     job_id: int
@@ -256,8 +261,10 @@ class Model:
             JobCompleted: self._on_job_completed,
             JobForgotten: self._on_job_forgotten,
             TaskAssigned: self._on_task_assigned,
+            TasksAssigned: self._on_tasks_assigned,
             TaskStarted: self._on_task_started,
             TaskFinished: self._on_task_finished,
+            TasksFinished: self._on_tasks_finished,
             TaskFailed: self._on_task_failed,
             TaskCanceled: self._on_task_canceled,
             TaskAborted: self._on_task_aborted,
@@ -708,6 +715,62 @@ class Model:
         self._refresh(submit)
         return [LaunchTask(worker.id, job.id, record.task_id, record.instance, allocation)]
 
+    def _on_tasks_assigned(self, event: TasksAssigned) -> list[Effect]:
+        """Per task, what its `task-assigned` does; the ready set is settled once."""
+        job = self.jobs.get(event.job)
+        worker = self.workers.get(event.worker)
+        if job is None or worker is None or not worker.accepts_tasks:
+            return []
+        allocator = worker.allocator
+        assert allocator is not None
+        job_id, worker_id, variant = job.id, worker.id, event.variant
+        records = job.records
+        held = worker.tasks
+        effects: list[Effect] = []
+        touched: dict[int, Submit] = {}
+        given = event.allocations
+        for index, task_id in enumerate(event.task_ids()):
+            record = records.get(task_id)
+            rank = -1
+            if record is not None:
+                if record.state != TaskState.WAITING or record.placed:
+                    continue
+                submit = record.submit
+            else:
+                found = job.locate(task_id)
+                if found is None or not found[0].is_pristine(found[1]):
+                    continue
+                submit, rank = found
+            if submit.waiting_deps or not 0 <= variant < len(submit.variants):
+                continue
+            if submit.request.n_nodes > 0:
+                one = TaskAssigned(event.time, job_id, task_id, worker_id, variant=variant)
+                effects.extend(self._on_task_assigned(one))
+                continue
+            if given:
+                allocation: Allocation | None = given[index]
+                if allocation is not None and not allocator.take(allocation):
+                    continue
+            else:
+                allocation = allocator.try_allocate(submit.variants[variant])
+            if allocation is None:
+                continue
+            if record is None:
+                record = job.claim(submit, rank, task_id)
+            record.placed = True
+            record.worker = worker_id
+            record.workers = (worker_id,)
+            record.allocation = allocation
+            record.variant = variant
+            if record.queued:
+                job.sync_queue(record)
+            held.add((job_id, task_id))
+            touched[id(submit)] = submit
+            effects.append(LaunchTask(worker_id, job_id, task_id, record.instance, allocation))
+        for submit in touched.values():
+            self._refresh(submit)
+        return effects
+
     def _assign_nodes(
         self, job: Job, event: TaskAssigned, record: TaskRecord | None, submit: Submit
     ) -> list[Effect]:
@@ -802,10 +865,166 @@ class Model:
         self._refresh(record.submit)
         if job.dependants:
             self._release_dependants(job, task_id, state == TaskState.FINISHED)
+        if state == TaskState.FINISHED:
+            job.settle(record)
         return record
 
     def _on_task_finished(self, event: TaskFinished) -> None:
         self._finish(event.job, event.task, TaskState.FINISHED, event.time)
+
+    def _on_tasks_finished(self, event: TasksFinished) -> None:
+        """Per task, what its `task-started` (if `started`) and `task-finished` do.
+
+        Two kinds of task take a short path with the same outcome: one placed on the
+        reporting worker (the live server), and a pristine one of an array (a replayed
+        journal, which has no assignments) that goes straight into the submit's done
+        runs. A task's start and end cancel out in the counters, and what a start would
+        leave behind (the worker's last started task, the ready set) is settled once
+        per event. Any other task (multi-node, graph, moved) goes through the general
+        handlers."""
+        job_id, time, started = event.job, event.time, event.started
+        workers, instance, variant = event.workers, event.instance, event.variant
+        job = self.jobs.get(job_id)
+        first = workers[0] if len(workers) == 1 else None
+        worker = self.workers.get(first) if first is not None else None
+        if job is None or worker is None:
+            self._tasks_finished_slowly(event)
+            return
+        connected = worker.is_connected
+        records = job.records
+        waiting, running, finished = TaskState.WAITING, TaskState.RUNNING, TaskState.FINISHED
+        expected = running if started is None else waiting
+        allocator = worker.allocator
+        held = worker.tasks
+        counts = job.counts
+        active = job.active
+        touched: dict[int, Submit] = {}
+        facts = None
+        if started is not None:
+            facts = DoneFacts(instance, 0, first, workers, started, time, variant)
+        last_started = None
+        any_started = False
+        for start, last, step in event.ids:
+            if (
+                facts is not None
+                and last > start
+                and not job.dependants
+                and self._replay_run(job, start, last, step, facts, touched)
+            ):
+                last_started = last
+                any_started = True
+                continue
+            for task_id in range(start, last + 1, step):
+                record = records.get(task_id)
+                if record is None and facts is not None:
+                    found = job.locate(task_id)
+                    if found is None:
+                        continue  # an unknown task: neither its start nor its end does a thing
+                    submit, rank = found
+                    if (
+                        submit.node is None
+                        and submit.request.n_nodes == 0
+                        and submit.is_pristine(rank)
+                    ):
+                        submit.claim(rank)
+                        counts[finished] += 1
+                        touched[id(submit)] = submit
+                        last_started = task_id
+                        any_started = True
+                        if job.dependants:
+                            self._release_dependants(job, task_id, True)
+                        submit.add_done(rank, rank + 1, facts)
+                        continue
+                if (
+                    record is None
+                    or not connected
+                    or record.state is not expected
+                    or not record.placed
+                    or record.worker != first
+                    or record.submit.request.n_nodes > 0
+                ):
+                    if started is not None:
+                        self._on_task_started(
+                            TaskStarted(started, job_id, task_id, instance, workers, variant)
+                        )
+                        now_record = records.get(task_id)
+                        if now_record is not None and now_record.state is running:
+                            last_started = None  # the general path set it already
+                    self._finish(job_id, task_id, finished, time)
+                    continue
+                if started is not None:
+                    record.instance = instance
+                    record.workers = workers
+                    record.variant = variant
+                    record.started_at = started
+                    last_started = task_id
+                    any_started = True
+                else:
+                    worker.n_running -= 1
+                    counts[running] -= 1
+                record.placed = False
+                held.discard((job_id, task_id))
+                allocation, record.allocation = record.allocation, None
+                if allocation is not None and allocator is not None:
+                    allocator.release(allocation)
+                record.finished_at = time
+                record.state = finished
+                counts[finished] += 1
+                del active[task_id]
+                if record.queued:
+                    job.sync_queue(record)
+                submit = record.submit
+                touched[id(submit)] = submit
+                if job.dependants:
+                    self._release_dependants(job, task_id, True)
+                job.settle(record)
+        if any_started:
+            job.workers_used.update(workers)
+            if last_started is not None:
+                worker.last_task_started = (job_id, last_started, started)  # type: ignore[assignment]
+        for submit in touched.values():
+            self._refresh(submit)
+
+    @staticmethod
+    def _replay_run(
+        job: Job,
+        start: int,
+        last: int,
+        step: int,
+        facts: DoneFacts,
+        touched: dict[int, Submit],
+    ) -> bool:
+        """A replayed run of pristine array tasks, finished in one step (the counters,
+        the submit's claims and one done run); False if it is anything else."""
+        found = job.locate(start)
+        if found is None:
+            return False
+        submit, first = found
+        end = first + (last - start) // step + 1
+        if (
+            submit.node is not None
+            or submit.request.n_nodes > 0
+            or end > len(submit.ids)
+            or submit.ids.slice(first, end) != [(start, last, step)]
+            or not submit.claim_run(first, end)
+        ):
+            return False
+        job.counts[TaskState.FINISHED] += end - first
+        touched[id(submit)] = submit
+        submit.add_done(first, end, facts)
+        return True
+
+    def _tasks_finished_slowly(self, event: TasksFinished) -> None:
+        job_id, time, started = event.job, event.time, event.started
+        if started is not None:
+            workers, instance, variant = event.workers, event.instance, event.variant
+            start = self._on_task_started
+            for task_id in event.task_ids():
+                start(TaskStarted(started, job_id, task_id, instance, workers, variant))
+                self._finish(job_id, task_id, TaskState.FINISHED, time)
+        else:
+            for task_id in event.task_ids():
+                self._finish(job_id, task_id, TaskState.FINISHED, time)
 
     def _on_task_failed(self, event: TaskFailed) -> None:
         record = self._finish(event.job, event.task, TaskState.FAILED, event.time)
@@ -1181,13 +1400,39 @@ class Model:
         return events
 
     def assign(self, assignments: Iterable[Assignment], *, now: float) -> list[Event]:
-        """Scheduler decisions as events; apply them right away, in this order."""
-        return [
-            TaskAssigned(
-                now, a.job_id, a.task_id, a.worker_id, workers=a.workers, variant=a.variant
-            )
-            for a in assignments
-        ]
+        """Scheduler decisions as events; apply them right away, in this order.
+
+        Consecutive decisions for one job, worker and variant become one
+        `tasks-assigned` (a worker's share of a pass is typically a run of IDs)."""
+        events: list[Event] = []
+        run: list[int] = []
+        allocations: list[Allocation] = []
+        key: tuple[int, int, int] | None = None
+
+        def close() -> None:
+            if key is None or not run:
+                return
+            ids = tuple(ids_to_ordered_items(run))
+            events.append(TasksAssigned(now, key[0], ids, key[1], key[2], tuple(allocations)))
+
+        for a in assignments:
+            if a.workers:
+                close()
+                run, key = [], None
+                events.append(
+                    TaskAssigned(
+                        now, a.job_id, a.task_id, a.worker_id, workers=a.workers, variant=a.variant
+                    )
+                )
+                continue
+            this = (a.job_id, a.worker_id, a.variant)
+            if this != key:
+                close()
+                run, allocations, key = [], [], this
+            run.append(a.task_id)
+            allocations.append(a.allocation)
+        close()
+        return events
 
     def _placed_record(
         self, job_id: int, task_id: int, worker_id: int, instance: int
@@ -1255,6 +1500,61 @@ class Model:
         events = self._unreported_start(job_id, record, worker_id, end - (ran_for or 0.0))
         events.append(TaskFinished(end, job_id, task_id))
         events.extend(self._follow_ups(job, now, 0, -1, frozenset((task_id,))))
+        return events
+
+    def tasks_finished(
+        self,
+        job_id: int,
+        task_ids: Iterable[int],
+        *,
+        worker_id: int,
+        instance: int,
+        now: float,
+        ran_for: float | None = None,
+        ended_at: float | None = None,
+    ) -> list[Event]:
+        """`task_finished` for each of `task_ids` in order, as if each one's events were
+        applied before the next is decided, but as a few `tasks-finished` events: one
+        per run of tasks that finished alike (same start and end, nodes, variant)."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return []
+        records = job.records
+        events: list[Event] = []
+        seen: set[int] = set()
+        run: list[int] = []
+        key: tuple[float, float | None, tuple[int, ...], int] | None = None
+
+        def close() -> None:
+            if run and key is not None:
+                end, started, workers, variant = key
+                ids = tuple(ids_to_ordered_items(run))
+                events.append(TasksFinished(end, job_id, ids, instance, workers, variant, started))
+
+        for task_id in task_ids:
+            record = records.get(task_id)
+            if (
+                record is None
+                or not record.placed
+                or record.worker != worker_id
+                or record.instance != instance
+                or task_id in seen
+            ):
+                continue
+            seen.add(task_id)
+            end = _ended(ended_at, now, record)
+            started = None
+            if record.state == TaskState.WAITING:
+                started = end - (ran_for or 0.0)
+            this = (end, started, record.workers or (worker_id,), record.variant)
+            if this != key:
+                close()
+                run = []
+                key = this
+            run.append(task_id)
+        close()
+        if seen:
+            events.extend(self._follow_ups(job, now, 0, -len(seen), frozenset(seen)))
         return events
 
     def task_failed(
@@ -1398,6 +1698,19 @@ class Model:
         submit, rank = found
         return pristine_view(job.id, submit, task_id, rank)
 
+    def launch_facts(self, job_id: int, task_id: int) -> tuple[int, int, Any] | None:
+        """(submit index, variant, entry) of a task, for its launch message: the record
+        of a placed task answers without building a whole view."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        record = job.records.get(task_id)
+        if record is not None:
+            submit = record.submit
+            return submit.index, record.variant, submit.entry(task_id)
+        view = self.task(job_id, task_id)
+        return None if view is None else (view.submit_index, view.variant, view.entry)
+
     def iter_tasks(
         self,
         job_id: int,
@@ -1419,6 +1732,8 @@ class Model:
             )
         elif wanted is not None and wanted <= RECORD_ONLY_STATES:
             views = (record_view(job.id, job.records[t]) for t in sorted(job.records))
+            if TaskState.FINISHED in wanted:
+                views = heapq.merge(views, done_views(job), key=lambda view: view.task_id)
         elif len(job.submits) == 1:
             views = submit_views(job, job.submits[0])
         else:

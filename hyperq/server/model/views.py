@@ -7,11 +7,12 @@ model or does I/O.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from hyperq.server.model.jobs import Job, JobState, Submit, TaskRecord, TaskState
+from hyperq.server.model.jobs import DoneFacts, Job, JobState, Submit, TaskRecord, TaskState
 
 
 class TaskView(NamedTuple):
@@ -146,7 +147,12 @@ def record_view(job_id: int, record: TaskRecord) -> TaskView:
 
 
 def pristine_view(job_id: int, submit: Submit, task_id: int, rank: int) -> TaskView:
-    """A task that never got a record: waiting, or canceled/aborted before it was placed."""
+    """A task without a record: waiting, canceled/aborted before it was placed, or
+    finished (its facts kept in the submit's done runs)."""
+    if submit.done:
+        done = submit.done_piece(rank)
+        if done is not None:
+            return done_view(job_id, submit, task_id, done[2])
     dropped = submit.dropped_piece(rank)
     return TaskView(
         job_id=job_id,
@@ -163,6 +169,42 @@ def pristine_view(job_id: int, submit: Submit, task_id: int, rank: int) -> TaskV
         submit_index=submit.index,
         entry=submit.entry(task_id),
     )
+
+
+def done_view(job_id: int, submit: Submit, task_id: int, facts: DoneFacts) -> TaskView:
+    return TaskView(
+        job_id=job_id,
+        task_id=task_id,
+        state=TaskState.FINISHED,
+        instance=facts.instance,
+        crash_count=facts.crash_count,
+        worker=facts.worker,
+        workers=facts.workers,
+        started_at=facts.started_at,
+        finished_at=facts.finished_at,
+        error=None,
+        variant=facts.variant,
+        submit_index=submit.index,
+        entry=submit.entry(task_id),
+    )
+
+
+def done_views(job: Job) -> Iterator[TaskView]:
+    """The finished tasks kept as done runs, in ascending ID order."""
+    runs = []
+    for submit in job.submits:
+        if submit.done:
+            runs.append(
+                (
+                    done_view(job.id, submit, task_id, facts)
+                    for first, end, facts in submit.done
+                    for start, last, step in submit.ids.slice(first, end)
+                    for task_id in range(start, last + 1, step)
+                )
+            )
+    if len(runs) == 1:
+        return runs[0]
+    return heapq.merge(*runs, key=lambda view: view.task_id)
 
 
 def submit_views(job: Job, submit: Submit) -> Iterator[TaskView]:
