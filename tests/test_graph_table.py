@@ -232,3 +232,26 @@ def test_damaged_table_in_a_journal_is_a_warning() -> None:
     desc = {"submit_dir": "/s", "stream_path": None, "group": 0, "table": {"ids": [1]}}
     model.apply(JobCreated(1.0, 1, True, {"name": "x", "max_fails": None}, desc))
     assert model.warnings and "ignored" in model.warnings[0]
+
+
+def test_graph_node_sets_every_slot_as_the_constructor_does() -> None:
+    """`graph_node` is a fast twin of `Submit.__init__`: a slot it forgets is an
+    AttributeError only when that task finishes (a new slot once was)."""
+    from hyperq.common.resources import ResourceRequest
+    from hyperq.server.model.jobs import Submit, graph_node, parse_crash_limit
+
+    request = ResourceRequest.from_wire(CPU1)
+    desc = {
+        "id": 7,
+        "graph": True,
+        "resources": request.to_wire(),
+        "priority": 3,
+        "crash_limit": 2,
+        "deps": [1, 2],
+    }
+    built = Submit(1, 4, desc, 10.0, request=request)
+    fast = graph_node(1, 4, desc, 10.0, built.variants, parse_crash_limit(2), 7, 3, (1, 2))
+    assert list(fast.ids) == list(built.ids) == [7]
+    for slot in Submit.__slots__:
+        if slot != "ids":
+            assert getattr(fast, slot) == getattr(built, slot), slot

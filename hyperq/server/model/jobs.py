@@ -457,6 +457,8 @@ def graph_node(
     self.ahead = _EMPTY
     self.dropped = _EMPTY
     self._drop_starts = _EMPTY
+    self.done = _EMPTY
+    self._done_starts = _EMPTY
     self.pristine_left = 1
     self.requeued = _EMPTY
     return self
