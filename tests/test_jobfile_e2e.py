@@ -299,3 +299,51 @@ command = ["echo", "twelve"]
     info = cluster.json(["task", "info", "1", "200"])[0]
     assert info["cwd"] == str(cluster.work_dir / "test-200")
     assert info["stdout"] == str(cluster.work_dir / "test-200" / "job-1" / "200.stdout")
+
+
+def test_job_file_graph_streams(cluster: ClusterEnv) -> None:
+    """A job file's top-level `stream` streams every task of a graph (stream.md §1): no
+    per-task files, one stream file, `cat` in task order once the graph has finished."""
+    cluster.start_server()
+    cluster.start_worker(cpus=2)
+    job = """
+stream = "output"
+
+[[task]]
+id = 1
+command = ["bash", "-c", "echo first; echo oops >&2"]
+
+[[task]]
+id = 2
+deps = [1]
+command = ["echo", "second"]
+
+[[task]]
+id = 3
+deps = [1]
+stderr = "none"
+command = ["bash", "-c", "echo third; echo dropped >&2"]
+"""
+    cluster.command(["job", "submit-file", write(cluster, "s.toml", job)])
+    cluster.wait_for_job_state(1, "FINISHED")
+    assert not (cluster.work_dir / "job-1").exists()
+    assert len(list((cluster.work_dir / "output").glob("*.hqs"))) == 1
+    log = ["output-log", "output"]
+    assert cluster.command([*log, "cat", "1", "stdout"]) == "first\nsecond\nthird\n"
+    assert cluster.command([*log, "cat", "1", "stderr"]) == "oops\n"
+    assert cluster.command([*log, "jobs"]) == "1\n"
+    info = cluster.command(["task", "info", "1", "2"])
+    assert any("Stdout" in line and "<Stream>" in line for line in info.splitlines())
+
+    array = """
+stream = "output-%{JOB_ID}"
+
+[array]
+ids = "1-3"
+command = ["bash", "-c", "echo task $HQ_TASK_ID"]
+"""
+    cluster.command(["job", "submit-file", write(cluster, "a.toml", array)])
+    cluster.wait_for_job_state(2, "FINISHED")
+    assert not (cluster.work_dir / "job-2").exists()
+    expected = "task 1\ntask 2\ntask 3\n"
+    assert cluster.command(["output-log", "output-2", "cat", "2", "stdout"]) == expected

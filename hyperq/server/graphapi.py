@@ -236,10 +236,14 @@ async def submit_graph(core: ServerCore, request: Mapping[str, Any]) -> dict[str
     for task in tasks:
         task["program"] = intern(task["program"])
     if stream_path:
+        # Workers read a task's `stream_dir`, resolved as for `hq submit --stream`;
+        # `stream_path` stays as the client sent it (the journal shows it so).
         bare = {"cwd": submit_dir, "stdout": None, "stderr": None}
-        stream_path = core.resolve_submit(
+        stream_dir = core.resolve_submit(
             {"submit_dir": submit_dir, "program": bare, "stream_path": stream_path}, target
-        )["stream_path"]
+        )["stream_dir"]
+        for task in tasks:
+            task["stream_dir"] = stream_dir
     events = model.submit_graph(
         submit_dir,
         stream_path,
