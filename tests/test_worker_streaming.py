@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import trio
 from hyperq.stream.format import KIND_END, FileHeader, Record
 from hyperq.stream.reader import read_records
 from hyperq.worker.launcher import TaskLaunchSpec, run_task
+from hyperq.worker.streamcopier import Copier
 from hyperq.worker.streaming import StreamError, StreamFiles, TaskStream, attach_stream
 
 PIPE = {"path": "<pipe>", "rm_if_finished": False}
@@ -109,8 +111,8 @@ async def test_uncreatable_directory_fails_the_task(tmp_path: Path) -> None:
 async def test_write_failure_fails_and_the_next_task_gets_a_fresh_file(tmp_path: Path) -> None:
     async with running_files() as files:
         writer = await files.writer(str(tmp_path / "logs"))
-        os.close(writer.fd)
-        writer.fd = os.open(os.devnull, os.O_RDONLY)  # writes now fail with EBADF
+        writer.copier.process.kill()  # writes now fail: nobody reads the pipe
+        writer.copier.process.wait()
         writer.append(b"x")
         with pytest.raises(StreamError):
             await writer.write_pending()
@@ -120,7 +122,29 @@ async def test_write_failure_fails_and_the_next_task_gets_a_fresh_file(tmp_path:
         async with stream.running():
             pass  # no task: the pipes just close
         assert len(list((tmp_path / "logs").glob("*.hqs"))) == 2
-    writer.close()
+
+
+async def test_copier_writes_in_order_and_reports_write_errors(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    copier = Copier(fd)
+    for n in range(50):
+        await copier.write(b"%d," % n * (n * 997 % 3000))
+    copier.close()
+    copier.wait()
+    os.close(fd)
+    assert (tmp_path / "out").read_bytes() == b"".join(
+        b"%d," % n * (n * 997 % 3000) for n in range(50)
+    )
+    full = os.open("/dev/full", os.O_WRONLY)
+    copier = Copier(full)
+    with pytest.raises(OSError) as error:
+        await copier.write(b"lost")
+    assert error.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):  # the copier has ended
+        await copier.write(b"lost")
+    copier.close()
+    copier.wait()
+    os.close(full)
 
 
 async def test_no_pipes_fails_the_task_not_the_worker(

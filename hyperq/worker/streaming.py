@@ -7,10 +7,10 @@ loop watches, so a wakeup reads whatever all tasks printed meanwhile, without a 
 a nursery or an `FdStream` per pipe (`tools/bench_stream`: those cost more than the
 pipes themselves). A task's `TaskStream` makes its pipes, and on the task's end (any end)
 waits for their EOF, appends the END record and writes everything pending before the
-launcher may report the result. Disk work runs in a thread (`trio.to_thread.run_sync`),
-one writer per file at a time under a lock, so the event loop never waits for the disk;
-whoever takes the lock writes everything pending, so tasks ending together share one
-write.
+launcher may report the result. Disk work is done by a copier process per file
+(`streamcopier`), fed through a pipe, so the event loop never waits for the disk; one
+write per file at a time under a lock, and whoever takes the lock writes everything
+pending, so tasks ending together share one write.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from hyperq.stream.format import MAX_DATA, FileHeader, encode_data, encode_end
-from hyperq.stream.writer import Pending, create_file, write_all
+from hyperq.stream.writer import Pending, create_file
+from hyperq.worker.streamcopier import Copier
 
 if TYPE_CHECKING:
     from hyperq.worker.launcher import TaskLaunchSpec
@@ -50,11 +51,12 @@ class StreamError(Exception):
 
 
 class StreamWriter:
-    """One open stream file; appends are synchronous, writes happen in a thread."""
+    """One open stream file; appends are synchronous, its copier process writes."""
 
-    def __init__(self, fd: int, path: str) -> None:
+    def __init__(self, fd: int, path: str, copier: Copier) -> None:
         self.fd = fd
         self.path = path
+        self.copier = copier
         self.pending = Pending()
         self.failed: str | None = None
         self._lock = trio.Lock()
@@ -79,8 +81,10 @@ class StreamWriter:
             upto = self._appended
             data = self.pending.take()
             try:
-                # Not abandoned on cancel: once taken from the buffer, the data must land.
-                await trio.to_thread.run_sync(write_all, self.fd, data)
+                # Not abandoned on cancel: once taken from the buffer, the data must land
+                # (and an exchange cut halfway would confuse the next one).
+                with trio.CancelScope(shield=True):
+                    await self.copier.write(data)
             except OSError as error:
                 self.failed = _os_error_text(error)
                 log.error("Stream failed: %s", self.failed)
@@ -88,8 +92,19 @@ class StreamWriter:
             self._written = upto
 
     def close(self) -> None:
+        self.copier.close()
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _open_file(directory: str, header: FileHeader) -> tuple[int, str, Copier]:
+    """A new stream file with its header, and its copier (blocking: run in a thread)."""
+    fd, path = create_file(directory, header)
+    try:
+        return fd, path, Copier(fd)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class StreamFiles:
@@ -102,6 +117,7 @@ class StreamFiles:
         # Keyed by server UID too: a `reconnect` worker may come back to another server
         # instance, whose runs must not be filed under the old one.
         self._writers: dict[tuple[str, str], StreamWriter] = {}
+        self._retired: list[StreamWriter] = []  # failed and replaced; reaped at close
         self._lock = trio.Lock()
         self._epoll: select.epoll | None = None
         # read end -> (its task's stream, channel)
@@ -119,10 +135,11 @@ class StreamFiles:
                 return writer
             if writer is not None:
                 writer.close()  # a failed file is left as it is; a new one takes over
+                self._retired.append(writer)
             header = FileHeader(key[1], self.worker_id)
-            fd, path = await trio.to_thread.run_sync(create_file, directory, header)
+            fd, path, copier = await trio.to_thread.run_sync(_open_file, directory, header)
             log.debug("Stream file %s opened", path)
-            writer = self._writers[key] = StreamWriter(fd, path)
+            writer = self._writers[key] = StreamWriter(fd, path, copier)
             return writer
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -192,9 +209,14 @@ class StreamFiles:
                 self._epoll.unregister(fd)
 
     def close(self) -> None:
-        for writer in self._writers.values():
+        """At the worker's end, its tasks gone (their writes done): end the copiers."""
+        writers = [*self._writers.values(), *self._retired]
+        for writer in writers:
             writer.close()
+        for writer in writers:
+            writer.copier.wait()
         self._writers.clear()
+        self._retired.clear()
 
 
 class TaskStream:
