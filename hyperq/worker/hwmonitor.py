@@ -219,10 +219,7 @@ async def run_gpu_tool(argv: Sequence[str], parse: Any) -> dict[str, Any] | None
     try:
         with trio.fail_after(GPU_TOOL_TIMEOUT):
             result = await trio.run_process(
-                list(argv),
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
+                list(argv), capture_stdout=True, capture_stderr=True, check=False,
                 stdin=subprocess.DEVNULL,
             )
     except (OSError, trio.TooSlowError) as error:
