@@ -5,8 +5,9 @@ the file before its result is reported, so every streamed task ends with a write
 thread hop for it cost the worker ~65 µs of CPU and three context switches per task
 (waking the thread, then the GIL going back and forth between it and the event loop),
 more than the rest of streaming. Writing to a pipe never waits for the disk, and the
-copier has a GIL of its own: the same write costs the worker ~8 µs and the copier ~10 µs
-(`tools/bench_stream`). The event loop still never blocks on the disk.
+copier has a GIL of its own: the same write costs the worker ~8 µs and the copier
+~10-20 µs, and the worker's whole streaming cost per one-line task fell from ~260 to
+~130 µs (a machine loaded 20-30, CPU time). The event loop still never blocks on the disk.
 
 Protocol: the worker writes frames `<u32 LE size><bytes>` to the copier's stdin; the
 copier appends their bytes to the file (whole frames, several with one write when they
