@@ -127,8 +127,8 @@ async def test_write_failure_fails_and_the_next_task_gets_a_fresh_file(tmp_path:
 async def test_copier_writes_in_order_and_reports_write_errors(tmp_path: Path) -> None:
     fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     copier = Copier(fd)
-    # A session of its own: Ctrl-C to the worker's group must not end it first.
-    assert os.getsid(copier.process.pid) == copier.process.pid
+    # A process group of its own: Ctrl-C to the worker's group must not end it first.
+    assert os.getpgid(copier.process.pid) == copier.process.pid
     for n in range(50):
         await copier.write(b"%d," % n * (n * 997 % 3000))
     copier.close()
