@@ -299,3 +299,83 @@ command = ["echo", "twelve"]
     info = cluster.json(["task", "info", "1", "200"])[0]
     assert info["cwd"] == str(cluster.work_dir / "test-200")
     assert info["stdout"] == str(cluster.work_dir / "test-200" / "job-1" / "200.stdout")
+
+
+def test_job_file_graph_streams(cluster: ClusterEnv) -> None:
+    """A job file's top-level `stream` streams every task of a graph (stream.md §1): no
+    per-task files, one stream file, `cat` in task order once the graph has finished."""
+    cluster.start_server()
+    cluster.start_worker(cpus=2)
+    job = """
+stream = "output"
+
+[[task]]
+id = 1
+command = ["bash", "-c", "echo first; echo oops >&2"]
+
+[[task]]
+id = 2
+deps = [1]
+command = ["echo", "second"]
+
+[[task]]
+id = 3
+deps = [1]
+stderr = "none"
+command = ["bash", "-c", "echo third; echo dropped >&2"]
+"""
+    cluster.command(["job", "submit-file", write(cluster, "s.toml", job)])
+    cluster.wait_for_job_state(1, "FINISHED")
+    assert not (cluster.work_dir / "job-1").exists()
+    assert len(list((cluster.work_dir / "output").glob("*.hqs"))) == 1
+    log = ["output-log", "output"]
+    assert cluster.command([*log, "cat", "1", "stdout"]) == "first\nsecond\nthird\n"
+    assert cluster.command([*log, "cat", "1", "stderr"]) == "oops\n"
+    assert cluster.command([*log, "jobs"]) == "1\n"
+    info = cluster.command(["task", "info", "1", "2"])
+    assert any("Stdout" in line and "<Stream>" in line for line in info.splitlines())
+
+    array = """
+stream = "output-%{JOB_ID}"
+
+[array]
+ids = "1-3"
+command = ["bash", "-c", "echo task $HQ_TASK_ID"]
+"""
+    cluster.command(["job", "submit-file", write(cluster, "a.toml", array)])
+    cluster.wait_for_job_state(2, "FINISHED")
+    assert not (cluster.work_dir / "job-2").exists()
+    expected = "task 1\ntask 2\ntask 3\n"
+    assert cluster.command(["output-log", "output-2", "cat", "2", "stdout"]) == expected
+
+
+def test_job_file_graph_keeps_streaming_after_restore(cluster: ClusterEnv) -> None:
+    """A streamed graph's tasks still stream after a journal restore (their stream_dir
+    is in the journal's task descriptions; stream_path stays as written)."""
+    server = cluster.start_server("--journal", "journal.bin")
+    cluster.start_worker(cpus=2)
+    job = """
+stream = "log-%{JOB_ID}"
+
+[[task]]
+id = 1
+command = ["echo", "one"]
+
+[[task]]
+id = 2
+deps = [1]
+command = ["bash", "run.sh"]
+"""
+    script = "echo run $HQ_INSTANCE_ID; [ $HQ_INSTANCE_ID != 0 ] || { touch started; sleep 100; }"
+    write(cluster, "run.sh", script)
+    cluster.command(["job", "submit-file", write(cluster, "r.toml", job)])
+    wait_until(lambda: (cluster.work_dir / "started").exists(), what="the first run of task 2")
+    assert cluster.stop_server(server) == 0
+    cluster.start_server("--journal", "journal.bin", name="server2")
+    cluster.start_worker(cpus=2)
+    cluster.wait_for_job_state(1, "FINISHED")
+    out = cluster.command(["output-log", "log-1", "cat", "1", "stdout"])
+    assert out.startswith("one\nrun ") and int(out.split()[-1]) >= 1
+    assert not (cluster.work_dir / "job-1").exists()
+    exported = cluster.command(["journal", "export", "journal.bin"])
+    assert '"stream_path": "log-%{JOB_ID}"' in exported.replace('":"', '": "')

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import trio
 from hyperq.stream.format import KIND_END, FileHeader, Record
 from hyperq.stream.reader import read_records
 from hyperq.worker.launcher import TaskLaunchSpec, run_task
+from hyperq.worker.streamcopier import Copier
 from hyperq.worker.streaming import StreamError, StreamFiles, TaskStream, attach_stream
 
 PIPE = {"path": "<pipe>", "rm_if_finished": False}
@@ -36,6 +40,19 @@ def make_spec(tmp_path: Path, files: StreamFiles, argv: list[str], **changes) ->
     return attach_stream(spec, str(tmp_path / "logs"), files)
 
 
+@contextlib.asynccontextmanager
+async def running_files() -> AsyncIterator[StreamFiles]:
+    """A worker's stream files with their pipe reader running, as the worker has them."""
+    files = StreamFiles("uid1", 7)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(files.run)
+        try:
+            yield files
+        finally:
+            files.close()
+            nursery.cancel_scope.cancel()
+
+
 def records_in(directory: Path) -> list[Record]:
     [path] = list(directory.glob("*.hqs"))
     header, records, damages = read_records(path.read_bytes())
@@ -45,82 +62,103 @@ def records_in(directory: Path) -> list[Record]:
 
 
 async def test_output_and_end_are_on_disk_when_run_task_returns(tmp_path: Path) -> None:
-    files = StreamFiles("uid1", 7)
-    spec = make_spec(tmp_path, files, ["bash", "-c", "echo out; echo err >&2; exit 3"])
-    outcome = await run_task(spec)
-    assert outcome.error == "Program terminated with exit code 3."
-    records = records_in(tmp_path / "logs")
-    data = {(r.channel, r.data) for r in records if r.kind != KIND_END}
-    assert data == {(0, b"out\n"), (1, b"err\n")}
-    assert records[-1].kind == KIND_END
-    files.close()
+    async with running_files() as files:
+        spec = make_spec(tmp_path, files, ["bash", "-c", "echo out; echo err >&2; exit 3"])
+        outcome = await run_task(spec)
+        assert outcome.error == "Program terminated with exit code 3."
+        records = records_in(tmp_path / "logs")
+        data = {(r.channel, r.data) for r in records if r.kind != KIND_END}
+        assert data == {(0, b"out\n"), (1, b"err\n")}
+        assert records[-1].kind == KIND_END
 
 
 async def test_many_tasks_share_one_file_without_mixing(tmp_path: Path) -> None:
-    files = StreamFiles("uid1", 7)
-    async with trio.open_nursery() as nursery:
+    async with running_files() as files:
+        async with trio.open_nursery() as nursery:
+            for task in range(8):
+                script = f"for i in $(seq 200); do echo task{task}-line$i; done"
+                spec = make_spec(tmp_path, files, ["bash", "-c", script], task_id=task)
+                nursery.start_soon(run_task, spec)
+        records = records_in(tmp_path / "logs")
         for task in range(8):
-            script = f"for i in $(seq 200); do echo task{task}-line$i; done"
-            spec = make_spec(tmp_path, files, ["bash", "-c", script], task_id=task)
-            nursery.start_soon(run_task, spec)
-    records = records_in(tmp_path / "logs")
-    for task in range(8):
-        text = b"".join(r.data for r in records if r.task == task)
-        assert text == b"".join(b"task%d-line%d\n" % (task, i) for i in range(1, 201))
-        assert [r.kind for r in records if r.task == task][-1] == KIND_END
-    files.close()
+            text = b"".join(r.data for r in records if r.task == task)
+            assert text == b"".join(b"task%d-line%d\n" % (task, i) for i in range(1, 201))
+            assert [r.kind for r in records if r.task == task][-1] == KIND_END
 
 
 async def test_cancel_keeps_what_was_printed(tmp_path: Path) -> None:
-    files = StreamFiles("uid1", 7)
-    marker = tmp_path / "printed"
-    spec = make_spec(tmp_path, files, ["bash", "-c", f"echo Start; touch {marker}; sleep 100"])
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_task, spec)
-            while not marker.exists():
-                await trio.sleep(0.02)
-            nursery.cancel_scope.cancel()
-    assert [r.data for r in records_in(tmp_path / "logs") if r.data] == [b"Start\n"]
-    files.close()
+    async with running_files() as files:
+        marker = tmp_path / "printed"
+        spec = make_spec(tmp_path, files, ["bash", "-c", f"echo Start; touch {marker}; sleep 100"])
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_task, spec)
+                while not marker.exists():
+                    await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()
+        assert [r.data for r in records_in(tmp_path / "logs") if r.data] == [b"Start\n"]
 
 
 async def test_uncreatable_directory_fails_the_task(tmp_path: Path) -> None:
     (tmp_path / "logs").write_text("a file")
-    files = StreamFiles("uid1", 7)
-    spec = make_spec(tmp_path, files, ["echo", "lost"])
-    outcome = await run_task(spec)
-    assert outcome.error is not None
-    assert outcome.error.startswith(f"Cannot create stream directory {tmp_path / 'logs'}: ")
-    files.close()
+    async with running_files() as files:
+        spec = make_spec(tmp_path, files, ["echo", "lost"])
+        outcome = await run_task(spec)
+        assert outcome.error is not None
+        assert outcome.error.startswith(f"Cannot create stream directory {tmp_path / 'logs'}: ")
 
 
 async def test_write_failure_fails_and_the_next_task_gets_a_fresh_file(tmp_path: Path) -> None:
-    files = StreamFiles("uid1", 7)
-    writer = await files.writer(str(tmp_path / "logs"))
-    os.close(writer.fd)
-    writer.fd = os.open(os.devnull, os.O_RDONLY)  # writes now fail with EBADF
-    writer.append(b"x")
-    with pytest.raises(StreamError):
-        await writer.write_pending()
-    stream = TaskStream(files, str(tmp_path / "logs"), (1, 0, 0), (True, False))
-    assert await stream.open() is None
-    assert stream._writer is not writer
-    assert len(list((tmp_path / "logs").glob("*.hqs"))) == 2
-    files.close()
-    writer.close()
+    async with running_files() as files:
+        writer = await files.writer(str(tmp_path / "logs"))
+        writer.copier.process.kill()  # writes now fail: nobody reads the pipe
+        writer.copier.process.wait()
+        writer.append(b"x")
+        with pytest.raises(StreamError):
+            await writer.write_pending()
+        stream = TaskStream(files, str(tmp_path / "logs"), (1, 0, 0), (True, False))
+        assert await stream.open() is None
+        assert stream.writer is not writer
+        async with stream.running():
+            pass  # no task: the pipes just close
+        assert len(list((tmp_path / "logs").glob("*.hqs"))) == 2
+
+
+async def test_copier_writes_in_order_and_reports_write_errors(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    copier = Copier(fd)
+    # A process group of its own: Ctrl-C to the worker's group must not end it first.
+    assert os.getpgid(copier.process.pid) == copier.process.pid
+    for n in range(50):
+        await copier.write(b"%d," % n * (n * 997 % 3000))
+    copier.close()
+    copier.wait()
+    assert copier.process.returncode == 0  # it ended by itself, on EOF
+    os.close(fd)
+    assert (tmp_path / "out").read_bytes() == b"".join(
+        b"%d," % n * (n * 997 % 3000) for n in range(50)
+    )
+    full = os.open("/dev/full", os.O_WRONLY)
+    copier = Copier(full)
+    with pytest.raises(OSError) as error:
+        await copier.write(b"lost")
+    assert error.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):  # the copier has ended
+        await copier.write(b"lost")
+    copier.close()
+    copier.wait()
+    os.close(full)
 
 
 async def test_no_pipes_fails_the_task_not_the_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = StreamFiles("uid1", 7)
-    spec = make_spec(tmp_path, files, ["echo", "lost"])
+    async with running_files() as files:
+        spec = make_spec(tmp_path, files, ["echo", "lost"])
 
-    def no_pipes(flags: int) -> tuple[int, int]:
-        raise OSError(24, "Too many open files")
+        def no_pipes(flags: int) -> tuple[int, int]:
+            raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(os, "pipe2", no_pipes)
-    outcome = await run_task(spec)
-    assert outcome.error == "Streaming: Too many open files (os error 24)"
-    files.close()
+        monkeypatch.setattr(os, "pipe2", no_pipes)
+        outcome = await run_task(spec)
+        assert outcome.error == "Streaming: Too many open files (os error 24)"

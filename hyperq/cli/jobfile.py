@@ -17,6 +17,7 @@ from hyperq.cli import jobtoml
 from hyperq.common.duration import parse_duration
 from hyperq.common.errors import HqError
 from hyperq.common.idrange import IdRanges
+from hyperq.common.placeholders import STREAM_MARK
 from hyperq.common.resources import (
     AMOUNT_SCALE,
     DEFAULT_WEIGHT,
@@ -213,10 +214,9 @@ def _config(table: Mapping[str, Any], submit_dir: str, streamed: bool) -> dict[s
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise _type_error("env", env, "a table of strings")
     cwd = _string(table, "cwd")
-    stream_out = None if streamed else DEFAULT_STDOUT
-    stream_err = None if streamed else DEFAULT_STDERR
-    stdout = _output(table, "stdout", stream_out or DEFAULT_STDOUT)
-    stderr = _output(table, "stderr", stream_err or DEFAULT_STDERR)
+    # A channel not given goes to the job's stream, as with `hq submit --stream`.
+    stdout = _output(table, "stdout", STREAM_MARK if streamed else DEFAULT_STDOUT)
+    stderr = _output(table, "stderr", STREAM_MARK if streamed else DEFAULT_STDERR)
     stdin = _string(table, "stdin")
     pin = table.get("pin", "none")
     if pin not in ("none", "taskset", "omp"):

@@ -390,10 +390,15 @@ def _commit_descs(
     model = core.model
     target = job_id if job_id is not None else model.next_job_id
     if stream_path:
+        # Workers read a task's `stream_dir`, resolved as for `hq submit --stream`;
+        # `stream_path` stays as the client sent it (the journal shows it so).
         bare = {"cwd": submit_dir, "stdout": None, "stderr": None}
-        stream_path = core.resolve_submit(
+        stream_dir = core.resolve_submit(
             {"submit_dir": submit_dir, "program": bare, "stream_path": stream_path}, target
-        )["stream_path"]
+        )["stream_dir"]
+        # Each task description carries it: the table's through its shapes.
+        for task in tasks["templates"] if table else tasks:
+            task["stream_dir"] = stream_dir
     events = (model.submit_graph_table if table else model.submit_graph)(
         submit_dir,
         stream_path,

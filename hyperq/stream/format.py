@@ -112,7 +112,7 @@ class Head(NamedTuple):
     offset: int
 
 
-_FULL_HEAD = struct.Struct(HEAD.format + "I")
+FULL_HEAD = struct.Struct(HEAD.format + "I")
 
 
 def decode_head(buffer: bytes | memoryview, at: int, base: int = 0) -> Head | None:
@@ -120,7 +120,7 @@ def decode_head(buffer: bytes | memoryview, at: int, base: int = 0) -> Head | No
     `base` is the buffer's position in the file (the head's `offset` is absolute)."""
     try:
         sync, kind, channel, time_ms, job, task, instance, size, data_crc, crc = (
-            _FULL_HEAD.unpack_from(buffer, at)
+            FULL_HEAD.unpack_from(buffer, at)
         )
     except struct.error:
         return None

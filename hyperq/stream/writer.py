@@ -1,8 +1,9 @@
 """The blocking half of writing a stream file: create it, append bytes, and the buffer.
 
-The worker's trio code decides when to write and runs these calls in a thread; nothing
-here knows about tasks or trio. Records are appended whole (one `write` per batch of
-whole records, retried on a short write), so a crash can only cut the file's tail.
+The worker's trio code decides when to write; its copier process (worker/streamcopier)
+does the appending. Nothing here knows about tasks or trio. Records are appended whole
+(one `write` per batch of whole records, retried on a short write), so a crash can only
+cut the file's tail.
 """
 
 from __future__ import annotations

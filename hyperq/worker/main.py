@@ -266,6 +266,7 @@ class WorkerRuntime:
             await services.start(self._watch_signals)
             if not self.zero:  # nothing runs that could notify
                 await services.start(self.notifier.run)
+            await services.start(self.stream_files.run)
             if self.config.time_limit is not None:
                 services.start_soon(self._time_limit, self.config.time_limit)
             if self.config.overview_interval:

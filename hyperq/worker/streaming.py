@@ -1,12 +1,16 @@
 """The trio side of output streaming: pipes from tasks into this worker's stream files.
 
 One `StreamFiles` per worker process holds one open file per stream directory, shared by
-every task that streams there (stream.md §2). A task's `TaskStream` makes the pipes the
-task writes into, pumps them into records, and on the task's end (any end) reads them to
-EOF, appends the END record and writes everything pending before the launcher may
-report the result. Disk work runs in a thread (`trio.to_thread.run_sync`), one writer
-per file at a time under a lock, so the event loop never waits for the disk; whoever
-takes the lock writes everything pending, so tasks ending together share one write.
+every task that streams there (stream.md §2), and reads every streamed pipe of every task
+in one trio task (`run`): the pipes sit in an epoll set of their own, whose fd the event
+loop watches, so a wakeup reads whatever all tasks printed meanwhile, without a trio task,
+a nursery or an `FdStream` per pipe (`tools/bench_stream`: those cost more than the
+pipes themselves). A task's `TaskStream` makes its pipes, and on the task's end (any end)
+waits for their EOF, appends the END record and writes everything pending before the
+launcher may report the result. Disk work is done by a copier process per file
+(`streamcopier`), fed through a pipe, so the event loop never waits for the disk; one
+write per file at a time under a lock, and whoever takes the lock writes everything
+pending, so tasks ending together share one write.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -21,7 +26,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from hyperq.stream.format import MAX_DATA, FileHeader, encode_data, encode_end
-from hyperq.stream.writer import Pending, create_file, write_all
+from hyperq.stream.writer import Pending, create_file
+from hyperq.worker.streamcopier import Copier
 
 if TYPE_CHECKING:
     from hyperq.worker.launcher import TaskLaunchSpec
@@ -29,9 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PIPE_MARK = "<pipe>"
-# After a kill, how long to wait for the pipes' EOF (a grandchild that left the task's
-# process group may hold them open).
+# After a task's process is gone, how long to wait for its pipes' EOF (a grandchild that
+# left the task's process group may hold them open).
 DRAIN_SECONDS = 2.0
+_EOF_EVENTS = select.EPOLLHUP | select.EPOLLERR
 
 
 def _os_error_text(error: OSError) -> str:
@@ -44,42 +51,65 @@ class StreamError(Exception):
 
 
 class StreamWriter:
-    """One open stream file; appends are synchronous, writes happen in a thread."""
+    """One open stream file; appends are synchronous, its copier process writes."""
 
-    def __init__(self, fd: int, path: str) -> None:
+    def __init__(self, fd: int, path: str, copier: Copier) -> None:
         self.fd = fd
         self.path = path
+        self.copier = copier
         self.pending = Pending()
         self.failed: str | None = None
         self._lock = trio.Lock()
+        # Records appended and records on disk (or given up): a task whose records went
+        # out with another task's write needs no write of its own.
+        self._appended = 0
+        self._written = 0
 
     def append(self, record: bytes) -> None:
         if self.failed is None:
             self.pending.append(record)
+            self._appended += 1
 
     async def write_pending(self) -> None:
         """Everything appended before this call is written (or StreamError)."""
+        wanted = self._appended
         async with self._lock:
             if self.failed is not None:
                 raise StreamError(self.failed)
-            data = self.pending.take()
-            if not data:
+            if self._written >= wanted:
                 return
+            upto = self._appended
+            data = self.pending.take()
             try:
-                # Not abandoned on cancel: once taken from the buffer, the data must land.
-                await trio.to_thread.run_sync(write_all, self.fd, data)
+                # Not abandoned on cancel: once taken from the buffer, the data must land
+                # (and an exchange cut halfway would confuse the next one).
+                with trio.CancelScope(shield=True):
+                    await self.copier.write(data)
             except OSError as error:
                 self.failed = _os_error_text(error)
                 log.error("Stream failed: %s", self.failed)
                 raise StreamError(self.failed) from None
+            self._written = upto
 
     def close(self) -> None:
+        self.copier.close()
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
 
+def _open_file(directory: str, header: FileHeader) -> tuple[int, str, Copier]:
+    """A new stream file with its header, and its copier (blocking: run in a thread)."""
+    fd, path = create_file(directory, header)
+    try:
+        return fd, path, Copier(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class StreamFiles:
-    """This worker process's stream files, one per directory, opened on first use."""
+    """This worker process's stream files, one per directory, opened on first use, and
+    the reader of every streamed pipe (`run`, which must be running while tasks stream)."""
 
     def __init__(self, server_uid: str, worker_id: int) -> None:
         self.server_uid = server_uid
@@ -87,7 +117,11 @@ class StreamFiles:
         # Keyed by server UID too: a `reconnect` worker may come back to another server
         # instance, whose runs must not be filed under the old one.
         self._writers: dict[tuple[str, str], StreamWriter] = {}
+        self._retired: list[StreamWriter] = []  # failed and replaced; reaped at close
         self._lock = trio.Lock()
+        self._epoll: select.epoll | None = None
+        # read end -> (its task's stream, channel)
+        self._watched: dict[int, tuple[TaskStream, int]] = {}
 
     async def writer(self, directory: str, server_uid: str | None = None) -> StreamWriter:
         """The open file for `directory`, created (with the directory) if needed; OSError."""
@@ -101,16 +135,88 @@ class StreamFiles:
                 return writer
             if writer is not None:
                 writer.close()  # a failed file is left as it is; a new one takes over
+                self._retired.append(writer)
             header = FileHeader(key[1], self.worker_id)
-            fd, path = await trio.to_thread.run_sync(create_file, directory, header)
+            fd, path, copier = await trio.to_thread.run_sync(_open_file, directory, header)
             log.debug("Stream file %s opened", path)
-            writer = self._writers[key] = StreamWriter(fd, path)
+            writer = self._writers[key] = StreamWriter(fd, path, copier)
             return writer
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read the watched pipes until cancelled."""
+        epoll = select.epoll()
+        self._epoll = epoll
+        try:
+            task_status.started()
+            while True:
+                await trio.lowlevel.wait_readable(epoll)
+                # Level-triggered: a pipe that still holds data is reported again.
+                await self._read(epoll.poll(0))
+        finally:
+            self._epoll = None
+            for stream, _channel in list(self._watched.values()):
+                stream.unwatch()  # its task stops waiting for an EOF nobody will see
+            epoll.close()
+
+    async def _read(self, events: list[tuple[int, int]]) -> None:
+        now = int(time.time() * 1000)
+        full: list[StreamWriter] = []
+        for fd, mask in events:
+            watched = self._watched.get(fd)
+            if watched is None:
+                continue
+            stream, channel = watched
+            data = b""
+            if mask & select.EPOLLIN:
+                try:
+                    # A blocking fd, but readable: the read returns what is there.
+                    data = os.read(fd, MAX_DATA)
+                except OSError as error:
+                    stream.error = f"Streaming: {_os_error_text(error)}"
+            if data:
+                writer = stream.writer
+                writer.append(
+                    encode_data(now, stream.job, stream.task, stream.instance, channel, data)
+                )
+                if writer.pending.over_threshold and writer not in full:
+                    full.append(writer)
+                # With the writers gone and less than a full read there, the pipe is
+                # empty for good: no second read to learn of the EOF.
+                if not (mask & _EOF_EVENTS and len(data) < MAX_DATA):
+                    continue
+            stream.channel_ended(channel)
+        # The size bound: over the threshold, no pipe is read until the file has it, so
+        # a file's buffer holds at most the threshold plus one read per pipe; a faster
+        # task fills its pipe and waits.
+        for writer in full:
+            with contextlib.suppress(StreamError):  # logged; its tasks fail at their end
+                await writer.write_pending()
+
+    @property
+    def reading(self) -> bool:
+        return self._epoll is not None
+
+    def watch(self, stream: TaskStream, fd: int, channel: int) -> None:
+        if self._epoll is None:
+            raise RuntimeError("StreamFiles.run is not running")
+        self._epoll.register(fd, select.EPOLLIN)
+        self._watched[fd] = (stream, channel)
+
+    def unwatch(self, fd: int) -> None:
+        self._watched.pop(fd, None)
+        if self._epoll is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+
     def close(self) -> None:
-        for writer in self._writers.values():
+        """At the worker's end, its tasks gone (their writes done): end the copiers."""
+        writers = [*self._writers.values(), *self._retired]
+        for writer in writers:
             writer.close()
+        for writer in writers:
+            writer.copier.wait()
         self._writers.clear()
+        self._retired.clear()
 
 
 class TaskStream:
@@ -130,31 +236,32 @@ class TaskStream:
         self.job, self.task, self.instance = ids
         self.channels = channels
         self.error: str | None = None
-        self._writer: StreamWriter | None = None
-        self._readers: dict[int, trio.lowlevel.FdStream] = {}
+        self.writer: StreamWriter
+        self._read_ends: dict[int, int] = {}  # channel -> fd, until its EOF
         self._write_ends: dict[int, int] = {}  # until child_fds hands them out
-        self._at_eof: set[int] = set()
+        self._ended = 0  # channels that reached EOF
+        self._all_ended: trio.Event | None = None
 
     async def open(self) -> str | None:
         """Open (or reuse) the directory's file before the task is spawned; error text."""
         try:
-            self._writer = await self.files.writer(self.directory, self.server_uid)
+            self.writer = await self.files.writer(self.directory, self.server_uid)
         except OSError as error:
             log.error("Stream failed: %s", _os_error_text(error))
             return f"Cannot create stream directory {self.directory}: {_os_error_text(error)}"
-        # The pipes exist before `running` starts their pumps.
+        if not self.files.reading:
+            raise RuntimeError("StreamFiles.run is not running")
         try:
             for channel, streamed in enumerate(self.channels):
                 if streamed:
                     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-                    self._readers[channel] = trio.lowlevel.FdStream(read_end)
+                    self._read_ends[channel] = read_end
                     self._write_ends[channel] = write_end
+                    self.files.watch(self, read_end, channel)
         except OSError as error:  # e.g. out of file descriptors: this task fails, not us
-            for reader in self._readers.values():
-                reader.close()
+            self.unwatch()
             for write_end in self._write_ends.values():
                 os.close(write_end)
-            self._readers.clear()
             self._write_ends.clear()
             return f"Streaming: {_os_error_text(error)}"
         return None
@@ -168,14 +275,29 @@ class TaskStream:
         self._write_ends.clear()
         return fds[0], fds[1]
 
+    def channel_ended(self, channel: int) -> None:
+        """The channel's pipe reached EOF (called by the reader)."""
+        fd = self._read_ends.pop(channel)
+        self.files.unwatch(fd)
+        os.close(fd)
+        self._ended += 1
+        if not self._read_ends and self._all_ended is not None:
+            self._all_ended.set()
+
+    def unwatch(self) -> None:
+        """Stop reading the pipes not at EOF (their data is dropped)."""
+        for fd in self._read_ends.values():
+            self.files.unwatch(fd)
+            os.close(fd)
+        self._read_ends.clear()
+        if self._all_ended is not None:
+            self._all_ended.set()
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Pump the pipes while the body runs the task; then drain, END and write."""
+        """The body runs the task; then wait for the pipes' EOF, END and write."""
         try:
-            async with trio.open_nursery() as nursery:
-                for channel in self._readers:
-                    nursery.start_soon(self._pump, channel)
-                yield
+            yield
         finally:
             # Not handed to a task (it failed before its spawn): nobody else will write.
             for write_end in self._write_ends.values():
@@ -184,40 +306,18 @@ class TaskStream:
             with trio.CancelScope(shield=True):
                 await self._finish()
 
-    async def _pump(self, channel: int) -> None:
-        reader = self._readers[channel]
-        writer = self._writer
-        assert writer is not None
-        job, task, instance = self.job, self.task, self.instance
-        while True:
-            data = await reader.receive_some(MAX_DATA)
-            if not data:
-                self._at_eof.add(channel)
-                return
-            writer.append(encode_data(int(time.time() * 1000), job, task, instance, channel, data))
-            # The size bound: over the threshold, this pump reads nothing more until the
-            # file has it, so a file's buffer holds at most the threshold plus one record
-            # per pump; a faster task fills its pipe and waits.
-            if writer.pending.over_threshold:
-                try:
-                    await writer.write_pending()
-                except StreamError as error:
-                    self.error = f"Streaming: {error}"  # keep reading: the task must not block
-
     async def _finish(self) -> None:
-        writer = self._writer
-        assert writer is not None
-        with trio.move_on_after(DRAIN_SECONDS):
-            async with trio.open_nursery() as nursery:
-                for channel in self._readers:
-                    if channel not in self._at_eof:
-                        nursery.start_soon(self._pump, channel)
-        for reader in self._readers.values():
-            reader.close()
-        if len(self._at_eof) == len(self._readers):
-            writer.append(encode_end(int(time.time() * 1000), self.job, self.task, self.instance))
+        if self._read_ends:
+            self._all_ended = trio.Event()
+            with trio.move_on_after(DRAIN_SECONDS):
+                await self._all_ended.wait()
+            self.unwatch()
+        if self._ended == sum(self.channels):
+            self.writer.append(
+                encode_end(int(time.time() * 1000), self.job, self.task, self.instance)
+            )
         try:
-            await writer.write_pending()
+            await self.writer.write_pending()
         except StreamError as error:
             self.error = f"Streaming: {error}"
 
