@@ -453,9 +453,9 @@ worker_items = st.one_of(
         st.integers(-1, 3),
         st.integers(-1, 3),
         st.lists(
-            st.tuples(st.integers(-2, 2**32), st.integers(-2, 2**32), st.integers(-2, 2**32)).map(
-                list
-            ),
+            st.tuples(
+                st.integers(-2, 2**32), st.integers(-2, 2**32), st.integers(-2, 2**32)
+            ).map(list),
             max_size=3,
         ),
     ).map(list),

@@ -389,7 +389,8 @@ server_messages = st.one_of(
             "descs": descs,
             "tasks": launch_items.map(
                 lambda items: [
-                    [i["job"], i["task"], i["instance"], i["desc"], i["allocation"], i.get("entry")]
+                    [i["job"], i["task"], i["instance"], i["desc"], i["allocation"],
+                     i.get("entry")]
                     for i in items
                 ]
             ),
