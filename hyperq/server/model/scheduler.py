@@ -255,9 +255,9 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             # A full worker is passed over by its free bounds alone where nothing else
             # needs a look at it (a pass walks every worker before the first with room,
             # and all of them once more for the task that fits nowhere).
-            skip_full = single is not None and gaps.open_for(priority)
+            bounded = single if single is not None and gaps.open_for(priority) else None
             while k < len(order) and placed is None:
-                if skip_full and _beyond(single, worker_bounds[k]):  # type: ignore[arg-type]
+                if bounded is not None and _beyond(bounded, worker_bounds[k]):
                     k += 1
                     continue
                 worker = order[k]
