@@ -19,12 +19,19 @@ from trio_websocket import ConnectionClosed
 
 from hyperq.cli.submitdesc import SubmitRequest, TaskOptions, build_submit
 from hyperq.common.idrange import IdRanges
+from hyperq.common.resources import (
+    AllocatedResource,
+    Allocation,
+    AllocationPolicy,
+    ResourceRequestEntry,
+)
 from hyperq.server.clientapi import ClientApi, parse_request
 from hyperq.server.core import ServerCore, WorkerLink
 from hyperq.server.info import ServerInfo
 from hyperq.server.lifecycle import StopRequest
 from hyperq.server.model.jobs import TaskState
-from hyperq.server.workerconn import WorkerHandler
+from hyperq.server.model.state import LaunchTask
+from hyperq.server.workerconn import WorkerHandler, launch_message
 from hyperq.transport import schemas
 from hyperq.transport.schemas import SchemaError
 from tests.test_model import worker_config
@@ -504,8 +511,13 @@ async def test_worker_reports_still_work_after_garbage() -> None:
     message=st.one_of(
         cbor_values,
         st.fixed_dictionaries(
-            {"op": st.sampled_from(["compute", "cancel", "stop", "x"])},
-            optional={"descs": cbor_values, "tasks": cbor_values, "reason": cbor_values},
+            {"op": st.sampled_from(["compute", "compute-runs", "cancel", "stop", "x"])},
+            optional={
+                "descs": cbor_values,
+                "tasks": cbor_values,
+                "runs": cbor_values,
+                "reason": cbor_values,
+            },
         ),
     )
 )
@@ -515,7 +527,9 @@ def test_server_messages_convert_or_name_the_field(message: Any) -> None:
     except SchemaError as error:
         assert error.message
     else:
-        assert isinstance(typed, schemas.Compute | schemas.Cancel | schemas.Stop)
+        assert isinstance(
+            typed, schemas.Compute | schemas.ComputeRuns | schemas.Cancel | schemas.Stop
+        )
 
 
 async def test_a_bug_in_a_handler_costs_one_reply(
@@ -647,3 +661,115 @@ async def test_a_run_of_more_tasks_than_the_worker_holds_is_skipped(
     good = {"op": "updates", "items": [["finished-ids", 1, 0, [[0, 3, 1]], 0.0, 0.0]]}
     assert handler.handle_message(worker_id, good) is None
     assert {core.model.task(1, t).state for t in ids} == {TaskState.FINISHED}  # type: ignore[union-attr]
+
+
+# --- the server's launch messages: runs mean exactly the rows they replace ---------------
+
+
+class _LaunchModel:
+    """What `launch_message` reads of the model: one submit, array entries by task."""
+
+    def __init__(self, entries: dict[int, str]) -> None:
+        self.entries = entries
+
+    def launch_facts(self, job_id: int, task_id: int) -> tuple[int, int, Any] | None:
+        return None if task_id == 99 else (0, 0, self.entries.get(task_id))
+
+    def submit_desc(self, job_id: int, index: int) -> dict[str, Any]:
+        return {"program": {"args": ["true"], "cwd": "/", "env": {}}, "submit_dir": "/"}
+
+
+def _cpus(*units: tuple[str, int], policy: str = "compact") -> AllocatedResource:
+    amount = sum(share for _, share in units)
+    request = ResourceRequestEntry("cpus", amount, AllocationPolicy(policy))
+    return AllocatedResource("cpus", request, amount, units)
+
+
+def _launch(task: int, *resources: AllocatedResource, **fields: Any) -> LaunchTask:
+    return LaunchTask(1, 1, task, fields.pop("instance", 0), Allocation(resources), **fields)
+
+
+def _rows(launch: list[LaunchTask], entries: dict[int, str]) -> list[schemas.LaunchRow]:
+    """The rows `compute-rows` carries for `launch` (the form before runs)."""
+    return [
+        schemas.LaunchRow(
+            e.job_id,
+            e.task_id,
+            e.instance,
+            "0",
+            e.allocation.to_wire(),
+            entries.get(e.task_id),
+            list(e.hosts),
+        )
+        for e in launch
+        if e.task_id != 99
+    ]
+
+
+@pytest.mark.parametrize(
+    ("launch", "entries", "op", "runs"),
+    [
+        # Consecutive 1-CPU tasks in any CPU order, a gap, a dropped task, a new instance.
+        (
+            [_launch(t, _cpus((str(127 - t), 10000))) for t in (1, 2, 3, 5, 99)]
+            + [_launch(6, _cpus(("0", 10000)), instance=2)],
+            {},
+            "compute-runs",
+            3,
+        ),
+        # Two CPUs each, array entries (one of them missing), another policy.
+        (
+            [
+                _launch(t, _cpus((f"{t}a", 10000), (f"{t}b", 10000), policy="scatter"))
+                for t in range(4)
+            ],
+            {0: "x", 2: ""},
+            "compute-runs",
+            1,
+        ),
+        # Requests that differ split a run.
+        (
+            [_launch(1, _cpus(("0", 10000))), _launch(2, _cpus(("1", 10000), policy="tight"))],
+            {},
+            "compute-runs",
+            2,
+        ),
+        # What a run cannot say: a fractional CPU, two resources, a multi-node task.
+        (
+            [_launch(1, _cpus(("0", 10000))), _launch(2, _cpus(("1", 10000), ("2", 5000)))],
+            {},
+            "compute-rows",
+            0,
+        ),
+        (
+            [
+                _launch(
+                    1,
+                    _cpus(("0", 10000)),
+                    AllocatedResource(
+                        "gpus", ResourceRequestEntry("gpus", 10000), 10000, (("0", 10000),)
+                    ),
+                )
+            ],
+            {},
+            "compute-rows",
+            0,
+        ),
+        ([_launch(1, _cpus(("0", 10000)), hosts=("a", "b"))], {}, "compute-rows", 0),
+    ],
+)
+def test_launch_messages_carry_the_rows_they_replace(
+    launch: list[LaunchTask], entries: dict[int, str], op: str, runs: int
+) -> None:
+    message = launch_message(_LaunchModel(entries), launch)  # type: ignore[arg-type]
+    assert message is not None and message["op"] == op
+    # Through CBOR as on the wire, and typed as the worker types it.
+    typed = schemas.convert_message(cbor2.loads(cbor2.dumps(message)), schemas.SERVER_MESSAGES)
+    assert isinstance(typed, schemas.ComputeRuns | schemas.ComputeRows)
+    if isinstance(typed, schemas.ComputeRuns):
+        assert len(typed.runs) == runs
+    assert typed.tasks == _rows(launch, entries)
+
+
+def test_a_launch_of_dropped_tasks_sends_nothing() -> None:
+    assert launch_message(_LaunchModel({}), [_launch(99, _cpus(("0", 10000)))]) is None  # type: ignore[arg-type]

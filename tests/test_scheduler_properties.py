@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from hyperq.common.resources import (
     fits_ever,
     parse_task_request,
 )
+from hyperq.server.model import scheduler
 from hyperq.server.model.events import LostReason
 from hyperq.server.model.jobs import TaskState
 from hyperq.server.model.scheduler import free_nodes_by_group
@@ -199,3 +201,40 @@ def test_scheduler_invariants(steps: list[tuple[str, Any]]) -> None:
         check_no_over_allocation(d)
         check_reservations(d)
         d.tick(1.0)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps_st)
+def test_passing_over_full_workers_by_their_bounds_decides_the_same(
+    steps: list[tuple[str, Any]],
+) -> None:
+    """The pass skips a worker whose free bounds a request exceeds without trying it:
+    every pass decides exactly what it decides when every worker is tried."""
+    d = Driver()
+    for kind, arg in steps:
+        if kind == "connect":
+            connect(d, arg)
+        elif kind == "submit":
+            submit(d, arg)
+        elif kind == "run":
+            while True:
+                with mock.patch.object(scheduler, "_beyond", lambda request, bounds: False):
+                    tried = scheduler.schedule(d.model, d.now, 1_000)
+                assert scheduler.schedule(d.model, d.now, 1_000) == tried
+                if not d.schedule():
+                    break
+                for job_id, task_id in d.placed():
+                    d.start(job_id, task_id)
+        elif kind == "finish":
+            running = [
+                (job.id, t)
+                for job in d.model.jobs.values()
+                for t, r in sorted(job.active.items())
+                if r.state == TaskState.RUNNING
+            ]
+            if running:
+                d.finish(*running[arg % len(running)])
+        elif kind == "lose":
+            connected = [w for w in sorted(d.model.workers) if d.model.workers[w].is_connected]
+            if connected:
+                d.lose(connected[arg % len(connected)], LostReason.CONNECTION_LOST)

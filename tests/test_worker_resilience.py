@@ -160,11 +160,56 @@ async def test_compute_rows_run_like_compute(tmp_path: Path, reaper: bool) -> No
     assert "'missing'" in results[1][4]
 
 
+def as_runs(descs: dict[str, Any], tasks: list[tuple[int, str]], cpus: int) -> dict[str, Any]:
+    """Tasks of job 1 (consecutive IDs per run) with `cpus` CPUs each, as `compute-runs`
+    (schemas.LaunchRun): task `t` gets the CPUs `t * cpus` … `t * cpus + cpus - 1`."""
+    runs: list[list[Any]] = []
+    for task, key in tasks:
+        labels = [str(task * cpus + index) for index in range(cpus)]
+        if runs and runs[-1][3] == key and runs[-1][1] + len(runs[-1][9]) // cpus == task:
+            runs[-1][9].extend(labels)
+            continue
+        runs.append(
+            [1, task, 0, key, "cpus", [cpus * 10000, "compact"], cpus * 10000, 10000, cpus, labels]
+        )
+    return {"op": "compute-runs", "descs": descs, "runs": runs}
+
+
+async def test_compute_runs_run_like_compute_with_their_cpus(tmp_path: Path, reaper: bool) -> None:
+    out = tmp_path / "cpus"
+    out.mkdir()
+    script = f'echo "$HQ_CPUS $HQ_RESOURCE_VALUES_cpus $OMP_NUM_THREADS" > {out}/$HQ_TASK_ID'
+    program = desc(tmp_path, ["sh", "-c", script])
+    message = as_runs({"d": program}, [(0, "d"), (1, "d"), (3, "d"), (4, "missing")], 2)
+    assert len(message["runs"]) == 3
+    results = await run_message(tmp_path, message, 4, reaper)
+    assert [results[t][:4] for t in (0, 1, 3)] == [["finished", 1, t, 0] for t in (0, 1, 3)]
+    assert results[4][0] == "failed"
+    assert "'missing'" in results[4][4]
+    for task in (0, 1, 3):
+        cpus = f"{2 * task},{2 * task + 1}"
+        assert (out / str(task)).read_text() == f"{cpus} {cpus} 2\n"
+
+
 async def test_a_zero_worker_finishes_every_task_without_running_it(tmp_path: Path) -> None:
     program = desc(tmp_path, ["/nonexistent/program"])
     # More than the update queue holds: the rest is queued as room frees up.
     count = worker_main.UPDATE_QUEUE_SIZE + 100
     message = as_rows(compute({"d": program}, [(task, "d") for task in range(count)]))
+    await finish_at_once(tmp_path, message, list(range(count)))
+
+
+async def test_a_zero_worker_finishes_every_task_of_its_runs(tmp_path: Path) -> None:
+    program = desc(tmp_path, ["/nonexistent/program"])
+    count = worker_main.UPDATE_QUEUE_SIZE + 100
+    task_ids = [task for task in range(count) if task != 7]
+    message = as_runs({"d": program}, [(task, "d") for task in task_ids], 1)
+    assert len(message["runs"]) == 2
+    await finish_at_once(tmp_path, message, task_ids)
+
+
+async def finish_at_once(tmp_path: Path, message: dict[str, Any], task_ids: list[int]) -> None:
+    count = len(task_ids)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             runtime = make_runtime(tmp_path, nursery)
@@ -173,7 +218,7 @@ async def test_a_zero_worker_finishes_every_task_without_running_it(tmp_path: Pa
                 assert runtime.handle_message(tasks, message) is False
                 ends = [await runtime.updates_recv.receive() for _ in range(count)]
                 assert not runtime.task_scopes
-    assert sorted(u[2] for u in ends) == list(range(count))
+    assert sorted(u[2] for u in ends) == task_ids
     assert {u[0] for u in ends} == {"finished"}
 
 
@@ -351,6 +396,27 @@ server_messages = st.one_of(
             ),
         }
     ),
+    st.fixed_dictionaries(
+        {
+            "op": st.just("compute-runs"),
+            "descs": descs,
+            "runs": st.lists(
+                st.tuples(
+                    st.integers(0, 3),
+                    st.integers(0, 3),
+                    st.integers(0, 3),
+                    st.sampled_from(["0", "1", "2"]),
+                    st.just("cpus"),
+                    st.just([10000, "compact"]),
+                    st.just(10000),
+                    st.just(10000),
+                    st.integers(0, 2),
+                    st.lists(st.sampled_from(["0", "1"]), max_size=3),
+                ).map(list),
+                max_size=2,
+            ),
+        }
+    ),
 )
 
 
@@ -362,7 +428,7 @@ def _taken(message: Any) -> set[tuple[int, int]]:
         typed = schemas.convert_message(message, schemas.SERVER_MESSAGES)
     except schemas.SchemaError:
         return set()
-    if not isinstance(typed, schemas.Compute | schemas.ComputeRows):
+    if not isinstance(typed, schemas.Compute | schemas.ComputeRows | schemas.ComputeRuns):
         return set()
     return {(item.job, item.task) for item in typed.tasks}
 

@@ -1082,6 +1082,11 @@ class _IndexedPool:
         whole, frac = divmod(entry.amount, AMOUNT_SCALE)
         if whole > self.whole_free:
             return None
+        if whole == 1 and not frac:
+            # One whole unit (the default request): what `_choose_whole` picks, without
+            # the general path's sorting and set building.
+            one = _choose_one(entry.policy, self.whole_units)
+            return None if one is None else [(one[0], AMOUNT_SCALE)]
         # Read only below: the lists are the pool's own.
         chosen = self._choose_whole(entry.policy, whole, self.whole_units)
         if chosen is None:
@@ -1175,6 +1180,20 @@ class _IndexedPool:
             self.free[unit] -= share
 
     def give_back(self, name: str, units: Iterable[tuple[str, int]]) -> None:
+        if isinstance(units, tuple) and len(units) == 1:
+            # One unit (a 1-CPU task, the usual release): no merging of shares needed.
+            label, share = units[0]
+            unit = self.index_of.get(label)
+            if unit is None:
+                raise ValueError(f"Releasing unknown value {label!r} of {name!r}")
+            free = self.free[unit] + share
+            if share <= 0 or free > AMOUNT_SCALE:
+                raise ValueError(f"Releasing {label!r} of {name!r} not allocated")
+            self.free[unit] = free
+            if free == AMOUNT_SCALE:
+                self.whole_free += 1
+                bisect.insort(self.whole_units[self.group_of[unit]], unit)
+            return
         returned: dict[int, int] = {}
         for label, share in units:
             unit = self.index_of.get(label)

@@ -23,6 +23,7 @@ from hyperq.common.errors import HqError
 from hyperq.common.notify import NOTIFY_LIMIT
 from hyperq.server.core import ServerCore, WorkerLink
 from hyperq.server.model.events import WorkerOverview, WorkerOverviewTemporary
+from hyperq.server.model.state import LaunchTask, Model
 from hyperq.server.overview import checked_hw_state, checked_tasks
 from hyperq.server.replies import worker_wire
 from hyperq.server.submitcheck import check_worker_config
@@ -288,39 +289,108 @@ class WorkerHandler:
                 await peer.send({"op": "cancel", "tasks": kill})
             if link.launch:
                 launch, link.launch = link.launch, []
-                # Map keys must be strings: frames are decoded with strict_hashable_types.
-                descs: dict[str, Any] = {}
-                desc_keys: dict[tuple[int, int, int], str] = {}
-                tasks = []
-                for effect in launch:
-                    facts = model.launch_facts(effect.job_id, effect.task_id)
-                    if facts is None:
-                        continue
-                    submit_index, variant, entry = facts
-                    key = (effect.job_id, submit_index, variant)
-                    desc_key = desc_keys.get(key)
-                    if desc_key is None:
-                        desc_key = desc_keys[key] = str(len(descs))
-                        descs[desc_key] = launch_desc(
-                            model.submit_desc(effect.job_id, submit_index), variant
-                        )
-                    # A row (schemas.LaunchRow), not a map: ~40% less to encode and seal.
-                    row = [
-                        effect.job_id,
-                        effect.task_id,
-                        effect.instance,
-                        desc_key,
-                        effect.allocation.to_wire(),
-                        entry,
-                    ]
-                    if effect.hosts:
-                        row.append(list(effect.hosts))
-                    tasks.append(row)
-                if tasks:
-                    await peer.send({"op": "compute-rows", "descs": descs, "tasks": tasks})
+                message = launch_message(model, launch)
+                if message is not None:
+                    await peer.send(message)
             if link.stop_reason is not None:
                 await peer.send({"op": "stop", "reason": link.stop_reason})
                 return
+
+
+def launch_message(model: Model, launch: list[LaunchTask]) -> dict[str, Any] | None:
+    """One message launching `launch` (tasks the model may since have dropped are left
+    out; None if none is left): `compute-runs` when every task fits a run
+    (schemas.LaunchRun), else `compute-rows`, so the tasks keep their order either way."""
+    # Map keys must be strings: frames are decoded with strict_hashable_types.
+    descs: dict[str, Any] = {}
+    desc_keys: dict[tuple[int, int, int], str] = {}
+    placed: list[tuple[LaunchTask, str, Any]] = []
+    runs: list[list[Any]] | None = []
+    run: list[Any] = []
+    next_task = -1
+    for effect in launch:
+        facts = model.launch_facts(effect.job_id, effect.task_id)
+        if facts is None:
+            continue
+        submit_index, variant, entry = facts
+        key = (effect.job_id, submit_index, variant)
+        desc_key = desc_keys.get(key)
+        if desc_key is None:
+            desc_key = desc_keys[key] = str(len(descs))
+            descs[desc_key] = launch_desc(model.submit_desc(effect.job_id, submit_index), variant)
+        placed.append((effect, desc_key, entry))
+        if runs is None:
+            continue
+        resources = effect.allocation.resources
+        if effect.hosts or len(resources) != 1:
+            runs = None
+            continue
+        resource = resources[0]
+        units = resource.units
+        if not resource.indexed or not units:
+            runs = None
+            continue
+        share = units[0][1]
+        if len(units) > 1 and any(unit[1] != share for unit in units):
+            runs = None
+            continue
+        if (
+            effect.task_id == next_task
+            and effect.job_id == run[0]
+            and effect.instance == run[2]
+            and desc_key == run[3]
+            and resource.name == run[4]
+            and (resource.request is run[11] or resource.request == run[11])
+            and resource.amount == run[6]
+            and share == run[7]
+            and len(units) == run[8]
+        ):
+            run[9].extend([unit[0] for unit in units])
+            run[10].append(entry)
+        else:
+            request = resource.request
+            run = [
+                effect.job_id,
+                effect.task_id,
+                effect.instance,
+                desc_key,
+                resource.name,
+                [request.amount, str(request.policy)],
+                resource.amount,
+                share,
+                len(units),
+                [unit[0] for unit in units],
+                [entry],
+                # Compared by identity first: a submit's tasks share their request.
+                request,
+            ]
+            runs.append(run)
+        next_task = effect.task_id + 1
+    if not placed:
+        return None
+    if runs is not None:
+        for run in runs:
+            del run[11]
+            entries = run[10]
+            if all(entry is None for entry in entries):
+                # Entries are for arrays of --each-line/--from-json only: say none at all.
+                del run[10]
+        return {"op": "compute-runs", "descs": descs, "runs": runs}
+    tasks = []
+    for effect, desc_key, entry in placed:
+        # A row (schemas.LaunchRow), not a map: ~40% less to encode and seal.
+        row = [
+            effect.job_id,
+            effect.task_id,
+            effect.instance,
+            desc_key,
+            effect.allocation.to_wire(),
+            entry,
+        ]
+        if effect.hosts:
+            row.append(list(effect.hosts))
+        tasks.append(row)
+    return {"op": "compute-rows", "descs": descs, "tasks": tasks}
 
 
 def launch_desc(desc: Any, variant: int = 0) -> dict[str, Any]:

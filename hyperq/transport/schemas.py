@@ -571,6 +571,65 @@ class ComputeRows(Struct, frozen=True, tag_field="op", tag="compute-rows"):
     tasks: list[LaunchRow]
 
 
+class LaunchRun(Struct, frozen=True, array_like=True):
+    """Consecutive tasks `task`, `task + 1`, … of one job, instance and description, each
+    holding `per_task` units of one indexed resource with the same share, as
+    `[job, task, instance, desc, resource, request, amount, share, per_task, labels,
+    entries]`: what differs from task to task (the unit labels, `per_task` of them each,
+    and the array entries if any) is a flat column, so a run of 1-CPU tasks costs a
+    short string per task to encode, seal and decode instead of a nested row."""
+
+    job: int
+    task: int
+    instance: int
+    desc: str
+    resource: str
+    # The request of the resource: [amount, policy], as in an allocation's wire form.
+    request: tuple[int, str]
+    amount: int
+    share: int
+    per_task: int
+    labels: list[str]
+    entries: list[str | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.per_task < 1 or not self.labels or len(self.labels) % self.per_task:
+            raise ValueError("labels must be a non-empty multiple of per_task")
+        if self.entries is not None and len(self.entries) != len(self.labels) // self.per_task:
+            raise ValueError("entries must have one item per task")
+
+    def rows(self) -> list[LaunchRow]:
+        """The run's tasks as the rows `compute-rows` would carry (same allocations)."""
+        head = [self.resource, list(self.request), self.amount]
+        share = self.share
+        step = self.per_task
+        labels = self.labels
+        entries = self.entries
+        return [
+            LaunchRow(
+                self.job,
+                self.task + index,
+                self.instance,
+                self.desc,
+                [[*head, [[label, share] for label in labels[at : at + step]]]],
+                None if entries is None else entries[index],
+            )
+            for index, at in enumerate(range(0, len(labels), step))
+        ]
+
+
+class ComputeRuns(Struct, frozen=True, tag_field="op", tag="compute-runs"):
+    """`ComputeRows` with its tasks as runs (what the server sends when every task of a
+    batch fits a `LaunchRun`; a worker still takes `compute` and `compute-rows`)."""
+
+    descs: dict[str, LaunchDesc]
+    runs: list[LaunchRun]
+
+    @property
+    def tasks(self) -> list[LaunchRow]:
+        return [row for run in self.runs for row in run.rows()]
+
+
 class Cancel(Struct, frozen=True, tag_field="op", tag="cancel"):
     tasks: list[IdItem] = []
 
@@ -585,11 +644,12 @@ class OverviewRequest(Struct, frozen=True, tag_field="op", tag="overview-request
     enabled: bool = False
 
 
-ServerMessage = Compute | ComputeRows | Cancel | Stop | OverviewRequest
+ServerMessage = Compute | ComputeRows | ComputeRuns | Cancel | Stop | OverviewRequest
 """What the server may send a registered worker."""
 SERVER_MESSAGES: dict[str, type[ServerMessage]] = {
     "compute": Compute,
     "compute-rows": ComputeRows,
+    "compute-runs": ComputeRuns,
     "cancel": Cancel,
     "stop": Stop,
     "overview-request": OverviewRequest,

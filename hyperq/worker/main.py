@@ -46,6 +46,7 @@ from hyperq.transport.schemas import (
     Cancel,
     Compute,
     ComputeRows,
+    ComputeRuns,
     OverviewRequest,
     SchemaError,
     Stop,
@@ -335,7 +336,7 @@ class WorkerRuntime:
         except SchemaError as error:
             log.warning("Skipping a message from the server: %s", error.message)
             return False
-        if isinstance(typed, Compute | ComputeRows):
+        if isinstance(typed, Compute | ComputeRows | ComputeRuns):
             self._start_tasks(tasks, typed)
         elif isinstance(typed, Cancel):
             self._cancel(typed.tasks)
@@ -353,7 +354,9 @@ class WorkerRuntime:
             if slot is not None and slot[0] == instance:
                 slot[1].cancel()
 
-    def _start_tasks(self, tasks: trio.Nursery, message: Compute | ComputeRows) -> None:
+    def _start_tasks(
+        self, tasks: trio.Nursery, message: Compute | ComputeRows | ComputeRuns
+    ) -> None:
         if self.zero:
             self._finish_at_once(tasks, message)
             return
@@ -411,10 +414,19 @@ class WorkerRuntime:
         except Exception:
             log.exception("Task %d/%d: internal error on its end", spec.job_id, spec.task_id)
 
-    def _finish_at_once(self, tasks: trio.Nursery, message: Compute | ComputeRows) -> None:
+    def _finish_at_once(
+        self, tasks: trio.Nursery, message: Compute | ComputeRows | ComputeRuns
+    ) -> None:
         """Zero-worker mode: the message's tasks end now (the sender sends them together)."""
         now = time.monotonic()
-        updates = [["finished", t.job, t.task, t.instance, 0.0, now] for t in message.tasks]
+        if isinstance(message, ComputeRuns):
+            updates = [
+                ["finished", run.job, task, run.instance, 0.0, now]
+                for run in message.runs
+                for task in range(run.task, run.task + len(run.labels) // run.per_task)
+            ]
+        else:
+            updates = [["finished", t.job, t.task, t.instance, 0.0, now] for t in message.tasks]
         for index, update in enumerate(updates):
             try:
                 self.updates_send.send_nowait(update)

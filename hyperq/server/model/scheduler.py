@@ -163,15 +163,28 @@ def _fits_somewhere(
     return False
 
 
-def _free_bounds(order: list[Worker]) -> dict[str, int]:
+def _free_bounds(order: list[Worker]) -> tuple[dict[str, int], list[dict[str, int]]]:
+    """The most any worker could give a request of each resource now, and the same per
+    worker of `order` (bounds only shrink within a pass: they stay bounds to its end)."""
     bounds: dict[str, int] = {}
+    per_worker: list[dict[str, int]] = []
     for worker in order:
         assert worker.allocator is not None and worker.descriptor is not None
+        mine: dict[str, int] = {}
         for item in worker.descriptor.items:
-            bound = worker.allocator.free_bound(item.name)
+            bound = mine[item.name] = worker.allocator.free_bound(item.name)
             if bound > bounds.get(item.name, -1):
                 bounds[item.name] = bound
-    return bounds
+        per_worker.append(mine)
+    return bounds, per_worker
+
+
+def _beyond(request: ResourceRequest, bounds: dict[str, int]) -> bool:
+    """`request` cannot fit a worker with these free bounds (so try_allocate fails)."""
+    for entry in request.entries:
+        if entry.policy != AllocationPolicy.ALL and entry.amount > bounds.get(entry.name, 0):
+            return True
+    return False
 
 
 def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assignment]:
@@ -186,7 +199,7 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     # Requests nobody can take right now are settled once, not once per submit: when
     # every worker is full, a pass over thousands of waiting submits stays cheap.
     fits_now: dict[Variants, bool] = {}
-    bounds = _free_bounds(order)
+    bounds, worker_bounds = _free_bounds(order)
     heap: list[tuple[int, int, int, int, int, _Queue]] = []
     unfit: list[Source] = []
     sources: list[Source] = [*model.ready.values(), *model.lanes.values()]
@@ -239,7 +252,14 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             if k is None:
                 k = len(order) if single and refused.covers(single, priority) else 0
             placed: tuple[Worker, Allocation, int, ResourceRequest] | None = None
+            # A full worker is passed over by its free bounds alone where nothing else
+            # needs a look at it (a pass walks every worker before the first with room,
+            # and all of them once more for the task that fits nowhere).
+            bounded = single if single is not None and gaps.open_for(priority) else None
             while k < len(order) and placed is None:
+                if bounded is not None and _beyond(bounded, worker_bounds[k]):
+                    k += 1
+                    continue
                 worker = order[k]
                 life = lifetimes[k]
                 # Each refusal below holds for every later task of this pass (they have
@@ -250,6 +270,8 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
                         if life is not None and life < request.min_time:
                             continue
                         if not gaps.allows(worker, request, priority):
+                            continue
+                        if _beyond(request, worker_bounds[k]):
                             continue
                         assert worker.allocator is not None
                         allocation = worker.allocator.try_allocate(request)
@@ -655,6 +677,10 @@ class _GapRule:
         self.blockers.insert(at, (submit.priority, request))
         self._top = max(self._top, submit.priority)
 
+    def open_for(self, priority: int) -> bool:
+        """No gap holds `priority` back anywhere (`allows` is True without a look)."""
+        return priority >= self._top
+
     def _state(self, worker: Worker) -> _WorkerGap:
         state = self._workers.get(worker.id)
         if state is None:
@@ -735,11 +761,13 @@ class _MinUtilization:
     def __init__(self, order: list[Worker]) -> None:
         self.workers: list[Worker] = []
         self.need: dict[int, float] = {}
-        for worker in sorted(order, key=lambda w: w.id):
+        for worker in order:
             need = utilization_need(worker)
             if need > 1e-6:
                 self.workers.append(worker)
                 self.need[worker.id] = need
+        # By ID; sorted after the filter, as most workers have no minimum.
+        self.workers.sort(key=lambda w: w.id)
         self.waiting = {w.id for w in self.workers}
         # Queues with tasks left after the main pass.
         self.queues: list[_Queue] = []
