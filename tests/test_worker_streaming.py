@@ -301,3 +301,15 @@ async def test_fast_path_no_pipes_fails_the_task(
         monkeypatch.setattr(os, "pipe2", no_pipes)
         assert can_launch(spec)
         assert launch(spec) == TaskOutcome("Streaming: Too many open files (os error 24)")
+
+
+async def test_fast_path_reports_when_a_grandchild_holds_the_pipe(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with running_reaper(tmp_path) as (files, reaper, ends):
+            # The grandchild keeps stdout open after the task's process is gone: the end
+            # waits DRAIN_SECONDS for its EOF, then is reported without END.
+            script = "echo a; echo b >&2; (sleep 4; echo late) &"
+            launched(make_spec(tmp_path, files, ["bash", "-c", script]), reaper)
+    assert ends[0] == (TaskOutcome(), False)
+    records = records_in(tmp_path / "logs")
+    assert {(r.channel, r.data) for r in records} == {(0, b"a\n"), (1, b"b\n")}

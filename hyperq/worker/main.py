@@ -404,6 +404,9 @@ class WorkerRuntime:
                 if started.child is not None:
                     started.child.signal_group(signal.SIGKILL)
                 started.release()
+            if spec.stream is not None and spec.stream.opened:
+                # Its pipes go (END may land after this report: our bug's price).
+                spec.stream.finish(lambda _error: None)
         self._task_ended(key, spec.instance, scope, outcome)
 
     def _launched_ended(self, task: RunningTask, outcome: TaskOutcome | None) -> None:

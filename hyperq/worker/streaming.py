@@ -46,6 +46,10 @@ OnFlushed = Callable[[str | None], None]
 _EOF_EVENTS = select.EPOLLHUP | select.EPOLLERR
 
 
+def _ignore(_error: str | None) -> None:
+    pass
+
+
 def _os_error_text(error: OSError) -> str:
     code = error.errno or 0
     return f"{os.strerror(code)} (os error {code})"
@@ -228,6 +232,26 @@ class StreamFiles:
             epoll.close()
 
     async def _read(self, events: list[tuple[int, int]]) -> None:
+        full = self._take(events)
+        # The size bound: over the threshold, no pipe is read until the file has it, so
+        # a file's buffer holds at most the threshold plus one read per pipe; a faster
+        # task fills its pipe and waits.
+        for writer in full:
+            with contextlib.suppress(StreamError):  # logged; its tasks fail at their end
+                await writer.write_pending()
+
+    def read_now(self, stream: TaskStream, fds: list[int]) -> None:
+        """Read `stream`'s pipes `fds` now, for a task whose process is gone: their EOF is
+        usually there already, and the task's end need not wait for the reader's turn."""
+        poller = select.poll()  # POLLIN/POLLHUP/POLLERR are the EPOLL* values
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        for writer in self._take(poller.poll(0)):
+            writer.flush_soon(self, _ignore)  # the size bound, as `_read` keeps it
+
+    def _take(self, events: list[tuple[int, int]]) -> list[StreamWriter]:
+        """Read the pipes of `events` into their files' buffers: the files over their
+        threshold."""
         now = int(time.time() * 1000)
         full: list[StreamWriter] = []
         for fd, mask in events:
@@ -254,12 +278,7 @@ class StreamFiles:
                 if not (mask & _EOF_EVENTS and len(data) < MAX_DATA):
                     continue
             stream.channel_ended(channel)
-        # The size bound: over the threshold, no pipe is read until the file has it, so
-        # a file's buffer holds at most the threshold plus one read per pipe; a faster
-        # task fills its pipe and waits.
-        for writer in full:
-            with contextlib.suppress(StreamError):  # logged; its tasks fail at their end
-                await writer.write_pending()
+        return full
 
     def _drain_expired(self) -> None:
         now = trio.current_time()
@@ -401,9 +420,14 @@ class TaskStream:
         self._write_ends.clear()
         self._on_flushed = on_flushed
         if self._read_ends:
-            self.files.drain_until(self, trio.current_time() + DRAIN_SECONDS)
+            self.files.read_now(self, list(self._read_ends.values()))
+        if self._read_ends:
+            # Rounded up to a quarter second, so that the reader wakes for a few of
+            # these a second however many tasks end.
+            deadline = math.ceil((trio.current_time() + DRAIN_SECONDS) * 4) / 4
+            self.files.drain_until(self, deadline)
         else:
-            self._flush_soon()
+            self._flush_soon()  # (done already if the reads above saw the last EOF)
 
     def drained(self) -> None:
         """The wait for EOF is over (called by the reader)."""
