@@ -7,10 +7,12 @@ loop watches, so a wakeup reads whatever all tasks printed meanwhile, without a 
 a nursery or an `FdStream` per pipe (`tools/bench_stream`: those cost more than the
 pipes themselves). A task's `TaskStream` makes its pipes, and on the task's end (any end)
 waits for their EOF, appends the END record and writes everything pending before the
-launcher may report the result. Disk work is done by a copier process per file
-(`streamcopier`), fed through a pipe, so the event loop never waits for the disk; one
-write per file at a time under a lock, and whoever takes the lock writes everything
-pending, so tasks ending together share one write.
+launcher may report the result: in `run_task`'s trio task (`running`), or, for the tasks
+the launcher's `Reaper` waits for, without a task of its own (`finish`: the reader ends
+the wait, and each file's flusher tells the reaper once the copier has the records).
+Disk work is done by a copier process per file (`streamcopier`), fed through a pipe, so
+the event loop never waits for the disk; one write per file at a time under a lock, and
+whoever takes the lock writes everything pending, so tasks ending together share one write.
 """
 
 from __future__ import annotations
