@@ -1,4 +1,5 @@
-"""The worker's streaming through `run_task`, with real task processes and no server."""
+"""The worker's streaming through `run_task` and through `launch` + `Reaper`, with real
+task processes and no server."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ import trio
 
 from hyperq.stream.format import KIND_END, FileHeader, Record
 from hyperq.stream.reader import read_records
-from hyperq.worker.launcher import TaskLaunchSpec, run_task
+from hyperq.worker.launcher import (
+    Reaper,
+    RunningTask,
+    TaskLaunchSpec,
+    TaskOutcome,
+    can_launch,
+    launch,
+    run_task,
+)
 from hyperq.worker.streamcopier import Copier
 from hyperq.worker.streaming import StreamError, StreamFiles, TaskStream, attach_stream
 
@@ -162,3 +171,145 @@ async def test_no_pipes_fails_the_task_not_the_worker(
         monkeypatch.setattr(os, "pipe2", no_pipes)
         outcome = await run_task(spec)
         assert outcome.error == "Streaming: Too many open files (os error 24)"
+
+
+# --- launch + Reaper: streamed tasks whose stream file is open already ----------------
+
+
+@contextlib.asynccontextmanager
+async def running_reaper(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[StreamFiles, Reaper, dict[int, tuple[TaskOutcome | None, bool]]]]:
+    """Stream files with the log directory's file open, and a Reaper whose reports also
+    say whether the task's END was in the file at that moment."""
+    ends: dict[int, tuple[TaskOutcome | None, bool]] = {}
+    logs = tmp_path / "logs"
+
+    def on_end(task: RunningTask, outcome: TaskOutcome | None) -> None:
+        on_disk = any(r.kind == KIND_END and r.task == task.spec.task_id for r in records_in(logs))
+        ends[task.spec.task_id] = (outcome, on_disk)
+
+    async with running_files() as files:
+        await files.writer(str(logs))
+        reaper = Reaper(on_end)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reaper.run)
+            while not reaper.running:
+                await trio.sleep(0.01)
+            yield files, reaper, ends
+            reaper.close_when_idle()
+
+
+def launched(spec: TaskLaunchSpec, reaper: Reaper) -> RunningTask:
+    assert can_launch(spec)
+    task = launch(spec)
+    assert isinstance(task, RunningTask)
+    reaper.watch(task)
+    return task
+
+
+async def test_fast_path_reports_after_the_output_and_end_are_on_disk(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with running_reaper(tmp_path) as (files, reaper, ends):
+            for task_id in range(20):
+                script = f"echo out{task_id}; echo err{task_id} >&2; exit {task_id % 2}"
+                launched(
+                    make_spec(tmp_path, files, ["bash", "-c", script], task_id=task_id), reaper
+                )
+    records = records_in(tmp_path / "logs")
+    for task_id in range(20):
+        outcome, end_on_disk = ends[task_id]
+        assert end_on_disk
+        assert outcome is not None
+        assert outcome.finished == (task_id % 2 == 0)
+        data = {(r.channel, r.data) for r in records if r.task == task_id and r.data}
+        assert data == {(0, b"out%d\n" % task_id), (1, b"err%d\n" % task_id)}
+
+
+async def test_fast_path_time_limit_keeps_what_was_printed(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with running_reaper(tmp_path) as (files, reaper, ends):
+            spec = make_spec(
+                tmp_path, files, ["bash", "-c", "echo Start; sleep 100"], time_limit=0.5
+            )
+            launched(spec, reaper)
+    outcome, end_on_disk = ends[0]
+    assert outcome == TaskOutcome("Time limit reached")
+    assert end_on_disk
+    assert [r.data for r in records_in(tmp_path / "logs") if r.data] == [b"Start\n"]
+
+
+async def test_fast_path_cancel_keeps_what_was_printed(tmp_path: Path) -> None:
+    marker = tmp_path / "printed"
+    with trio.fail_after(30):
+        async with running_reaper(tmp_path) as (files, reaper, ends):
+            script = f"echo Start; touch {marker}; sleep 100"
+            task = launched(make_spec(tmp_path, files, ["bash", "-c", script]), reaper)
+            while not marker.exists():
+                await trio.sleep(0.02)
+            task.cancel()
+    assert ends[0] == (None, True)
+    assert [r.data for r in records_in(tmp_path / "logs") if r.data] == [b"Start\n"]
+
+
+async def test_fast_path_stopped_worker_keeps_what_was_printed(tmp_path: Path) -> None:
+    marker = tmp_path / "printed"
+    ends: dict[int, TaskOutcome | None] = {}
+    with trio.fail_after(30):
+        async with running_files() as files:
+            await files.writer(str(tmp_path / "logs"))
+            reaper = Reaper(lambda task, outcome: ends.__setitem__(task.spec.task_id, outcome))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reaper.run)
+                while not reaper.running:
+                    await trio.sleep(0.01)
+                script = f"echo Start; touch {marker}; sleep 100"
+                launched(make_spec(tmp_path, files, ["bash", "-c", script]), reaper)
+                while not marker.exists():
+                    await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()  # the worker stops, killing its tasks
+    assert ends == {0: None}
+    assert [r.data for r in records_in(tmp_path / "logs") if r.data] == [b"Start\n"]
+
+
+async def test_fast_path_spawn_failure_writes_end_before_the_report(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with running_reaper(tmp_path) as (files, reaper, ends):
+            launched(make_spec(tmp_path, files, ["./no-such-program"]), reaper)
+    outcome, end_on_disk = ends[0]
+    assert outcome is not None and outcome.error is not None
+    assert outcome.error.startswith('Cannot execute "./no-such-program"')
+    assert end_on_disk
+
+
+async def test_fast_path_only_with_the_stream_file_open(tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("a file")
+    async with running_files() as files:
+        spec = make_spec(tmp_path, files, ["echo", "lost"])
+        assert not can_launch(spec)  # creating the file is run_task's (and its error)
+
+
+async def test_fast_path_no_pipes_fails_the_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_reaper(tmp_path) as (files, _reaper, _ends):
+        spec = make_spec(tmp_path, files, ["echo", "lost"])
+
+        def no_pipes(flags: int) -> tuple[int, int]:
+            raise OSError(24, "Too many open files")
+
+        monkeypatch.setattr(os, "pipe2", no_pipes)
+        assert can_launch(spec)
+        assert launch(spec) == TaskOutcome("Streaming: Too many open files (os error 24)")
+
+
+async def test_fast_path_reports_when_a_grandchild_holds_the_pipe(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with running_reaper(tmp_path) as (files, reaper, ends):
+            # The grandchild keeps stdout open after the task's process is gone: the end
+            # waits DRAIN_SECONDS for its EOF, then is reported without END.
+            script = "echo a; echo b >&2; (sleep 4; echo late) &"
+            launched(make_spec(tmp_path, files, ["bash", "-c", script]), reaper)
+    assert ends[0] == (TaskOutcome(), False)
+    records = records_in(tmp_path / "logs")
+    assert {(r.channel, r.data) for r in records} == {(0, b"a\n"), (1, b"b\n")}

@@ -61,6 +61,9 @@ REAP_TIMEOUT_SECONDS = 5.0
 # before it is reapable (each try is a waitpid and a sched_yield, a few µs; usually one
 # or two do; if not, the caller polls again later).
 REAP_YIELDS = 10
+# How long a cancelled `Reaper` waits for its streamed tasks' last output to be written
+# (their pipes' drain and a copier's write).
+FLUSH_WAIT_SECONDS = 10.0
 MAX_ERROR_FILE_BYTES = 2048
 ERROR_FILE_NAME = "hq-error"
 
@@ -703,23 +706,37 @@ def fast_path_available() -> bool:
 
 
 def can_launch(spec: TaskLaunchSpec) -> bool:
-    """Whether `launch` takes this task (no input to feed, no output to pump)."""
-    return not spec.stdin and spec.stream is None
+    """Whether `launch` takes this task: no input to feed, and streamed output only into
+    a stream file that is open already (opening one is a thread's disk work, and its
+    failure the task's error, which `run_task` does)."""
+    return not spec.stdin and (spec.stream is None or spec.stream.can_open_now())
 
 
 class RunningTask:
-    """A task process started by `launch`, waited for by a `Reaper`."""
+    """A task process started by `launch`, waited for by a `Reaper`; or a streamed task
+    that failed between opening its pipes and its spawn (`child` None, `early` its
+    outcome), whose END must still be written before its result is reported."""
 
-    __slots__ = ("_reaper", "child", "deadline", "spec", "stderr", "stdout", "task_dir")
+    __slots__ = (
+        "_reaper",
+        "child",
+        "deadline",
+        "early",
+        "spec",
+        "stderr",
+        "stdout",
+        "task_dir",
+    )
 
     def __init__(
         self,
         spec: TaskLaunchSpec,
-        child: _Child,
+        child: _Child | None,
         stdout: str | None,
         stderr: str | None,
         task_dir: str | None,
         deadline: float,
+        early: TaskOutcome | None = None,
     ) -> None:
         self.spec = spec
         self.child = child
@@ -727,6 +744,7 @@ class RunningTask:
         self.stderr = stderr
         self.task_dir = task_dir
         self.deadline = deadline  # trio time; inf without a time limit
+        self.early = early
         self._reaper: Reaper | None = None
 
     def cancel(self) -> None:
@@ -740,9 +758,10 @@ class RunningTask:
     def release(self) -> None:
         """After the process is gone (reaped or given up on): the pidfd, the guardian's
         entry and the task_dir go."""
-        self.child.close()
-        if self.spec.on_process is not None:
-            self.spec.on_process(self.child.pid, False)
+        if self.child is not None:
+            self.child.close()
+            if self.spec.on_process is not None:
+                self.spec.on_process(self.child.pid, False)
         if self.task_dir is not None:
             shutil.rmtree(self.task_dir, ignore_errors=True)
             self.task_dir = None
@@ -755,8 +774,13 @@ def launch(spec: TaskLaunchSpec) -> RunningTask | TaskOutcome:
         return failed("No command arguments")
     task_dir: str | None = None
     started: _Child | TaskOutcome | None = None
+    stream = spec.stream
     try:
         env, argv, task_dir, cwd, stdout, stderr = _prepare(spec)
+        if stream is not None:
+            error = stream.open_now()
+            if error is not None:
+                return failed(error)
         _ensure_cwd(cwd)
         started, _stdin = _start_child(spec, env, argv, cwd, stdout, stderr)
     except _SetupError as e:
@@ -765,6 +789,8 @@ def launch(spec: TaskLaunchSpec) -> RunningTask | TaskOutcome:
         if not isinstance(started, _Child) and task_dir is not None:
             shutil.rmtree(task_dir, ignore_errors=True)
     if isinstance(started, TaskOutcome):
+        if stream is not None and stream.opened:
+            return RunningTask(spec, None, stdout, stderr, None, math.inf, started)
         return started
     deadline = math.inf
     if spec.time_limit is not None:
@@ -794,13 +820,19 @@ class Reaper:
         self._wait_scope: trio.CancelScope | None = None
         self._closing = False
         self._kills: trio.Nursery | None = None
+        # Streamed tasks that ended, until their output is written (`TaskStream.finish`).
+        self._flushing: set[RunningTask] = set()
+        self._all_flushed: trio.Event | None = None
 
     def __len__(self) -> int:
-        return len(self._watched) + len(self._threaded)
+        return len(self._watched) + len(self._threaded) + len(self._flushing)
 
     def watch(self, task: RunningTask) -> None:
         assert self._kills is not None, "the reaper is not running"
         task._reaper = self
+        if task.child is None:
+            self._end(task, task.early)
+            return
         pidfd = task.child.pidfd
         if pidfd is None:
             scope = trio.CancelScope(deadline=task.deadline)
@@ -837,12 +869,15 @@ class Reaper:
             self._kills.start_soon(self._kill, task, None)
 
     def _is_watched(self, task: RunningTask) -> bool:
+        if task.child is None:
+            return False
         pidfd = task.child.pidfd
         return pidfd is not None and self._watched.get(pidfd) is task
 
     def _unwatch(self, task: RunningTask) -> bool:
         if not self._is_watched(task):
             return False
+        assert task.child is not None
         pidfd = task.child.pidfd
         assert pidfd is not None
         del self._watched[pidfd]
@@ -860,14 +895,19 @@ class Reaper:
             self.running = False
             left = [*self._watched.values(), *self._threaded]
             for task in self._watched.values():
-                self._epoll.unregister(task.child.pidfd)  # type: ignore[arg-type]
+                self._epoll.unregister(task.child.pidfd)  # type: ignore[union-attr]
             self._watched.clear()
             self._threaded.clear()
-            if left:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if left:
                     async with trio.open_nursery() as nursery:
                         for task in left:
                             nursery.start_soon(self._kill, task, None)
+                if self._flushing:
+                    # What the killed tasks printed lands before the stream files close.
+                    self._all_flushed = trio.Event()
+                    with trio.move_on_after(FLUSH_WAIT_SECONDS):
+                        await self._all_flushed.wait()
             self._epoll.close()
 
     async def _loop(self) -> None:
@@ -888,6 +928,7 @@ class Reaper:
                 # stays in an epoll set, reporting events under a number that the
                 # next pidfd reuses.
                 self._epoll.unregister(pidfd)
+                assert task.child is not None
                 if task.child.reap(exited=True) is None:
                     self._epoll.register(pidfd, select.EPOLLIN)
                     continue
@@ -902,12 +943,14 @@ class Reaper:
             _deadline, _order, task = heapq.heappop(self._deadlines)
             if not self._unwatch(task):
                 continue  # ended or cancelled meanwhile
+            assert task.child is not None
             if task.child.reap() is not None:
                 self._end(task, None)  # it made it just in time
             elif self._kills is not None:
                 self._kills.start_soon(self._kill, task, failed("Time limit reached"))
 
     async def _wait_threaded(self, task: RunningTask, scope: trio.CancelScope) -> None:
+        assert task.child is not None
         with scope:
             await task.child.wait_exited()
         if self._threaded.pop(task, None) is None:
@@ -921,6 +964,7 @@ class Reaper:
         """Decide the outcome of a reaped task (None: from its status), release it, tell."""
         try:
             if outcome is None:
+                assert task.child is not None
                 status = task.child.status
                 assert status is not None
                 outcome = task.outcome(status)
@@ -929,14 +973,36 @@ class Reaper:
             outcome = failed(f"internal error: {type(error).__name__}: {error}")
         finally:
             task.release()
-        self.on_end(task, outcome)
+        self._report(task, outcome)
 
     async def _kill(self, task: RunningTask, outcome: TaskOutcome | None) -> None:
         """Kill the task's group (SIGINT, SIGKILL after the grace), reap, release, tell
         (None: it was cancelled)."""
+        assert task.child is not None
         with trio.CancelScope(shield=True):
             try:
                 await task.child.kill()
             finally:
                 task.release()
-        self.on_end(task, outcome)
+        self._report(task, outcome)
+
+    def _report(self, task: RunningTask, outcome: TaskOutcome | None) -> None:
+        """Tell `on_end`; for a streamed task only once its output is written (its
+        pipes' EOF, its END acknowledged by the copier), as `run_task` does."""
+        stream = task.spec.stream
+        if stream is None or not stream.opened:
+            self.on_end(task, outcome)
+            return
+        self._flushing.add(task)
+
+        def flushed(error: str | None) -> None:
+            self._flushing.discard(task)
+            try:
+                self.on_end(task, outcome if error is None or outcome is None else failed(error))
+            finally:
+                if not self._flushing and self._all_flushed is not None:
+                    self._all_flushed.set()
+                if self._closing and not len(self) and self._wait_scope is not None:
+                    self._wait_scope.cancel()
+
+        stream.finish(flushed)

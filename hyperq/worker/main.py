@@ -8,7 +8,8 @@ worker nursery
 ├── time limit        the worker's own lifetime → goodbye (exit 0)
 └── task nursery      cancelling it kills every task's process group
     ├── reaper        waits for the tasks spawned where they arrive (launcher.launch)
-    └── runners       one per task with stdin or streamed output (launcher.run_task)
+    └── runners       one per task with stdin, or streaming into a file not yet open
+                      (launcher.run_task)
 The receive loop runs in the main task. Whatever ends the worker (server's stop, time
 limit, signal, server lost) goes through `end()`, which decides the exit code and
 whether running tasks are killed or allowed to finish. With `--on-server-lost
@@ -403,8 +404,12 @@ class WorkerRuntime:
             log.exception("Task %d/%d: internal error", spec.job_id, spec.task_id)
             outcome = failed(_internal_error(error))
             if isinstance(started, RunningTask):  # spawned, but nobody would wait for it
-                started.child.signal_group(signal.SIGKILL)
+                if started.child is not None:
+                    started.child.signal_group(signal.SIGKILL)
                 started.release()
+            if spec.stream is not None and spec.stream.opened:
+                # Its pipes go (END may land after this report: our bug's price).
+                spec.stream.finish(lambda _error: None)
         self._task_ended(key, spec.instance, scope, outcome)
 
     def _launched_ended(self, task: RunningTask, outcome: TaskOutcome | None) -> None:

@@ -7,20 +7,24 @@ loop watches, so a wakeup reads whatever all tasks printed meanwhile, without a 
 a nursery or an `FdStream` per pipe (`tools/bench_stream`: those cost more than the
 pipes themselves). A task's `TaskStream` makes its pipes, and on the task's end (any end)
 waits for their EOF, appends the END record and writes everything pending before the
-launcher may report the result. Disk work is done by a copier process per file
-(`streamcopier`), fed through a pipe, so the event loop never waits for the disk; one
-write per file at a time under a lock, and whoever takes the lock writes everything
-pending, so tasks ending together share one write.
+launcher may report the result: in `run_task`'s trio task (`running`), or, for the tasks
+the launcher's `Reaper` waits for, without a task of its own (`finish`: the reader ends
+the wait, and each file's flusher tells the reaper once the copier has the records).
+Disk work is done by a copier process per file (`streamcopier`), fed through a pipe, so
+the event loop never waits for the disk; one write per file at a time under a lock, and
+whoever takes the lock writes everything pending, so tasks ending together share one write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
+import math
 import os
 import select
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -38,7 +42,14 @@ PIPE_MARK = "<pipe>"
 # After a task's process is gone, how long to wait for its pipes' EOF (a grandchild that
 # left the task's process group may hold them open).
 DRAIN_SECONDS = 2.0
+# Told, once a task's stream is finished (EOF or drained, END appended, written), the
+# stream's error text or None.
+OnFlushed = Callable[[str | None], None]
 _EOF_EVENTS = select.EPOLLHUP | select.EPOLLERR
+
+
+def _ignore(_error: str | None) -> None:
+    pass
 
 
 def _os_error_text(error: OSError) -> str:
@@ -64,6 +75,11 @@ class StreamWriter:
         # out with another task's write needs no write of its own.
         self._appended = 0
         self._written = 0
+        # `flush_soon` callers, told by the flusher once their records are on disk: the
+        # tasks on the launcher's fast path wait without a trio task each.
+        self._waiters: list[OnFlushed] = []
+        self._wake = trio.Event()
+        self._flusher = False
 
     def append(self, record: bytes) -> None:
         if self.failed is None:
@@ -90,6 +106,30 @@ class StreamWriter:
                 log.error("Stream failed: %s", self.failed)
                 raise StreamError(self.failed) from None
             self._written = upto
+
+    def flush_soon(self, files: StreamFiles, on_flushed: OnFlushed) -> None:
+        """Write everything appended so far, then call `on_flushed` (error text or None)."""
+        self._waiters.append(on_flushed)
+        self._wake.set()
+        if not self._flusher:
+            self._flusher = files.start_flusher(self)
+
+    async def flush_loop(self) -> None:
+        """The writer's flusher: whatever waiters gathered meanwhile share one write."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            waiters, self._waiters = self._waiters, []
+            error: str | None = None
+            try:
+                await self.write_pending()
+            except StreamError as failure:
+                error = f"Streaming: {failure}"
+            for on_flushed in waiters:
+                try:
+                    on_flushed(error)
+                except Exception:
+                    log.exception("Reporting a flushed stream failed")
 
     def close(self) -> None:
         self.copier.close()
@@ -122,6 +162,33 @@ class StreamFiles:
         self._epoll: select.epoll | None = None
         # read end -> (its task's stream, channel)
         self._watched: dict[int, tuple[TaskStream, int]] = {}
+        # Finishing streams whose process is gone but a pipe is not at EOF yet, by the
+        # time their wait ends (DRAIN_SECONDS).
+        self._draining: list[tuple[float, int, TaskStream]] = []
+        self._order = 0
+        self._wait_scope: trio.CancelScope | None = None
+        self._flushers: trio.Nursery | None = None
+
+    def writer_now(self, directory: str, server_uid: str | None = None) -> StreamWriter | None:
+        """The open, healthy file for `directory` if there is one (no waiting)."""
+        writer = self._writers.get((directory, server_uid or self.server_uid))
+        if writer is None or writer.failed is not None:
+            return None
+        return writer
+
+    def start_flusher(self, writer: StreamWriter) -> bool:
+        if self._flushers is None:
+            return False  # the worker's end: nobody waits for these reports any more
+        self._flushers.start_soon(writer.flush_loop)
+        return True
+
+    def drain_until(self, stream: TaskStream, deadline: float) -> None:
+        """`stream` gives up on its pipes' EOF at `deadline` (trio time)."""
+        self._order += 1
+        heapq.heappush(self._draining, (deadline, self._order, stream))
+        scope = self._wait_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
 
     async def writer(self, directory: str, server_uid: str | None = None) -> StreamWriter:
         """The open file for `directory`, created (with the directory) if needed; OSError."""
@@ -147,18 +214,46 @@ class StreamFiles:
         epoll = select.epoll()
         self._epoll = epoll
         try:
-            task_status.started()
-            while True:
-                await trio.lowlevel.wait_readable(epoll)
-                # Level-triggered: a pipe that still holds data is reported again.
-                await self._read(epoll.poll(0))
+            async with trio.open_nursery() as flushers:
+                self._flushers = flushers
+                task_status.started()
+                while True:
+                    deadline = self._draining[0][0] if self._draining else math.inf
+                    with trio.CancelScope(deadline=deadline) as scope:
+                        self._wait_scope = scope
+                        await trio.lowlevel.wait_readable(epoll)
+                    self._wait_scope = None
+                    # Level-triggered: a pipe that still holds data is reported again.
+                    await self._read(epoll.poll(0))
+                    self._drain_expired()
         finally:
+            self._flushers = None
             self._epoll = None
             for stream, _channel in list(self._watched.values()):
                 stream.unwatch()  # its task stops waiting for an EOF nobody will see
             epoll.close()
 
     async def _read(self, events: list[tuple[int, int]]) -> None:
+        full = self._take(events)
+        # The size bound: over the threshold, no pipe is read until the file has it, so
+        # a file's buffer holds at most the threshold plus one read per pipe; a faster
+        # task fills its pipe and waits.
+        for writer in full:
+            with contextlib.suppress(StreamError):  # logged; its tasks fail at their end
+                await writer.write_pending()
+
+    def read_now(self, stream: TaskStream, fds: list[int]) -> None:
+        """Read `stream`'s pipes `fds` now, for a task whose process is gone: their EOF is
+        usually there already, and the task's end need not wait for the reader's turn."""
+        poller = select.poll()  # POLLIN/POLLHUP/POLLERR are the EPOLL* values
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        for writer in self._take(poller.poll(0)):
+            writer.flush_soon(self, _ignore)  # the size bound, as `_read` keeps it
+
+    def _take(self, events: list[tuple[int, int]]) -> list[StreamWriter]:
+        """Read the pipes of `events` into their files' buffers: the files over their
+        threshold."""
         now = int(time.time() * 1000)
         full: list[StreamWriter] = []
         for fd, mask in events:
@@ -185,12 +280,13 @@ class StreamFiles:
                 if not (mask & _EOF_EVENTS and len(data) < MAX_DATA):
                     continue
             stream.channel_ended(channel)
-        # The size bound: over the threshold, no pipe is read until the file has it, so
-        # a file's buffer holds at most the threshold plus one read per pipe; a faster
-        # task fills its pipe and waits.
-        for writer in full:
-            with contextlib.suppress(StreamError):  # logged; its tasks fail at their end
-                await writer.write_pending()
+        return full
+
+    def _drain_expired(self) -> None:
+        now = trio.current_time()
+        while self._draining and self._draining[0][0] <= now:
+            _deadline, _order, stream = heapq.heappop(self._draining)
+            stream.drained()
 
     @property
     def reading(self) -> bool:
@@ -241,6 +337,9 @@ class TaskStream:
         self._write_ends: dict[int, int] = {}  # until child_fds hands them out
         self._ended = 0  # channels that reached EOF
         self._all_ended: trio.Event | None = None
+        self.opened = False
+        # Set by `finish` (the fast path): told once everything is written.
+        self._on_flushed: OnFlushed | None = None
 
     async def open(self) -> str | None:
         """Open (or reuse) the directory's file before the task is spawned; error text."""
@@ -249,6 +348,23 @@ class TaskStream:
         except OSError as error:
             log.error("Stream failed: %s", _os_error_text(error))
             return f"Cannot create stream directory {self.directory}: {_os_error_text(error)}"
+        return self._open_pipes()
+
+    def can_open_now(self) -> bool:
+        """Whether `open_now` can do it: the directory's file is open already (opening
+        one is disk work for a thread, done by `open` on the `run_task` path)."""
+        files = self.files
+        return files.reading and files.writer_now(self.directory, self.server_uid) is not None
+
+    def open_now(self) -> str | None:
+        """`open` without waiting, when `can_open_now`; error text."""
+        writer = self.files.writer_now(self.directory, self.server_uid)
+        if writer is None:  # failed since `can_open_now`
+            return f"Streaming: {self.directory}: the stream file failed"
+        self.writer = writer
+        return self._open_pipes()
+
+    def _open_pipes(self) -> str | None:
         if not self.files.reading:
             raise RuntimeError("StreamFiles.run is not running")
         try:
@@ -264,6 +380,7 @@ class TaskStream:
                 os.close(write_end)
             self._write_ends.clear()
             return f"Streaming: {_os_error_text(error)}"
+        self.opened = True  # from now on the task's end goes through `running`/`finish`
         return None
 
     def child_fds(self, stdout_fd: int, stderr_fd: int) -> tuple[int, int]:
@@ -281,8 +398,10 @@ class TaskStream:
         self.files.unwatch(fd)
         os.close(fd)
         self._ended += 1
-        if not self._read_ends and self._all_ended is not None:
-            self._all_ended.set()
+        if not self._read_ends:
+            if self._all_ended is not None:
+                self._all_ended.set()
+            self._flush_soon()
 
     def unwatch(self) -> None:
         """Stop reading the pipes not at EOF (their data is dropped)."""
@@ -292,6 +411,45 @@ class TaskStream:
         self._read_ends.clear()
         if self._all_ended is not None:
             self._all_ended.set()
+        self._flush_soon()
+
+    def finish(self, on_flushed: OnFlushed) -> None:
+        """`running`'s end without a trio task, for a task whose process is gone (or was
+        never spawned): once the pipes reach EOF (or DRAIN_SECONDS pass), END is appended
+        and written, and then `on_flushed` is told the stream's error (or None)."""
+        for write_end in self._write_ends.values():
+            os.close(write_end)
+        self._write_ends.clear()
+        self._on_flushed = on_flushed
+        if self._read_ends:
+            self.files.read_now(self, list(self._read_ends.values()))
+        if self._read_ends:
+            # Rounded up to a quarter second, so that the reader wakes for a few of
+            # these a second however many tasks end.
+            deadline = math.ceil((trio.current_time() + DRAIN_SECONDS) * 4) / 4
+            self.files.drain_until(self, deadline)
+        else:
+            self._flush_soon()  # (done already if the reads above saw the last EOF)
+
+    def drained(self) -> None:
+        """The wait for EOF is over (called by the reader)."""
+        if self._read_ends:
+            self.unwatch()
+
+    def _flush_soon(self) -> None:
+        on_flushed = self._on_flushed
+        if on_flushed is None:
+            return
+        self._on_flushed = None
+        if self._ended == sum(self.channels):
+            self.writer.append(
+                encode_end(int(time.time() * 1000), self.job, self.task, self.instance)
+            )
+
+        def flushed(error: str | None) -> None:
+            on_flushed(self.error or error)
+
+        self.writer.flush_soon(self.files, flushed)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
