@@ -14,7 +14,7 @@ from hyperq.common.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
 
 MAX_ID = 0xFFFF_FFFF  # IDs are u32 in the original; bigger input is an error, not a wrap
 _DIGITS = frozenset("0123456789")
@@ -325,3 +325,25 @@ def _format_item(item: Item) -> str:
     if step == 1:
         return f"{start}-{last}"
     return f"{start}-{last}:{step}"
+
+
+def ordered_runs(ids: Sequence[int]) -> list[Item]:
+    """Distinct IDs in any order as (start, last, step) runs (step > 0) that expand back
+    to the same sequence, order included: a worker's batch of finished tasks keeps its
+    report order (the worker's `finished-ids` items, the model's `tasks-finished`)."""
+    out: list[Item] = []
+    index = 0
+    count = len(ids)
+    while index < count:
+        start = ids[index]
+        if index + 1 < count and ids[index + 1] > start:
+            step = ids[index + 1] - start
+            last = index + 1
+            while last + 1 < count and ids[last + 1] - ids[last] == step:
+                last += 1
+            out.append((start, ids[last], step))
+            index = last + 1
+        else:
+            out.append((start, start, 1))
+            index += 1
+    return out

@@ -456,27 +456,6 @@ class FinishedIds(Struct, frozen=True, array_like=True, tag="finished-ids"):
         )
 
 
-def ordered_runs(ids: list[int]) -> list[IdItem]:
-    """`ids` as (start, last, step) runs that expand back to the same sequence, order
-    included (FinishedIds.task_ids)."""
-    runs: list[IdItem] = []
-    index = 0
-    count = len(ids)
-    while index < count:
-        start = ids[index]
-        if index + 1 < count and ids[index + 1] > start:
-            step = ids[index + 1] - start
-            last_index = index + 1
-            while last_index + 1 < count and ids[last_index + 1] - ids[last_index] == step:
-                last_index += 1
-            runs.append((start, ids[last_index], step))
-            index = last_index + 1
-        else:
-            runs.append((start, start, 1))
-            index += 1
-    return runs
-
-
 TaskUpdate = Started | Finished | Failed | Notify | FinishedIds
 
 

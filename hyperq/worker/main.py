@@ -38,6 +38,7 @@ from trio_websocket import ConnectionClosed, HandshakeError
 
 from hyperq.common.access import Endpoint
 from hyperq.common.errors import HqError
+from hyperq.common.idrange import ordered_runs
 from hyperq.common.notify import ACCESS_KEY_VAR
 from hyperq.common.resources import Allocation
 from hyperq.transport import schemas
@@ -142,7 +143,7 @@ def _as_ranges(wire: list[list[Any]]) -> list[list[Any]]:
             out.append(item)
         else:
             ids = [other[2] for other in wire[index:end]]
-            out.append(["finished-ids", item[1], item[3], schemas.ordered_runs(ids), *item[4:]])
+            out.append(["finished-ids", item[1], item[3], ordered_runs(ids), *item[4:]])
         index = end
     return out
 

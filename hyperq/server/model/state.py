@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from hyperq.common.errors import HqError
-from hyperq.common.idrange import clean_item, merge_adjacent
+from hyperq.common.idrange import clean_item, merge_adjacent, ordered_runs
 from hyperq.common.resources import Allocation, ResourceDescriptor, ResourceRequest
 from hyperq.server.model.autoalloc import AutoallocRecords
 from hyperq.server.model.events import (
@@ -94,7 +94,6 @@ from hyperq.server.model.taskids import (
     TaskIdSet,
     find_clash,
     ids_to_items,
-    ids_to_ordered_items,
 )
 from hyperq.server.model.views import (
     RECORD_ONLY_STATES,
@@ -1412,7 +1411,7 @@ class Model:
         def close() -> None:
             if key is None or not run:
                 return
-            ids = tuple(ids_to_ordered_items(run))
+            ids = tuple(ordered_runs(run))
             events.append(TasksAssigned(now, key[0], ids, key[1], key[2], tuple(allocations)))
 
         for a in assignments:
@@ -1528,7 +1527,7 @@ class Model:
         def close() -> None:
             if run and key is not None:
                 end, started, workers, variant = key
-                ids = tuple(ids_to_ordered_items(run))
+                ids = tuple(ordered_runs(run))
                 events.append(TasksFinished(end, job_id, ids, instance, workers, variant, started))
 
         for task_id in task_ids:

@@ -175,24 +175,3 @@ def ids_to_items(sorted_ids: Iterable[int]) -> list[Item]:
 def _ints(item: Sequence[int]) -> Item:
     start, last, step = (int(v) for v in item)
     return (start, last, step)
-
-
-def ids_to_ordered_items(ids: Sequence[int]) -> list[Item]:
-    """Distinct IDs in any order as (start, last, step) runs (step > 0) that expand back
-    to the same sequence, order included: a worker's batch keeps its report order."""
-    out: list[Item] = []
-    index = 0
-    count = len(ids)
-    while index < count:
-        start = ids[index]
-        if index + 1 < count and ids[index + 1] > start:
-            step = ids[index + 1] - start
-            last = index + 1
-            while last + 1 < count and ids[last + 1] - ids[last] == step:
-                last += 1
-            out.append((start, ids[last], step))
-            index = last + 1
-        else:
-            out.append((start, start, 1))
-            index += 1
-    return out
