@@ -169,6 +169,25 @@ def check_priorities(d: Driver, assignments: list[Assignment]) -> None:
         assert all(len(ids) < request.n_nodes for ids in free.values())
 
 
+def finish_one(d: Driver, arg: int) -> None:
+    """Finishes the running task that `arg` picks, if any runs."""
+    running = [
+        (job.id, t)
+        for job in d.model.jobs.values()
+        for t, r in sorted(job.active.items())
+        if r.state == TaskState.RUNNING
+    ]
+    if running:
+        d.finish(*running[arg % len(running)])
+
+
+def lose_one(d: Driver, arg: int) -> None:
+    """Loses the connected worker that `arg` picks, if any is connected."""
+    connected = [w for w in sorted(d.model.workers) if d.model.workers[w].is_connected]
+    if connected:
+        d.lose(connected[arg % len(connected)], LostReason.CONNECTION_LOST)
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps_st)
 def test_scheduler_invariants(steps: list[tuple[str, Any]]) -> None:
@@ -186,18 +205,9 @@ def test_scheduler_invariants(steps: list[tuple[str, Any]]) -> None:
                 check_reservations(d)
                 check_priorities(d, assignments)
         elif kind == "finish":
-            running = [
-                (job.id, t)
-                for job in d.model.jobs.values()
-                for t, r in sorted(job.active.items())
-                if r.state == TaskState.RUNNING
-            ]
-            if running:
-                d.finish(*running[arg % len(running)])
+            finish_one(d, arg)
         elif kind == "lose":
-            connected = [w for w in sorted(d.model.workers) if d.model.workers[w].is_connected]
-            if connected:
-                d.lose(connected[arg % len(connected)], LostReason.CONNECTION_LOST)
+            lose_one(d, arg)
         check_no_over_allocation(d)
         check_reservations(d)
         d.tick(1.0)
@@ -226,15 +236,6 @@ def test_passing_over_full_workers_by_their_bounds_decides_the_same(
                 for job_id, task_id in d.placed():
                     d.start(job_id, task_id)
         elif kind == "finish":
-            running = [
-                (job.id, t)
-                for job in d.model.jobs.values()
-                for t, r in sorted(job.active.items())
-                if r.state == TaskState.RUNNING
-            ]
-            if running:
-                d.finish(*running[arg % len(running)])
+            finish_one(d, arg)
         elif kind == "lose":
-            connected = [w for w in sorted(d.model.workers) if d.model.workers[w].is_connected]
-            if connected:
-                d.lose(connected[arg % len(connected)], LostReason.CONNECTION_LOST)
+            lose_one(d, arg)
