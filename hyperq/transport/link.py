@@ -218,6 +218,8 @@ class LeanLink(SendGate):
         """More bytes into the parser: at once if the socket has them, else when it does."""
         sock = self._sock
         while True:
+            if self._sock_closed:
+                raise trio.ClosedResourceError("the connection is closed")
             try:
                 n = sock.recv_into(self._scratch)
                 break
