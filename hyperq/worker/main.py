@@ -1,7 +1,6 @@
 """The worker program: connection, task runners, heartbeats, and how it ends.
 
 worker nursery
-├── websocket reader  (trio-websocket's, one per connection)
 ├── update sender     batches task state updates into one message
 ├── heartbeat         keeps the server from declaring us lost
 ├── signal watcher    SIGINT/SIGTERM/SIGTSTP → stop (exit 0)
