@@ -266,3 +266,34 @@ async def test_an_oversized_message_from_trio_websocket_is_refused_with_1009() -
                     while True:
                         await ws.get_message()
                 assert closed.value.reason.code == 1009
+
+
+async def test_concurrent_senders_on_a_full_socket_keep_the_sealing_order() -> None:
+    # Big values from two tasks at once fill the socket, so sends wait mid-frame; a
+    # second sender must not seal (advance the nonce) or write until the first is done,
+    # or the peer's opening fails.
+    count = 40
+    big = os.urandom(256 * 1024)
+
+    async def two_senders(peer: PeerConnection) -> None:
+        async with trio.open_nursery() as nursery:
+            for name in ("a", "b"):
+
+                async def send_all(name: str = name) -> None:
+                    for i in range(count):
+                        await peer.send([name, i, big])
+
+                nursery.start_soon(send_all)
+        await peer.recv()  # until the client closes
+
+    async with serving(two_senders) as port, trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            peer = await connect_server(nursery, "127.0.0.1", port, KEY)
+            got: dict[str, list[int]] = {"a": [], "b": []}
+            for _ in range(2 * count):
+                name, i, data = await peer.recv()
+                assert data == big
+                got[name].append(i)
+                await trio.sleep(0)
+            assert got == {"a": list(range(count)), "b": list(range(count))}
+            await peer.close()

@@ -207,12 +207,21 @@ class LeanLink(SendGate):
                         await trio.lowlevel.cancel_shielded_checkpoint()
                     return event
                 elif isinstance(event, Ping):
-                    await self._send_control(OP_PONG, event.payload)
+                    if not self._close_sent:
+                        await self._pong(event.payload)
                 else:
                     assert isinstance(event, Closed)
                     await self._peer_close(event)
         finally:
             self._receiving = False
+
+    async def _pong(self, payload: bytes) -> None:
+        try:
+            await self._send_control(OP_PONG, payload)
+        except trio.TooSlowError:
+            # A peer that pings but does not read the answer: the receiver's callers
+            # know a broken link, not a send deadline.
+            raise trio.BrokenResourceError("the peer does not read our pong") from None
 
     async def _fill(self) -> None:
         """More bytes into the parser: at once if the socket has them, else when it does."""
