@@ -236,15 +236,20 @@ class LeanLink(SendGate):
                 self._unyielded = 0
                 await trio.lowlevel.wait_readable(sock)
             except OSError as error:
-                self._peer_closed.set()
+                self._lost()
                 raise trio.BrokenResourceError(str(error)) from error
         if n == 0:
-            self._peer_closed.set()
-            if self._client:
-                self.close_now()
+            self._lost()
             raise LinkClosed(1006, "connection lost")
         with memoryview(self._scratch) as view:
             self._parser.buffer += view[:n]
+
+    def _lost(self) -> None:
+        self._peer_closed.set()
+        if self._client:
+            # Nobody else closes a lost worker link's socket (a reconnect makes a new
+            # one); the server's is closed when its handler ends.
+            self.close_now()
 
     async def _peer_close(self, event: Closed) -> None:
         self._peer_closed.set()
