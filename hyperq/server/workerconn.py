@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed
 
 from hyperq.common.errors import HqError
 from hyperq.common.notify import NOTIFY_LIMIT
@@ -29,6 +28,7 @@ from hyperq.server.replies import worker_wire
 from hyperq.server.submitcheck import check_worker_config
 from hyperq.transport import schemas
 from hyperq.transport.codec import ProtocolError
+from hyperq.transport.link import LinkClosed
 from hyperq.transport.peer import PeerConnection
 from hyperq.transport.schemas import (
     Failed,
@@ -147,7 +147,7 @@ class WorkerHandler:
         while True:
             try:
                 message = await peer.recv()
-            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            except (LinkClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 return "ConnectionLost"
             link.last_seen = time.monotonic()
             reason = self.handle_message(worker_id, message)

@@ -154,22 +154,22 @@ def load_worker_endpoint(ctx: Context) -> Any:
 
 def _connect_error(raised: BaseException) -> BaseException | None:
     """The connection failure inside `raised`, or None if it is something else."""
-    from trio_websocket import HandshakeError
+    from hyperq.transport.link import LinkClosed
 
     if isinstance(raised, BaseExceptionGroup):
         inner = [_connect_error(e) for e in raised.exceptions]
         return inner[0] if inner and all(e is not None for e in inner) else None
-    if isinstance(raised, (OSError, HandshakeError)):
+    if isinstance(raised, (OSError, LinkClosed)):
         return raised
     return None
 
 
 def start(ctx: Context, args: dict[str, Any]) -> int:
     import trio
-    from trio_websocket import HandshakeError
 
     from hyperq.common.log import setup_logging
     from hyperq.output.modes import make_output
+    from hyperq.transport.link import LinkClosed
     from hyperq.worker.main import run_worker
 
     setup_logging(ctx.debug)
@@ -191,7 +191,7 @@ def start(ctx: Context, args: dict[str, Any]) -> int:
                 lambda: trio.to_thread.run_sync(read_worker_endpoint, ctx),
                 lambda worker: output.worker_info([{**worker, "runtime_info": None}]),
             )
-        except (OSError, HandshakeError, BaseExceptionGroup) as raised:
+        except (OSError, LinkClosed, BaseExceptionGroup) as raised:
             error = _connect_error(raised)
             if error is None:
                 raise

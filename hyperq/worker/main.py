@@ -1,7 +1,6 @@
 """The worker program: connection, task runners, heartbeats, and how it ends.
 
 worker nursery
-├── websocket reader  (trio-websocket's, one per connection)
 ├── update sender     batches task state updates into one message
 ├── heartbeat         keeps the server from declaring us lost
 ├── signal watcher    SIGINT/SIGTERM/SIGTSTP → stop (exit 0)
@@ -34,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError
 
 from hyperq.common.access import Endpoint
 from hyperq.common.errors import HqError
@@ -43,6 +41,7 @@ from hyperq.common.notify import ACCESS_KEY_VAR
 from hyperq.common.resources import Allocation
 from hyperq.transport import schemas
 from hyperq.transport.codec import ProtocolError
+from hyperq.transport.link import LinkClosed
 from hyperq.transport.peer import PeerConnection
 from hyperq.transport.schemas import (
     Cancel,
@@ -89,7 +88,7 @@ TEMPORARY_OVERVIEW_INTERVAL = 2.0
 RECONNECT_LIMIT = 600.0
 RECONNECT_MAX_DELAY = 5.0
 SEND_ERRORS = (
-    ConnectionClosed,
+    LinkClosed,
     trio.BrokenResourceError,
     trio.ClosedResourceError,
     trio.TooSlowError,
@@ -313,7 +312,7 @@ class WorkerRuntime:
             try:
                 message = await self.peer.recv()
             except (
-                ConnectionClosed,
+                LinkClosed,
                 trio.BrokenResourceError,
                 trio.ClosedResourceError,
                 ProtocolError,
@@ -696,9 +695,8 @@ class WorkerRuntime:
                     peer, reply = await register(self.conn_nursery, endpoint, self.config, resume)
                 except (
                     OSError,
-                    HandshakeError,
                     HqError,
-                    ConnectionClosed,
+                    LinkClosed,
                     ProtocolError,
                     trio.TooSlowError,
                     trio.BrokenResourceError,
