@@ -421,6 +421,7 @@ def launch_message(
         message["descs"] = descs
     return message
 
+
 def launch_desc(desc: Any, variant: int = 0) -> dict[str, Any]:
     """The part of a submit description a worker needs to run its tasks (with the
     chosen resource variant's index in HQ_RESOURCE_VARIANT when there are several)."""

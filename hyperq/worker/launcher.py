@@ -311,7 +311,8 @@ def _open_output(path: str | None, name: str, devnull: int) -> int:
 class ProgramCache:
     """Recent PATH searches of one worker: an array of a million tasks would otherwise
     stat every PATH directory for every task. Entries live PROGRAM_CACHE_SECONDS, so a
-    program installed or removed meanwhile is seen within that time."""
+    program installed or removed meanwhile is seen within that time. Also the working
+    directories `launch` saw exist."""
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, str, str], tuple[str, float]] = {}
