@@ -582,3 +582,45 @@ async def test_reaper_close_when_idle_waits_for_running_tasks(tmp_path):
             reaper.close_when_idle()
         # The nursery ended only after the task did (finish-running).
     assert ends.outcomes[1].finished
+
+
+async def test_a_working_directory_removed_since_its_last_task_is_made_again(tmp_path):
+    """The worker remembers directories it saw, to skip a stat per spawn; one removed (or
+    replaced by a file) meanwhile is made again, or fails the task as before."""
+    from hyperq.worker.launcher import ProgramCache, RunningTask, launch
+
+    programs = ProgramCache()
+    cwd = tmp_path / "a" / "b"
+    ends = Ends()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            reaper = await start_reaper(nursery, ends)
+            for task_id in range(3):
+                if task_id == 1:
+                    shutil.rmtree(tmp_path / "a")
+                spec = make_spec(
+                    tmp_path,
+                    ["sh", "-c", "pwd"],
+                    task_id=task_id,
+                    cwd=str(cwd),
+                    programs=programs,
+                    # Outside the cwd: opening them must not make the cwd again.
+                    stdout=str(tmp_path / f"out{task_id}"),
+                    stderr=None,
+                )
+                task = launch(spec)
+                assert isinstance(task, RunningTask)
+                reaper.watch(task)
+                await wait_until(lambda n=task_id + 1: len(ends.outcomes) == n)
+                assert str(cwd) in programs.dirs
+            shutil.rmtree(tmp_path / "a")
+            (tmp_path / "a").write_text("")
+            spec = make_spec(
+                tmp_path, ["true"], task_id=3, cwd=str(cwd), programs=programs, stdout=None
+            )
+            outcome = launch(spec)
+            reaper.close_when_idle()
+    assert [ends.outcomes[t].finished for t in range(3)] == [True] * 3
+    assert [(tmp_path / f"out{t}").read_text() for t in range(3)] == [f"{cwd}\n"] * 3
+    assert not outcome.finished
+    assert outcome.error.startswith("Could not create working directory: "), outcome.error

@@ -231,6 +231,83 @@ async def test_a_task_without_its_description_fails_as_an_internal_error(tmp_pat
     assert "'missing'" in results[1][4]
 
 
+async def test_a_slot_holds_its_description_for_later_messages(
+    tmp_path: Path, reaper: bool
+) -> None:
+    """Slots filled by one message serve the next ones; a slot filled again runs its new
+    description; a slot never filled fails its task (and only it) as an internal error."""
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def writes(word: str) -> dict[str, Any]:
+        return desc(tmp_path, ["sh", "-c", f"echo {word} > {out}/$HQ_TASK_ID"])
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            runtime = make_runtime(tmp_path, nursery)
+            async with trio.open_nursery() as tasks:
+                if reaper:
+                    await start_reaper(runtime, tasks)
+
+                async def run(message: dict[str, Any], count: int) -> dict[int, list[Any]]:
+                    assert runtime.handle_message(tasks, message) is False
+                    ends: dict[int, list[Any]] = {}
+                    while len(ends) < count:
+                        update = await runtime.updates_recv.receive()
+                        if update[0] in ("finished", "failed"):
+                            ends[update[2]] = update
+                    return ends
+
+                first = as_rows(compute({}, [(0, "x"), (1, "x")]))
+                first["tasks"][0][3] = 0
+                first["tasks"][1][3] = 63
+                first["slots"] = [[0, writes("a")], [63, writes("b")]]
+                ends = await run(first, 2)
+                assert {t: e[0] for t, e in ends.items()} == {0: "finished", 1: "finished"}
+                # No descriptions along: the slots hold them. Slot 63 gets a new one.
+                second = as_runs({}, [(2, "x"), (3, "x"), (4, "x"), (6, "x")], 1)
+                second["runs"] = [
+                    [1, 2, 0, 0, "cpus", [10000, "compact"], 10000, 10000, 1, ["0"]],
+                    [1, 3, 0, 63, "cpus", [10000, "compact"], 10000, 10000, 1, ["1", "0"]],
+                    [1, 6, 0, 5, "cpus", [10000, "compact"], 10000, 10000, 1, ["1"]],
+                ]
+                second["slots"] = [[63, writes("c")]]
+                ends = await run(second, 4)
+                assert [ends[t][0] for t in (2, 3, 4)] == ["finished"] * 3
+                assert ends[6][0] == "failed"
+                assert ends[6][4] == (
+                    "internal error: ValueError: "
+                    "the server named description slot 5, which is empty"
+                )
+                if reaper:
+                    assert runtime.reaper is not None
+                    runtime.reaper.close_when_idle()
+    got = {int(path.name): path.read_text() for path in out.iterdir()}
+    assert got == {0: "a\n", 1: "b\n", 2: "a\n", 3: "c\n", 4: "c\n"}
+
+
+async def test_a_skipped_message_empties_the_slots(tmp_path: Path) -> None:
+    """A message that does not fit may have filled slots that later messages name: its
+    tasks fail rather than run what those slots held before it."""
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            runtime = make_runtime(tmp_path, nursery)
+            async with trio.open_nursery() as tasks:
+                fill = as_rows(compute({}, [(0, "x")]))
+                fill["tasks"][0][3] = 0
+                fill["slots"] = [[0, desc(tmp_path, ["true"])]]
+                assert runtime.handle_message(tasks, fill) is False
+                assert (await runtime.updates_recv.receive())[:3] == ["finished", 1, 0]
+                bad = {**fill, "slots": [[64, desc(tmp_path, ["false"])]]}
+                assert runtime.handle_message(tasks, bad) is False
+                again = as_rows(compute({}, [(1, "x")]))
+                again["tasks"][0][3] = 0
+                assert runtime.handle_message(tasks, again) is False
+                update = await runtime.updates_recv.receive()
+    assert update[:3] == ["failed", 1, 1]
+    assert "description slot 0, which is empty" in update[4]
+
+
 async def test_a_bad_allocation_fails_only_its_task(tmp_path: Path, reaper: bool) -> None:
     message = compute({"good": desc(tmp_path, ["true"])}, [(0, "good")])
     message["tasks"].append(
@@ -352,24 +429,25 @@ program_like = st.fixed_dictionaries(
         "stdout": mostly(st.none() | st.fixed_dictionaries({"path": st.text(max_size=4)})),
     },
 )
-descs = st.dictionaries(
-    st.sampled_from(["0", "1"]),
-    st.fixed_dictionaries(
-        {"program": program_like, "submit_dir": st.text(max_size=4)},
-        optional={
-            "pin": mostly(st.none() | st.sampled_from(["taskset", "omp"])),
-            "time_limit": mostly(st.none() | st.floats(0, 10)),
-        },
-    ),
-    max_size=2,
+desc_values = st.fixed_dictionaries(
+    {"program": program_like, "submit_dir": st.text(max_size=4)},
+    optional={
+        "pin": mostly(st.none() | st.sampled_from(["taskset", "omp"])),
+        "time_limit": mostly(st.none() | st.floats(0, 10)),
+    },
 )
+descs = st.dictionaries(st.sampled_from(["0", "1"]), desc_values, max_size=2)
+# Slot numbers in and out of range (schemas.DESC_SLOTS is 64), and a bool.
+slot_numbers = st.sampled_from([0, 1, 63, 64, -1, 2**40, True])
+slot_lists = mostly(st.lists(st.tuples(slot_numbers, desc_values).map(list), max_size=2))
+desc_refs = st.sampled_from(["0", "1", "2"]) | slot_numbers
 launch_items = st.lists(
     st.fixed_dictionaries(
         {
             "job": st.integers(0, 3),
             "task": st.integers(0, 3),
             "instance": st.integers(0, 3),
-            "desc": st.sampled_from(["0", "1", "2"]),
+            "desc": desc_refs,
             "allocation": mostly(st.just([])),
         },
         optional={"entry": mostly(st.none() | st.text(max_size=3))},
@@ -387,6 +465,7 @@ server_messages = st.one_of(
         {
             "op": st.just("compute-rows"),
             "descs": descs,
+            "slots": slot_lists,
             "tasks": launch_items.map(
                 lambda items: [
                     [i["job"], i["task"], i["instance"], i["desc"], i["allocation"],
@@ -400,12 +479,13 @@ server_messages = st.one_of(
         {
             "op": st.just("compute-runs"),
             "descs": descs,
+            "slots": slot_lists,
             "runs": st.lists(
                 st.tuples(
                     st.integers(0, 3),
                     st.integers(0, 3),
                     st.integers(0, 3),
-                    st.sampled_from(["0", "1", "2"]),
+                    desc_refs,
                     st.just("cpus"),
                     st.just([10000, "compact"]),
                     st.just(10000),

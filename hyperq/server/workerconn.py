@@ -21,6 +21,7 @@ import trio
 from hyperq.common.errors import HqError
 from hyperq.common.notify import NOTIFY_LIMIT
 from hyperq.server.core import ServerCore, WorkerLink
+from hyperq.server.descslots import DescSlots
 from hyperq.server.model.events import WorkerOverview, WorkerOverviewTemporary
 from hyperq.server.model.state import LaunchTask, Model
 from hyperq.server.overview import checked_hw_state, checked_tasks
@@ -273,6 +274,8 @@ class WorkerHandler:
 
     async def _send_loop(self, peer: PeerConnection, link: WorkerLink) -> None:
         model = self.core.model
+        # What the worker holds, for this connection only (its table starts empty too).
+        slots = DescSlots()
         while True:
             # Everything the scheduler assigned before this task got to run goes in one
             # message. No extra yield or delay to gather more: with few CPUs, every
@@ -289,7 +292,7 @@ class WorkerHandler:
                 await peer.send({"op": "cancel", "tasks": kill})
             if link.launch:
                 launch, link.launch = link.launch, []
-                message = launch_message(model, launch)
+                message = launch_message(model, launch, slots)
                 if message is not None:
                     await peer.send(message)
             if link.stop_reason is not None:
@@ -297,14 +300,23 @@ class WorkerHandler:
                 return
 
 
-def launch_message(model: Model, launch: list[LaunchTask]) -> dict[str, Any] | None:
+def launch_message(
+    model: Model, launch: list[LaunchTask], slots: DescSlots | None = None
+) -> dict[str, Any] | None:
     """One message launching `launch` (tasks the model may since have dropped are left
     out; None if none is left): `compute-runs` when every task fits a run
-    (schemas.LaunchRun), else `compute-rows`, so the tasks keep their order either way."""
+    (schemas.LaunchRun), else `compute-rows`, so the tasks keep their order either way.
+
+    With `slots` (the connection's, updated here: the message must then be sent) a
+    description the worker holds already is named by its slot, and a new one is sent
+    once into a slot (`slots` of the message); without, every description the message
+    needs goes inline (`descs`), as before slots."""
     # Map keys must be strings: frames are decoded with strict_hashable_types.
     descs: dict[str, Any] = {}
-    desc_keys: dict[tuple[int, int, int], str] = {}
-    placed: list[tuple[LaunchTask, str, Any]] = []
+    defined: list[list[Any]] = []
+    in_use: set[int] = set()
+    desc_keys: dict[tuple[int, int, int], str | int] = {}
+    placed: list[tuple[LaunchTask, str | int, Any]] = []
     runs: list[list[Any]] | None = []
     run: list[Any] = []
     next_task = -1
@@ -316,8 +328,19 @@ def launch_message(model: Model, launch: list[LaunchTask]) -> dict[str, Any] | N
         key = (effect.job_id, submit_index, variant)
         desc_key = desc_keys.get(key)
         if desc_key is None:
-            desc_key = desc_keys[key] = str(len(descs))
-            descs[desc_key] = launch_desc(model.submit_desc(effect.job_id, submit_index), variant)
+            slot = None if slots is None else slots.find(key)
+            if slot is None:
+                desc = launch_desc(model.submit_desc(effect.job_id, submit_index), variant)
+                slot = None if slots is None else slots.take(key, in_use)
+                if slot is None:
+                    desc_key = str(len(descs))
+                    descs[desc_key] = desc
+                else:
+                    defined.append([slot, desc])
+            if slot is not None:
+                in_use.add(slot)
+                desc_key = slot
+            desc_keys[key] = desc_key
         placed.append((effect, desc_key, entry))
         if runs is None:
             continue
@@ -375,22 +398,28 @@ def launch_message(model: Model, launch: list[LaunchTask]) -> dict[str, Any] | N
             if all(entry is None for entry in entries):
                 # Entries are for arrays of --each-line/--from-json only: say none at all.
                 del run[10]
-        return {"op": "compute-runs", "descs": descs, "runs": runs}
-    tasks = []
-    for effect, desc_key, entry in placed:
-        # A row (schemas.LaunchRow), not a map: ~40% less to encode and seal.
-        row = [
-            effect.job_id,
-            effect.task_id,
-            effect.instance,
-            desc_key,
-            effect.allocation.to_wire(),
-            entry,
-        ]
-        if effect.hosts:
-            row.append(list(effect.hosts))
-        tasks.append(row)
-    return {"op": "compute-rows", "descs": descs, "tasks": tasks}
+        message: dict[str, Any] = {"op": "compute-runs", "runs": runs}
+    else:
+        tasks = []
+        for effect, desc_key, entry in placed:
+            # A row (schemas.LaunchRow), not a map: ~40% less to encode and seal.
+            row = [
+                effect.job_id,
+                effect.task_id,
+                effect.instance,
+                desc_key,
+                effect.allocation.to_wire(),
+                entry,
+            ]
+            if effect.hosts:
+                row.append(list(effect.hosts))
+            tasks.append(row)
+        message = {"op": "compute-rows", "tasks": tasks}
+    if defined:
+        message["slots"] = defined
+    if descs or slots is None:
+        message["descs"] = descs
+    return message
 
 
 def launch_desc(desc: Any, variant: int = 0) -> dict[str, Any]:

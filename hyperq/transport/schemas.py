@@ -512,11 +512,30 @@ class LaunchDesc(Struct, frozen=True):
     stream_dir: str | None = None
 
 
+# How many launch descriptions a worker keeps per connection (the slots of `SlotDesc`).
+DESC_SLOTS = 64
+DescSlot = Annotated[int, msgspec.Meta(ge=0, lt=DESC_SLOTS)]
+# What a launched task names as its description: a key of the message's own `descs`
+# (the form before slots), or a slot of the worker's that this message or an earlier
+# one on the same connection filled.
+DescRef = DescSlot | str
+
+
+class SlotDesc(Struct, frozen=True, array_like=True):
+    """`[slot, desc]`: the worker keeps `desc` in `slot` for the rest of the connection
+    (replacing what the slot held), so that later messages name it by number instead of
+    carrying it again. The server decides which slot a new description overwrites; a
+    new connection starts with every slot empty on both ends."""
+
+    slot: DescSlot
+    desc: LaunchDesc
+
+
 class LaunchItem(Struct, frozen=True):
     job: int
     task: int
     instance: int
-    desc: str
+    desc: DescRef
     allocation: list[Any]
     entry: str | None = None
     # The hostnames of a multi-node task's workers, root first (cluster.md §1).
@@ -524,8 +543,10 @@ class LaunchItem(Struct, frozen=True):
 
 
 class Compute(Struct, frozen=True, tag_field="op", tag="compute"):
-    descs: dict[str, LaunchDesc]
     tasks: list[LaunchItem]
+    descs: dict[str, LaunchDesc] = {}
+    # Filled before any of the message's tasks is looked at.
+    slots: list[SlotDesc] = []
 
 
 class LaunchRow(Struct, frozen=True, array_like=True):
@@ -536,7 +557,7 @@ class LaunchRow(Struct, frozen=True, array_like=True):
     job: int
     task: int
     instance: int
-    desc: str
+    desc: DescRef
     allocation: list[Any]
     entry: str | None = None
     nodes: list[str] = []
@@ -546,8 +567,9 @@ class ComputeRows(Struct, frozen=True, tag_field="op", tag="compute-rows"):
     """`Compute` with its tasks as rows (what the server sends since issue 24; a worker
     still takes `compute`)."""
 
-    descs: dict[str, LaunchDesc]
     tasks: list[LaunchRow]
+    descs: dict[str, LaunchDesc] = {}
+    slots: list[SlotDesc] = []
 
 
 class LaunchRun(Struct, frozen=True, array_like=True):
@@ -561,7 +583,7 @@ class LaunchRun(Struct, frozen=True, array_like=True):
     job: int
     task: int
     instance: int
-    desc: str
+    desc: DescRef
     resource: str
     # The request of the resource: [amount, policy], as in an allocation's wire form.
     request: tuple[int, str]
@@ -601,8 +623,9 @@ class ComputeRuns(Struct, frozen=True, tag_field="op", tag="compute-runs"):
     """`ComputeRows` with its tasks as runs (what the server sends when every task of a
     batch fits a `LaunchRun`; a worker still takes `compute` and `compute-rows`)."""
 
-    descs: dict[str, LaunchDesc]
     runs: list[LaunchRun]
+    descs: dict[str, LaunchDesc] = {}
+    slots: list[SlotDesc] = []
 
     @property
     def tasks(self) -> list[LaunchRow]:

@@ -261,8 +261,18 @@ def _task_env(spec: TaskLaunchSpec) -> tuple[dict[str, str], list[str]]:
 
 
 def _task_paths(spec: TaskLaunchSpec) -> tuple[str, str | None, str | None]:
-    values = task_values(spec.job_id, spec.task_id, spec.instance, spec.submit_dir, spec.server_uid)
-    cwd, stdout, stderr = resolve_paths(spec.cwd, spec.stdout, spec.stderr, values, spec.submit_dir)
+    cwd, stdout, stderr = spec.cwd, spec.stdout, spec.stderr
+    if "%" in cwd or "%" in (stdout or "") or "%" in (stderr or ""):
+        values = task_values(
+            spec.job_id, spec.task_id, spec.instance, spec.submit_dir, spec.server_uid
+        )
+        cwd, stdout, stderr = resolve_paths(cwd, stdout, stderr, values, spec.submit_dir)
+    else:
+        # Nothing to fill in (the usual case): what resolve_paths makes of such paths,
+        # without building the values for every task.
+        cwd = os.path.join(spec.submit_dir, cwd)
+        stdout = None if stdout is None else os.path.join(cwd, stdout)
+        stderr = None if stderr is None else os.path.join(cwd, stderr)
     # Only unknown placeholders can keep a path relative here; anchor it like the rest
     # instead of letting it land relative to the worker's own cwd.
     cwd = os.path.join(spec.submit_dir, cwd)
@@ -301,11 +311,15 @@ def _open_output(path: str | None, name: str, devnull: int) -> int:
 class ProgramCache:
     """Recent PATH searches of one worker: an array of a million tasks would otherwise
     stat every PATH directory for every task. Entries live PROGRAM_CACHE_SECONDS, so a
-    program installed or removed meanwhile is seen within that time."""
+    program installed or removed meanwhile is seen within that time. Also the working
+    directories `launch` saw exist."""
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._relative: dict[str, bool] = {}  # PATH value -> has a relative entry
+        # Working directories seen to exist. One removed since is made again when the
+        # spawn cannot enter it (`_spawn`), so this only saves the stat before each spawn.
+        self.dirs: set[str] = set()
 
     def find(self, name: str, env: dict[str, str]) -> str:
         if "/" in name:
@@ -368,7 +382,12 @@ def _spawn(
     }
     home = os.open(".", os.O_PATH | os.O_CLOEXEC)
     try:
-        os.chdir(cwd)
+        try:
+            os.chdir(cwd)
+        except (FileNotFoundError, NotADirectoryError):
+            # Removed (or replaced) since it was last seen: made again as at first.
+            _ensure_cwd(cwd)
+            os.chdir(cwd)
         try:
             program = (
                 programs.find(argv[0], env) if programs is not None else _find_program(argv[0], env)
@@ -781,8 +800,20 @@ def launch(spec: TaskLaunchSpec) -> RunningTask | TaskOutcome:
             error = stream.open_now()
             if error is not None:
                 return failed(error)
-        _ensure_cwd(cwd)
-        started, _stdin = _start_child(spec, env, argv, cwd, stdout, stderr)
+        known = spec.programs.dirs if spec.programs is not None else None
+        checked = known is None or cwd not in known
+        if checked:
+            _ensure_cwd(cwd)
+            if known is not None:
+                if len(known) >= 1024:
+                    known.clear()
+                known.add(cwd)
+        try:
+            started, _stdin = _start_child(spec, env, argv, cwd, stdout, stderr)
+        except _SetupError:
+            if not checked:
+                _ensure_cwd(cwd)  # a cwd gone bad since is the first error, as it was
+            raise
     except _SetupError as e:
         started = failed(str(e))
     finally:
@@ -914,28 +945,37 @@ class Reaper:
         epoll_fd = self._epoll.fileno()
         while len(self) or not self._closing:
             deadline = self._deadlines[0][0] if self._deadlines else math.inf
+            # One scope for every wake-up until its deadline passes (`watch` moves it
+            # earlier) or `close_when_idle` cancels it: a scope entered and left per
+            # wake-up was a good part of the reaper's cost per task.
             with trio.CancelScope(deadline=deadline) as scope:
                 self._wait_scope = scope
-                await trio.lowlevel.wait_readable(epoll_fd)
+                while len(self) or not self._closing:
+                    await trio.lowlevel.wait_readable(epoll_fd)
+                    self._reap_ready()
             self._wait_scope = None
-            for pidfd, _events in self._epoll.poll(0):
-                task = self._watched.get(pidfd)
-                if task is None:
-                    continue
-                # Out of the set before reaping closes the pidfd: a child spawned a
-                # moment ago may still hold a copy of it (exec closes it only after
-                # posix_spawn has returned), and a closed fd that still has a file
-                # stays in an epoll set, reporting events under a number that the
-                # next pidfd reuses.
-                self._epoll.unregister(pidfd)
-                assert task.child is not None
-                if task.child.reap(exited=True) is None:
-                    self._epoll.register(pidfd, select.EPOLLIN)
-                    continue
-                del self._watched[pidfd]
-                self._end(task, None)
+            self._reap_ready()
             if self._deadlines and self._deadlines[0][0] <= trio.current_time():
                 self._expire()
+
+    def _reap_ready(self) -> None:
+        """Reap and report every watched task whose pidfd says it exited."""
+        for pidfd, _events in self._epoll.poll(0):
+            task = self._watched.get(pidfd)
+            if task is None:
+                continue
+            # Out of the set before reaping closes the pidfd: a child spawned a
+            # moment ago may still hold a copy of it (exec closes it only after
+            # posix_spawn has returned), and a closed fd that still has a file
+            # stays in an epoll set, reporting events under a number that the
+            # next pidfd reuses.
+            self._epoll.unregister(pidfd)
+            assert task.child is not None
+            if task.child.reap(exited=True) is None:
+                self._epoll.register(pidfd, select.EPOLLIN)
+                continue
+            del self._watched[pidfd]
+            self._end(task, None)
 
     def _expire(self) -> None:
         now = trio.current_time()

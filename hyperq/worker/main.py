@@ -223,6 +223,9 @@ class WorkerRuntime:
         self.base_env = dict(os.environ)
         self.programs = ProgramCache()
         self._allocations: dict[str, tuple[dict[str, str], list[str], bool]] = {}
+        # Launch descriptions the server put in numbered slots (schemas.SlotDesc), for
+        # this connection only: a new one starts with them all empty.
+        self.desc_slots: dict[int, schemas.LaunchDesc] = {}
         self.stream_files = StreamFiles(self.server_uid, self.worker_id)
         self.ending: Ending | None = None
         self.receive_scope = trio.CancelScope()
@@ -336,8 +339,13 @@ class WorkerRuntime:
             typed = schemas.convert_message(message, schemas.SERVER_MESSAGES)
         except SchemaError as error:
             log.warning("Skipping a message from the server: %s", error.message)
+            # It may have filled slots that later messages name: rather than run what a
+            # slot held before, tasks that name one fail until the server fills it again.
+            self.desc_slots.clear()
             return False
         if isinstance(typed, Compute | ComputeRows | ComputeRuns):
+            for defined in typed.slots:
+                self.desc_slots[defined.slot] = defined.desc
             self._start_tasks(tasks, typed)
         elif isinstance(typed, Cancel):
             self._cancel(typed.tasks)
@@ -369,10 +377,13 @@ class WorkerRuntime:
             key = (item.job, item.task)
             scope = trio.CancelScope()
             self.task_scopes[key] = (item.instance, scope)
-            desc = message.descs.get(item.desc)
+            ref = item.desc
+            desc = self.desc_slots.get(ref) if type(ref) is int else message.descs.get(ref)
             try:
                 if desc is None:
-                    raise ValueError(f"the server sent no description {item.desc!r}")
+                    if type(ref) is int:
+                        raise ValueError(f"the server named description slot {ref}, which is empty")
+                    raise ValueError(f"the server sent no description {ref!r}")
                 spec = self._spec(item, desc)
             except Exception as error:
                 # The task cannot even be described: it fails, the worker goes on.
@@ -714,6 +725,7 @@ class WorkerRuntime:
                 self.worker_id = new_id
                 self.server_uid = reply["server_uid"]
                 self.peer = peer
+                self.desc_slots.clear()
                 self.connected = True
                 log.info("Reconnected to the server as worker %d", new_id)
                 # The new connection says again whether a dashboard watches.
