@@ -74,6 +74,30 @@ async def test_peer_that_stops_reading_is_cut_off_with_its_own_reason(
     assert "handshake timed out" not in caplog.text
 
 
+async def test_stopped_reading_inside_a_handlers_nursery_keeps_its_reason(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker's handler sends from a task of its own nursery (workerconn's send loop):
+    # the send's deadline reaches the server wrapped in an exception group, and must
+    # still be logged as the peer's fault, not as an error of the handler.
+    monkeypatch.setattr(peer_module, "SEND_TIMEOUT", 0.5)
+    caplog.set_level(logging.WARNING, logger="hyperq.transport.wsserver")
+
+    async def flood_from_a_task(peer: PeerConnection) -> None:
+        async def flood() -> None:
+            while True:
+                await peer.send_large(b"x" * (1 << 20))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            nursery.start_soon(trio.sleep_forever)
+
+    await serve_one_worker(flood_from_a_task)
+
+    assert "it stopped reading (a send timed out)" in caplog.text
+    assert "Error in worker connection handler" not in caplog.text
+
+
 async def test_worker_that_never_registers_is_cut_off(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

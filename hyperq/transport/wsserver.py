@@ -91,7 +91,15 @@ async def _serve_connection(
             link = await upgrade()
             session = await _authenticate(link, role, key)
         peer = PeerConnection(link, session, role)
-        await handler(peer)
+        try:
+            await handler(peer)
+        except BaseExceptionGroup as group:
+            # A handler's own nursery (a worker's send and receive loops) wraps what one
+            # of its tasks raised: the reasons below are about that one exception.
+            leaf = _sole_exception(group)
+            if leaf is None:
+                raise
+            raise leaf from None
     except trio.TooSlowError:
         if peer is None:
             log.warning("Closing %s connection: handshake timed out", role)
@@ -182,6 +190,16 @@ async def serve_role(
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         task_status.started()
+
+
+def _sole_exception(group: BaseExceptionGroup) -> BaseException | None:
+    """The one exception inside nested groups of one, or None if there are more."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
 
 
 async def _close(link: FrameLink | None, code: int, reason: str) -> None:
