@@ -66,6 +66,7 @@ def connect(d: Driver, spec: dict[str, Any]) -> None:
         "hostname": f"h{len(d.model.workers) + 1}",
         "group": spec["group"],
         "time_limit": spec["time_limit"],
+        "min_utilization": spec.get("min_utilization", 0.0),
         "resources": ResourceDescriptor(tuple(items)).to_json(),
     }
     d.do(d.model.worker_connected(config, now=d.now))
@@ -239,3 +240,56 @@ def test_passing_over_full_workers_by_their_bounds_decides_the_same(
             finish_one(d, arg)
         elif kind == "lose":
             lose_one(d, arg)
+
+
+# Some workers with a minimal utilization: the one rule under which a pass may leave
+# work that the next pass places (a worker's minimum set lifts the gaps it waited on).
+settle_steps_st = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("connect"),
+            st.builds(
+                lambda spec, mu: {**spec, "min_utilization": mu},
+                workers_st,
+                st.sampled_from([0.0, 0.0, 0.0, 0.5, 1.0]),
+            ),
+        ),
+        st.tuples(st.just("submit"), submits_st),
+        st.tuples(st.just("run"), st.sampled_from([1, 2, 1_000])),
+        st.tuples(st.just("finish"), st.integers(0, 50)),
+        st.tuples(st.just("lose"), st.integers(0, 10)),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(settle_steps_st)
+def test_a_pass_that_settles_leaves_nothing_for_the_next(steps: list[tuple[str, Any]]) -> None:
+    """The server skips the pass after one that says it settles the model: applied, its
+    assignments leave nothing that another pass (same time, same limit) would place.
+    Passes that the limit cut short never claim to settle."""
+    d = Driver()
+    for kind, arg in steps:
+        if kind == "connect":
+            connect(d, arg)
+        elif kind == "submit":
+            submit(d, arg)
+        elif kind == "run":
+            while True:
+                assignments, settles = scheduler.schedule_pass(d.model, d.now, arg)
+                assert assignments == scheduler.schedule(d.model, d.now, arg)
+                d.do(d.model.assign(assignments, now=d.now))
+                if len(assignments) == arg:
+                    assert not settles
+                if settles:
+                    assert scheduler.schedule(d.model, d.now, arg) == []
+                    break
+                for job_id, task_id in d.placed():
+                    d.start(job_id, task_id)
+        elif kind == "finish":
+            finish_one(d, arg)
+        elif kind == "lose":
+            lose_one(d, arg)
+        d.tick(1.0)

@@ -165,8 +165,9 @@ class WorkerHandler:
             log.warning("Worker %d sent a message we skip: %s", worker_id, error.message)
             return None
         if isinstance(typed, Updates):
-            if self._apply_updates(worker_id, typed.items):
-                self.core.schedule_now()
+            with self.core.batch():
+                if self._apply_updates(worker_id, typed.items):
+                    self.core.schedule_now()
         elif isinstance(typed, Overview):
             self._overview(worker_id, typed.hw_state, typed.tasks)
         elif isinstance(typed, Goodbye):

@@ -189,11 +189,22 @@ def _beyond(request: ResourceRequest, bounds: dict[str, int]) -> bool:
 
 def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assignment]:
     """Up to `limit` assignments for the current state; applying them is the caller's job."""
+    return schedule_pass(model, now, limit)[0]
+
+
+def schedule_pass(
+    model: Model, now: float, limit: int = DEFAULT_BATCH
+) -> tuple[list[Assignment], bool]:
+    """`schedule`, and whether the pass settles the model: once its assignments are
+    applied, another pass at the same `now` with the same `limit` finds nothing (so the
+    edge need not run one). Not when the limit cut the pass short, nor when a worker
+    waited for its minimal utilization: the set it got may let the next pass place
+    more (tests/test_scheduler_properties.py checks this claim)."""
     if limit <= 0:
-        return []
+        return [], False
     order = _worker_order(model)
     if not order:
-        return []
+        return [], True
     multi = _MultiNodePass(model, now)
     lifetimes = [w.remaining_lifetime(now) for w in order]
     # Requests nobody can take right now are settled once, not once per submit: when
@@ -316,7 +327,8 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     finally:
         for allocator, allocation in reversed(taken):
             allocator.release(allocation)
-    return out
+    # An empty pass changes nothing, so the next one is empty too.
+    return out, not out or (len(out) < limit and not fill.workers)
 
 
 class _RefusedEverywhere:
