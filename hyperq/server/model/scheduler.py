@@ -34,6 +34,7 @@ from hyperq.common.resources import (
     CPUS,
     Allocation,
     AllocationPolicy,
+    AllocatorMark,
     ResourceRequest,
     WorkerAllocator,
     fits_ever,
@@ -86,7 +87,19 @@ class _SubmitQueue:
         self._rank, self._queued_at, self._next = mark
 
     def pop(self) -> None:
-        requeued = self.submit.requeued
+        submit = self.submit
+        rank = self._rank
+        if not submit.requeued and not submit.ahead and not submit.dropped and rank is not None:
+            # Nothing but untouched tasks from here (ranks at or above the cursor):
+            # the next rank is the next one.
+            rank += 1
+            if rank < len(submit.ids):
+                self._rank = rank
+                self._next = submit.ids.select(rank)
+            else:
+                self._rank = self._next = None
+            return
+        requeued = submit.requeued
         if self._queued_at < len(requeued) and requeued[self._queued_at] == self._next:
             self._queued_at += 1
         elif self._rank is not None:
@@ -247,7 +260,9 @@ def schedule_pass(
     # Per variants: index into `order` below which every worker already refused them.
     first_candidate: dict[Variants, int] = {}
     refused = _RefusedEverywhere()
-    taken: list[tuple[WorkerAllocator, Allocation]] = []
+    # Each allocator's state before this pass first allocated on it: put back at the
+    # end, at once rather than allocation by allocation.
+    marks: dict[int, tuple[WorkerAllocator, AllocatorMark]] = {}
     out: list[Assignment] = []
     try:
         while heap and len(out) < limit:
@@ -285,6 +300,8 @@ def schedule_pass(
                         if _beyond(request, worker_bounds[k]):
                             continue
                         assert worker.allocator is not None
+                        if worker.id not in marks:
+                            marks[worker.id] = (worker.allocator, worker.allocator.mark())
                         allocation = worker.allocator.try_allocate(request)
                         if allocation is not None:
                             placed = (worker, allocation, number, request)
@@ -300,12 +317,20 @@ def schedule_pass(
                 gaps.block(queue.source)
                 continue
             worker, allocation, number, request = placed
-            assert worker.allocator is not None
             multi.touched.add(worker.id)
             gaps.consume(worker, request, priority)
-            taken.append((worker.allocator, allocation))
-            out.append(Assignment(job_id, task_id, worker.id, allocation, variant=number))
+            out.append(Assignment(job_id, task_id, worker.id, allocation, number))
             queue.pop()
+            if single is not None and queue.head is not None:
+                # It stays first in line while its head is below `end`, the head of the
+                # next queue of its job, priority and weight, if any (the queues of a
+                # job never share a task ID).
+                end = None
+                if len(heap) > 1:
+                    rival = heap[1] if len(heap) == 2 else min(heap[1], heap[2])
+                    if rival[:3] == (neg_priority, neg_weight, job_id):
+                        end = rival[3]
+                _more_here(queue, worker, single, priority, end, gaps, out, limit)
             if queue.head is None:
                 heapq.heappop(heap)
             else:
@@ -319,16 +344,57 @@ def schedule_pass(
             for worker in fill.workers:
                 if worker.id in multi.reserved or len(out) >= limit:
                     continue
-                placed_here = fill.run(worker, now, gaps, limit - len(out))
-                for assignment in placed_here:
-                    assert worker.allocator is not None
-                    taken.append((worker.allocator, assignment.allocation))
-                out.extend(placed_here)
+                assert worker.allocator is not None
+                if worker.id not in marks:
+                    marks[worker.id] = (worker.allocator, worker.allocator.mark())
+                out.extend(fill.run(worker, now, gaps, limit - len(out)))
     finally:
-        for allocator, allocation in reversed(taken):
-            allocator.release(allocation)
+        for allocator, mark in marks.values():
+            allocator.reset(mark)
     # An empty pass changes nothing, so the next one is empty too.
     return out, not out or (len(out) < limit and not fill.workers)
+
+
+def _more_here(
+    queue: _Queue,
+    worker: Worker,
+    request: ResourceRequest,
+    priority: int,
+    end: int | None,
+    gaps: _GapRule,
+    out: list[Assignment],
+    limit: int,
+) -> None:
+    """The next tasks of `queue` (of one variant, `request`), placed on `worker`, which
+    just took its head, while the queue stays first in line (its head below `end`).
+
+    Each goes exactly where `schedule_pass`'s loop would put it: the loop would start
+    at this worker (its first candidate for the request), which nothing but its
+    resources and the gaps may now refuse: its bounds, lifetime and reservations
+    let the last task through, and they do not change within a pass. Without the
+    heap, the per-task walk and its bookkeeping: a worker's batch of a big array
+    costs an allocation and a list entry per task."""
+    allocator = worker.allocator
+    assert allocator is not None
+    job_id = queue.source.job_id
+    worker_id = worker.id
+    check_gaps = not gaps.open_for(priority)
+    # `consume` records nothing without a blocker above the lowest priority (and no
+    # blocker appears here).
+    count_used = bool(gaps.blockers) or priority > gaps.lowest
+    while len(out) < limit:
+        head = queue.head
+        if head is None or (end is not None and head >= end):
+            return
+        if check_gaps and not gaps.allows(worker, request, priority):
+            return
+        allocation = allocator.try_allocate(request)
+        if allocation is None:
+            return
+        if count_used:
+            gaps.consume(worker, request, priority)
+        out.append(Assignment(job_id, head, worker_id, allocation, 0))
+        queue.pop()
 
 
 class _RefusedEverywhere:
