@@ -1518,6 +1518,19 @@ class WorkerAllocator:
         A scheduling pass decides with trial allocations it gives back; applying its
         decision in the same order then takes the very same units, and naming them is
         cheaper than choosing them again."""
+        resources = allocation.resources
+        if len(resources) == 1 and resources[0].indexed and len(resources[0].units) == 1:
+            # One unit of one resource (a 1-CPU task): the loop below, unrolled.
+            res = resources[0]
+            pool = self._indexed.get(res.name)
+            if pool is None:
+                return False
+            label, share = res.units[0]
+            unit = pool.index_of.get(label)
+            if unit is None or share <= 0 or pool.free[unit] < share:
+                return False
+            pool.take([(unit, share)])
+            return True
         plans: list[tuple[_IndexedPool | _SumPool, list[tuple[int, int]] | int]] = []
         for res in allocation.resources:
             if res.indexed:

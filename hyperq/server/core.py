@@ -162,26 +162,36 @@ class ServerCore:
             numbered = [(None, event) for event in events if event.persisted]
         if numbered and self.subscriptions:
             self._publish(numbered)
-        applied = False
+        apply = self.model.apply
         for event in events:
-            applied = True
-            for effect in self.model.apply(event):
-                if isinstance(effect, LaunchTask):
-                    link = self.links.get(effect.worker_id)
-                    if link is not None:
-                        link.launch.append(effect)
-                        link.poke()
-                elif isinstance(effect, KillTask):
-                    link = self.links.get(effect.worker_id)
-                    if link is not None:
-                        link.kill.append((effect.job_id, effect.task_id, effect.instance))
-                        link.poke()
-        if applied:
+            effects = apply(event)
+            if effects:
+                self._carry_out(effects)
+        if events:
             self._unsettled = True
             if self._batching:
                 self._batch_changed = True
             else:
                 self._wake()
+
+    def _carry_out(self, effects: list[Any]) -> None:
+        """Queue launches and kills on their workers' links, and wake each link once."""
+        links = self.links
+        link: WorkerLink | None = None
+        poked: list[WorkerLink] = []
+        for effect in effects:
+            if link is None or link.worker_id != effect.worker_id:
+                link = links.get(effect.worker_id)
+                if link is None:
+                    continue
+                poked.append(link)
+            if type(effect) is LaunchTask:
+                link.launch.append(effect)
+            else:
+                assert isinstance(effect, KillTask)
+                link.kill.append((effect.job_id, effect.task_id, effect.instance))
+        for link in poked:
+            link.poke()
 
     def _wake(self) -> None:
         if self._unsettled:

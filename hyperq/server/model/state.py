@@ -976,7 +976,15 @@ class Model:
                 touched[id(submit)] = submit
                 if job.dependants:
                     self._release_dependants(job, task_id, True)
-                job.settle(record)
+                if facts is not None and not record.crash_count and submit.node is None:
+                    # What `settle` does: the record's facts are the event's (its start
+                    # and end are the event's, set above, and it never crashed).
+                    rank = submit.ids.rank(task_id)
+                    if rank is not None:
+                        del records[task_id]
+                        submit.add_done(rank, rank + 1, facts)
+                else:
+                    job.settle(record)
         if any_started:
             job.workers_used.update(workers)
             if last_started is not None:
