@@ -1387,8 +1387,9 @@ class WorkerAllocator:
         """The pool a one-whole-unit request takes from, or None for any other request
         (or on a worker with coupled resources, which choose jointly)."""
         pools = self._one_pools
-        if request in pools:
-            return pools[request]
+        pool = pools.get(request, self)
+        if pool is not self:
+            return pool  # type: ignore[return-value]
         pool = None
         if len(request.entries) == 1 and not self._coupled:
             entry = request.entries[0]

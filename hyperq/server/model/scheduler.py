@@ -330,7 +330,9 @@ def schedule_pass(
                     rival = heap[1] if len(heap) == 2 else min(heap[1], heap[2])
                     if rival[:3] == (neg_priority, neg_weight, job_id):
                         end = rival[3]
-                _more_here(queue, worker, single, priority, end, gaps, out, limit)
+                if _more_here(queue, worker, single, priority, end, gaps, out, limit):
+                    # It refused the next task: so it would for every later one.
+                    first_candidate[variants] = k + 1
             if queue.head is None:
                 heapq.heappop(heap)
             else:
@@ -364,9 +366,10 @@ def _more_here(
     gaps: _GapRule,
     out: list[Assignment],
     limit: int,
-) -> None:
+) -> bool:
     """The next tasks of `queue` (of one variant, `request`), placed on `worker`, which
-    just took its head, while the queue stays first in line (its head below `end`).
+    just took its head, while the queue stays first in line (its head below `end`);
+    True if the worker then refused one (as it would refuse any later task).
 
     Each goes exactly where `schedule_pass`'s loop would put it: the loop would start
     at this worker (its first candidate for the request), which nothing but its
@@ -385,16 +388,20 @@ def _more_here(
     while len(out) < limit:
         head = queue.head
         if head is None or (end is not None and head >= end):
-            return
+            return False
         if check_gaps and not gaps.allows(worker, request, priority):
-            return
+            return True
         allocation = allocator.try_allocate(request)
         if allocation is None:
-            return
+            return True
         if count_used:
             gaps.consume(worker, request, priority)
-        out.append(Assignment(job_id, head, worker_id, allocation, 0))
+        out.append(_new_tuple(Assignment, (job_id, head, worker_id, allocation, 0, ())))
         queue.pop()
+    return False
+
+
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 
 
 class _RefusedEverywhere:
@@ -818,11 +825,7 @@ def cpu_amount(request: ResourceRequest, worker_cpus: int) -> int:
 def utilization_need(worker: Worker) -> float:
     """CPUs (×10 000) a round must give this worker at least, if it gives any; ≤ 0 =
     no constraint. `--min-utilization` F of C CPUs with U in use: F·C − U."""
-    fraction = worker.configuration.get("min_utilization") or 0.0
-    try:
-        fraction = float(fraction)
-    except (TypeError, ValueError):
-        return 0.0
+    fraction = worker.min_utilization
     if fraction <= 0.001 or worker.descriptor is None or worker.allocator is None:
         return 0.0
     item = worker.descriptor.get(CPUS)
@@ -840,6 +843,8 @@ class _MinUtilization:
         self.workers: list[Worker] = []
         self.need: dict[int, float] = {}
         for worker in order:
+            if worker.min_utilization <= 0.001:
+                continue  # no minimum: no need (`utilization_need`), decided cheaply
             need = utilization_need(worker)
             if need > 1e-6:
                 self.workers.append(worker)

@@ -925,6 +925,7 @@ class Model:
                 facts is not None
                 and last > start
                 and not job.dependants
+                and start not in records  # else not pristine: no replayed run
                 and self._replay_run(job, start, last, step, facts, touched)
             ):
                 last_started = last
