@@ -135,3 +135,26 @@ async def test_pulse_wakes_whoever_took_its_event() -> None:
         pulse.fire()
         await trio.testing.wait_all_tasks_blocked()
         assert woken and again.is_set()
+
+
+async def test_a_started_report_runs_no_pass_but_wakes_the_waiters() -> None:
+    passes = Passes()
+    with mock.patch.object(core_module, "schedule_pass", passes):
+        core = ServerCore("uid", time.time(), None)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(core.run_scheduler)
+            worker_id = connected(core, cpus=1)
+            job_id = core.model.next_job_id
+            core.commit(core.model.submit(submit_desc([[0, 1, 1]]), now=core.now()))
+            await trio.testing.wait_all_tasks_blocked()
+            (launch,) = core.links[worker_id].launch
+            armed = core.changed.armed()
+            before = passes.count
+            started = ["started", launch.job_id, launch.task_id, launch.instance, 0.0]
+            message = {"op": "updates", "items": [started]}
+            assert WorkerHandler(core).handle_message(worker_id, message) is None
+            await trio.testing.wait_all_tasks_blocked()
+            assert armed.is_set()
+            assert passes.count == before
+            assert states(core, job_id) == [TaskState.RUNNING, TaskState.WAITING]
+            nursery.cancel_scope.cancel()

@@ -154,7 +154,10 @@ class ServerCore:
         self.commit([ServerStart(started_at, server_uid)])
 
     # --- applying events --------------------------------------------------------------
-    def commit(self, events: Iterable[Event]) -> None:
+    def commit(self, events: Iterable[Event], *, schedulable: bool = True) -> None:
+        """Apply `events` (see the module's docstring). `schedulable=False`: the caller
+        knows they give a scheduling pass nothing new to place (a placed task that
+        starts), so they wake no pass of their own."""
         events = list(events)
         if self.journal is not None:
             numbered: list[tuple[int | None, Event]] = list(self.journal.append(events))
@@ -168,7 +171,8 @@ class ServerCore:
             if effects:
                 self._carry_out(effects)
         if events:
-            self._unsettled = True
+            if schedulable:
+                self._unsettled = True
             if self._batching:
                 self._batch_changed = True
             else:

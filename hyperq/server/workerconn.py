@@ -207,6 +207,10 @@ class WorkerHandler:
                 new = model.task_started(
                     item.job, item.task, worker_id=worker_id, instance=item.instance, now=now - ago
                 )
+                # A task placed here starts (`task_started` reports nothing else): no
+                # resources, queue or gap changes, so no scheduling pass is due for it.
+                core.commit(new, schedulable=False)
+                continue
             elif isinstance(item, Finished):
                 ended = True
                 new = model.task_finished(
