@@ -741,3 +741,41 @@ def test_one_unit_fast_path_picks_what_the_general_path_picks(
     assert pool._choose_whole(policy, 1, free_units) == pool._choose_general(
         policy, 1, free_units
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["3x4", "8", "2x2"]),
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.sampled_from(["1", "1 scatter", "1 tight", "1 compact!", "1 tight!", "2",
+                             "0.5", "all"]),
+            st.integers(0, 50),
+        ),
+        max_size=60,
+    ),
+)
+def test_one_unit_allocations_are_what_the_general_path_makes(
+    cpus: str, steps: list[tuple[bool, str, int]]
+) -> None:
+    """A one-whole-unit request takes its unit (and a shared, already made allocation)
+    on a short path: the same allocations and the same pool state as the general one."""
+    fast = WorkerAllocator(workers(cpus))
+    general = WorkerAllocator(workers(cpus))
+    general._one_pool = lambda request: None  # type: ignore[method-assign]
+    held: list[tuple[Alloc, Alloc]] = []
+    for allocate, text, pick in steps:
+        if allocate or not held:
+            request = cpu_request(text)
+            got = fast.try_allocate(request)
+            made = general.try_allocate(request)
+            assert got == made
+            if got is not None and made is not None:
+                held.append((got, made))
+        else:
+            one, other = held.pop(pick % len(held))
+            fast.release(one)
+            general.release(other)
+        assert fast._indexed[CPUS].free == general._indexed[CPUS].free
+        assert fast._indexed[CPUS].whole_units == general._indexed[CPUS].whole_units

@@ -5,13 +5,15 @@ higher-priority task that fits is never passed over for a lower one."""
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from typing import Any
 from unittest import mock
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from hyperq.common.errors import HqError
 from hyperq.common.resources import (
     AMOUNT_SCALE,
     ResourceDescriptor,
@@ -66,6 +68,7 @@ def connect(d: Driver, spec: dict[str, Any]) -> None:
         "hostname": f"h{len(d.model.workers) + 1}",
         "group": spec["group"],
         "time_limit": spec["time_limit"],
+        "min_utilization": spec.get("min_utilization", 0.0),
         "resources": ResourceDescriptor(tuple(items)).to_json(),
     }
     d.do(d.model.worker_connected(config, now=d.now))
@@ -239,3 +242,148 @@ def test_passing_over_full_workers_by_their_bounds_decides_the_same(
             finish_one(d, arg)
         elif kind == "lose":
             lose_one(d, arg)
+
+
+def free_state(d: Driver) -> dict[int, Any]:
+    """What is free on each worker's allocator, exactly as it keeps it."""
+    state = {}
+    for worker in d.model.workers.values():
+        allocator = worker.allocator
+        if allocator is not None:
+            state[worker.id] = (
+                {n: (p.free, p.whole_units, p.whole_free) for n, p in allocator._indexed.items()},
+                {n: p.free for n, p in allocator._sums.items()},
+            )
+    return copy.deepcopy(state)
+
+
+# Some workers with a minimal utilization: the one rule under which a pass may leave
+# work that the next pass places (a worker's minimum set lifts the gaps it waited on).
+settle_steps_st = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("connect"),
+            st.builds(
+                lambda spec, mu: {**spec, "min_utilization": mu},
+                workers_st,
+                st.sampled_from([0.0, 0.0, 0.0, 0.5, 1.0]),
+            ),
+        ),
+        st.tuples(st.just("submit"), submits_st),
+        st.tuples(st.just("run"), st.sampled_from([1, 2, 1_000])),
+        st.tuples(st.just("finish"), st.integers(0, 50)),
+        st.tuples(st.just("lose"), st.integers(0, 10)),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(settle_steps_st)
+def test_a_pass_that_settles_leaves_nothing_for_the_next(steps: list[tuple[str, Any]]) -> None:
+    """The server skips the pass after one that says it settles the model: applied, its
+    assignments leave nothing that another pass (same time, same limit) would place.
+    Passes that the limit cut short never claim to settle."""
+    d = Driver()
+    for kind, arg in steps:
+        if kind == "connect":
+            connect(d, arg)
+        elif kind == "submit":
+            submit(d, arg)
+        elif kind == "run":
+            while True:
+                before = free_state(d)
+                assignments, settles = scheduler.schedule_pass(d.model, d.now, arg)
+                # The pass tried its allocations for real and gave all of them back.
+                assert free_state(d) == before
+                assert assignments == scheduler.schedule(d.model, d.now, arg)
+                d.do(d.model.assign(assignments, now=d.now))
+                if len(assignments) == arg:
+                    assert not settles
+                if settles:
+                    assert scheduler.schedule(d.model, d.now, arg) == []
+                    break
+                for job_id, task_id in d.placed():
+                    d.start(job_id, task_id)
+        elif kind == "finish":
+            finish_one(d, arg)
+        elif kind == "lose":
+            lose_one(d, arg)
+        d.tick(1.0)
+
+
+# Submits that may share an open job, their IDs interleaved (step 2, either phase): the
+# queues of one job then take turns by task ID within one priority and weight.
+job_submits_st = st.fixed_dictionaries(
+    {
+        "count": st.integers(1, 6),
+        "cpus": st.sampled_from(["1", "1", "1", "2", "0.5"]),
+        "foo": st.sampled_from([0, 0, 0, 1]),
+        "priority": st.sampled_from([0, 0, 1]),
+        "open_job": st.sampled_from([True, True, False]),
+        "phase": st.integers(0, 1),
+        "base": st.sampled_from([0, 0, 4]),
+    }
+)
+run_steps_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("connect"), workers_st),
+        st.tuples(st.just("submit"), job_submits_st),
+        st.tuples(st.just("run"), st.sampled_from([1, 3, 1_000])),
+        st.tuples(st.just("finish"), st.integers(0, 50)),
+        st.tuples(st.just("lose"), st.integers(0, 10)),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def _interleaved(phase: int) -> dict[str, Any]:
+    return {"count": 3, "cpus": "1", "foo": 0, "priority": 0, "open_job": True, "phase": phase,
+            "base": 0}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(run_steps_st)
+@example([("submit", _interleaved(0)), ("submit", _interleaved(1)), ("run", 1_000)])
+def test_a_queue_placed_in_runs_decides_as_task_by_task(steps: list[tuple[str, Any]]) -> None:
+    """Once a task lands on a worker, the pass places the following tasks of its queue
+    there directly, while that queue stays first in line: the same decisions as
+    taking every task through the heap and the walk over the workers."""
+    d = Driver()
+    # One roomy worker from the start, so that queues meet on it.
+    connect(d, {"cpus": 4, "foo": 1, "group": "a", "time_limit": None})
+    open_job: int | None = None
+    for kind, arg in steps:
+        if kind == "connect":
+            connect(d, arg)
+        elif kind == "submit":
+            start = arg["base"] + arg["phase"]
+            ids = [[start, start + 2 * (arg["count"] - 1), 2]]
+            desc = submit_desc(ids, priority=arg["priority"])
+            resources = [f"foo={arg['foo']}"] if arg["foo"] else []
+            desc["resources"] = parse_task_request(arg["cpus"], resources).to_wire()
+            if arg["open_job"]:
+                if open_job is None:
+                    open_job = d.open_job()
+                try:
+                    d.do(d.model.submit(desc, now=d.now, job_id=open_job))
+                except HqError:
+                    pass  # its IDs clash with the job's: not submitted
+            else:
+                d.submit(desc)
+        elif kind == "run":
+            while True:
+                with mock.patch.object(scheduler, "_more_here", lambda *args: None):
+                    one_by_one = scheduler.schedule(d.model, d.now, arg)
+                assert scheduler.schedule(d.model, d.now, arg) == one_by_one
+                if not d.schedule(arg):
+                    break
+                for job_id, task_id in d.placed():
+                    d.start(job_id, task_id)
+        elif kind == "finish":
+            finish_one(d, arg)
+        elif kind == "lose":
+            lose_one(d, arg)
+        d.tick(1.0)

@@ -1216,6 +1216,15 @@ def _choose_one(policy: AllocationPolicy, free_units: list[list[int]]) -> list[i
     one CPU, on every assignment): scatter takes the lowest free unit of the group with
     the most free units, the other policies that of the group with the fewest (ties:
     the lowest group)."""
+    unit = _pick_one(policy, free_units)
+    return None if unit < 0 else [unit]
+
+
+def _pick_one(policy: AllocationPolicy, free_units: list[list[int]]) -> int:
+    """`_choose_one`'s unit, or -1 if there is none."""
+    if len(free_units) == 1:
+        units = free_units[0]
+        return units[0] if units else -1
     best = -1
     best_key = (0, 0)
     for group, units in enumerate(free_units):
@@ -1225,7 +1234,7 @@ def _choose_one(policy: AllocationPolicy, free_units: list[list[int]]) -> list[i
             )
             if best < 0 or key < best_key:
                 best, best_key = group, key
-    return None if best < 0 else [free_units[best][0]]
+    return -1 if best < 0 else free_units[best][0]
 
 
 # Candidate group sets tried per entry in the joint choice: bounds the cost of one
@@ -1331,6 +1340,12 @@ class _SumPool:
     free: int
 
 
+AllocatorMark = tuple[
+    list[tuple[_IndexedPool, list[int], list[list[int]], int]], list[tuple[_SumPool, int]]
+]
+"""A WorkerAllocator's free state (`mark`), opaque to everyone else."""
+
+
 class WorkerAllocator:
     """Free/used bookkeeping of one worker's resources; decides what a task gets.
 
@@ -1358,9 +1373,57 @@ class WorkerAllocator:
                 key = (descriptor.items[r1].name, g1, descriptor.items[r2].name, g2)
                 self._coupling[key] = weight
         self._coupled = descriptor.coupled_names()
+        # One-whole-unit requests (the default `1` CPU, every task of a big array, and
+        # each one tried by the scheduler then taken again by the model): the pool each
+        # takes from, and per unit the allocation it gets, made once. Allocations are
+        # immutable values, so sharing them is not seen. A few requests only: a
+        # long-lived worker meets many.
+        self._one_pools: dict[ResourceRequest, _IndexedPool | None] = {}
+        self._one_made: dict[ResourceRequest, list[Allocation | None]] = {}
+
+    _ONE_MAX = 16  # requests whose one-unit allocations are kept
+
+    def _one_pool(self, request: ResourceRequest) -> _IndexedPool | None:
+        """The pool a one-whole-unit request takes from, or None for any other request
+        (or on a worker with coupled resources, which choose jointly)."""
+        pools = self._one_pools
+        pool = pools.get(request, self)
+        if pool is not self:
+            return pool  # type: ignore[return-value]
+        pool = None
+        if len(request.entries) == 1 and not self._coupled:
+            entry = request.entries[0]
+            if entry.policy != AllocationPolicy.ALL and entry.amount == AMOUNT_SCALE:
+                pool = self._indexed.get(entry.name)
+        if len(pools) >= self._ONE_MAX:
+            pools.clear()
+            self._one_made.clear()
+        pools[request] = pool
+        return pool
 
     def try_allocate(self, request: ResourceRequest) -> Allocation | None:
         """Allocate everything `request` asks for, or nothing (None) if it does not fit now."""
+        pool = self._one_pool(request)
+        if pool is not None:
+            # What the general path below does for this request, without its plans.
+            unit = _pick_one(request.entries[0].policy, pool.whole_units)
+            if unit < 0:
+                return None
+            pool.whole_free -= 1
+            units = pool.whole_units[pool.group_of[unit]]
+            del units[bisect.bisect_left(units, unit)]
+            pool.free[unit] = 0
+            made = self._one_made.get(request)
+            if made is None:
+                made = self._one_made[request] = [None] * len(pool.free)
+            allocation = made[unit]
+            if allocation is None:
+                entry = request.entries[0]
+                units_held = ((pool.labels[unit], AMOUNT_SCALE),)
+                allocation = made[unit] = Allocation(
+                    (AllocatedResource(entry.name, entry, AMOUNT_SCALE, units_held),)
+                )
+            return allocation
         joint: dict[str, list[tuple[int, int]]] = {}
         if self._coupled and any(e.name in self._coupled for e in request.entries):
             found = self._choose_coupled(request)
@@ -1456,6 +1519,19 @@ class WorkerAllocator:
         A scheduling pass decides with trial allocations it gives back; applying its
         decision in the same order then takes the very same units, and naming them is
         cheaper than choosing them again."""
+        resources = allocation.resources
+        if len(resources) == 1 and resources[0].indexed and len(resources[0].units) == 1:
+            # One unit of one resource (a 1-CPU task): the loop below, unrolled.
+            res = resources[0]
+            pool = self._indexed.get(res.name)
+            if pool is None:
+                return False
+            label, share = res.units[0]
+            unit = pool.index_of.get(label)
+            if unit is None or share <= 0 or pool.free[unit] < share:
+                return False
+            pool.take([(unit, share)])
+            return True
         plans: list[tuple[_IndexedPool | _SumPool, list[tuple[int, int]] | int]] = []
         for res in allocation.resources:
             if res.indexed:
@@ -1483,6 +1559,28 @@ class WorkerAllocator:
                 assert isinstance(target, _IndexedPool)
                 target.take(plan)
         return True
+
+    def mark(self) -> AllocatorMark:
+        """What is free now, for `reset`: a look-ahead (a scheduling pass) allocates,
+        then gives everything back at once, in O(units) rather than allocation by
+        allocation."""
+        return (
+            [
+                (pool, pool.free[:], [units[:] for units in pool.whole_units], pool.whole_free)
+                for pool in self._indexed.values()
+            ],
+            [(pool, pool.free) for pool in self._sums.values()],
+        )
+
+    def reset(self, mark: AllocatorMark) -> None:
+        """Back to what was free at `mark` (allocations made since are void)."""
+        indexed, sums = mark
+        for pool, free, whole_units, whole_free in indexed:
+            pool.free = free
+            pool.whole_units = whole_units
+            pool.whole_free = whole_free
+        for sum_pool, amount in sums:
+            sum_pool.free = amount
 
     def release(self, allocation: Allocation) -> None:
         """Return what `allocation` holds. Releasing something not held is a bug: ValueError."""

@@ -20,7 +20,7 @@ import trio
 from hyperq.common.placeholders import fill, submit_values
 from hyperq.server.journal.writer import Journal
 from hyperq.server.model.events import Event, ServerStart, TaskNotified
-from hyperq.server.model.scheduler import schedule, worker_is_idle
+from hyperq.server.model.scheduler import schedule_pass, worker_is_idle
 from hyperq.server.model.state import KillTask, LaunchTask, Model
 
 log = logging.getLogger(__name__)
@@ -60,22 +60,52 @@ class WorkerLink:
 
 
 class Pulse:
-    """Wakes every waiter on the next change (job wait, job progress, journal stream)."""
+    """Wakes every waiter on the next change (job wait, job progress, journal stream).
+
+    A change nobody waits for costs nothing: the event is replaced only once someone
+    took it (every commit fires, and most have no waiter)."""
 
     def __init__(self) -> None:
         self._event = trio.Event()
+        self._taken = False
 
     def fire(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
+        if self._taken:
+            self._event.set()
+            self._event = trio.Event()
+            self._taken = False
 
     async def wait(self) -> None:
+        self._taken = True
         await self._event.wait()
 
     def armed(self) -> trio.Event:
         """The event the next change sets: take it before reading the state, so that a
         change made while the reader awaits something else still wakes it."""
+        self._taken = True
         return self._event
+
+
+class Batch:
+    """Commits that wake the scheduler and the change waiters once, at the end (see
+    `ServerCore.batch`). A plain class: it is entered once per worker message."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
+
+    def __enter__(self) -> None:
+        core = self._core
+        assert not core._batching, "batches do not nest"
+        core._batching = True
+        core._batch_changed = False
+
+    def __exit__(self, *exc_info: object) -> None:
+        core = self._core
+        core._batching = False
+        if core._batch_changed:
+            core._wake()
 
 
 class Subscription:
@@ -114,10 +144,20 @@ class ServerCore:
         self.stopping = False
         self.changed = Pulse()
         self._schedule_wanted = trio.Event()
+        # Whether a scheduling pass may find something to place: every commit may make
+        # it so; a pass that settles the model (scheduler.schedule_pass) says it does
+        # not, and then the scheduler task is not woken for a pass that finds nothing.
+        self._unsettled = False
+        self._batch = Batch(self)
+        self._batching = False
+        self._batch_changed = False
         self.commit([ServerStart(started_at, server_uid)])
 
     # --- applying events --------------------------------------------------------------
-    def commit(self, events: Iterable[Event]) -> None:
+    def commit(self, events: Iterable[Event], *, schedulable: bool = True) -> None:
+        """Apply `events` (see the module's docstring). `schedulable=False`: the caller
+        knows they give a scheduling pass nothing new to place (a placed task that
+        starts), so they wake no pass of their own."""
         events = list(events)
         if self.journal is not None:
             numbered: list[tuple[int | None, Event]] = list(self.journal.append(events))
@@ -125,23 +165,50 @@ class ServerCore:
             numbered = [(None, event) for event in events if event.persisted]
         if numbered and self.subscriptions:
             self._publish(numbered)
-        applied = False
+        apply = self.model.apply
         for event in events:
-            applied = True
-            for effect in self.model.apply(event):
-                if isinstance(effect, LaunchTask):
-                    link = self.links.get(effect.worker_id)
-                    if link is not None:
-                        link.launch.append(effect)
-                        link.poke()
-                elif isinstance(effect, KillTask):
-                    link = self.links.get(effect.worker_id)
-                    if link is not None:
-                        link.kill.append((effect.job_id, effect.task_id, effect.instance))
-                        link.poke()
-        if applied:
+            effects = apply(event)
+            if effects:
+                self._carry_out(effects)
+        if events:
+            if schedulable:
+                self._unsettled = True
+            if self._batching:
+                self._batch_changed = True
+            else:
+                self._wake()
+
+    def _carry_out(self, effects: list[Any]) -> None:
+        """Queue launches and kills on their workers' links, and wake each link once."""
+        links = self.links
+        link: WorkerLink | None = None
+        poked: list[WorkerLink] = []
+        for effect in effects:
+            if link is None or link.worker_id != effect.worker_id:
+                link = links.get(effect.worker_id)
+                if link is None:
+                    continue
+                poked.append(link)
+            if type(effect) is LaunchTask:
+                link.launch.append(effect)
+            else:
+                assert isinstance(effect, KillTask)
+                link.kill.append((effect.job_id, effect.task_id, effect.instance))
+        for link in poked:
+            link.poke()
+
+    def _wake(self) -> None:
+        if self._unsettled:
             self._schedule_wanted.set()
-            self.changed.fire()
+        self.changed.fire()
+
+    def batch(self) -> Batch:
+        """`with core.batch():` the commits inside wake the scheduler task and the
+        change waiters once, at the end of the block, and the scheduler only if no
+        pass in the block settled what they changed. Nothing else runs in between (no
+        await in the block), so the waiters see the same; a worker's report, applied
+        with its scheduling pass in one block, costs no second pass nor task switch."""
+        return self._batch
 
     def _publish(self, numbered: list[tuple[int | None, Event]]) -> None:
         for subscription in list(self.subscriptions):
@@ -224,20 +291,24 @@ class ServerCore:
     # --- services ---------------------------------------------------------------------
     async def run_scheduler(self) -> None:
         while True:
-            await self._schedule_wanted.wait()
-            self._schedule_wanted = trio.Event()
-            while self.schedule_now():
+            while self._unsettled:
+                with self.batch():
+                    self.schedule_now()
                 await trio.sleep(0)
+            # Only this task waits for the event: it may be replaced while none waits.
+            self._schedule_wanted = trio.Event()
+            await self._schedule_wanted.wait()
 
     def schedule_now(self) -> bool:
         """One scheduling pass of at most SCHEDULE_BATCH assignments; True if it made
         any. Called by the scheduler task, and right after a worker's report, so that a
         CPU it freed gets its next task without waiting a scheduling round."""
-        assignments = schedule(self.model, self.now(), SCHEDULE_BATCH)
-        if not assignments:
-            return False
-        self.commit(self.model.assign(assignments, now=self.now()))
-        return True
+        assignments, settles = schedule_pass(self.model, self.now(), SCHEDULE_BATCH)
+        if assignments:
+            self.commit(self.model.assign(assignments, now=self.now()))
+        if settles:
+            self._unsettled = False
+        return bool(assignments)
 
     async def release_held_workers(self, grace: float) -> None:
         """After a restore, wait for `reconnect` workers; give up on them after `grace`."""

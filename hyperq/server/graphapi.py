@@ -438,18 +438,29 @@ async def job_notifications(
         return job is None or job.is_completed
 
     subscription = core.subscribe()
+
+    async def forward(event: Any) -> None:
+        if isinstance(event, TaskNotified) and event.job == job_id:
+            item = {"task": event.task, "worker": event.worker, "message": event.message}
+            await peer.send({"notify": item})
+
     try:
         await peer.send({"ok": None})
         while not done():
             with trio.move_on_after(CHECK_PERIOD):
                 # Any event may complete the job; notifications of the job go out.
                 seq_event = await subscription.receive.receive()
-                event = seq_event[1]
-                if isinstance(event, TaskNotified) and event.job == job_id:
-                    item = {"task": event.task, "worker": event.worker, "message": event.message}
-                    await peer.send({"notify": item})
+                await forward(seq_event[1])
             if subscription.overflowed:
                 break
+        # Events are published before they are applied: every notification sent
+        # before the job completed is queued by now, and goes out before `done`.
+        while not subscription.overflowed:
+            try:
+                seq_event = subscription.receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            await forward(seq_event[1])
         await peer.send({"done": True})
     finally:
         core.unsubscribe(subscription)

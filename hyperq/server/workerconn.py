@@ -166,8 +166,9 @@ class WorkerHandler:
             log.warning("Worker %d sent a message we skip: %s", worker_id, error.message)
             return None
         if isinstance(typed, Updates):
-            if self._apply_updates(worker_id, typed.items):
-                self.core.schedule_now()
+            with self.core.batch():
+                if self._apply_updates(worker_id, typed.items):
+                    self.core.schedule_now()
         elif isinstance(typed, Overview):
             self._overview(worker_id, typed.hw_state, typed.tasks)
         elif isinstance(typed, Goodbye):
@@ -207,6 +208,10 @@ class WorkerHandler:
                 new = model.task_started(
                     item.job, item.task, worker_id=worker_id, instance=item.instance, now=now - ago
                 )
+                # A task placed here starts (`task_started` reports nothing else): no
+                # resources, queue or gap changes, so no scheduling pass is due for it.
+                core.commit(new, schedulable=False)
+                continue
             elif isinstance(item, Finished):
                 ended = True
                 new = model.task_finished(

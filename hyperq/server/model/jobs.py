@@ -593,13 +593,21 @@ class Job:
 
     def count(self, state: TaskState) -> int:
         if state == TaskState.WAITING:
-            return self.total - sum(n for s, n in self.counts.items() if s != TaskState.WAITING)
+            return self.active_count - self.counts[TaskState.RUNNING]
         return self.counts[state]
 
     @property
     def active_count(self) -> int:
-        """Tasks WAITING or RUNNING."""
-        return self.count(TaskState.WAITING) + self.counts[TaskState.RUNNING]
+        """Tasks WAITING or RUNNING: every task but those that ended (asked after every
+        report of a worker, so spelled out rather than summed over the states)."""
+        counts = self.counts
+        return (
+            self.total
+            - counts[TaskState.FINISHED]
+            - counts[TaskState.FAILED]
+            - counts[TaskState.CANCELED]
+            - counts[TaskState.ABORTED]
+        )
 
     @property
     def is_completed(self) -> bool:

@@ -34,6 +34,7 @@ from hyperq.common.resources import (
     CPUS,
     Allocation,
     AllocationPolicy,
+    AllocatorMark,
     ResourceRequest,
     WorkerAllocator,
     fits_ever,
@@ -86,7 +87,19 @@ class _SubmitQueue:
         self._rank, self._queued_at, self._next = mark
 
     def pop(self) -> None:
-        requeued = self.submit.requeued
+        submit = self.submit
+        rank = self._rank
+        if not submit.requeued and not submit.ahead and not submit.dropped and rank is not None:
+            # Nothing but untouched tasks from here (ranks at or above the cursor):
+            # the next rank is the next one.
+            rank += 1
+            if rank < len(submit.ids):
+                self._rank = rank
+                self._next = submit.ids.select(rank)
+            else:
+                self._rank = self._next = None
+            return
+        requeued = submit.requeued
         if self._queued_at < len(requeued) and requeued[self._queued_at] == self._next:
             self._queued_at += 1
         elif self._rank is not None:
@@ -189,11 +202,22 @@ def _beyond(request: ResourceRequest, bounds: dict[str, int]) -> bool:
 
 def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assignment]:
     """Up to `limit` assignments for the current state; applying them is the caller's job."""
+    return schedule_pass(model, now, limit)[0]
+
+
+def schedule_pass(
+    model: Model, now: float, limit: int = DEFAULT_BATCH
+) -> tuple[list[Assignment], bool]:
+    """`schedule`, and whether the pass settles the model: once its assignments are
+    applied, another pass at the same `now` with the same `limit` finds nothing (so the
+    edge need not run one). Not when the limit cut the pass short, nor when a worker
+    waited for its minimal utilization: the set it got may let the next pass place
+    more (tests/test_scheduler_properties.py checks this claim)."""
     if limit <= 0:
-        return []
+        return [], False
     order = _worker_order(model)
     if not order:
-        return []
+        return [], True
     multi = _MultiNodePass(model, now)
     lifetimes = [w.remaining_lifetime(now) for w in order]
     # Requests nobody can take right now are settled once, not once per submit: when
@@ -236,7 +260,9 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
     # Per variants: index into `order` below which every worker already refused them.
     first_candidate: dict[Variants, int] = {}
     refused = _RefusedEverywhere()
-    taken: list[tuple[WorkerAllocator, Allocation]] = []
+    # Each allocator's state before this pass first allocated on it: put back at the
+    # end, at once rather than allocation by allocation.
+    marks: dict[int, tuple[WorkerAllocator, AllocatorMark]] = {}
     out: list[Assignment] = []
     try:
         while heap and len(out) < limit:
@@ -274,6 +300,8 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
                         if _beyond(request, worker_bounds[k]):
                             continue
                         assert worker.allocator is not None
+                        if worker.id not in marks:
+                            marks[worker.id] = (worker.allocator, worker.allocator.mark())
                         allocation = worker.allocator.try_allocate(request)
                         if allocation is not None:
                             placed = (worker, allocation, number, request)
@@ -289,12 +317,22 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
                 gaps.block(queue.source)
                 continue
             worker, allocation, number, request = placed
-            assert worker.allocator is not None
             multi.touched.add(worker.id)
             gaps.consume(worker, request, priority)
-            taken.append((worker.allocator, allocation))
-            out.append(Assignment(job_id, task_id, worker.id, allocation, variant=number))
+            out.append(Assignment(job_id, task_id, worker.id, allocation, number))
             queue.pop()
+            if single is not None and queue.head is not None:
+                # It stays first in line while its head is below `end`, the head of the
+                # next queue of its job, priority and weight, if any (the queues of a
+                # job never share a task ID).
+                end = None
+                if len(heap) > 1:
+                    rival = heap[1] if len(heap) == 2 else min(heap[1], heap[2])
+                    if rival[:3] == (neg_priority, neg_weight, job_id):
+                        end = rival[3]
+                if _more_here(queue, worker, single, priority, end, gaps, out, limit):
+                    # It refused the next task: so it would for every later one.
+                    first_candidate[variants] = k + 1
             if queue.head is None:
                 heapq.heappop(heap)
             else:
@@ -308,15 +346,62 @@ def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assig
             for worker in fill.workers:
                 if worker.id in multi.reserved or len(out) >= limit:
                     continue
-                placed_here = fill.run(worker, now, gaps, limit - len(out))
-                for assignment in placed_here:
-                    assert worker.allocator is not None
-                    taken.append((worker.allocator, assignment.allocation))
-                out.extend(placed_here)
+                assert worker.allocator is not None
+                if worker.id not in marks:
+                    marks[worker.id] = (worker.allocator, worker.allocator.mark())
+                out.extend(fill.run(worker, now, gaps, limit - len(out)))
     finally:
-        for allocator, allocation in reversed(taken):
-            allocator.release(allocation)
-    return out
+        for allocator, mark in marks.values():
+            allocator.reset(mark)
+    # An empty pass changes nothing, so the next one is empty too.
+    return out, not out or (len(out) < limit and not fill.workers)
+
+
+def _more_here(
+    queue: _Queue,
+    worker: Worker,
+    request: ResourceRequest,
+    priority: int,
+    end: int | None,
+    gaps: _GapRule,
+    out: list[Assignment],
+    limit: int,
+) -> bool:
+    """The next tasks of `queue` (of one variant, `request`), placed on `worker`, which
+    just took its head, while the queue stays first in line (its head below `end`);
+    True if the worker then refused one (as it would refuse any later task).
+
+    Each goes exactly where `schedule_pass`'s loop would put it: the loop would start
+    at this worker (its first candidate for the request), which nothing but its
+    resources and the gaps may now refuse: its bounds, lifetime and reservations
+    let the last task through, and they do not change within a pass. Without the
+    heap, the per-task walk and its bookkeeping: a worker's batch of a big array
+    costs an allocation and a list entry per task."""
+    allocator = worker.allocator
+    assert allocator is not None
+    job_id = queue.source.job_id
+    worker_id = worker.id
+    check_gaps = not gaps.open_for(priority)
+    # `consume` records nothing without a blocker above the lowest priority (and no
+    # blocker appears here).
+    count_used = bool(gaps.blockers) or priority > gaps.lowest
+    while len(out) < limit:
+        head = queue.head
+        if head is None or (end is not None and head >= end):
+            return False
+        if check_gaps and not gaps.allows(worker, request, priority):
+            return True
+        allocation = allocator.try_allocate(request)
+        if allocation is None:
+            return True
+        if count_used:
+            gaps.consume(worker, request, priority)
+        out.append(_new_tuple(Assignment, (job_id, head, worker_id, allocation, 0, ())))
+        queue.pop()
+    return False
+
+
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 
 
 class _RefusedEverywhere:
@@ -740,11 +825,7 @@ def cpu_amount(request: ResourceRequest, worker_cpus: int) -> int:
 def utilization_need(worker: Worker) -> float:
     """CPUs (×10 000) a round must give this worker at least, if it gives any; ≤ 0 =
     no constraint. `--min-utilization` F of C CPUs with U in use: F·C − U."""
-    fraction = worker.configuration.get("min_utilization") or 0.0
-    try:
-        fraction = float(fraction)
-    except (TypeError, ValueError):
-        return 0.0
+    fraction = worker.min_utilization
     if fraction <= 0.001 or worker.descriptor is None or worker.allocator is None:
         return 0.0
     item = worker.descriptor.get(CPUS)
@@ -762,6 +843,8 @@ class _MinUtilization:
         self.workers: list[Worker] = []
         self.need: dict[int, float] = {}
         for worker in order:
+            if worker.min_utilization <= 0.001:
+                continue  # no minimum: no need (`utilization_need`), decided cheaply
             need = utilization_need(worker)
             if need > 1e-6:
                 self.workers.append(worker)

@@ -161,6 +161,7 @@ class KillTask:
 
 
 Effect = LaunchTask | KillTask
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -728,6 +729,8 @@ class Model:
         effects: list[Effect] = []
         touched: dict[int, Submit] = {}
         given = event.allocations
+        # The submit of the last task: a batch is mostly a run of one submit's tasks.
+        last: Submit | None = None
         for index, task_id in enumerate(event.task_ids()):
             record = records.get(task_id)
             rank = -1
@@ -736,10 +739,21 @@ class Model:
                     continue
                 submit = record.submit
             else:
-                found = job.locate(task_id)
-                if found is None or not found[0].is_pristine(found[1]):
+                found_rank = last.ids.rank(task_id) if last is not None else None
+                if found_rank is not None:
+                    assert last is not None
+                    submit, rank = last, found_rank  # task IDs are unique within a job
+                else:
+                    found = job.locate(task_id)
+                    if found is None:
+                        continue
+                    submit, rank = found
+                # At the cursor, with nothing claimed ahead or dropped, a task is
+                # pristine: the usual case, decided without `is_pristine`'s lookups.
+                if (
+                    rank != submit.cursor or submit.ahead or submit.dropped
+                ) and not submit.is_pristine(rank):
                     continue
-                submit, rank = found
             if submit.waiting_deps or not 0 <= variant < len(submit.variants):
                 continue
             if submit.request.n_nodes > 0:
@@ -764,8 +778,11 @@ class Model:
             if record.queued:
                 job.sync_queue(record)
             held.add((job_id, task_id))
-            touched[id(submit)] = submit
-            effects.append(LaunchTask(worker_id, job_id, task_id, record.instance, allocation))
+            if submit is not last:
+                touched[id(submit)] = last = submit
+            # LaunchTask(...) without its Python-level __new__: one per task.
+            launch = (worker_id, job_id, task_id, record.instance, allocation, ())
+            effects.append(_new_tuple(LaunchTask, launch))
         for submit in touched.values():
             self._refresh(submit)
         return effects
@@ -908,6 +925,7 @@ class Model:
                 facts is not None
                 and last > start
                 and not job.dependants
+                and start not in records  # else not pristine: no replayed run
                 and self._replay_run(job, start, last, step, facts, touched)
             ):
                 last_started = last
@@ -976,7 +994,15 @@ class Model:
                 touched[id(submit)] = submit
                 if job.dependants:
                     self._release_dependants(job, task_id, True)
-                job.settle(record)
+                if facts is not None and not record.crash_count and submit.node is None:
+                    # What `settle` does: the record's facts are the event's (its start
+                    # and end are the event's, set above, and it never crashed).
+                    rank = submit.ids.rank(task_id)
+                    if rank is not None:
+                        del records[task_id]
+                        submit.add_done(rank, rank + 1, facts)
+                else:
+                    job.settle(record)
         if any_started:
             job.workers_used.update(workers)
             if last_started is not None:

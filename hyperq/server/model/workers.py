@@ -30,6 +30,7 @@ class Worker:
         "id",
         "last_task_started",
         "lost_reason",
+        "min_utilization",
         "mn_task",
         "n_running",
         "started_at",
@@ -46,6 +47,8 @@ class Worker:
         self.group = str(configuration.get("group") or "default")
         limit = configuration.get("time_limit")
         self.time_limit: float | None = float(limit) if limit is not None else None
+        # `--min-utilization` (cluster.md §3.1), read once: every scheduling pass asks.
+        self.min_utilization = _fraction(configuration.get("min_utilization"))
         self.started_at = started_at
         try:
             self.descriptor: ResourceDescriptor | None = ResourceDescriptor.from_json(
@@ -101,3 +104,11 @@ class Worker:
         if self.time_limit is None:
             return None
         return self.time_limit - (now - self.started_at)
+
+
+def _fraction(value: Any) -> float:
+    """A configured fraction as a float; 0 when absent or not a number."""
+    try:
+        return float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
