@@ -186,6 +186,24 @@ def test_workers_that_stop_or_left_get_nothing() -> None:
     assert [a.worker_id for a in d.run()] == [3]
 
 
+def test_connected_workers_follow_comings_goings_and_restores() -> None:
+    # The scheduler's list of connected workers is cached; it must follow every way the
+    # set changes, and departed workers must not stay in it.
+    d = Driver()
+    ids = [d.connect(cpus=1) for _ in range(50)]
+    for worker_id in ids[:-2]:
+        d.lose(worker_id, LostReason.IDLE_TIMEOUT)
+    assert [w.id for w in d.model.connected_workers()] == ids[-2:]
+    newcomer = d.connect(cpus=1)
+    assert [w.id for w in d.model.connected_workers()] == [*ids[-2:], newcomer]
+    d.lose(ids[-1], LostReason.CONNECTION_LOST)
+    assert [w.id for w in d.model.connected_workers()] == [ids[-2], newcomer]
+    del d.model.workers[ids[-2]]  # as a restore drops a worker it will not wait for
+    assert [w.id for w in d.model.connected_workers()] == [newcomer]
+    d.submit()
+    assert {a.worker_id for a in d.run()} == {newcomer}
+
+
 def test_multi_node_requests_are_left_alone() -> None:
     d = Driver()
     d.connect(cpus=4)

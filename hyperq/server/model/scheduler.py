@@ -148,7 +148,7 @@ def _queue_of(source: Source) -> _Queue:
 
 
 def _worker_order(model: Model) -> list[Worker]:
-    workers = [w for _, w in sorted(model.workers.items()) if w.accepts_tasks]
+    workers = [w for w in model.connected_workers() if w.accepts_tasks]
     busy = [w for w in workers if w.tasks]
     idle = [w for w in workers if not w.tasks]
     return busy + idle

@@ -233,6 +233,14 @@ class Model:
     def __init__(self) -> None:
         self.jobs: dict[int, Job] = {}
         self.workers: dict[int, Worker] = {}
+        # Connected workers in ID order, for the scheduler: `workers` keeps every worker
+        # that ever came (for `hq worker list --all`), and a server with allocations
+        # coming and going would otherwise sort all of them on every pass. Rebuilt when
+        # a worker comes or goes (`_workers_epoch`) or the dict is changed from outside
+        # (restore, snapshots: its length moves).
+        self._workers_epoch = 0
+        self._connected_key: tuple[int, int] = (-1, -1)
+        self._connected: list[Worker] = []
         # Submits with at least one waiting, unplaced task: what the scheduler looks at.
         self.ready: dict[tuple[int, int], Submit] = {}
         # Ready graph tasks, grouped for the scheduler (see hyperq.server.model.graph).
@@ -412,6 +420,7 @@ class Model:
             self.warnings.append(f"Worker {event.id} connected twice; ignored")
             return
         self.workers[event.id] = Worker(event.id, event.configuration, event.time)
+        self._workers_epoch += 1
         self.max_worker_id = max(self.max_worker_id, event.id)
         self.next_worker_id = max(self.next_worker_id, event.id + 1)
         self.autoalloc.worker_connected(event.configuration)
@@ -455,6 +464,7 @@ class Model:
         if not worker.is_connected:
             return
         worker.lost_reason = event.reason
+        self._workers_epoch += 1
         worker.ended_at = event.time
         worker.held = False
         failure = event.reason in (LostReason.CONNECTION_LOST, LostReason.HEARTBEAT_LOST)
@@ -1379,6 +1389,14 @@ class Model:
         if worker is None or not worker.held:
             raise NotFound(f"Worker {worker_id} is not waiting to reconnect")
         return [WorkerResumed(now, worker_id, tuple(sorted(set(known))))]
+
+    def connected_workers(self) -> list[Worker]:
+        """The connected workers in ID order (the list is shared: do not change it)."""
+        key = (self._workers_epoch, len(self.workers))
+        if key != self._connected_key:
+            self._connected = [w for _, w in sorted(self.workers.items()) if w.is_connected]
+            self._connected_key = key
+        return self._connected
 
     def held_workers(self) -> list[int]:
         return sorted(w for w, worker in self.workers.items() if worker.held)
