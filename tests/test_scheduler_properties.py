@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -191,29 +192,48 @@ def lose_one(d: Driver, arg: int) -> None:
         d.lose(connected[arg % len(connected)], LostReason.CONNECTION_LOST)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps_st)
-def test_scheduler_invariants(steps: list[tuple[str, Any]]) -> None:
-    d = Driver()
+def play(
+    d: Driver,
+    steps: list[tuple[str, Any]],
+    run: Callable[[Driver, Any], None],
+    *,
+    submit_step: Callable[[Driver, Any], None] = submit,
+    after: Callable[[Driver], None] | None = None,
+) -> None:
+    """Carries out `steps`: the property's own `run` for a run step, the common
+    connect, submit, finish and lose for the others; then `after` each step."""
     for kind, arg in steps:
         if kind == "connect":
             connect(d, arg)
         elif kind == "submit":
-            submit(d, arg)
+            submit_step(d, arg)
         elif kind == "run":
-            while assignments := d.schedule():
-                for job_id, task_id in d.placed():
-                    d.start(job_id, task_id)
-                check_no_over_allocation(d)
-                check_reservations(d)
-                check_priorities(d, assignments)
+            run(d, arg)
         elif kind == "finish":
             finish_one(d, arg)
         elif kind == "lose":
             lose_one(d, arg)
+        if after is not None:
+            after(d)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps_st)
+def test_scheduler_invariants(steps: list[tuple[str, Any]]) -> None:
+    def run(d: Driver, _arg: Any) -> None:
+        while assignments := d.schedule():
+            for job_id, task_id in d.placed():
+                d.start(job_id, task_id)
+            check_no_over_allocation(d)
+            check_reservations(d)
+            check_priorities(d, assignments)
+
+    def after(d: Driver) -> None:
         check_no_over_allocation(d)
         check_reservations(d)
         d.tick(1.0)
+
+    play(Driver(), steps, run, after=after)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -223,25 +243,17 @@ def test_passing_over_full_workers_by_their_bounds_decides_the_same(
 ) -> None:
     """The pass skips a worker whose free bounds a request exceeds without trying it:
     every pass decides exactly what it decides when every worker is tried."""
-    d = Driver()
-    for kind, arg in steps:
-        if kind == "connect":
-            connect(d, arg)
-        elif kind == "submit":
-            submit(d, arg)
-        elif kind == "run":
-            while True:
-                with mock.patch.object(scheduler, "_beyond", lambda request, bounds: False):
-                    tried = scheduler.schedule(d.model, d.now, 1_000)
-                assert scheduler.schedule(d.model, d.now, 1_000) == tried
-                if not d.schedule():
-                    break
-                for job_id, task_id in d.placed():
-                    d.start(job_id, task_id)
-        elif kind == "finish":
-            finish_one(d, arg)
-        elif kind == "lose":
-            lose_one(d, arg)
+    def run(d: Driver, _arg: Any) -> None:
+        while True:
+            with mock.patch.object(scheduler, "_beyond", lambda request, bounds: False):
+                tried = scheduler.schedule(d.model, d.now, 1_000)
+            assert scheduler.schedule(d.model, d.now, 1_000) == tried
+            if not d.schedule():
+                break
+            for job_id, task_id in d.placed():
+                d.start(job_id, task_id)
+
+    play(Driver(), steps, run)
 
 
 def free_state(d: Driver) -> dict[int, Any]:
@@ -285,32 +297,23 @@ def test_a_pass_that_settles_leaves_nothing_for_the_next(steps: list[tuple[str, 
     """The server skips the pass after one that says it settles the model: applied, its
     assignments leave nothing that another pass (same time, same limit) would place.
     Passes that the limit cut short never claim to settle."""
-    d = Driver()
-    for kind, arg in steps:
-        if kind == "connect":
-            connect(d, arg)
-        elif kind == "submit":
-            submit(d, arg)
-        elif kind == "run":
-            while True:
-                before = free_state(d)
-                assignments, settles = scheduler.schedule_pass(d.model, d.now, arg)
-                # The pass tried its allocations for real and gave all of them back.
-                assert free_state(d) == before
-                assert assignments == scheduler.schedule(d.model, d.now, arg)
-                d.do(d.model.assign(assignments, now=d.now))
-                if len(assignments) == arg:
-                    assert not settles
-                if settles:
-                    assert scheduler.schedule(d.model, d.now, arg) == []
-                    break
-                for job_id, task_id in d.placed():
-                    d.start(job_id, task_id)
-        elif kind == "finish":
-            finish_one(d, arg)
-        elif kind == "lose":
-            lose_one(d, arg)
-        d.tick(1.0)
+    def run(d: Driver, limit: int) -> None:
+        while True:
+            before = free_state(d)
+            assignments, settles = scheduler.schedule_pass(d.model, d.now, limit)
+            # The pass tried its allocations for real and gave all of them back.
+            assert free_state(d) == before
+            assert assignments == scheduler.schedule(d.model, d.now, limit)
+            d.do(d.model.assign(assignments, now=d.now))
+            if len(assignments) == limit:
+                assert not settles
+            if settles:
+                assert scheduler.schedule(d.model, d.now, limit) == []
+                break
+            for job_id, task_id in d.placed():
+                d.start(job_id, task_id)
+
+    play(Driver(), steps, run, after=lambda d: d.tick(1.0))
 
 
 # Submits that may share an open job, their IDs interleaved (step 2, either phase): the
@@ -355,35 +358,32 @@ def test_a_queue_placed_in_runs_decides_as_task_by_task(steps: list[tuple[str, A
     # One roomy worker from the start, so that queues meet on it.
     connect(d, {"cpus": 4, "foo": 1, "group": "a", "time_limit": None})
     open_job: int | None = None
-    for kind, arg in steps:
-        if kind == "connect":
-            connect(d, arg)
-        elif kind == "submit":
-            start = arg["base"] + arg["phase"]
-            ids = [[start, start + 2 * (arg["count"] - 1), 2]]
-            desc = submit_desc(ids, priority=arg["priority"])
-            resources = [f"foo={arg['foo']}"] if arg["foo"] else []
-            desc["resources"] = parse_task_request(arg["cpus"], resources).to_wire()
-            if arg["open_job"]:
-                if open_job is None:
-                    open_job = d.open_job()
-                try:
-                    d.do(d.model.submit(desc, now=d.now, job_id=open_job))
-                except HqError:
-                    pass  # its IDs clash with the job's: not submitted
-            else:
-                d.submit(desc)
-        elif kind == "run":
-            while True:
-                with mock.patch.object(scheduler, "_more_here", lambda *args: None):
-                    one_by_one = scheduler.schedule(d.model, d.now, arg)
-                assert scheduler.schedule(d.model, d.now, arg) == one_by_one
-                if not d.schedule(arg):
-                    break
-                for job_id, task_id in d.placed():
-                    d.start(job_id, task_id)
-        elif kind == "finish":
-            finish_one(d, arg)
-        elif kind == "lose":
-            lose_one(d, arg)
-        d.tick(1.0)
+
+    def submit_step(d: Driver, arg: dict[str, Any]) -> None:
+        nonlocal open_job
+        start = arg["base"] + arg["phase"]
+        ids = [[start, start + 2 * (arg["count"] - 1), 2]]
+        desc = submit_desc(ids, priority=arg["priority"])
+        resources = [f"foo={arg['foo']}"] if arg["foo"] else []
+        desc["resources"] = parse_task_request(arg["cpus"], resources).to_wire()
+        if arg["open_job"]:
+            if open_job is None:
+                open_job = d.open_job()
+            try:
+                d.do(d.model.submit(desc, now=d.now, job_id=open_job))
+            except HqError:
+                pass  # its IDs clash with the job's: not submitted
+        else:
+            d.submit(desc)
+
+    def run(d: Driver, limit: int) -> None:
+        while True:
+            with mock.patch.object(scheduler, "_more_here", lambda *args: None):
+                one_by_one = scheduler.schedule(d.model, d.now, limit)
+            assert scheduler.schedule(d.model, d.now, limit) == one_by_one
+            if not d.schedule(limit):
+                break
+            for job_id, task_id in d.placed():
+                d.start(job_id, task_id)
+
+    play(d, steps, run, submit_step=submit_step, after=lambda d: d.tick(1.0))
