@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -40,6 +41,7 @@ FAIR_SHARE = 16
 # Pongs and close frames are small; a peer that cannot take one in this time is gone.
 CONTROL_TIMEOUT = 5.0
 _MASK_POOL = 4096
+_T = TypeVar("_T")
 
 
 class LinkClosed(Exception):
@@ -304,32 +306,42 @@ class LeanLink(SendGate):
             self._sock.close()
 
 
+async def _read_until(sock: socket.socket, feed: Callable[[bytes], _T | None], lost: str) -> _T:
+    """Read the socket into `feed` until it gives an answer (the upgrade is through)."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            data = sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            continue
+        if not data:
+            raise LinkClosed(1006, lost)
+        answer = feed(data)
+        if answer is not None:
+            return answer
+
+
 async def accept(stream: trio.SocketStream) -> LeanLink:
     """The server's end of a new connection: the upgrade, answered 101 (or refused with
     an HTTP error and BadRequest). The caller bounds the time."""
     sock = _raw_socket(stream)
     protocol = ServerProtocol()
     link = LeanLink(sock, protocol.parser, client=False)
+
+    def feed(data: bytes) -> bytes | None:
+        try:
+            return protocol.receive_request(data)
+        except BadRequest as error:
+            try:
+                sock.send(error.response)
+            except OSError:
+                pass
+            raise
+
     try:
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                data = sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                continue
-            if not data:
-                raise LinkClosed(1006, "connection lost during the upgrade")
-            try:
-                answer = protocol.receive_request(data)
-            except BadRequest as error:
-                try:
-                    sock.send(error.response)
-                except OSError:
-                    pass
-                raise
-            if answer is not None:
-                await link._send_bytes(answer, CONTROL_TIMEOUT)
-                return link
+        answer = await _read_until(sock, feed, "connection lost during the upgrade")
+        await link._send_bytes(answer, CONTROL_TIMEOUT)
+        return link
     except BaseException:
         link.close_now()
         raise
@@ -341,22 +353,18 @@ async def connect(host: str, port: int, resource: str) -> LeanLink:
     sock = _raw_socket(stream)
     protocol = ClientProtocol(host, port, resource)
     link = LeanLink(sock, protocol.parser, client=True)
+
+    def feed(data: bytes) -> bool | None:
+        try:
+            return True if protocol.receive_answer(data) else None
+        except ProtocolError as error:
+            # Refused like a connection: the caller retries or reports it so.
+            raise LinkClosed(1006, str(error)) from None
+
     try:
         await link._send_bytes(protocol.handshake_request(), CONTROL_TIMEOUT)
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                data = sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                continue
-            if not data:
-                raise LinkClosed(1006, "connection closed during the upgrade")
-            try:
-                if protocol.receive_answer(data):
-                    return link
-            except ProtocolError as error:
-                # Refused like a connection: the caller retries or reports it so.
-                raise LinkClosed(1006, str(error)) from None
+        await _read_until(sock, feed, "connection closed during the upgrade")
+        return link
     except BaseException:
         link.close_now()
         raise
