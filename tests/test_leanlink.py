@@ -222,12 +222,14 @@ async def test_slow_or_silent_upgrade_is_cut_off(
 
 async def test_a_peer_dropping_mid_frame_ends_only_its_connection() -> None:
     ended: list[BaseException] = []
+    one_ended = trio.Event()
 
     async def handler(peer: PeerConnection) -> None:
         try:
             await echo(peer)
         except BaseException as error:
             ended.append(error)
+            one_ended.set()
             raise
 
     async with serving(handler, key=None) as port, trio.open_nursery() as nursery:
@@ -241,8 +243,7 @@ async def test_a_peer_dropping_mid_frame_ends_only_its_connection() -> None:
             await stream.send_all(client_frame(0x82, hello.receive_challenge(challenge[2:])))
             await stream.send_all(client_frame(0x82, b"\0" * 1000)[:500])
             await stream.aclose()
-            while not ended:
-                await trio.sleep(0.01)
+            await one_ended.wait()
             assert isinstance(ended[0], LinkClosed)
             # The other connection goes on.
             await other.send({"still": "here"})
