@@ -8,6 +8,8 @@ does not settle, and the follow-up pass still runs and places the rest."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from unittest import mock
 
@@ -33,6 +35,19 @@ class Passes:
         return self._real(*args, **kwargs)
 
 
+@asynccontextmanager
+async def scheduling_core() -> AsyncIterator[tuple[ServerCore, Passes, trio.Nursery]]:
+    """A core with its scheduler task running and its passes counted; the nursery is
+    cancelled at the end."""
+    passes = Passes()
+    with mock.patch.object(core_module, "schedule_pass", passes):
+        core = ServerCore("uid", time.time(), None)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(core.run_scheduler)
+            yield core, passes, nursery
+            nursery.cancel_scope.cancel()
+
+
 def connected(core: ServerCore, cpus: int, **config: Any) -> int:
     events = core.model.worker_connected({**worker_config(cpus), **config}, now=core.now())
     core.commit(events)
@@ -54,62 +69,52 @@ def states(core: ServerCore, job_id: int) -> list[TaskState]:
 
 
 async def test_a_report_costs_one_pass_and_one_wakeup() -> None:
-    passes = Passes()
-    with mock.patch.object(core_module, "schedule_pass", passes):
-        core = ServerCore("uid", time.time(), None)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(core.run_scheduler)
-            worker_id = connected(core, cpus=1)
-            job_id = core.model.next_job_id
-            core.commit(core.model.submit(submit_desc([[0, 2, 1]]), now=core.now()))
-            await trio.testing.wait_all_tasks_blocked()
-            assert len(core.links[worker_id].launch) == 1
+    async with scheduling_core() as (core, passes, nursery):
+        worker_id = connected(core, cpus=1)
+        job_id = core.model.next_job_id
+        core.commit(core.model.submit(submit_desc([[0, 2, 1]]), now=core.now()))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(core.links[worker_id].launch) == 1
 
-            wakeups = 0
+        wakeups = 0
 
-            async def waiter() -> None:
-                nonlocal wakeups
-                while True:
-                    await core.changed.wait()
-                    wakeups += 1
+        async def waiter() -> None:
+            nonlocal wakeups
+            while True:
+                await core.changed.wait()
+                wakeups += 1
 
-            nursery.start_soon(waiter)
-            await trio.testing.wait_all_tasks_blocked()
-            before = passes.count
-            handler = WorkerHandler(core)
-            assert handler.handle_message(worker_id, finish_message(core, worker_id)) is None
-            await trio.testing.wait_all_tasks_blocked()
-            # The report's own pass placed the next task; none ran after it.
-            assert passes.count == before + 1
-            assert len(core.links[worker_id].launch) == 1
-            assert wakeups == 1
-            assert states(core, job_id).count(TaskState.FINISHED) == 1
-            nursery.cancel_scope.cancel()
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        before = passes.count
+        handler = WorkerHandler(core)
+        assert handler.handle_message(worker_id, finish_message(core, worker_id)) is None
+        await trio.testing.wait_all_tasks_blocked()
+        # The report's own pass placed the next task; none ran after it.
+        assert passes.count == before + 1
+        assert len(core.links[worker_id].launch) == 1
+        assert wakeups == 1
+        assert states(core, job_id).count(TaskState.FINISHED) == 1
 
 
 async def test_a_pass_that_does_not_settle_is_followed_by_another() -> None:
     # The second task of priority 1 goes to a worker waiting for its minimal
     # utilization, after the first pass held the priority-0 task back from the other
     # such worker (its gap): only the next pass places it there.
-    passes = Passes()
-    with mock.patch.object(core_module, "schedule_pass", passes):
-        core = ServerCore("uid", time.time(), None)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(core.run_scheduler)
-            plain = connected(core, cpus=1)
-            waiting = [connected(core, cpus=1, min_utilization=0.5) for _ in range(2)]
-            await trio.testing.wait_all_tasks_blocked()
-            before = passes.count
-            with core.batch():
-                for desc in (submit_desc([[0, 1, 1]], priority=1), submit_desc([[0, 0, 1]])):
-                    core.commit(core.model.submit(desc, now=core.now()))
-                core.schedule_now()
-            await trio.testing.wait_all_tasks_blocked()
-            assert passes.count == before + 3  # placed 2, placed 1, found nothing
-            workers = [plain, *waiting]
-            placed = [[(e.job_id, e.task_id) for e in core.links[w].launch] for w in workers]
-            assert placed == [[(1, 0)], [(1, 1)], [(2, 0)]]
-            nursery.cancel_scope.cancel()
+    async with scheduling_core() as (core, passes, _nursery):
+        plain = connected(core, cpus=1)
+        waiting = [connected(core, cpus=1, min_utilization=0.5) for _ in range(2)]
+        await trio.testing.wait_all_tasks_blocked()
+        before = passes.count
+        with core.batch():
+            for desc in (submit_desc([[0, 1, 1]], priority=1), submit_desc([[0, 0, 1]])):
+                core.commit(core.model.submit(desc, now=core.now()))
+            core.schedule_now()
+        await trio.testing.wait_all_tasks_blocked()
+        assert passes.count == before + 3  # placed 2, placed 1, found nothing
+        workers = [plain, *waiting]
+        placed = [[(e.job_id, e.task_id) for e in core.links[w].launch] for w in workers]
+        assert placed == [[(1, 0)], [(1, 1)], [(2, 0)]]
 
 
 async def test_pulse_wakes_whoever_took_its_event() -> None:
@@ -138,23 +143,18 @@ async def test_pulse_wakes_whoever_took_its_event() -> None:
 
 
 async def test_a_started_report_runs_no_pass_but_wakes_the_waiters() -> None:
-    passes = Passes()
-    with mock.patch.object(core_module, "schedule_pass", passes):
-        core = ServerCore("uid", time.time(), None)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(core.run_scheduler)
-            worker_id = connected(core, cpus=1)
-            job_id = core.model.next_job_id
-            core.commit(core.model.submit(submit_desc([[0, 1, 1]]), now=core.now()))
-            await trio.testing.wait_all_tasks_blocked()
-            (launch,) = core.links[worker_id].launch
-            armed = core.changed.armed()
-            before = passes.count
-            started = ["started", launch.job_id, launch.task_id, launch.instance, 0.0]
-            message = {"op": "updates", "items": [started]}
-            assert WorkerHandler(core).handle_message(worker_id, message) is None
-            await trio.testing.wait_all_tasks_blocked()
-            assert armed.is_set()
-            assert passes.count == before
-            assert states(core, job_id) == [TaskState.RUNNING, TaskState.WAITING]
-            nursery.cancel_scope.cancel()
+    async with scheduling_core() as (core, passes, _nursery):
+        worker_id = connected(core, cpus=1)
+        job_id = core.model.next_job_id
+        core.commit(core.model.submit(submit_desc([[0, 1, 1]]), now=core.now()))
+        await trio.testing.wait_all_tasks_blocked()
+        (launch,) = core.links[worker_id].launch
+        armed = core.changed.armed()
+        before = passes.count
+        started = ["started", launch.job_id, launch.task_id, launch.instance, 0.0]
+        message = {"op": "updates", "items": [started]}
+        assert WorkerHandler(core).handle_message(worker_id, message) is None
+        await trio.testing.wait_all_tasks_blocked()
+        assert armed.is_set()
+        assert passes.count == before
+        assert states(core, job_id) == [TaskState.RUNNING, TaskState.WAITING]
