@@ -456,7 +456,16 @@ class FinishedIds(Struct, frozen=True, array_like=True, tag="finished-ids"):
         )
 
 
-TaskUpdate = Started | Finished | Failed | Notify | FinishedIds
+class Returned(Struct, frozen=True, array_like=True, tag="returned"):
+    """A task the worker was given with `after` and gives back unstarted: the task it
+    waited for ran too long. The server makes it a waiting task again."""
+
+    job: int
+    task: int
+    instance: int
+
+
+TaskUpdate = Started | Finished | Failed | Notify | FinishedIds | Returned
 
 
 class Updates(Struct, frozen=True, tag_field="op", tag="updates"):
@@ -531,6 +540,14 @@ class SlotDesc(Struct, frozen=True, array_like=True):
     desc: LaunchDesc
 
 
+# A launched task's `after`: the ID of a task of the same job that this worker was
+# given earlier and that holds this task's allocation. The worker starts the task when
+# that one has ended, however it ended; at once if it holds no such task (it ended
+# already). Until it starts, a queued task may be canceled (it is dropped, never run)
+# or, queued too long, given back (`Returned`). None: start at once.
+After = Annotated[int, msgspec.Meta(ge=0)] | None
+
+
 class LaunchItem(Struct, frozen=True):
     job: int
     task: int
@@ -540,6 +557,7 @@ class LaunchItem(Struct, frozen=True):
     entry: str | None = None
     # The hostnames of a multi-node task's workers, root first (cluster.md §1).
     nodes: list[str] = []
+    after: After = None
 
 
 class Compute(Struct, frozen=True, tag_field="op", tag="compute"):
@@ -561,6 +579,7 @@ class LaunchRow(Struct, frozen=True, array_like=True):
     allocation: list[Any]
     entry: str | None = None
     nodes: list[str] = []
+    after: After = None
 
 
 class ComputeRows(Struct, frozen=True, tag_field="op", tag="compute-rows"):
@@ -576,9 +595,10 @@ class LaunchRun(Struct, frozen=True, array_like=True):
     """Consecutive tasks `task`, `task + 1`, … of one job, instance and description, each
     holding `per_task` units of one indexed resource with the same share, as
     `[job, task, instance, desc, resource, request, amount, share, per_task, labels,
-    entries]`: what differs from task to task (the unit labels, `per_task` of them each,
-    and the array entries if any) is a flat column, so a run of 1-CPU tasks costs a
-    short string per task to encode, seal and decode instead of a nested row."""
+    entries, afters]`: what differs from task to task (the unit labels, `per_task` of
+    them each, the array entries and the `after`s if any) is a flat column, so a run of
+    1-CPU tasks costs a short string per task to encode, seal and decode instead of a
+    nested row."""
 
     job: int
     task: int
@@ -592,12 +612,17 @@ class LaunchRun(Struct, frozen=True, array_like=True):
     per_task: int
     labels: list[str]
     entries: list[str | None] | None = None
+    # Each task's `after` (see `After`), -1 for none; None: no task of the run has one.
+    afters: list[Annotated[int, msgspec.Meta(ge=-1)]] | None = None
 
     def __post_init__(self) -> None:
         if self.per_task < 1 or not self.labels or len(self.labels) % self.per_task:
             raise ValueError("labels must be a non-empty multiple of per_task")
-        if self.entries is not None and len(self.entries) != len(self.labels) // self.per_task:
+        count = len(self.labels) // self.per_task
+        if self.entries is not None and len(self.entries) != count:
             raise ValueError("entries must have one item per task")
+        if self.afters is not None and len(self.afters) != count:
+            raise ValueError("afters must have one item per task")
 
     def rows(self) -> list[LaunchRow]:
         """The run's tasks as the rows `compute-rows` would carry (same allocations)."""
@@ -606,6 +631,7 @@ class LaunchRun(Struct, frozen=True, array_like=True):
         step = self.per_task
         labels = self.labels
         entries = self.entries
+        afters = self.afters
         return [
             LaunchRow(
                 self.job,
@@ -614,6 +640,8 @@ class LaunchRun(Struct, frozen=True, array_like=True):
                 self.desc,
                 [[*head, [[label, share] for label in labels[at : at + step]]]],
                 None if entries is None else entries[index],
+                [],
+                None if afters is None or afters[index] < 0 else afters[index],
             )
             for index, at in enumerate(range(0, len(labels), step))
         ]
