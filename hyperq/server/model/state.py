@@ -60,6 +60,7 @@ from hyperq.server.model.events import (
     TaskFailed,
     TaskFinished,
     TaskNotified,
+    TaskReturned,
     TasksAssigned,
     TasksFinished,
     TaskStarted,
@@ -148,6 +149,8 @@ class LaunchTask(NamedTuple):
     # A multi-node task (sent to its root only): the hostnames of every node in
     # placement order, root first (cluster.md §1.4). Empty for other tasks.
     hosts: tuple[str, ...] = ()
+    # Queued behind this task of the job on the worker, on its allocation (-1: none).
+    after: int = -1
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,9 @@ class Assignment(NamedTuple):
     variant: int = 0
     # A multi-node task: all its nodes in placement order (`worker_id` is the first).
     workers: tuple[int, ...] = ()
+    # Queued behind this placed task of the job (its allocation is `allocation`), to run
+    # when that one has ended; -1: the allocation is the task's own.
+    after: int = -1
 
 
 class _ItemIndex:
@@ -277,6 +283,7 @@ class Model:
             TaskCanceled: self._on_task_canceled,
             TaskAborted: self._on_task_aborted,
             TaskNotified: self._on_task_notified,
+            TaskReturned: self._on_task_returned,
         }
         self._add_autoalloc_handlers()
 
@@ -390,9 +397,41 @@ class Model:
         worker.tasks.discard((job.id, record.task_id))
         if record.state == TaskState.RUNNING:
             worker.n_running -= 1
+        if self._unlink(job, worker, record):
+            return worker if worker.is_connected else None
         if allocation is not None and worker.allocator is not None:
             worker.allocator.release(allocation)
         return worker if worker.is_connected else None
+
+    @staticmethod
+    def _unlink(job: Job, worker: Worker, record: TaskRecord) -> bool:
+        """`record` leaves `worker`: take it out of the worker's queue links. True if
+        its allocation is not its to release: it waited behind a task that keeps it, or
+        the task queued behind it takes it over (and becomes a candidate for a task
+        queued behind it in turn)."""
+        task_id = record.task_id
+        behind = record.behind
+        if behind is not None:
+            record.behind = None
+            holder = job.records.get(behind)
+            if holder is not None and holder.successor == task_id:
+                holder.successor = None
+                if holder.placed and holder.worker == worker.id:
+                    worker.unchained.setdefault(job.id, {})[behind] = holder
+            return True
+        mine = worker.unchained.get(job.id)
+        if mine is not None and mine.pop(task_id, None) is not None and not mine:
+            del worker.unchained[job.id]
+        successor = record.successor
+        if successor is None:
+            return False
+        record.successor = None
+        heir = job.records.get(successor)
+        if heir is None or not heir.placed or heir.worker != worker.id or heir.behind != task_id:
+            return False
+        heir.behind = None
+        worker.unchained.setdefault(job.id, {})[successor] = heir
+        return True
 
     def _release_nodes(self, job: Job, record: TaskRecord) -> None:
         """Every node still reserved for this multi-node task becomes free again."""
@@ -482,6 +521,7 @@ class Model:
             job.set_state(record, TaskState.WAITING)
             self._refresh(record.submit)
         worker.tasks.clear()
+        worker.unchained.clear()
         worker.n_running = 0
         worker.allocator = None
         # A lost secondary node just leaves the task's held set; the root runs on.
@@ -709,7 +749,15 @@ class Model:
             return []
         if submit.request.n_nodes > 0:
             return self._assign_nodes(job, event, record, submit)
-        allocation = worker.allocator.try_allocate(submit.variants[event.variant])
+        request = submit.variants[event.variant]
+        holder = None
+        if event.behind >= 0:
+            holder = self._holder(job, worker, event.behind, request)
+            if holder is None:
+                return []
+            allocation = holder.allocation
+        else:
+            allocation = worker.allocator.try_allocate(request)
         if allocation is None:
             return []
         if record is None:
@@ -722,8 +770,49 @@ class Model:
         record.variant = event.variant
         job.sync_queue(record)
         worker.tasks.add((job.id, record.task_id))
+        self._chain(job, worker, record, holder)
+        if not worker.unchained.get(job.id, True):
+            del worker.unchained[job.id]
         self._refresh(submit)
-        return [LaunchTask(worker.id, job.id, record.task_id, record.instance, allocation)]
+        return [
+            LaunchTask(
+                worker.id, job.id, record.task_id, record.instance, allocation, (), event.behind
+            )
+        ]
+
+    @staticmethod
+    def _holder(
+        job: Job, worker: Worker, task_id: int, request: ResourceRequest
+    ) -> TaskRecord | None:
+        """The task of `job` a task with `request` may be queued behind on `worker`: one
+        placed there, holding an allocation of its own for an equal request, with
+        nothing queued behind it yet; None if `task_id` is no such task."""
+        holder = job.records.get(task_id)
+        if (
+            holder is None
+            or not holder.placed
+            or holder.worker != worker.id
+            or holder.allocation is None
+            or holder.behind is not None
+            or holder.successor is not None
+            or holder.submit.request.n_nodes > 0
+        ):
+            return None
+        held = holder.submit.variants[holder.variant]
+        return holder if held is request or held == request else None
+
+    @staticmethod
+    def _chain(job: Job, worker: Worker, record: TaskRecord, holder: TaskRecord | None) -> None:
+        """A just-placed single-node task: queued behind `holder`, or else a candidate
+        for a task queued behind it."""
+        if holder is None:
+            worker.unchained.setdefault(job.id, {})[record.task_id] = record
+            return
+        record.behind = holder.task_id
+        holder.successor = record.task_id
+        # An emptied dict stays: the caller may hold it (`_on_tasks_assigned`) and
+        # drops it at its end.
+        worker.unchained.get(job.id, {}).pop(holder.task_id, None)
 
     def _on_tasks_assigned(self, event: TasksAssigned) -> list[Effect]:
         """Per task, what its `task-assigned` does; the ready set is settled once."""
@@ -739,6 +828,11 @@ class Model:
         effects: list[Effect] = []
         touched: dict[int, Submit] = {}
         given = event.allocations
+        behind = event.behinds
+        # The job's candidates for a task queued behind them on this worker (`_chain`).
+        mine = worker.unchained.get(job_id)
+        if mine is None:
+            mine = worker.unchained[job_id] = {}
         # The submit of the last task: a batch is mostly a run of one submit's tasks.
         last: Submit | None = None
         for index, task_id in enumerate(event.task_ids()):
@@ -770,8 +864,15 @@ class Model:
                 one = TaskAssigned(event.time, job_id, task_id, worker_id, variant=variant)
                 effects.extend(self._on_task_assigned(one))
                 continue
-            if given:
-                allocation: Allocation | None = given[index]
+            after = behind[index] if behind else -1
+            holder = None
+            if after >= 0:
+                holder = self._holder(job, worker, after, submit.variants[variant])
+                if holder is None:
+                    continue
+                allocation: Allocation | None = holder.allocation
+            elif given:
+                allocation = given[index]
                 if allocation is not None and not allocator.take(allocation):
                     continue
             else:
@@ -788,11 +889,17 @@ class Model:
             if record.queued:
                 job.sync_queue(record)
             held.add((job_id, task_id))
+            if holder is None:
+                mine[task_id] = record
+            else:
+                self._chain(job, worker, record, holder)
             if submit is not last:
                 touched[id(submit)] = last = submit
             # LaunchTask(...) without its Python-level __new__: one per task.
-            launch = (worker_id, job_id, task_id, record.instance, allocation, ())
+            launch = (worker_id, job_id, task_id, record.instance, allocation, (), after)
             effects.append(_new_tuple(LaunchTask, launch))
+        if not worker.unchained.get(job_id, True):
+            del worker.unchained[job_id]
         for submit in touched.values():
             self._refresh(submit)
         return effects
@@ -886,6 +993,8 @@ class Model:
         if record is None or record.state in TERMINAL:
             return None
         self._unplace(job, record)
+        if record.started_at is not None and state != TaskState.CANCELED:
+            job.last_run = time - record.started_at
         record.finished_at = time
         job.set_state(record, state)
         self._refresh(record.submit)
@@ -922,6 +1031,9 @@ class Model:
         expected = running if started is None else waiting
         allocator = worker.allocator
         held = worker.tasks
+        unchained = worker.unchained
+        # When the last task that had reported its start began (`Job.last_run`).
+        ran_from: float | None = None
         counts = job.counts
         active = job.active
         touched: dict[int, Submit] = {}
@@ -989,9 +1101,17 @@ class Model:
                 else:
                     worker.n_running -= 1
                     counts[running] -= 1
+                    ran_from = record.started_at
                 record.placed = False
                 held.discard((job_id, task_id))
                 allocation, record.allocation = record.allocation, None
+                if record.behind is not None or record.successor is not None:
+                    if self._unlink(job, worker, record):
+                        allocation = None
+                else:
+                    mine = unchained.get(job_id)
+                    if mine is not None and mine.pop(task_id, None) is not None and not mine:
+                        del unchained[job_id]
                 if allocation is not None and allocator is not None:
                     allocator.release(allocation)
                 record.finished_at = time
@@ -1017,6 +1137,10 @@ class Model:
             job.workers_used.update(workers)
             if last_started is not None:
                 worker.last_task_started = (job_id, last_started, started)  # type: ignore[assignment]
+        if started is not None:
+            ran_from = started
+        if ran_from is not None:
+            job.last_run = time - ran_from
         for submit in touched.values():
             self._refresh(submit)
 
@@ -1065,6 +1189,28 @@ class Model:
         record = self._finish(event.job, event.task, TaskState.FAILED, event.time)
         if record is not None:
             record.error = event.error
+
+    def _on_task_returned(self, event: TaskReturned) -> None:
+        job = self.jobs.get(event.job)
+        record = job.records.get(event.task) if job is not None else None
+        if (
+            job is None
+            or record is None
+            or not record.placed
+            or record.worker != event.worker
+            or record.instance != event.instance
+            or record.behind is None
+            or record.state != TaskState.WAITING
+        ):
+            return
+        self._unplace(job, record)
+        record.worker = None
+        record.workers = ()
+        job.set_state(record, TaskState.WAITING)
+        # The task it waited for ran long: no more queueing behind this job's tasks
+        # until one of them is seen to finish quickly again.
+        job.last_run = None
+        self._refresh(record.submit)
 
     def _on_task_notified(self, event: TaskNotified) -> None:
         pass  # only forwarded to live streams (graphs.md §4)
@@ -1450,13 +1596,17 @@ class Model:
         events: list[Event] = []
         run: list[int] = []
         allocations: list[Allocation] = []
+        behind: list[int] = []
         key: tuple[int, int, int] | None = None
 
         def close() -> None:
             if key is None or not run:
                 return
             ids = tuple(ordered_runs(run))
-            events.append(TasksAssigned(now, key[0], ids, key[1], key[2], tuple(allocations)))
+            queued = tuple(behind) if any(after >= 0 for after in behind) else ()
+            events.append(
+                TasksAssigned(now, key[0], ids, key[1], key[2], tuple(allocations), queued)
+            )
 
         for a in assignments:
             if a.workers:
@@ -1471,9 +1621,10 @@ class Model:
             this = (a.job_id, a.worker_id, a.variant)
             if this != key:
                 close()
-                run, allocations, key = [], [], this
+                run, allocations, behind, key = [], [], [], this
             run.append(a.task_id)
             allocations.append(a.allocation)
+            behind.append(a.after)
         close()
         return events
 
@@ -1519,6 +1670,16 @@ class Model:
         variant = variant or found[1].variant
         workers = found[1].workers or (worker_id,)
         return [TaskStarted(now, job_id, task_id, instance, workers, variant)]
+
+    def task_returned(
+        self, job_id: int, task_id: int, *, worker_id: int, instance: int, now: float
+    ) -> list[Event]:
+        """The worker gives back a task queued behind another, unstarted (its
+        `returned` report); [] unless the task is just that."""
+        found = self._placed_record(job_id, task_id, worker_id, instance)
+        if found is None or found[1].behind is None or found[1].state != TaskState.WAITING:
+            return []
+        return [TaskReturned(now, job_id, task_id, worker_id, instance)]
 
     def task_finished(
         self,
