@@ -1557,10 +1557,13 @@ class Model:
         # Workers report a start up to 20 ms late (or with the end), so a task placed
         # here may be running although the server has not heard. Presume it started:
         # crash counting and never-restart then treat it as the running task it may be
-        # (for never-restart, the safe side), and a journal replay sees the same.
+        # (for never-restart, the safe side), and a journal replay sees the same. Not a
+        # task queued behind another: the worker had it start only once that one ended,
+        # and the server has not heard of that end.
         for job_id, task_id in sorted(worker.tasks):
             record = self.jobs[job_id].records[task_id]
-            events += self._unreported_start(job_id, record, worker_id, now)
+            if record.behind is None:
+                events += self._unreported_start(job_id, record, worker_id, now)
         presumed = {(e.job, e.task) for e in events if isinstance(e, TaskStarted)}
         events.append(WorkerLost(now, worker_id, str(lost)))
         failed: dict[int, list[int]] = {}

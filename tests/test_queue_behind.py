@@ -1,0 +1,322 @@
+"""Tasks queued behind a running task of their job, on its allocation (the scheduler's
+`_successors`, the model's behind/successor links): the pure model, no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hyperq.server.model.events import LostReason
+from hyperq.server.model.jobs import TaskState
+from hyperq.server.model.scheduler import QUEUE_BEHIND_BELOW, schedule
+from hyperq.server.model.state import Assignment, KillTask, LaunchTask
+from tests.test_model import Driver, submit_desc
+
+
+class Queueing(Driver):
+    """A `Driver` whose passes queue tasks behind running ones, and whose worker starts
+    a queued task the moment the task it waits for ends (as hyperq/worker does)."""
+
+    def schedule(self, limit: int = 1_000) -> list[Assignment]:
+        assignments = schedule(self.model, self.now, limit)
+        self.do(self.model.assign(assignments, now=self.now))
+        return assignments
+
+    def start_holders(self) -> None:
+        """Report every placed task that holds its own allocation started."""
+        for job_id, task_id in self.placed():
+            if self.record(job_id, task_id).behind is None:
+                self.start(job_id, task_id)
+
+    def end(self, job_id: int, task_id: int) -> None:
+        """The task finishes; the one queued behind it (if any) starts."""
+        successor = self.record(job_id, task_id).successor
+        self.finish(job_id, task_id)
+        if successor is not None:
+            self.start(job_id, successor)
+
+    def returned(self, job_id: int, task_id: int) -> None:
+        record = self.record(job_id, task_id)
+        self.do(
+            self.model.task_returned(
+                job_id, task_id, worker_id=record.worker, instance=record.instance, now=self.now
+            )
+        )
+
+    def launches(self) -> list[LaunchTask]:
+        out = [e for e in self.effects if isinstance(e, LaunchTask)]
+        self.effects.clear()
+        return out
+
+    def free_cpus(self, worker_id: int) -> list[str]:
+        allocator = self.model.workers[worker_id].allocator
+        assert allocator is not None
+        return allocator.free_labels("cpus")
+
+
+def _short_job(d: Queueing, tasks: int, **kwargs: Any) -> int:
+    """An array whose first task ran (and finished) in no time: its job runs short."""
+    job = d.submit(submit_desc([[0, tasks - 1, 1]], **kwargs))
+    d.schedule(limit=1)
+    d.start_holders()
+    d.end(job, 0)
+    d.launches()
+    return job
+
+
+def check_links(d: Driver) -> None:
+    """What the links promise: a worker's used units are exactly its holders'
+    allocations; a queued task shares its holder's allocation and is named by it; the
+    worker's candidates are exactly its single-node holders with nothing behind them."""
+    for worker in d.model.workers.values():
+        if not worker.is_connected:
+            assert not worker.unchained
+            continue
+        assert worker.allocator is not None
+        used: list[str] = []
+        candidates: dict[int, set[int]] = {}
+        for job_id, task_id in worker.tasks:
+            record = d.model.jobs[job_id].records[task_id]
+            assert record.placed and record.worker == worker.id
+            if record.behind is not None:
+                holder = d.model.jobs[job_id].records[record.behind]
+                assert holder.successor == task_id and holder.placed
+                assert holder.worker == worker.id
+                assert record.allocation is holder.allocation
+                continue
+            assert record.allocation is not None
+            used.extend(label for r in record.allocation.resources for label, _ in r.units)
+            if record.successor is None:
+                candidates.setdefault(job_id, set()).add(task_id)
+            else:
+                assert d.model.jobs[job_id].records[record.successor].behind == task_id
+        free = worker.allocator.free_labels("cpus")
+        assert sorted(used + free) == sorted(str(i) for i in range(len(used) + len(free)))
+        assert len(used) == len(set(used))
+        assert {job: set(mine) for job, mine in worker.unchained.items()} == candidates
+
+
+def test_a_short_job_gets_one_task_queued_behind_each_running_one() -> None:
+    d = Queueing()
+    worker = d.connect(cpus=2)
+    job = _short_job(d, 10)
+    d.schedule()
+    launches = d.launches()
+    # Tasks 1 and 2 take both CPUs; 3 and 4 wait behind them, on their allocations.
+    assert [(e.task_id, e.after) for e in launches] == [(1, -1), (2, -1), (3, 1), (4, 2)]
+    assert launches[2].allocation is launches[0].allocation
+    assert launches[3].allocation is launches[1].allocation
+    assert d.free_cpus(worker) == []
+    assert d.record(job, 3).state == TaskState.WAITING  # not running before it starts
+    check_links(d)
+    # A second pass finds nothing more to queue: one task behind each.
+    assert d.schedule() == []
+    check_links(d)
+
+
+def test_the_queued_task_takes_over_the_allocation_and_gets_one_behind_it() -> None:
+    d = Queueing()
+    worker = d.connect(cpus=2)
+    job = _short_job(d, 10)
+    d.schedule()
+    d.start_holders()
+    d.launches()
+    d.end(job, 1)  # task 3 starts on task 1's CPU
+    assert d.record(job, 3).state == TaskState.RUNNING
+    assert d.record(job, 3).behind is None
+    assert d.free_cpus(worker) == []
+    check_links(d)
+    d.schedule()
+    assert [(e.task_id, e.after) for e in d.launches()] == [(5, 3)]
+    check_links(d)
+
+
+def test_a_queued_task_ending_first_leaves_the_allocation_to_the_holder() -> None:
+    d = Queueing()
+    worker = d.connect(cpus=2)
+    job = _short_job(d, 5)
+    d.schedule()
+    d.start_holders()
+    # The worker's reports can arrive in any order: task 3 (behind 1) ends first.
+    d.finish(job, 3)
+    assert d.record(job, 1).successor is None
+    assert d.free_cpus(worker) == []
+    check_links(d)
+    d.finish(job, 1)
+    d.finish(job, 2)
+    d.finish(job, 4)
+    assert d.free_cpus(worker) == ["0", "1"]
+    assert d.model.job_info(job).task_stats["finished"] == 5  # type: ignore[union-attr]
+    check_links(d)
+
+
+def test_canceling_a_queued_task_kills_it_and_keeps_the_holder_running() -> None:
+    d = Queueing()
+    worker = d.connect(cpus=1)
+    job = _short_job(d, 3)
+    d.schedule()
+    d.start_holders()
+    d.launches()
+    d.effects.clear()
+    d.do(d.model.cancel_job(job, now=d.now).events)
+    kills = sorted((e.task_id, e.instance) for e in d.effects if isinstance(e, KillTask))
+    assert kills == [(1, 0), (2, 0)]
+    assert d.free_cpus(worker) == ["0"]
+    assert d.model.workers[worker].tasks == set()
+    check_links(d)
+
+
+def test_a_lost_worker_gives_its_queued_tasks_back_without_a_crash() -> None:
+    d = Queueing()
+    worker = d.connect(cpus=1)
+    job = _short_job(d, 3)
+    d.schedule()
+    d.start_holders()
+    d.lose(worker, LostReason.CONNECTION_LOST)
+    assert (d.record(job, 1).state, d.record(job, 1).crash_count) == (TaskState.WAITING, 1)
+    assert (d.record(job, 2).state, d.record(job, 2).crash_count) == (TaskState.WAITING, 0)
+    assert d.record(job, 2).behind is None and d.record(job, 1).successor is None
+    other = d.connect(cpus=2)
+    d.schedule()
+    assert sorted(e.task_id for e in d.launches() if e.worker_id == other)[:2] == [1, 2]
+    check_links(d)
+
+
+def test_a_returned_task_waits_again_and_the_job_stops_queueing() -> None:
+    d = Queueing()
+    worker = d.connect(cpus=1)
+    job = _short_job(d, 4)
+    d.schedule()
+    d.start_holders()
+    d.launches()
+    d.returned(job, 2)
+    record = d.record(job, 2)
+    assert (record.state, record.placed, record.behind) == (TaskState.WAITING, False, None)
+    assert d.record(job, 1).successor is None
+    check_links(d)
+    # Its job's tasks no longer count as short: nothing is queued behind task 1 again,
+    # and a second worker takes the returned task.
+    assert d.schedule() == []
+    other = d.connect(cpus=1)
+    d.schedule()
+    assert [(e.worker_id, e.task_id, e.after) for e in d.launches()] == [(other, 2, -1)]
+    assert worker != other
+    check_links(d)
+
+
+def test_a_returned_report_for_a_running_task_is_ignored() -> None:
+    d = Queueing()
+    d.connect(cpus=1)
+    job = _short_job(d, 3)
+    d.schedule()
+    d.start_holders()
+    d.returned(job, 1)  # task 1 runs on its own allocation: not a queued task
+    assert d.record(job, 1).placed and d.record(job, 1).state == TaskState.RUNNING
+    check_links(d)
+
+
+def test_no_queueing_for_long_or_unmeasured_jobs_or_when_switched_off() -> None:
+    d = Queueing()
+    d.connect(cpus=1)
+    job = d.submit(submit_desc([[0, 9, 1]]))
+    d.schedule()
+    d.start_holders()
+    # Nothing finished yet: how long its tasks run is unknown.
+    assert [(e.task_id, e.after) for e in d.launches()] == [(0, -1)]
+    d.tick(QUEUE_BEHIND_BELOW * 2)
+    d.end(job, 0)
+    d.schedule()
+    d.start_holders()
+    assert [(e.task_id, e.after) for e in d.launches()] == [(1, -1)]  # it ran long
+    d.end(job, 1)  # in no time: short again
+    assert d.model.jobs[job].last_run == 0.0
+    assert [a.after for a in schedule(d.model, d.now, queue_behind=0.0)] == [-1]
+    assert [(a.task_id, a.after) for a in schedule(d.model, d.now)] == [(2, -1), (3, 2)]
+
+
+def test_nothing_is_queued_while_higher_priority_work_waits() -> None:
+    d = Queueing()
+    d.connect(cpus=1)
+    low = _short_job(d, 5)
+    d.schedule()
+    d.start_holders()
+    d.launches()
+    d.end(low, 1)  # task 2 starts
+    d.submit(submit_desc([[0, 2, 1]], priority=5))  # fits nowhere now
+    assert d.schedule() == []
+    assert d.record(low, 2).successor is None
+
+
+def test_nothing_is_queued_behind_another_request() -> None:
+    d = Queueing()
+    d.connect(cpus=2)
+    job = d.open_job()
+    d.do(d.model.submit(submit_desc([[0, 2, 1]], cpus="2"), now=d.now, job_id=job))
+    d.schedule()
+    d.start_holders()
+    d.end(job, 0)  # the job runs short now
+    d.schedule()
+    d.start_holders()
+    assert [(e.task_id, e.after) for e in d.launches()] == [(0, -1), (1, -1), (2, 1)]
+    d.do(d.model.submit(submit_desc([[5, 9, 1]], cpus="1"), now=d.now, job_id=job))
+    d.end(job, 1)  # task 2 holds both CPUs now, nothing behind it
+    assert d.model.workers[1].unchained == {job: {2: d.record(job, 2)}}
+    # First in line is the 1-CPU submit: its tasks may not wait on a 2-CPU allocation.
+    assert d.schedule() == []
+    check_links(d)
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["schedule", "end", "cancel", "lose", "return", "connect"]),
+        st.integers(0, 50),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200)
+@given(ops=OPS, cpus=st.integers(1, 3), tasks=st.integers(2, 12))
+def test_links_stay_consistent_and_every_task_finishes_once(
+    ops: list[tuple[str, int]], cpus: int, tasks: int
+) -> None:
+    d = Queueing()
+    workers = [d.connect(cpus=cpus)]
+    # Their first ends make them short (the clock stands still): queueing starts then.
+    jobs = [d.submit(submit_desc([[0, tasks - 1, 1]])) for _ in range(2)]
+    for op, n in ops:
+        running = d.placed(TaskState.RUNNING)
+        queued = [key for key in d.placed() if d.record(*key).behind is not None]
+        connected = [w for w in workers if d.model.workers[w].is_connected]
+        if op == "schedule":
+            d.schedule()
+            d.start_holders()
+        elif op == "end" and running:
+            d.end(*running[n % len(running)])
+        elif op == "cancel" and n % 4 == 0 and d.model.jobs[jobs[n % 2]].active_count:
+            d.do(d.model.cancel_job(jobs[n % 2], now=d.now).events)
+        elif op == "lose" and connected:
+            d.lose(connected[n % len(connected)], LostReason.CONNECTION_LOST)
+        elif op == "return" and queued:
+            d.returned(*queued[n % len(queued)])
+        elif op == "connect" and len(workers) < 4:
+            workers.append(d.connect(cpus=cpus))
+        check_links(d)
+    # Drain: a fresh worker, then run everything to the end.
+    d.connect(cpus=cpus)
+    for _ in range(10 * tasks * 4):
+        d.schedule()
+        d.start_holders()
+        running = d.placed(TaskState.RUNNING)
+        if not running:
+            break
+        d.end(*running[0])
+        check_links(d)
+    for job in jobs:
+        info = d.model.job_info(job)
+        assert info is not None
+        stats = info.task_stats
+        assert stats["waiting"] == stats["running"] == 0
+        assert stats["finished"] + stats["canceled"] == tasks
