@@ -18,6 +18,12 @@ never O(waiting tasks): tasks of a submit share one ResourceRequest and come fro
 submit's cursor in ID order, and a worker that cannot take a request once in a pass is
 not asked again for that request.
 
+When the pass has placed all it can, the first queue in line may get tasks queued
+behind running tasks of its job, one behind each, on their allocations (`_successors`):
+only for a job whose last task ran short, and only when nothing else waits ahead of it
+(no higher priority, no multi-node task, no worker below its minimal utilization). The
+worker starts such a task the moment the one it waits for ends, or gives it back.
+
 The pass tries allocations on the workers' real allocators and gives everything back
 before returning, so the model is unchanged; `Model.apply(TaskAssigned)` then makes the
 same allocations when the edge applies the assignments right away, in order. Never
