@@ -454,3 +454,23 @@ async def test_a_reconnecting_worker_drops_its_queued_tasks_before_it_resumes(
     finally:
         for path in guardian.paths:
             shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_a_task_after_one_that_could_not_start_starts_when_that_one_fails(
+    tmp_path: Path, reaper: bool
+) -> None:
+    async with worker(tmp_path, reaper) as w:
+        bad = program(tmp_path)
+        bad["program"]["args"] = ["/nonexistent/program"]
+        descs = {"bad": bad, "d": program(tmp_path)}
+        # 0 names no description (fails unprepared), 2 cannot be spawned.
+        message = rows(descs, [(0, "missing", None), (1, "d", 0), (2, "bad", None), (3, "d", 2)])
+        assert w.send(message) is False
+        assert (1, 1) in w.runtime.queue.tasks  # 0 fails in a task of its own
+        for task in (1, 3):
+            await w.update("finished", task)
+        assert (await w.update("failed", 0))[4].startswith("internal error: ValueError")
+        assert "was not found" in (await w.update("failed", 2))[4]
+        assert w.index("failed", 0) < w.index("started", 1)
+        assert w.index("failed", 2) < w.index("started", 3)
+        assert not w.runtime.queue.tasks

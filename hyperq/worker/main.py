@@ -662,12 +662,14 @@ class WorkerRuntime:
         """Report a task that could not be prepared as failed (it never ran)."""
         key = (item.job, item.task)
         slot = self.task_scopes.get(key)
-        if slot is not None and slot[1] is scope:
+        held = slot is not None and slot[1] is scope
+        if held:
             del self.task_scopes[key]
-            self._release(key)
         with trio.CancelScope(shield=True):
             update = ["failed", item.job, item.task, item.instance, error, None]
             await self.updates_send.send([*update, time.monotonic()])
+        if held:
+            self._release(key)  # after its end, as `_task_ended` reports them
 
     async def _forward_notification(
         self, job_id: int, task_id: int, instance: int, message: bytes
