@@ -419,6 +419,7 @@ class WorkerRuntime:
                 # Prepared now: the description's slot may hold another one by its start.
                 if waits_for != key and (waits_for in self.task_scopes or waits_for in queued):
                     self.queue.add(spec, waits_for)
+                    log.debug("Task %d/%d queued behind task %d", item.job, item.task, after)
                     continue
             self._begin(spec)
 
