@@ -67,52 +67,75 @@ def _short_job(d: Queueing, tasks: int, **kwargs: Any) -> int:
 
 
 def check_links(d: Driver) -> None:
-    """What the links promise: a worker's used units are exactly its holders'
-    allocations; a queued task shares its holder's allocation and is named by it; the
-    worker's candidates are exactly its single-node holders with nothing behind them."""
+    """What the links promise: a worker's used units are exactly the allocations of the
+    tasks holding their own; a queued task shares the allocation of the task it waits
+    for, which names it; no queue is longer than the depth; the worker's candidates are
+    exactly the ends of its queues with room for one more."""
     for worker in d.model.workers.values():
         if not worker.is_connected:
-            assert not worker.unchained
+            assert not worker.tails
             continue
         assert worker.allocator is not None
         used: list[str] = []
         candidates: dict[int, set[int]] = {}
         for job_id, task_id in worker.tasks:
-            record = d.model.jobs[job_id].records[task_id]
+            job = d.model.jobs[job_id]
+            record = job.records[task_id]
             assert record.placed and record.worker == worker.id
+            room = d.model.queue_room(job, record)
+            assert room >= 0
+            if record.successor is None and room > 0 and record.submit.request.n_nodes == 0:
+                candidates.setdefault(job_id, set()).add(task_id)
+            if record.successor is not None:
+                assert job.records[record.successor].behind == task_id
             if record.behind is not None:
-                holder = d.model.jobs[job_id].records[record.behind]
-                assert holder.successor == task_id and holder.placed
-                assert holder.worker == worker.id
-                assert record.allocation is holder.allocation
+                ahead = job.records[record.behind]
+                assert ahead.successor == task_id and ahead.placed
+                assert ahead.worker == worker.id
+                assert record.allocation is ahead.allocation
                 continue
             assert record.allocation is not None
             used.extend(label for r in record.allocation.resources for label, _ in r.units)
-            if record.successor is None:
-                candidates.setdefault(job_id, set()).add(task_id)
-            else:
-                assert d.model.jobs[job_id].records[record.successor].behind == task_id
         free = worker.allocator.free_labels("cpus")
         assert sorted(used + free) == sorted(str(i) for i in range(len(used) + len(free)))
         assert len(used) == len(set(used))
-        assert {job: set(mine) for job, mine in worker.unchained.items()} == candidates
+        assert {job: set(mine) for job, mine in worker.tails.items()} == candidates
 
 
-def test_a_short_job_gets_one_task_queued_behind_each_running_one() -> None:
+def test_a_short_job_gets_tasks_queued_behind_each_running_one() -> None:
     d = Queueing()
     worker = d.connect(cpus=2)
     job = _short_job(d, 10)
+    assert d.model.queue_depth == 2
     d.schedule()
     launches = d.launches()
-    # Tasks 1 and 2 take both CPUs; 3 and 4 wait behind them, on their allocations.
-    assert [(e.task_id, e.after) for e in launches] == [(1, -1), (2, -1), (3, 1), (4, 2)]
-    assert launches[2].allocation is launches[0].allocation
-    assert launches[3].allocation is launches[1].allocation
+    # Tasks 1 and 2 take both CPUs; 3 and 5 wait behind 1 in turn, 4 and 6 behind 2,
+    # on their allocations (one per queue and round: few tasks spread over the CPUs).
+    assert [(e.task_id, e.after) for e in launches] == [
+        (1, -1),
+        (2, -1),
+        (3, 1),
+        (4, 2),
+        (5, 3),
+        (6, 4),
+    ]
+    assert launches[2].allocation is launches[0].allocation is launches[4].allocation
+    assert launches[3].allocation is launches[1].allocation is launches[5].allocation
     assert d.free_cpus(worker) == []
     assert d.record(job, 3).state == TaskState.WAITING  # not running before it starts
     check_links(d)
-    # A second pass finds nothing more to queue: one task behind each.
+    # A second pass finds nothing more to queue: the queues are full.
     assert d.schedule() == []
+    check_links(d)
+
+
+def test_the_depth_bounds_each_queue() -> None:
+    d = Queueing()
+    d.model.queue_depth = 1
+    d.connect(cpus=2)
+    _short_job(d, 10)
+    d.schedule()
+    assert [(e.task_id, e.after) for e in d.launches()] == [(1, -1), (2, -1), (3, 1), (4, 2)]
     check_links(d)
 
 
@@ -123,32 +146,36 @@ def test_the_queued_task_takes_over_the_allocation_and_gets_one_behind_it() -> N
     d.schedule()
     d.start_holders()
     d.launches()
-    d.end(job, 1)  # task 3 starts on task 1's CPU
+    d.end(job, 1)  # task 3 starts on task 1's CPU, 5 still waits behind it
     assert d.record(job, 3).state == TaskState.RUNNING
     assert d.record(job, 3).behind is None
+    assert d.record(job, 5).behind == 3
     assert d.free_cpus(worker) == []
     check_links(d)
     d.schedule()
-    assert [(e.task_id, e.after) for e in d.launches()] == [(5, 3)]
+    assert [(e.task_id, e.after) for e in d.launches()] == [(7, 5)]
     check_links(d)
 
 
 def test_a_queued_task_ending_first_leaves_the_allocation_to_the_holder() -> None:
     d = Queueing()
     worker = d.connect(cpus=2)
-    job = _short_job(d, 5)
+    job = _short_job(d, 6)
     d.schedule()
     d.start_holders()
-    # The worker's reports can arrive in any order: task 3 (behind 1) ends first.
+    # 1 ← 3 ← 5 and 2 ← 4. Reports can arrive in any order: 3 ends first, and 5
+    # closes up behind 1.
     d.finish(job, 3)
-    assert d.record(job, 1).successor is None
+    assert (d.record(job, 1).successor, d.record(job, 5).behind) == (5, 1)
     assert d.free_cpus(worker) == []
     check_links(d)
     d.finish(job, 1)
     d.finish(job, 2)
     d.finish(job, 4)
+    assert d.free_cpus(worker) == ["1"]  # task 5 holds CPU 0 now
+    d.finish(job, 5)
     assert d.free_cpus(worker) == ["0", "1"]
-    assert d.model.job_info(job).task_stats["finished"] == 5  # type: ignore[union-attr]
+    assert d.model.job_info(job).task_stats["finished"] == 6  # type: ignore[union-attr]
     check_links(d)
 
 
@@ -191,10 +218,10 @@ def test_a_returned_task_waits_again_and_the_job_stops_queueing() -> None:
     d.schedule()
     d.start_holders()
     d.launches()
-    d.returned(job, 2)
+    d.returned(job, 2)  # 1 ← 2 ← 3: 3 closes up behind 1
     record = d.record(job, 2)
     assert (record.state, record.placed, record.behind) == (TaskState.WAITING, False, None)
-    assert d.record(job, 1).successor is None
+    assert (d.record(job, 1).successor, d.record(job, 3).behind) == (3, 1)
     check_links(d)
     # Its job's tasks no longer count as short: nothing is queued behind task 1 again,
     # and a second worker takes the returned task.
@@ -233,7 +260,11 @@ def test_no_queueing_for_long_or_unmeasured_jobs_or_when_switched_off() -> None:
     d.end(job, 1)  # in no time: short again
     assert d.model.jobs[job].last_run == 0.0
     assert [a.after for a in schedule(d.model, d.now, queue_behind=0.0)] == [-1]
-    assert [(a.task_id, a.after) for a in schedule(d.model, d.now)] == [(2, -1), (3, 2)]
+    assert [(a.task_id, a.after) for a in schedule(d.model, d.now)] == [
+        (2, -1),
+        (3, 2),
+        (4, 3),
+    ]
 
 
 def test_nothing_is_queued_while_higher_priority_work_waits() -> None:
@@ -243,10 +274,10 @@ def test_nothing_is_queued_while_higher_priority_work_waits() -> None:
     d.schedule()
     d.start_holders()
     d.launches()
-    d.end(low, 1)  # task 2 starts
+    d.end(low, 1)  # task 2 starts, 3 waits behind it: room for one more
     d.submit(submit_desc([[0, 2, 1]], priority=5))  # fits nowhere now
     assert d.schedule() == []
-    assert d.record(low, 2).successor is None
+    assert d.record(low, 3).successor is None
 
 
 def test_nothing_is_queued_behind_another_request() -> None:
@@ -262,7 +293,7 @@ def test_nothing_is_queued_behind_another_request() -> None:
     assert [(e.task_id, e.after) for e in d.launches()] == [(0, -1), (1, -1), (2, 1)]
     d.do(d.model.submit(submit_desc([[5, 9, 1]], cpus="1"), now=d.now, job_id=job))
     d.end(job, 1)  # task 2 holds both CPUs now, nothing behind it
-    assert d.model.workers[1].unchained == {job: {2: d.record(job, 2)}}
+    assert d.model.workers[1].tails == {job: {2: d.record(job, 2)}}
     # First in line is the 1-CPU submit: its tasks may not wait on a 2-CPU allocation.
     assert d.schedule() == []
     check_links(d)
@@ -270,7 +301,9 @@ def test_nothing_is_queued_behind_another_request() -> None:
 
 OPS = st.lists(
     st.tuples(
-        st.sampled_from(["schedule", "end", "cancel", "lose", "return", "connect"]),
+        st.sampled_from(
+            ["schedule", "end", "finish-queued", "cancel", "lose", "return", "connect"]
+        ),
         st.integers(0, 50),
     ),
     max_size=40,
@@ -299,11 +332,18 @@ def test_links_stay_consistent_and_every_task_finishes_once(
             d.do(d.model.cancel_job(jobs[n % 2], now=d.now).events)
         elif op == "lose" and connected:
             d.lose(connected[n % len(connected)], LostReason.CONNECTION_LOST)
+        elif op == "finish-queued" and queued:
+            # Reports out of order: a queued task's end before that of the one ahead.
+            d.finish(*queued[n % len(queued)])
         elif op == "return" and queued:
             d.returned(*queued[n % len(queued)])
         elif op == "connect" and len(workers) < 4:
             workers.append(d.connect(cpus=cpus))
         check_links(d)
+        if n % 2:  # as the server does after most changes
+            d.schedule()
+            d.start_holders()
+            check_links(d)
     # Drain: a fresh worker, then run everything to the end.
     d.connect(cpus=cpus)
     for _ in range(10 * tasks * 4):

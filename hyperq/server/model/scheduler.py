@@ -35,6 +35,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Iterable
+from typing import Any
 
 from hyperq.common.resources import (
     CPUS,
@@ -450,10 +451,10 @@ def _successors(
     limit: int,
     below: float,
 ) -> list[Assignment]:
-    """Tasks of the first queue in line, each queued behind a placed task of its job
-    (same request, nothing queued behind it yet) to run on its allocation once it has
-    ended: one per such task, on the workers in `order`, the tasks placed before this
-    pass first, then this pass's own (`out`). Only when the job's last task ran shorter
+    """Tasks of the first queue in line, queued behind placed tasks of its job (same
+    request) to run on their allocations in turn, up to `Model.queue_depth` behind
+    each: on the workers in `order`, the queues placed before this pass first, then
+    this pass's own (`out`). Only when the job's last task ran shorter
     than `below` seconds and the queue comes first among all waiting work: nothing
     it holds back would otherwise have gone first. Called when the main pass has
     placed all it could and no worker waits for a minimal utilization or a multi-node
@@ -480,27 +481,37 @@ def _successors(
     if queue.head is None or request.n_nodes > 0:
         return []
     job_id = job.id
+    depth = model.queue_depth
     fresh: dict[int, list[Assignment]] = {}
     for start, end, placed_from in spans:
         if placed_from is queue:
             for index in range(start, end):
                 fresh.setdefault(out[index].worker_id, []).append(out[index])
-    chained: list[Assignment] = []
-    room = limit - len(out)
+    # [worker, end of its queue, allocation, room], the queues placed before this pass
+    # first; each gets one task per round, so that few tasks spread over many CPUs.
+    ends: list[list[Any]] = []
     for worker, life in zip(order, lifetimes, strict=True):
         if life is not None and life < request.min_time:
             continue
-        holders: list[tuple[int, Allocation]] = []
-        for holder in worker.unchained.get(job_id, {}).values():
-            held = holder.submit.variants[holder.variant]
-            if holder.allocation is not None and (held is request or held == request):
-                holders.append((holder.task_id, holder.allocation))
-        holders.extend((a.task_id, a.allocation) for a in fresh.get(worker.id, ()))
-        for holder_id, allocation in holders:
+        for tail in worker.tails.get(job_id, {}).values():
+            held = tail.submit.variants[tail.variant]
+            if tail.allocation is not None and (held is request or held == request):
+                room = model.queue_room(job, tail)
+                if room > 0:
+                    ends.append([worker.id, tail.task_id, tail.allocation, room])
+        for a in fresh.get(worker.id, ()):
+            ends.append([worker.id, a.task_id, a.allocation, depth])
+    chained: list[Assignment] = []
+    room_left = limit - len(out)
+    for turn in range(depth):
+        for end in ends:
+            if end[3] <= turn:
+                continue
             head = queue.head
-            if head is None or len(chained) >= room:
+            if head is None or len(chained) >= room_left:
                 return chained
-            chained.append(Assignment(job_id, head, worker.id, allocation, 0, (), holder_id))
+            chained.append(Assignment(job_id, head, end[0], end[2], 0, (), end[1]))
+            end[1] = head
             queue.pop()
     return chained
 

@@ -137,6 +137,12 @@ class WrongState(HqError):
 # Effects of apply and results of commands
 
 
+# Two: a worker that reports a task's end late (it waits a moment to report several
+# ends in one message) still has the next task at hand when the one that followed
+# the ended task ends too.
+QUEUE_DEPTH = 2
+
+
 class LaunchTask(NamedTuple):
     """Send this task to `worker_id` with `allocation`. (A tuple: one is made per
     task, and a frozen dataclass's __init__ costs several times as much.)"""
@@ -239,6 +245,9 @@ class Model:
     def __init__(self) -> None:
         self.jobs: dict[int, Job] = {}
         self.workers: dict[int, Worker] = {}
+        # How many tasks may wait on a worker behind one running there, on its
+        # allocation (the scheduler's `_successors` decides when any do).
+        self.queue_depth = QUEUE_DEPTH
         # Connected workers in ID order, for the scheduler: `workers` keeps every worker
         # that ever came (for `hq worker list --all`), and a server with allocations
         # coming and going would otherwise sort all of them on every pass. Rebuilt when
@@ -403,35 +412,62 @@ class Model:
             worker.allocator.release(allocation)
         return worker if worker.is_connected else None
 
-    @staticmethod
-    def _unlink(job: Job, worker: Worker, record: TaskRecord) -> bool:
-        """`record` leaves `worker`: take it out of the worker's queue links. True if
-        its allocation is not its to release: it waited behind a task that keeps it, or
-        the task queued behind it takes it over (and becomes a candidate for a task
-        queued behind it in turn)."""
+    def _unlink(self, job: Job, worker: Worker, record: TaskRecord) -> bool:
+        """`record` leaves `worker`: take it out of its queue there (the tasks behind it
+        close up). True if its allocation is not its to release: it was queued behind
+        another task, which keeps it, or the task queued behind it takes it over."""
         task_id = record.task_id
-        behind = record.behind
-        if behind is not None:
-            record.behind = None
-            holder = job.records.get(behind)
-            if holder is not None and holder.successor == task_id:
-                holder.successor = None
-                if holder.placed and holder.worker == worker.id:
-                    worker.unchained.setdefault(job.id, {})[behind] = holder
-            return True
-        mine = worker.unchained.get(job.id)
+        behind, successor = record.behind, record.successor
+        record.behind = record.successor = None
+        mine = worker.tails.get(job.id)
         if mine is not None and mine.pop(task_id, None) is not None and not mine:
-            del worker.unchained[job.id]
-        successor = record.successor
-        if successor is None:
-            return False
-        record.successor = None
-        heir = job.records.get(successor)
-        if heir is None or not heir.placed or heir.worker != worker.id or heir.behind != task_id:
-            return False
-        heir.behind = None
-        worker.unchained.setdefault(job.id, {})[successor] = heir
+            del worker.tails[job.id]
+        records = job.records
+        after = records.get(successor) if successor is not None else None
+        if after is not None and not (
+            after.placed and after.worker == worker.id and after.behind == task_id
+        ):
+            after = None
+        if behind is None:
+            if after is None:
+                return False
+            after.behind = None  # it holds the allocation now
+            self._mark_tail(job, worker, after)
+            return True
+        ahead = records.get(behind)
+        if ahead is not None and ahead.successor == task_id:
+            ahead.successor = successor if after is not None else None
+            if after is not None:
+                after.behind = behind
+            if ahead.placed and ahead.worker == worker.id:
+                self._mark_tail(job, worker, ahead)
+        elif after is not None:
+            after.behind = None
         return True
+
+    def _mark_tail(self, job: Job, worker: Worker, record: TaskRecord) -> None:
+        """The queue `record` is in got shorter or longer: its end becomes a candidate
+        for one more task queued behind it if there is room (`queue_depth`)."""
+        records = job.records
+        while record.successor is not None:
+            following = records.get(record.successor)
+            if following is None:
+                break
+            record = following
+        if self.queue_room(job, record) > 0:
+            worker.tails.setdefault(job.id, {})[record.task_id] = record
+
+    def queue_room(self, job: Job, record: TaskRecord) -> int:
+        """How many more tasks may queue behind `record`, the end of a queue: the depth
+        less the tasks already queued in front of it."""
+        queued = 0
+        records = job.records
+        while record.behind is not None:
+            ahead = records.get(record.behind)
+            if ahead is None:
+                break
+            record, queued = ahead, queued + 1
+        return self.queue_depth - queued
 
     def _release_nodes(self, job: Job, record: TaskRecord) -> None:
         """Every node still reserved for this multi-node task becomes free again."""
@@ -521,7 +557,7 @@ class Model:
             job.set_state(record, TaskState.WAITING)
             self._refresh(record.submit)
         worker.tasks.clear()
-        worker.unchained.clear()
+        worker.tails.clear()
         worker.n_running = 0
         worker.allocator = None
         # A lost secondary node just leaves the task's held set; the root runs on.
@@ -771,8 +807,8 @@ class Model:
         job.sync_queue(record)
         worker.tasks.add((job.id, record.task_id))
         self._chain(job, worker, record, holder)
-        if not worker.unchained.get(job.id, True):
-            del worker.unchained[job.id]
+        if not worker.tails.get(job.id, True):
+            del worker.tails[job.id]
         self._refresh(submit)
         return [
             LaunchTask(
@@ -780,39 +816,41 @@ class Model:
             )
         ]
 
-    @staticmethod
     def _holder(
-        job: Job, worker: Worker, task_id: int, request: ResourceRequest
+        self, job: Job, worker: Worker, task_id: int, request: ResourceRequest
     ) -> TaskRecord | None:
-        """The task of `job` a task with `request` may be queued behind on `worker`: one
-        placed there, holding an allocation of its own for an equal request, with
-        nothing queued behind it yet; None if `task_id` is no such task."""
-        holder = job.records.get(task_id)
+        """The task of `job` a task with `request` may be queued behind on `worker`: the
+        end of a queue there (a task holding an allocation of its own for an equal
+        request, or one queued behind such a task in turn) with room for one more;
+        None if `task_id` is no such task."""
+        tail = job.records.get(task_id)
         if (
-            holder is None
-            or not holder.placed
-            or holder.worker != worker.id
-            or holder.allocation is None
-            or holder.behind is not None
-            or holder.successor is not None
-            or holder.submit.request.n_nodes > 0
+            tail is None
+            or not tail.placed
+            or tail.worker != worker.id
+            or tail.allocation is None
+            or tail.successor is not None
+            or tail.submit.request.n_nodes > 0
+            or self.queue_room(job, tail) <= 0
         ):
             return None
-        held = holder.submit.variants[holder.variant]
-        return holder if held is request or held == request else None
+        held = tail.submit.variants[tail.variant]
+        return tail if held is request or held == request else None
 
-    @staticmethod
-    def _chain(job: Job, worker: Worker, record: TaskRecord, holder: TaskRecord | None) -> None:
-        """A just-placed single-node task: queued behind `holder`, or else a candidate
-        for a task queued behind it."""
-        if holder is None:
-            worker.unchained.setdefault(job.id, {})[record.task_id] = record
+    def _chain(self, job: Job, worker: Worker, record: TaskRecord, tail: TaskRecord | None) -> None:
+        """A just-placed single-node task: queued behind `tail`, or else (holding its
+        own allocation) the start of a queue."""
+        if tail is None:
+            if self.queue_depth > 0:
+                worker.tails.setdefault(job.id, {})[record.task_id] = record
             return
-        record.behind = holder.task_id
-        holder.successor = record.task_id
+        record.behind = tail.task_id
+        tail.successor = record.task_id
         # An emptied dict stays: the caller may hold it (`_on_tasks_assigned`) and
         # drops it at its end.
-        worker.unchained.get(job.id, {}).pop(holder.task_id, None)
+        worker.tails.get(job.id, {}).pop(tail.task_id, None)
+        if self.queue_room(job, record) > 0:
+            worker.tails.setdefault(job.id, {})[record.task_id] = record
 
     def _on_tasks_assigned(self, event: TasksAssigned) -> list[Effect]:
         """Per task, what its `task-assigned` does; the ready set is settled once."""
@@ -829,10 +867,11 @@ class Model:
         touched: dict[int, Submit] = {}
         given = event.allocations
         behind = event.behinds
+        depth = self.queue_depth
         # The job's candidates for a task queued behind them on this worker (`_chain`).
-        mine = worker.unchained.get(job_id)
+        mine = worker.tails.get(job_id)
         if mine is None:
-            mine = worker.unchained[job_id] = {}
+            mine = worker.tails[job_id] = {}
         # The submit of the last task: a batch is mostly a run of one submit's tasks.
         last: Submit | None = None
         for index, task_id in enumerate(event.task_ids()):
@@ -890,7 +929,8 @@ class Model:
                 job.sync_queue(record)
             held.add((job_id, task_id))
             if holder is None:
-                mine[task_id] = record
+                if depth:
+                    mine[task_id] = record
             else:
                 self._chain(job, worker, record, holder)
             if submit is not last:
@@ -898,8 +938,8 @@ class Model:
             # LaunchTask(...) without its Python-level __new__: one per task.
             launch = (worker_id, job_id, task_id, record.instance, allocation, (), after)
             effects.append(_new_tuple(LaunchTask, launch))
-        if not worker.unchained.get(job_id, True):
-            del worker.unchained[job_id]
+        if not worker.tails.get(job_id, True):
+            del worker.tails[job_id]
         for submit in touched.values():
             self._refresh(submit)
         return effects
@@ -1031,7 +1071,7 @@ class Model:
         expected = running if started is None else waiting
         allocator = worker.allocator
         held = worker.tasks
-        unchained = worker.unchained
+        tails = worker.tails
         # When the last task that had reported its start began (`Job.last_run`).
         ran_from: float | None = None
         counts = job.counts
@@ -1109,9 +1149,9 @@ class Model:
                     if self._unlink(job, worker, record):
                         allocation = None
                 else:
-                    mine = unchained.get(job_id)
+                    mine = tails.get(job_id)
                     if mine is not None and mine.pop(task_id, None) is not None and not mine:
-                        del unchained[job_id]
+                        del tails[job_id]
                 if allocation is not None and allocator is not None:
                     allocator.release(allocation)
                 record.finished_at = time
