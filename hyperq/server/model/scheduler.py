@@ -19,7 +19,8 @@ submit's cursor in ID order, and a worker that cannot take a request once in a p
 not asked again for that request.
 
 When the pass has placed all it can, the first queue in line may get tasks queued
-behind running tasks of its job, one behind each, on their allocations (`_successors`):
+behind placed tasks of its job, up to `Model.queue_depth` behind each, on their
+allocations (`_successors`):
 only for a job whose last task ran short, and only when nothing else waits ahead of it
 (no higher priority, no multi-node task, no worker below its minimal utilization). The
 worker starts such a task the moment the one it waits for ends, or gives it back.
@@ -55,7 +56,7 @@ DEFAULT_BATCH = 1_000
 # A job whose last task ran shorter than this (seconds) gets tasks queued behind its
 # running ones (`_successors`): a worker then starts the next task the moment one ends,
 # instead of idling for a round trip to the server. A task queued behind a long one
-# waits at most one such short run, or the worker gives it back (worker/main.py).
+# waits at most a second: then the worker gives it back (worker/queued.py).
 QUEUE_BEHIND_BELOW = 0.1
 
 Variants = tuple[ResourceRequest, ...]
@@ -454,11 +455,11 @@ def _successors(
     """Tasks of the first queue in line, queued behind placed tasks of its job (same
     request) to run on their allocations in turn, up to `Model.queue_depth` behind
     each: on the workers in `order`, the queues placed before this pass first, then
-    this pass's own (`out`). Only when the job's last task ran shorter
-    than `below` seconds and the queue comes first among all waiting work: nothing
-    it holds back would otherwise have gone first. Called when the main pass has
-    placed all it could and no worker waits for a minimal utilization or a multi-node
-    task; the model is not changed."""
+    this pass's own (`out`). Only when the job's last task ran shorter than `below`
+    seconds and the queue comes first among all waiting work: nothing it holds back
+    would otherwise have gone first. Called when the main pass has placed all it could
+    and no worker waits for a minimal utilization or a multi-node task; the model is
+    not changed."""
     first: Source | None = None
     first_key: tuple[int, int, int, int, int] | None = None
     for source in sources:

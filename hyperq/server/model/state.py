@@ -786,12 +786,12 @@ class Model:
         if submit.request.n_nodes > 0:
             return self._assign_nodes(job, event, record, submit)
         request = submit.variants[event.variant]
-        holder = None
+        tail = None
         if event.behind >= 0:
-            holder = self._holder(job, worker, event.behind, request)
-            if holder is None:
+            tail = self._queue_end(job, worker, event.behind, request)
+            if tail is None:
                 return []
-            allocation = holder.allocation
+            allocation = tail.allocation
         else:
             allocation = worker.allocator.try_allocate(request)
         if allocation is None:
@@ -806,7 +806,7 @@ class Model:
         record.variant = event.variant
         job.sync_queue(record)
         worker.tasks.add((job.id, record.task_id))
-        self._chain(job, worker, record, holder)
+        self._chain(job, worker, record, tail)
         if not worker.tails.get(job.id, True):
             del worker.tails[job.id]
         self._refresh(submit)
@@ -816,7 +816,7 @@ class Model:
             )
         ]
 
-    def _holder(
+    def _queue_end(
         self, job: Job, worker: Worker, task_id: int, request: ResourceRequest
     ) -> TaskRecord | None:
         """The task of `job` a task with `request` may be queued behind on `worker`: the
@@ -904,12 +904,12 @@ class Model:
                 effects.extend(self._on_task_assigned(one))
                 continue
             after = behind[index] if behind else -1
-            holder = None
+            tail = None
             if after >= 0:
-                holder = self._holder(job, worker, after, submit.variants[variant])
-                if holder is None:
+                tail = self._queue_end(job, worker, after, submit.variants[variant])
+                if tail is None:
                     continue
-                allocation: Allocation | None = holder.allocation
+                allocation: Allocation | None = tail.allocation
             elif given:
                 allocation = given[index]
                 if allocation is not None and not allocator.take(allocation):
@@ -928,11 +928,11 @@ class Model:
             if record.queued:
                 job.sync_queue(record)
             held.add((job_id, task_id))
-            if holder is None:
+            if tail is None:
                 if depth:
                     mine[task_id] = record
             else:
-                self._chain(job, worker, record, holder)
+                self._chain(job, worker, record, tail)
             if submit is not last:
                 touched[id(submit)] = last = submit
             # LaunchTask(...) without its Python-level __new__: one per task.
