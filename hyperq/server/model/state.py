@@ -1072,8 +1072,6 @@ class Model:
         allocator = worker.allocator
         held = worker.tasks
         tails = worker.tails
-        # When the last task that had reported its start began (`Job.last_run`).
-        ran_from: float | None = None
         counts = job.counts
         active = job.active
         touched: dict[int, Submit] = {}
@@ -1138,10 +1136,12 @@ class Model:
                     record.started_at = started
                     last_started = task_id
                     any_started = True
+                    job.last_run = time - started
                 else:
                     worker.n_running -= 1
                     counts[running] -= 1
-                    ran_from = record.started_at
+                    if record.started_at is not None:
+                        job.last_run = time - record.started_at
                 record.placed = False
                 held.discard((job_id, task_id))
                 allocation, record.allocation = record.allocation, None
@@ -1177,10 +1177,6 @@ class Model:
             job.workers_used.update(workers)
             if last_started is not None:
                 worker.last_task_started = (job_id, last_started, started)  # type: ignore[assignment]
-        if started is not None:
-            ran_from = started
-        if ran_from is not None:
-            job.last_run = time - ran_from
         for submit in touched.values():
             self._refresh(submit)
 
