@@ -248,6 +248,8 @@ class WorkerRuntime:
             UPDATE_QUEUE_SIZE
         )
         self.unsent: list[list[Any]] = []
+        # Set when the last running task has ended while a report waits for more ends.
+        self._all_ended: trio.Event | None = None
         self.connected = True
         self.reconnecting = config.on_server_lost == "reconnect"
         # Running tasks whose start is not reported yet: key -> (instance, monotonic start).
@@ -321,6 +323,7 @@ class WorkerRuntime:
                 if self.reaper is not None:
                     self.reaper.close_when_idle()
             self.stream_files.close()
+            self.programs.close()
             await self._close_connection()
             services.cancel_scope.cancel()
         return self.ending.exit_code if self.ending else 1
@@ -636,6 +639,8 @@ class WorkerRuntime:
                 self._queue(["failed", *key, instance, outcome.error, ran_for, ended])
         if held and self.queue.behind:
             self._release(key)
+        if not self.task_scopes and self._all_ended is not None:
+            self._all_ended.set()
 
     def _queue(self, update: list[Any]) -> None:
         """Queue an update for the sender without waiting; when the queue is full, a
@@ -674,6 +679,8 @@ class WorkerRuntime:
             await self.updates_send.send([*update, time.monotonic()])
         if held:
             self._release(key)  # after its end, as `_task_ended` reports them
+        if not self.task_scopes and self._all_ended is not None:
+            self._all_ended.set()
 
     async def _forward_notification(
         self, job_id: int, task_id: int, instance: int, message: bytes
@@ -725,10 +732,18 @@ class WorkerRuntime:
                 # Other tasks still run: wait a moment for their ends to go along. One
                 # report (and one `compute` back) for several short tasks is far less
                 # CPU on both sides; the freed CPUs idle at most this long. Nothing
-                # waits when nothing else runs (a lone task's end goes at once).
+                # waits when nothing else runs (a lone task's end goes at once), and
+                # the wait ends when the last running task has ended. The updates are
+                # taken after it in one go: a wake-up per update cost more than a task.
+                self._all_ended = trio.Event()
                 with trio.move_on_after(REPORT_COALESCE):
-                    while self.task_scopes:
-                        self.unsent.append(await self.updates_recv.receive())
+                    await self._all_ended.wait()
+                self._all_ended = None
+                while True:
+                    try:
+                        self.unsent.append(self.updates_recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
             await self._flush_unsent()
 
     async def _flush_unsent(self) -> None:
