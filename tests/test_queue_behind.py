@@ -66,6 +66,18 @@ def _short_job(d: Queueing, tasks: int, **kwargs: Any) -> int:
     return job
 
 
+def _running(cpus: int, tasks: int) -> tuple[Queueing, int, int]:
+    """A worker of `cpus` CPUs running a short job of `tasks` tasks (task 0 done): the
+    first pass placed and queued what it could, and the placed tasks started."""
+    d = Queueing()
+    worker = d.connect(cpus=cpus)
+    job = _short_job(d, tasks)
+    d.schedule()
+    d.start_holders()
+    d.launches()
+    return d, worker, job
+
+
 def check_links(d: Driver) -> None:
     """What the links promise: a worker's used units are exactly the allocations of the
     tasks holding their own; a queued task shares the allocation of the task it waits
@@ -140,12 +152,7 @@ def test_the_depth_bounds_each_queue() -> None:
 
 
 def test_the_queued_task_takes_over_the_allocation_and_gets_one_behind_it() -> None:
-    d = Queueing()
-    worker = d.connect(cpus=2)
-    job = _short_job(d, 10)
-    d.schedule()
-    d.start_holders()
-    d.launches()
+    d, worker, job = _running(2, 10)
     d.end(job, 1)  # task 3 starts on task 1's CPU, 5 still waits behind it
     assert d.record(job, 3).state == TaskState.RUNNING
     assert d.record(job, 3).behind is None
@@ -158,11 +165,7 @@ def test_the_queued_task_takes_over_the_allocation_and_gets_one_behind_it() -> N
 
 
 def test_a_queued_task_ending_first_leaves_the_allocation_to_the_holder() -> None:
-    d = Queueing()
-    worker = d.connect(cpus=2)
-    job = _short_job(d, 6)
-    d.schedule()
-    d.start_holders()
+    d, worker, job = _running(2, 6)
     # 1 ← 3 ← 5 and 2 ← 4. Reports can arrive in any order: 3 ends first, and 5
     # closes up behind 1.
     d.finish(job, 3)
@@ -179,13 +182,8 @@ def test_a_queued_task_ending_first_leaves_the_allocation_to_the_holder() -> Non
     check_links(d)
 
 
-def test_canceling_a_queued_task_kills_it_and_keeps_the_holder_running() -> None:
-    d = Queueing()
-    worker = d.connect(cpus=1)
-    job = _short_job(d, 3)
-    d.schedule()
-    d.start_holders()
-    d.launches()
+def test_canceling_a_job_kills_its_queued_tasks_too() -> None:
+    d, worker, job = _running(1, 3)
     d.effects.clear()
     d.do(d.model.cancel_job(job, now=d.now).events)
     kills = sorted((e.task_id, e.instance) for e in d.effects if isinstance(e, KillTask))
@@ -196,11 +194,7 @@ def test_canceling_a_queued_task_kills_it_and_keeps_the_holder_running() -> None
 
 
 def test_a_lost_worker_gives_its_queued_tasks_back_without_a_crash() -> None:
-    d = Queueing()
-    worker = d.connect(cpus=1)
-    job = _short_job(d, 3)
-    d.schedule()
-    d.start_holders()
+    d, worker, job = _running(1, 3)
     d.lose(worker, LostReason.CONNECTION_LOST)
     assert (d.record(job, 1).state, d.record(job, 1).crash_count) == (TaskState.WAITING, 1)
     assert (d.record(job, 2).state, d.record(job, 2).crash_count) == (TaskState.WAITING, 0)
@@ -212,12 +206,7 @@ def test_a_lost_worker_gives_its_queued_tasks_back_without_a_crash() -> None:
 
 
 def test_a_returned_task_waits_again_and_the_job_stops_queueing() -> None:
-    d = Queueing()
-    worker = d.connect(cpus=1)
-    job = _short_job(d, 4)
-    d.schedule()
-    d.start_holders()
-    d.launches()
+    d, worker, job = _running(1, 4)
     d.returned(job, 2)  # 1 ← 2 ← 3: 3 closes up behind 1
     record = d.record(job, 2)
     assert (record.state, record.placed, record.behind) == (TaskState.WAITING, False, None)
@@ -234,11 +223,7 @@ def test_a_returned_task_waits_again_and_the_job_stops_queueing() -> None:
 
 
 def test_a_returned_report_for_a_running_task_is_ignored() -> None:
-    d = Queueing()
-    d.connect(cpus=1)
-    job = _short_job(d, 3)
-    d.schedule()
-    d.start_holders()
+    d, _worker, job = _running(1, 3)
     d.returned(job, 1)  # task 1 runs on its own allocation: not a queued task
     assert d.record(job, 1).placed and d.record(job, 1).state == TaskState.RUNNING
     check_links(d)
@@ -268,12 +253,7 @@ def test_no_queueing_for_long_or_unmeasured_jobs_or_when_switched_off() -> None:
 
 
 def test_nothing_is_queued_while_higher_priority_work_waits() -> None:
-    d = Queueing()
-    d.connect(cpus=1)
-    low = _short_job(d, 5)
-    d.schedule()
-    d.start_holders()
-    d.launches()
+    d, _worker, low = _running(1, 5)
     d.end(low, 1)  # task 2 starts, 3 waits behind it: room for one more
     d.submit(submit_desc([[0, 2, 1]], priority=5))  # fits nowhere now
     assert d.schedule() == []
