@@ -35,6 +35,7 @@ from hyperq.server.model.events import (
     TaskFailed,
     TaskFinished,
     TaskNotified,
+    TaskReturned,
     TasksAssigned,
     TasksFinished,
     TaskStarted,
@@ -111,6 +112,9 @@ SAMPLES += [
     TasksFinished(T, 1, ((0, 4, 2), (1, 1, 1)), 0, (1,), 0, T - 1.5),
     TasksFinished(T, 1, ((7, 9, 1),), 2, (1, 2), 1, None),
     TasksAssigned(T, 1, ((0, 9, 3),), 2, 1),
+    # Tasks queued behind others on a worker (scheduler `_successors`).
+    TasksAssigned(T, 1, ((10, 11, 1),), 2, 0, (), (0, 10)),
+    TaskReturned(T, 1, 11, 2, 0),
 ]
 # Task graphs (graphs.md).
 SAMPLES += [
@@ -251,6 +255,7 @@ def test_only_journal_kinds_are_persisted() -> None:
     assert transient == {
         "task-assigned",
         "tasks-assigned",
+        "task-returned",
         "job-forgotten",
         "worker-resumed",
         "worker-overview-temporary",

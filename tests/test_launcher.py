@@ -584,10 +584,29 @@ async def test_reaper_close_when_idle_waits_for_running_tasks(tmp_path):
     assert ends.outcomes[1].finished
 
 
+def launch_watched(reaper, tmp_path: Path, argv: list[str], task_id: int, cwd: str, programs):
+    """Launch a task in `cwd` printing into `out<task_id>` (outside the cwd: opening it
+    must not make the cwd), and have `reaper` wait for it."""
+    from hyperq.worker.launcher import RunningTask, launch
+
+    spec = make_spec(
+        tmp_path,
+        argv,
+        task_id=task_id,
+        cwd=cwd,
+        programs=programs,
+        stdout=str(tmp_path / f"out{task_id}"),
+        stderr=None,
+    )
+    task = launch(spec)
+    assert isinstance(task, RunningTask)
+    reaper.watch(task)
+
+
 async def test_a_working_directory_removed_since_its_last_task_is_made_again(tmp_path):
     """The worker remembers directories it saw, to skip a stat per spawn; one removed (or
     replaced by a file) meanwhile is made again, or fails the task as before."""
-    from hyperq.worker.launcher import ProgramCache, RunningTask, launch
+    from hyperq.worker.launcher import ProgramCache, launch
 
     programs = ProgramCache()
     cwd = tmp_path / "a" / "b"
@@ -598,19 +617,7 @@ async def test_a_working_directory_removed_since_its_last_task_is_made_again(tmp
             for task_id in range(3):
                 if task_id == 1:
                     shutil.rmtree(tmp_path / "a")
-                spec = make_spec(
-                    tmp_path,
-                    ["sh", "-c", "pwd"],
-                    task_id=task_id,
-                    cwd=str(cwd),
-                    programs=programs,
-                    # Outside the cwd: opening them must not make the cwd again.
-                    stdout=str(tmp_path / f"out{task_id}"),
-                    stderr=None,
-                )
-                task = launch(spec)
-                assert isinstance(task, RunningTask)
-                reaper.watch(task)
+                launch_watched(reaper, tmp_path, ["sh", "-c", "pwd"], task_id, str(cwd), programs)
                 await wait_until(lambda n=task_id + 1: len(ends.outcomes) == n)
                 assert str(cwd) in programs.dirs
             shutil.rmtree(tmp_path / "a")
@@ -624,3 +631,37 @@ async def test_a_working_directory_removed_since_its_last_task_is_made_again(tmp
     assert [(tmp_path / f"out{t}").read_text() for t in range(3)] == [f"{cwd}\n"] * 3
     assert not outcome.finished
     assert outcome.error.startswith("Could not create working directory: "), outcome.error
+
+
+async def test_spawns_share_devnull_and_return_to_the_workers_directory(tmp_path):
+    """With a worker's cache, `/dev/null` and the way back home are opened once: tasks
+    in another directory and in the worker's own run where they should, the worker
+    stays in its directory, and no descriptor is left behind per task."""
+    from hyperq.worker.launcher import ProgramCache
+
+    home = os.getcwd()
+    programs = ProgramCache()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ends = Ends()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            reaper = await start_reaper(nursery, ends)
+            for task_id, cwd in enumerate([str(elsewhere), home, str(elsewhere), home]):
+                # stdin is /dev/null: cat ends at once.
+                launch_watched(reaper, tmp_path, ["sh", "-c", "pwd; cat"], task_id, cwd, programs)
+                assert os.getcwd() == home
+            await wait_until(lambda: len(ends.outcomes) == 4)
+            reaper.close_when_idle()
+    assert all(ends.outcomes[t].finished for t in range(4))
+    assert [(tmp_path / f"out{t}").read_text() for t in range(4)] == [
+        f"{elsewhere}\n",
+        f"{home}\n",
+        f"{elsewhere}\n",
+        f"{home}\n",
+    ]
+    # The two kept descriptors, nothing per task; closing the cache gives them back.
+    assert len(os.listdir("/proc/self/fd")) == fds_before + 2
+    programs.close()
+    assert len(os.listdir("/proc/self/fd")) == fds_before

@@ -122,7 +122,9 @@ class Driver:
         return event.job_id  # type: ignore[attr-defined]
 
     def schedule(self, limit: int = 1_000) -> list[Assignment]:
-        assignments = schedule(self.model, self.now, limit)
+        # One task per allocation: these tests predate queueing tasks behind running
+        # ones (tests/test_queue_behind.py).
+        assignments = schedule(self.model, self.now, limit, queue_behind=0.0)
         self.do(self.model.assign(assignments, now=self.now))
         return assignments
 

@@ -66,7 +66,14 @@ class Twins:
             else:
                 d.do(
                     [
-                        TaskAssigned(d.now, a.job_id, a.task_id, a.worker_id, variant=a.variant)
+                        TaskAssigned(
+                            d.now,
+                            a.job_id,
+                            a.task_id,
+                            a.worker_id,
+                            variant=a.variant,
+                            behind=a.after,
+                        )
                         for a in assignments
                     ]
                 )

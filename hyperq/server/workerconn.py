@@ -38,6 +38,7 @@ from hyperq.transport.schemas import (
     Goodbye,
     Notify,
     Overview,
+    Returned,
     SchemaError,
     Started,
     Updates,
@@ -223,6 +224,11 @@ class WorkerHandler:
                     ran_for=_seconds(item.ran_for),
                     ended_at=_ago(now, item.ended_ago),
                 )
+            elif isinstance(item, Returned):
+                ended = True  # it may go to another worker now
+                new = model.task_returned(
+                    item.job, item.task, worker_id=worker_id, instance=item.instance, now=now
+                )
             elif isinstance(item, Notify):
                 if len(item.message) > NOTIFY_LIMIT:
                     log.warning("Worker %d sent an oversized notification; skipped", worker_id)
@@ -368,13 +374,14 @@ def launch_message(
             and effect.instance == run[2]
             and desc_key == run[3]
             and resource.name == run[4]
-            and (resource.request is run[11] or resource.request == run[11])
+            and (resource.request is run[12] or resource.request == run[12])
             and resource.amount == run[6]
             and share == run[7]
             and len(units) == run[8]
         ):
             run[9].extend([unit[0] for unit in units])
             run[10].append(entry)
+            run[11].append(effect.after)
         else:
             request = resource.request
             run = [
@@ -389,6 +396,7 @@ def launch_message(
                 len(units),
                 [unit[0] for unit in units],
                 [entry],
+                [effect.after],
                 # Compared by identity first: a submit's tasks share their request.
                 request,
             ]
@@ -398,11 +406,14 @@ def launch_message(
         return None
     if runs is not None:
         for run in runs:
-            del run[11]
-            entries = run[10]
-            if all(entry is None for entry in entries):
-                # Entries are for arrays of --each-line/--from-json only: say none at all.
-                del run[10]
+            del run[12]
+            if all(after < 0 for after in run[11]):
+                del run[11]  # no task of the run waits behind another: say none at all
+                if all(entry is None for entry in run[10]):
+                    # Entries are for arrays of --each-line/--from-json only: say none.
+                    del run[10]
+            elif all(entry is None for entry in run[10]):
+                run[10] = None
         message: dict[str, Any] = {"op": "compute-runs", "runs": runs}
     else:
         tasks = []
@@ -416,8 +427,10 @@ def launch_message(
                 effect.allocation.to_wire(),
                 entry,
             ]
-            if effect.hosts:
+            if effect.hosts or effect.after >= 0:
                 row.append(list(effect.hosts))
+            if effect.after >= 0:
+                row.append(effect.after)
             tasks.append(row)
         message = {"op": "compute-rows", "tasks": tasks}
     if defined:

@@ -312,7 +312,8 @@ class ProgramCache:
     """Recent PATH searches of one worker: an array of a million tasks would otherwise
     stat every PATH directory for every task. Entries live PROGRAM_CACHE_SECONDS, so a
     program installed or removed meanwhile is seen within that time. Also the working
-    directories `launch` saw exist."""
+    directories `launch` saw exist, and two descriptors every spawn needs (`/dev/null`
+    and the worker's own directory, to return to), opened once instead of per task."""
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, str, str], tuple[str, float]] = {}
@@ -320,6 +321,25 @@ class ProgramCache:
         # Working directories seen to exist. One removed since is made again when the
         # spawn cannot enter it (`_spawn`), so this only saves the stat before each spawn.
         self.dirs: set[str] = set()
+        self.home = os.getcwd()
+        self._home_fd: int | None = None
+        self._devnull: int | None = None
+
+    def home_fd(self) -> int:
+        if self._home_fd is None:
+            self._home_fd = _high_fd(os.open(".", os.O_PATH | os.O_CLOEXEC))
+        return self._home_fd
+
+    def devnull(self) -> int:
+        if self._devnull is None:
+            self._devnull = _high_fd(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+        return self._devnull
+
+    def close(self) -> None:
+        for fd in (self._home_fd, self._devnull):
+            if fd is not None:
+                os.close(fd)
+        self._home_fd = self._devnull = None
 
     def find(self, name: str, env: dict[str, str]) -> str:
         if "/" in name:
@@ -380,14 +400,22 @@ def _spawn(
         "setsigdef": _RESET_SIGNALS,
         "setsigmask": (),
     }
-    home = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    # The worker's own directory is where it stays between spawns: a task there needs
+    # no change of directory (and back) at all.
+    away = programs is None or cwd != programs.home
+    home = -1
+    if away:
+        home = (
+            programs.home_fd() if programs is not None else os.open(".", os.O_PATH | os.O_CLOEXEC)
+        )
     try:
-        try:
-            os.chdir(cwd)
-        except (FileNotFoundError, NotADirectoryError):
-            # Removed (or replaced) since it was last seen: made again as at first.
-            _ensure_cwd(cwd)
-            os.chdir(cwd)
+        if away:
+            try:
+                os.chdir(cwd)
+            except (FileNotFoundError, NotADirectoryError):
+                # Removed (or replaced) since it was last seen: made again as at first.
+                _ensure_cwd(cwd)
+                os.chdir(cwd)
         try:
             program = (
                 programs.find(argv[0], env) if programs is not None else _find_program(argv[0], env)
@@ -405,9 +433,11 @@ def _spawn(
                 # execvp runs a script without a shebang with /bin/sh; so does HyperQueue.
                 return os.posix_spawn("/bin/sh", ["/bin/sh", program, *argv[1:]], env, **options)
         finally:
-            os.fchdir(home)
+            if away:
+                os.fchdir(home)
     finally:
-        os.close(home)
+        if away and programs is None:
+            os.close(home)
 
 
 class _Child:
@@ -608,9 +638,14 @@ def _start_child(
     to_close: list[int] = []
     stdin_stream: trio.lowlevel.FdStream | None = None
     child: _Child | None = None
+    programs = spec.programs
+    devnull = -1
     try:
-        devnull = _high_fd(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
-        to_close.append(devnull)
+        if programs is not None:
+            devnull = programs.devnull()  # kept open by the worker: never closed here
+        else:
+            devnull = _high_fd(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+            to_close.append(devnull)
         out_fd = _open_output(stdout, "stdout", devnull)
         to_close.append(out_fd)
         err_fd = _open_output(stderr, "stderr", devnull)
@@ -643,7 +678,8 @@ def _start_child(
             spec.on_process(child.pid, True)
     finally:
         for fd in set(to_close):
-            os.close(fd)
+            if fd != devnull or programs is None:
+                os.close(fd)
         if child is None and stdin_stream is not None:
             stdin_stream.close()
     return child, stdin_stream

@@ -304,6 +304,9 @@ def _decode_job(raw: list[Any], swap: bool) -> Job:
         record.error = None
         record.variant = variant
         record.queued = queued == 1
+        # Queue links on a worker are not kept: a restored server's workers start
+        # their queues afresh (a reconnecting worker drops its queued tasks).
+        record.behind = record.successor = None
         records[task_id] = record
         if state in active_states:
             active[task_id] = record

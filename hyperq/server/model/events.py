@@ -249,6 +249,9 @@ class TaskAssigned(Event):
     # A multi-node task: every node in placement order, the root (`worker`) first.
     workers: tuple[int, ...] = ()
     variant: int = 0  # index of the resource variant it runs with
+    # Queued behind this task of the job, placed on the same worker: it runs on that
+    # task's allocation once that task has ended (-1: an allocation of its own).
+    behind: int = -1
 
 
 @dataclass(frozen=True)
@@ -266,10 +269,25 @@ class TasksAssigned(Event):
     # The scheduler's allocation for each task, in `ids` order: applying takes exactly
     # these (what allocating again in the same order would give); () = allocate.
     allocations: tuple[Allocation, ...] = ()
+    # Each task's `behind` (as `TaskAssigned`'s), in `ids` order; () = none has one.
+    behinds: tuple[int, ...] = ()
 
     def task_ids(self) -> Iterator[int]:
         for start, last, step in self.ids:
             yield from range(start, last + 1, step)
+
+
+@dataclass(frozen=True)
+class TaskReturned(Event):
+    """A worker gave back a task queued behind another (that one ran too long): it
+    waits again, for any worker (transient, as assignments)."""
+
+    kind: ClassVar[str] = "task-returned"
+    persisted: ClassVar[bool] = False
+    job: int
+    task: int
+    worker: int
+    instance: int
 
 
 @dataclass(frozen=True)
@@ -405,6 +423,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobForgotten,
     TaskAssigned,
     TasksAssigned,
+    TaskReturned,
     TaskStarted,
     TaskFinished,
     TasksFinished,
@@ -536,6 +555,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "instance": _int,
     "workers": _ints,
     "variant": _int,
+    "behind": _int,
+    "behinds": _ints,
     "error": _str,
     "tasks": _task_groups,
     "known": _pairs,
@@ -781,9 +802,12 @@ def expand(event: Event) -> list[Event]:
     """The per-task events a range event stands for (what users read: `hq journal
     export/stream/replay`, reports, the dashboard); any other event as it is."""
     if isinstance(event, TasksAssigned):
+        behind = event.behinds or (-1,) * sum(1 for _ in event.task_ids())
         return [
-            TaskAssigned(event.time, event.job, task, event.worker, variant=event.variant)
-            for task in event.task_ids()
+            TaskAssigned(
+                event.time, event.job, task, event.worker, variant=event.variant, behind=after
+            )
+            for task, after in zip(event.task_ids(), behind, strict=True)
         ]
     if not isinstance(event, TasksFinished):
         return [event]

@@ -72,10 +72,15 @@ class TaskRecord:
     workers of its current/last run (multi-node later). `instance` is the instance of
     the current or next run. `queued` says it sits in its submit's requeued list
     (waiting again after a lost worker or a restore).
+
+    A task placed `behind` another task of its job on the same worker waits there for
+    that one to end and then runs on its allocation (which that one holds until then);
+    the other names it as its `successor`.
     """
 
     __slots__ = (
         "allocation",
+        "behind",
         "crash_count",
         "error",
         "finished_at",
@@ -85,6 +90,7 @@ class TaskRecord:
         "started_at",
         "state",
         "submit",
+        "successor",
         "task_id",
         "variant",
         "worker",
@@ -106,6 +112,8 @@ class TaskRecord:
         self.error: str | None = None
         self.variant = 0
         self.queued = False
+        self.behind: int | None = None
+        self.successor: int | None = None
 
 
 class DoneFacts(NamedTuple):
@@ -481,6 +489,7 @@ class Job:
         "dependants",
         "id",
         "is_open",
+        "last_run",
         "max_fails",
         "name",
         "records",
@@ -508,6 +517,10 @@ class Job:
         self.counts: dict[TaskState, int] = {state: 0 for state in TaskState}
         self.total = 0
         self.workers_used: set[int] = set()
+        # How long its last finished task ran (seconds), None before the first or after
+        # a task queued behind another was given back: only a job of short tasks gets
+        # tasks queued behind its running ones (scheduler, `_successors`).
+        self.last_run: float | None = None
         # Reverse dependency edges: task ID → graph tasks waiting for it to finish.
         # An entry goes when its task completes, so finishing costs O(its dependants).
         self.dependants: dict[int, list[Submit]] = {}

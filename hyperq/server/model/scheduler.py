@@ -18,6 +18,13 @@ never O(waiting tasks): tasks of a submit share one ResourceRequest and come fro
 submit's cursor in ID order, and a worker that cannot take a request once in a pass is
 not asked again for that request.
 
+When the pass has placed all it can, the first queue in line may get tasks queued
+behind placed tasks of its job, up to `Model.queue_depth` behind each, on their
+allocations (`_successors`):
+only for a job whose last task ran short, and only when nothing else waits ahead of it
+(no higher priority, no multi-node task, no worker below its minimal utilization). The
+worker starts such a task the moment the one it waits for ends, or gives it back.
+
 The pass tries allocations on the workers' real allocators and gives everything back
 before returning, so the model is unchanged; `Model.apply(TaskAssigned)` then makes the
 same allocations when the edge applies the assignments right away, in order. Never
@@ -29,6 +36,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Iterable
+from typing import Any
 
 from hyperq.common.resources import (
     CPUS,
@@ -45,6 +53,11 @@ from hyperq.server.model.state import Assignment, Model
 from hyperq.server.model.workers import Worker
 
 DEFAULT_BATCH = 1_000
+# A job whose last task ran shorter than this (seconds) gets tasks queued behind its
+# running ones (`_successors`): a worker then starts the next task the moment one ends,
+# instead of idling for a round trip to the server. A task queued behind a long one
+# waits at most a second: then the worker gives it back (worker/queued.py).
+QUEUE_BEHIND_BELOW = 0.1
 
 Variants = tuple[ResourceRequest, ...]
 Source = Submit | Lane
@@ -200,13 +213,22 @@ def _beyond(request: ResourceRequest, bounds: dict[str, int]) -> bool:
     return False
 
 
-def schedule(model: Model, now: float, limit: int = DEFAULT_BATCH) -> list[Assignment]:
-    """Up to `limit` assignments for the current state; applying them is the caller's job."""
-    return schedule_pass(model, now, limit)[0]
+def schedule(
+    model: Model,
+    now: float,
+    limit: int = DEFAULT_BATCH,
+    queue_behind: float = QUEUE_BEHIND_BELOW,
+) -> list[Assignment]:
+    """Up to `limit` assignments for the current state; applying them is the caller's job.
+    `queue_behind`: see `QUEUE_BEHIND_BELOW` (0 queues nothing behind running tasks)."""
+    return schedule_pass(model, now, limit, queue_behind)[0]
 
 
 def schedule_pass(
-    model: Model, now: float, limit: int = DEFAULT_BATCH
+    model: Model,
+    now: float,
+    limit: int = DEFAULT_BATCH,
+    queue_behind: float = QUEUE_BEHIND_BELOW,
 ) -> tuple[list[Assignment], bool]:
     """`schedule`, and whether the pass settles the model: once its assignments are
     applied, another pass at the same `now` with the same `limit` finds nothing (so the
@@ -225,6 +247,7 @@ def schedule_pass(
     fits_now: dict[Variants, bool] = {}
     bounds, worker_bounds = _free_bounds(order)
     heap: list[tuple[int, int, int, int, int, _Queue]] = []
+    queues: dict[int, _Queue] = {}
     unfit: list[Source] = []
     sources: list[Source] = [*model.ready.values(), *model.lanes.values()]
     lowest = min((source.priority for source in sources), default=0)
@@ -243,7 +266,7 @@ def schedule_pass(
             if source.priority > lowest:
                 unfit.append(source)
             continue
-        queue = _queue_of(source)
+        queue = queues[id(source)] = _queue_of(source)
         if queue.head is not None:
             # Lanes rank after the job's submits on equal IDs (they never share one).
             index = -source.index if isinstance(source, Lane) else source.index
@@ -264,6 +287,8 @@ def schedule_pass(
     # end, at once rather than allocation by allocation.
     marks: dict[int, tuple[WorkerAllocator, AllocatorMark]] = {}
     out: list[Assignment] = []
+    # Where in `out` each queue's tasks went: (first, end, queue).
+    spans: list[tuple[int, int, _Queue]] = []
     try:
         while heap and len(out) < limit:
             neg_priority, neg_weight, job_id, task_id, index, queue = heap[0]
@@ -319,6 +344,7 @@ def schedule_pass(
             worker, allocation, number, request = placed
             multi.touched.add(worker.id)
             gaps.consume(worker, request, priority)
+            span_start = len(out)
             out.append(Assignment(job_id, task_id, worker.id, allocation, number))
             queue.pop()
             if single is not None and queue.head is not None:
@@ -333,6 +359,7 @@ def schedule_pass(
                 if _more_here(queue, worker, single, priority, end, gaps, out, limit):
                     # It refused the next task: so it would for every later one.
                     first_candidate[variants] = k + 1
+            spans.append((span_start, len(out), queue))
             if queue.head is None:
                 heapq.heappop(heap)
             else:
@@ -353,6 +380,16 @@ def schedule_pass(
     finally:
         for allocator, mark in marks.values():
             allocator.reset(mark)
+    if (
+        queue_behind > 0
+        and not heap
+        and len(out) < limit
+        and not fill.workers
+        and not multi.submits
+    ):
+        out.extend(
+            _successors(model, order, lifetimes, sources, queues, spans, out, limit, queue_behind)
+        )
     # An empty pass changes nothing, so the next one is empty too.
     return out, not out or (len(out) < limit and not fill.workers)
 
@@ -396,12 +433,88 @@ def _more_here(
             return True
         if count_used:
             gaps.consume(worker, request, priority)
-        out.append(_new_tuple(Assignment, (job_id, head, worker_id, allocation, 0, ())))
+        out.append(_new_tuple(Assignment, (job_id, head, worker_id, allocation, 0, (), -1)))
         queue.pop()
     return False
 
 
 _new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
+
+
+def _successors(
+    model: Model,
+    order: list[Worker],
+    lifetimes: list[float | None],
+    sources: list[Source],
+    queues: dict[int, _Queue],
+    spans: list[tuple[int, int, _Queue]],
+    out: list[Assignment],
+    limit: int,
+    below: float,
+) -> list[Assignment]:
+    """Tasks of the first queue in line, queued behind placed tasks of its job (same
+    request) to run on their allocations in turn, up to `Model.queue_depth` behind
+    each: on the workers in `order`, the queues placed before this pass first, then
+    this pass's own (`out`). Only when the job's last task ran shorter than `below`
+    seconds and the queue comes first among all waiting work: nothing it holds back
+    would otherwise have gone first. Called when the main pass has placed all it could
+    and no worker waits for a minimal utilization or a multi-node task; the model is
+    not changed."""
+    first: Source | None = None
+    first_key: tuple[int, int, int, int, int] | None = None
+    for source in sources:
+        key = (
+            -source.priority,
+            -source.variants[0].weight,
+            source.job_id,
+            isinstance(source, Lane),
+            source.index,
+        )
+        if first_key is None or key < first_key:
+            first, first_key = source, key
+    if first is None or isinstance(first, Lane) or len(first.variants) != 1:
+        return []
+    job = model.jobs.get(first.job_id)
+    if job is None or job.last_run is None or job.last_run >= below:
+        return []
+    queue = queues.get(id(first)) or _queue_of(first)
+    request = first.variants[0]
+    if queue.head is None or request.n_nodes > 0:
+        return []
+    job_id = job.id
+    depth = model.queue_depth
+    fresh: dict[int, list[Assignment]] = {}
+    for start, end, placed_from in spans:
+        if placed_from is queue:
+            for index in range(start, end):
+                fresh.setdefault(out[index].worker_id, []).append(out[index])
+    # [worker, end of its queue, allocation, room], the queues placed before this pass
+    # first; each gets one task per round, so that few tasks spread over many CPUs.
+    ends: list[list[Any]] = []
+    for worker, life in zip(order, lifetimes, strict=True):
+        if life is not None and life < request.min_time:
+            continue
+        for tail in worker.tails.get(job_id, {}).values():
+            held = tail.submit.variants[tail.variant]
+            if tail.allocation is not None and (held is request or held == request):
+                room = model.queue_room(job, tail)
+                if room > 0:
+                    ends.append([worker.id, tail.task_id, tail.allocation, room])
+        for a in fresh.get(worker.id, ()):
+            ends.append([worker.id, a.task_id, a.allocation, depth])
+    chained: list[Assignment] = []
+    room_left = limit - len(out)
+    for turn in range(depth):
+        for end in ends:
+            if end[3] <= turn:
+                continue
+            head = queue.head
+            if head is None or len(chained) >= room_left:
+                return chained
+            chained.append(Assignment(job_id, head, end[0], end[2], 0, (), end[1]))
+            end[1] = head
+            queue.pop()
+    return chained
 
 
 class _RefusedEverywhere:

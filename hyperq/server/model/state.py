@@ -60,6 +60,7 @@ from hyperq.server.model.events import (
     TaskFailed,
     TaskFinished,
     TaskNotified,
+    TaskReturned,
     TasksAssigned,
     TasksFinished,
     TaskStarted,
@@ -136,6 +137,12 @@ class WrongState(HqError):
 # Effects of apply and results of commands
 
 
+# Two: a worker that reports a task's end late (it waits a moment to report several
+# ends in one message) still has the next task at hand when the one that followed
+# the ended task ends too.
+QUEUE_DEPTH = 2
+
+
 class LaunchTask(NamedTuple):
     """Send this task to `worker_id` with `allocation`. (A tuple: one is made per
     task, and a frozen dataclass's __init__ costs several times as much.)"""
@@ -148,6 +155,8 @@ class LaunchTask(NamedTuple):
     # A multi-node task (sent to its root only): the hostnames of every node in
     # placement order, root first (cluster.md §1.4). Empty for other tasks.
     hosts: tuple[str, ...] = ()
+    # Queued behind this task of the job on the worker, on its allocation (-1: none).
+    after: int = -1
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,9 @@ class Assignment(NamedTuple):
     variant: int = 0
     # A multi-node task: all its nodes in placement order (`worker_id` is the first).
     workers: tuple[int, ...] = ()
+    # Queued behind this placed task of the job (its allocation is `allocation`), to run
+    # when that one has ended; -1: the allocation is the task's own.
+    after: int = -1
 
 
 class _ItemIndex:
@@ -233,6 +245,9 @@ class Model:
     def __init__(self) -> None:
         self.jobs: dict[int, Job] = {}
         self.workers: dict[int, Worker] = {}
+        # How many tasks may wait on a worker behind one running there, on its
+        # allocation (the scheduler's `_successors` decides when any do).
+        self.queue_depth = QUEUE_DEPTH
         # Connected workers in ID order, for the scheduler: `workers` keeps every worker
         # that ever came (for `hq worker list --all`), and a server with allocations
         # coming and going would otherwise sort all of them on every pass. Rebuilt when
@@ -277,6 +292,7 @@ class Model:
             TaskCanceled: self._on_task_canceled,
             TaskAborted: self._on_task_aborted,
             TaskNotified: self._on_task_notified,
+            TaskReturned: self._on_task_returned,
         }
         self._add_autoalloc_handlers()
 
@@ -390,9 +406,68 @@ class Model:
         worker.tasks.discard((job.id, record.task_id))
         if record.state == TaskState.RUNNING:
             worker.n_running -= 1
+        if self._unlink(job, worker, record):
+            return worker if worker.is_connected else None
         if allocation is not None and worker.allocator is not None:
             worker.allocator.release(allocation)
         return worker if worker.is_connected else None
+
+    def _unlink(self, job: Job, worker: Worker, record: TaskRecord) -> bool:
+        """`record` leaves `worker`: take it out of its queue there (the tasks behind it
+        close up). True if its allocation is not its to release: it was queued behind
+        another task, which keeps it, or the task queued behind it takes it over."""
+        task_id = record.task_id
+        behind, successor = record.behind, record.successor
+        record.behind = record.successor = None
+        mine = worker.tails.get(job.id)
+        if mine is not None and mine.pop(task_id, None) is not None and not mine:
+            del worker.tails[job.id]
+        records = job.records
+        after = records.get(successor) if successor is not None else None
+        if after is not None and not (
+            after.placed and after.worker == worker.id and after.behind == task_id
+        ):
+            after = None
+        if behind is None:
+            if after is None:
+                return False
+            after.behind = None  # it holds the allocation now
+            self._mark_tail(job, worker, after)
+            return True
+        ahead = records.get(behind)
+        if ahead is not None and ahead.successor == task_id:
+            ahead.successor = successor if after is not None else None
+            if after is not None:
+                after.behind = behind
+            if ahead.placed and ahead.worker == worker.id:
+                self._mark_tail(job, worker, ahead)
+        elif after is not None:
+            after.behind = None
+        return True
+
+    def _mark_tail(self, job: Job, worker: Worker, record: TaskRecord) -> None:
+        """The queue `record` is in got shorter or longer: its end becomes a candidate
+        for one more task queued behind it if there is room (`queue_depth`)."""
+        records = job.records
+        while record.successor is not None:
+            following = records.get(record.successor)
+            if following is None:
+                break
+            record = following
+        if self.queue_room(job, record) > 0:
+            worker.tails.setdefault(job.id, {})[record.task_id] = record
+
+    def queue_room(self, job: Job, record: TaskRecord) -> int:
+        """How many more tasks may queue behind `record`, the end of a queue: the depth
+        less the tasks already queued in front of it."""
+        queued = 0
+        records = job.records
+        while record.behind is not None:
+            ahead = records.get(record.behind)
+            if ahead is None:
+                break
+            record, queued = ahead, queued + 1
+        return self.queue_depth - queued
 
     def _release_nodes(self, job: Job, record: TaskRecord) -> None:
         """Every node still reserved for this multi-node task becomes free again."""
@@ -482,6 +557,7 @@ class Model:
             job.set_state(record, TaskState.WAITING)
             self._refresh(record.submit)
         worker.tasks.clear()
+        worker.tails.clear()
         worker.n_running = 0
         worker.allocator = None
         # A lost secondary node just leaves the task's held set; the root runs on.
@@ -709,7 +785,15 @@ class Model:
             return []
         if submit.request.n_nodes > 0:
             return self._assign_nodes(job, event, record, submit)
-        allocation = worker.allocator.try_allocate(submit.variants[event.variant])
+        request = submit.variants[event.variant]
+        tail = None
+        if event.behind >= 0:
+            tail = self._queue_end(job, worker, event.behind, request)
+            if tail is None:
+                return []
+            allocation = tail.allocation
+        else:
+            allocation = worker.allocator.try_allocate(request)
         if allocation is None:
             return []
         if record is None:
@@ -722,8 +806,51 @@ class Model:
         record.variant = event.variant
         job.sync_queue(record)
         worker.tasks.add((job.id, record.task_id))
+        self._chain(job, worker, record, tail)
+        if not worker.tails.get(job.id, True):
+            del worker.tails[job.id]
         self._refresh(submit)
-        return [LaunchTask(worker.id, job.id, record.task_id, record.instance, allocation)]
+        return [
+            LaunchTask(
+                worker.id, job.id, record.task_id, record.instance, allocation, (), event.behind
+            )
+        ]
+
+    def _queue_end(
+        self, job: Job, worker: Worker, task_id: int, request: ResourceRequest
+    ) -> TaskRecord | None:
+        """The task of `job` a task with `request` may be queued behind on `worker`: the
+        end of a queue there (a task holding an allocation of its own for an equal
+        request, or one queued behind such a task in turn) with room for one more;
+        None if `task_id` is no such task."""
+        tail = job.records.get(task_id)
+        if (
+            tail is None
+            or not tail.placed
+            or tail.worker != worker.id
+            or tail.allocation is None
+            or tail.successor is not None
+            or tail.submit.request.n_nodes > 0
+            or self.queue_room(job, tail) <= 0
+        ):
+            return None
+        held = tail.submit.variants[tail.variant]
+        return tail if held is request or held == request else None
+
+    def _chain(self, job: Job, worker: Worker, record: TaskRecord, tail: TaskRecord | None) -> None:
+        """A just-placed single-node task: queued behind `tail`, or else (holding its
+        own allocation) the start of a queue."""
+        if tail is None:
+            if self.queue_depth > 0:
+                worker.tails.setdefault(job.id, {})[record.task_id] = record
+            return
+        record.behind = tail.task_id
+        tail.successor = record.task_id
+        # An emptied dict stays: the caller may hold it (`_on_tasks_assigned`) and
+        # drops it at its end.
+        worker.tails.get(job.id, {}).pop(tail.task_id, None)
+        if self.queue_room(job, record) > 0:
+            worker.tails.setdefault(job.id, {})[record.task_id] = record
 
     def _on_tasks_assigned(self, event: TasksAssigned) -> list[Effect]:
         """Per task, what its `task-assigned` does; the ready set is settled once."""
@@ -739,6 +866,12 @@ class Model:
         effects: list[Effect] = []
         touched: dict[int, Submit] = {}
         given = event.allocations
+        behind = event.behinds
+        depth = self.queue_depth
+        # The job's candidates for a task queued behind them on this worker (`_chain`).
+        mine = worker.tails.get(job_id)
+        if mine is None:
+            mine = worker.tails[job_id] = {}
         # The submit of the last task: a batch is mostly a run of one submit's tasks.
         last: Submit | None = None
         for index, task_id in enumerate(event.task_ids()):
@@ -770,8 +903,15 @@ class Model:
                 one = TaskAssigned(event.time, job_id, task_id, worker_id, variant=variant)
                 effects.extend(self._on_task_assigned(one))
                 continue
-            if given:
-                allocation: Allocation | None = given[index]
+            after = behind[index] if behind else -1
+            tail = None
+            if after >= 0:
+                tail = self._queue_end(job, worker, after, submit.variants[variant])
+                if tail is None:
+                    continue
+                allocation: Allocation | None = tail.allocation
+            elif given:
+                allocation = given[index]
                 if allocation is not None and not allocator.take(allocation):
                     continue
             else:
@@ -788,11 +928,18 @@ class Model:
             if record.queued:
                 job.sync_queue(record)
             held.add((job_id, task_id))
+            if tail is None:
+                if depth:
+                    mine[task_id] = record
+            else:
+                self._chain(job, worker, record, tail)
             if submit is not last:
                 touched[id(submit)] = last = submit
             # LaunchTask(...) without its Python-level __new__: one per task.
-            launch = (worker_id, job_id, task_id, record.instance, allocation, ())
+            launch = (worker_id, job_id, task_id, record.instance, allocation, (), after)
             effects.append(_new_tuple(LaunchTask, launch))
+        if not worker.tails.get(job_id, True):
+            del worker.tails[job_id]
         for submit in touched.values():
             self._refresh(submit)
         return effects
@@ -886,6 +1033,8 @@ class Model:
         if record is None or record.state in TERMINAL:
             return None
         self._unplace(job, record)
+        if record.started_at is not None and state != TaskState.CANCELED:
+            job.last_run = time - record.started_at
         record.finished_at = time
         job.set_state(record, state)
         self._refresh(record.submit)
@@ -922,6 +1071,7 @@ class Model:
         expected = running if started is None else waiting
         allocator = worker.allocator
         held = worker.tasks
+        tails = worker.tails
         counts = job.counts
         active = job.active
         touched: dict[int, Submit] = {}
@@ -986,12 +1136,22 @@ class Model:
                     record.started_at = started
                     last_started = task_id
                     any_started = True
+                    job.last_run = time - started
                 else:
                     worker.n_running -= 1
                     counts[running] -= 1
+                    if record.started_at is not None:
+                        job.last_run = time - record.started_at
                 record.placed = False
                 held.discard((job_id, task_id))
                 allocation, record.allocation = record.allocation, None
+                if record.behind is not None or record.successor is not None:
+                    if self._unlink(job, worker, record):
+                        allocation = None
+                else:
+                    mine = tails.get(job_id)
+                    if mine is not None and mine.pop(task_id, None) is not None and not mine:
+                        del tails[job_id]
                 if allocation is not None and allocator is not None:
                     allocator.release(allocation)
                 record.finished_at = time
@@ -1065,6 +1225,28 @@ class Model:
         record = self._finish(event.job, event.task, TaskState.FAILED, event.time)
         if record is not None:
             record.error = event.error
+
+    def _on_task_returned(self, event: TaskReturned) -> None:
+        job = self.jobs.get(event.job)
+        record = job.records.get(event.task) if job is not None else None
+        if (
+            job is None
+            or record is None
+            or not record.placed
+            or record.worker != event.worker
+            or record.instance != event.instance
+            or record.behind is None
+            or record.state != TaskState.WAITING
+        ):
+            return
+        self._unplace(job, record)
+        record.worker = None
+        record.workers = ()
+        job.set_state(record, TaskState.WAITING)
+        # The task it waited for ran long: no more queueing behind this job's tasks
+        # until one of them is seen to finish quickly again.
+        job.last_run = None
+        self._refresh(record.submit)
 
     def _on_task_notified(self, event: TaskNotified) -> None:
         pass  # only forwarded to live streams (graphs.md §4)
@@ -1411,10 +1593,13 @@ class Model:
         # Workers report a start up to 20 ms late (or with the end), so a task placed
         # here may be running although the server has not heard. Presume it started:
         # crash counting and never-restart then treat it as the running task it may be
-        # (for never-restart, the safe side), and a journal replay sees the same.
+        # (for never-restart, the safe side), and a journal replay sees the same. Not a
+        # task queued behind another: the worker had it start only once that one ended,
+        # and the server has not heard of that end.
         for job_id, task_id in sorted(worker.tasks):
             record = self.jobs[job_id].records[task_id]
-            events += self._unreported_start(job_id, record, worker_id, now)
+            if record.behind is None:
+                events += self._unreported_start(job_id, record, worker_id, now)
         presumed = {(e.job, e.task) for e in events if isinstance(e, TaskStarted)}
         events.append(WorkerLost(now, worker_id, str(lost)))
         failed: dict[int, list[int]] = {}
@@ -1450,13 +1635,17 @@ class Model:
         events: list[Event] = []
         run: list[int] = []
         allocations: list[Allocation] = []
+        behind: list[int] = []
         key: tuple[int, int, int] | None = None
 
         def close() -> None:
             if key is None or not run:
                 return
             ids = tuple(ordered_runs(run))
-            events.append(TasksAssigned(now, key[0], ids, key[1], key[2], tuple(allocations)))
+            queued = tuple(behind) if any(after >= 0 for after in behind) else ()
+            events.append(
+                TasksAssigned(now, key[0], ids, key[1], key[2], tuple(allocations), queued)
+            )
 
         for a in assignments:
             if a.workers:
@@ -1471,9 +1660,10 @@ class Model:
             this = (a.job_id, a.worker_id, a.variant)
             if this != key:
                 close()
-                run, allocations, key = [], [], this
+                run, allocations, behind, key = [], [], [], this
             run.append(a.task_id)
             allocations.append(a.allocation)
+            behind.append(a.after)
         close()
         return events
 
@@ -1519,6 +1709,16 @@ class Model:
         variant = variant or found[1].variant
         workers = found[1].workers or (worker_id,)
         return [TaskStarted(now, job_id, task_id, instance, workers, variant)]
+
+    def task_returned(
+        self, job_id: int, task_id: int, *, worker_id: int, instance: int, now: float
+    ) -> list[Event]:
+        """The worker gives back a task queued behind another, unstarted (its
+        `returned` report); [] unless the task is just that."""
+        found = self._placed_record(job_id, task_id, worker_id, instance)
+        if found is None or found[1].behind is None or found[1].state != TaskState.WAITING:
+            return []
+        return [TaskReturned(now, job_id, task_id, worker_id, instance)]
 
     def task_finished(
         self,

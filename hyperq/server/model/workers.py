@@ -35,6 +35,7 @@ class Worker:
         "n_running",
         "started_at",
         "stop_requested",
+        "tails",
         "tasks",
         "time_limit",
     )
@@ -67,6 +68,11 @@ class Worker:
         # its running tasks stay put, nothing new is assigned to it.
         self.held = False
         self.tasks: set[tuple[int, int]] = set()
+        # Per job, the ends of the queues of tasks here (a task holding an allocation of
+        # its own, and the tasks queued behind it in turn) that may take one more task
+        # (Model.queue_depth): the scheduler's candidates, kept as tasks come and go, so
+        # a pass never walks every task of a worker.
+        self.tails: dict[int, dict[int, Any]] = {}
         self.n_running = 0
         self.last_task_started: tuple[int, int, float] | None = None
         # The multi-node task this worker is reserved for (root or secondary node): while
