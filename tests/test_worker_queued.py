@@ -406,12 +406,14 @@ async def test_a_reconnecting_worker_drops_its_queued_tasks_before_it_resumes(
     monkeypatch.setattr(worker_main, "RECONNECT_MAX_DELAY", 0.01)
     first, second = FakePeer(), FakePeer()
     resumes: list[dict[str, Any]] = []
+    resumed = trio.Event()
 
     async def fake_register(
         nursery: trio.Nursery, endpoint: Any, config: Any, resume: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         assert resume is not None
         resumes.append(resume)
+        resumed.set()
         return second, {"worker": {"id": 1}, "server_uid": "uid1", "drop": []}
 
     async def endpoint() -> Any:
@@ -440,8 +442,7 @@ async def test_a_reconnecting_worker_drops_its_queued_tasks_before_it_resumes(
                 await w.started(0)
                 assert list(runtime.queue.tasks) == [(1, 1)]
                 await first.inbox.aclose()
-                while not resumes:
-                    await trio.sleep(0.01)
+                await resumed.wait()
                 assert resumes[0]["known"] == [[1, 0, 0]]
                 assert not runtime.queue.tasks
                 w.release(0)

@@ -639,8 +639,7 @@ class WorkerRuntime:
                 self._queue(["failed", *key, instance, outcome.error, ran_for, ended])
         if held and self.queue.behind:
             self._release(key)
-        if not self.task_scopes and self._all_ended is not None:
-            self._all_ended.set()
+        self._wake_if_all_ended()
 
     def _queue(self, update: list[Any]) -> None:
         """Queue an update for the sender without waiting; when the queue is full, a
@@ -679,6 +678,10 @@ class WorkerRuntime:
             await self.updates_send.send([*update, time.monotonic()])
         if held:
             self._release(key)  # after its end, as `_task_ended` reports them
+        self._wake_if_all_ended()
+
+    def _wake_if_all_ended(self) -> None:
+        """Nothing runs any more: a report waiting for more ends goes now."""
         if not self.task_scopes and self._all_ended is not None:
             self._all_ended.set()
 
@@ -723,11 +726,7 @@ class WorkerRuntime:
             self.unsent.append(first)
             # Whatever runners queued before this task woke goes along (tasks that end
             # together report together).
-            while True:
-                try:
-                    self.unsent.append(self.updates_recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            self._take_queued_updates()
             if REPORT_COALESCE and self.task_scopes:
                 # Other tasks still run: wait a moment for their ends to go along. One
                 # report (and one `compute` back) for several short tasks is far less
@@ -739,12 +738,15 @@ class WorkerRuntime:
                 with trio.move_on_after(REPORT_COALESCE):
                     await self._all_ended.wait()
                 self._all_ended = None
-                while True:
-                    try:
-                        self.unsent.append(self.updates_recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                self._take_queued_updates()
             await self._flush_unsent()
+
+    def _take_queued_updates(self) -> None:
+        while True:
+            try:
+                self.unsent.append(self.updates_recv.receive_nowait())
+            except trio.WouldBlock:
+                return
 
     async def _flush_unsent(self) -> None:
         if not self.connected:

@@ -419,9 +419,7 @@ class Model:
         task_id = record.task_id
         behind, successor = record.behind, record.successor
         record.behind = record.successor = None
-        mine = worker.tails.get(job.id)
-        if mine is not None and mine.pop(task_id, None) is not None and not mine:
-            del worker.tails[job.id]
+        _drop_tail(worker, job.id, task_id)
         records = job.records
         after = records.get(successor) if successor is not None else None
         if after is not None and not (
@@ -1148,10 +1146,8 @@ class Model:
                 if record.behind is not None or record.successor is not None:
                     if self._unlink(job, worker, record):
                         allocation = None
-                else:
-                    mine = tails.get(job_id)
-                    if mine is not None and mine.pop(task_id, None) is not None and not mine:
-                        del tails[job_id]
+                elif tails:
+                    _drop_tail(worker, job_id, task_id)
                 if allocation is not None and allocator is not None:
                     allocator.release(allocation)
                 record.finished_at = time
@@ -2086,6 +2082,13 @@ class Model:
 
 # ---------------------------------------------------------------------------------------
 # helpers
+
+
+def _drop_tail(worker: Worker, job_id: int, task_id: int) -> None:
+    """The task is no longer the end of a queue on `worker` with room behind it."""
+    mine = worker.tails.get(job_id)
+    if mine is not None and mine.pop(task_id, None) is not None and not mine:
+        del worker.tails[job_id]
 
 
 def _ended(ended_at: float | None, now: float, record: TaskRecord) -> float:
