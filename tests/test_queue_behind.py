@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyperq.server.model.events import LostReason
+from hyperq.server.journal.restore import apply_restore_rules
+from hyperq.server.journal.snapshot import decode_model, encode_model
+from hyperq.server.model.events import LostReason, persisted
 from hyperq.server.model.jobs import TaskState
 from hyperq.server.model.scheduler import QUEUE_BEHIND_BELOW, schedule
-from hyperq.server.model.state import Assignment, KillTask, LaunchTask
-from tests.test_model import Driver, submit_desc
+from hyperq.server.model.state import Assignment, KillTask, LaunchTask, Model
+from tests.test_model import Driver, submit_desc, worker_config
 
 
 class Queueing(Driver):
@@ -203,6 +206,36 @@ def test_a_lost_worker_gives_its_queued_tasks_back_without_a_crash() -> None:
     d.schedule()
     assert sorted(e.task_id for e in d.launches() if e.worker_id == other)[:2] == [1, 2]
     check_links(d)
+
+
+def test_a_restored_server_losing_a_held_worker_counts_no_crash_for_its_queued_tasks() -> None:
+    """Queue links are never journaled (assignments are transient), so a restored model
+    has none, and the snapshot of one (`encode_model`) none to keep: a held `reconnect`
+    worker keeps only its running tasks; the queued ones wait again, crash-free, also
+    when that worker is then lost."""
+    d = Queueing()
+    config = {**worker_config(1), "on_server_lost": "reconnect"}
+    (connected,) = d.do(d.model.worker_connected(config, now=d.now))
+    worker = connected.id  # type: ignore[attr-defined]
+    job = _short_job(d, 4)
+    d.schedule()
+    d.start_holders()
+    assert d.record(job, 2).behind == 1 and d.record(job, 1).state == TaskState.RUNNING
+    replayed = Model()
+    for event in persisted(d.events):
+        replayed.apply(event)
+    snapshot = decode_model(cbor2.loads(cbor2.dumps(encode_model(replayed))))
+    for model in (apply_restore_rules(replayed), apply_restore_rules(snapshot)):
+        held = model.workers[worker]
+        assert held.held and held.tasks == {(job, 1)}
+        restored = model.jobs[job]
+        assert all(r.behind is None and r.successor is None for r in restored.records.values())
+        assert not any(r.placed for t, r in restored.records.items() if t != 1)
+        for event in model.worker_lost(worker, now=d.now, reason=LostReason.CONNECTION_LOST):
+            model.apply(event)
+        states = [restored.state_of(t) for t in (1, 2, 3)]
+        crashes = [getattr(restored.record_for(t), "crash_count", 0) for t in (1, 2, 3)]
+        assert (states, crashes) == ([TaskState.WAITING] * 3, [1, 0, 0])
 
 
 def test_a_returned_task_waits_again_and_the_job_stops_queueing() -> None:

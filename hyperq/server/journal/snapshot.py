@@ -304,8 +304,9 @@ def _decode_job(raw: list[Any], swap: bool) -> Job:
         record.error = None
         record.variant = variant
         record.queued = queued == 1
-        # Queue links on a worker are not kept: a restored server's workers start
-        # their queues afresh (a reconnecting worker drops its queued tasks).
+        # A replayed model has no queue links (assignments are not journaled), so there
+        # are none to keep; a reconnecting worker drops its queued tasks, and a restore
+        # sends every task that had not started back to waiting (test_queue_behind).
         record.behind = record.successor = None
         records[task_id] = record
         if state in active_states:
