@@ -665,3 +665,66 @@ async def test_spawns_share_devnull_and_return_to_the_workers_directory(tmp_path
     assert len(os.listdir("/proc/self/fd")) == fds_before + 2
     programs.close()
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"entry": "line"},
+        {"pin": "taskset", "cpu_labels": ["0", "1"]},
+        {"pin": "omp", "cpu_labels": ["0"], "env": {"OMP_PLACES": "mine"}},
+        {"cwd": "dir-%{TASK_ID}", "stdout": "%{INSTANCE_ID}.out", "stderr": None},
+        {"cwd": "plain", "stdout": "out", "stderr": "err"},
+        {"task_dir": True, "resource_env": {"HQ_RESOURCE_VALUES_gpus": "1"}},
+        {"env": {"HQ_TASK_ID": "user", "HQ_ACCESS_KEY": "user", "A": "1"}, "access": True},
+    ],
+)
+def test_a_launch_template_prepares_each_task_as_if_alone(tmp_path, changes):
+    """Tasks sharing a template (one description and allocation) get exactly what each
+    would get alone: the same variables in the same order, argv and paths, with their
+    own IDs, entry, access key and task_dir."""
+    from hyperq.worker.launcher import LaunchTemplate, _prepare
+
+    changes = dict(changes)
+    access = changes.pop("access", False)
+    template = LaunchTemplate("HQ_ACCESS_KEY" if access else None)
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": "/home/x", "HQ_TASK_ID": "stale"}
+    for task_id, instance in ((3, 0), (4, 2), (9, 1)):
+        task = dict(changes)
+        if "entry" in task:
+            task["entry"] = f"line {task_id}"
+        if access:
+            task["env"] = {**task["env"], "HQ_ACCESS_KEY": f"socket:token{task_id}"}
+        alone = make_spec(
+            tmp_path,
+            ["prog", "arg"],
+            task_id=task_id,
+            instance=instance,
+            base_env=base,
+            hq_executable="/bin/hq",
+            **task,
+        )
+        shared = make_spec(
+            tmp_path,
+            ["prog", "arg"],
+            task_id=task_id,
+            instance=instance,
+            base_env=base,
+            hq_executable="/bin/hq",
+            template=template,
+            **task,
+        )
+        expected = _prepare(alone)
+        got = _prepare(shared)
+        for prepared in (expected, got):
+            if prepared[2] is not None:  # task_dir: each task makes its own
+                shutil.rmtree(prepared[2])
+        env, argv, task_dir, *paths = got
+        assert list(env.items()) == [
+            (k, v.replace(expected[2] or "\0", task_dir or "\0")) for k, v in expected[0].items()
+        ]
+        assert (argv, paths) == (expected[1], list(expected[3:]))
+        assert (task_dir is None) == (expected[2] is None)
+        assert env["HQ_TASK_ID"] == str(task_id) and env["HQ_INSTANCE_ID"] == str(instance)
+    assert template.env is not None  # filled by the first task, used by the others

@@ -110,11 +110,12 @@ class Guardian:
         # guardian must know it. Ended groups are batched: forgetting one a little late
         # costs nothing (killing a group that no longer exists is a no-op).
         if alive:
-            if self._ended:
-                self._write("\n".join(["-" + str(g) for g in self._ended] + ["+" + str(pgid)]))
-                self._ended.clear()
+            ended = self._ended
+            if ended:
+                self._write_bytes(b"".join([b"-%d\n" % g for g in ended]) + b"+%d" % pgid)
+                ended.clear()
             else:
-                self._write("+" + str(pgid))
+                self._write_bytes(b"+%d" % pgid)
         else:
             self._ended.append(pgid)
             if len(self._ended) >= 64:

@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -153,6 +153,26 @@ class TaskLaunchSpec:
     base_env: Mapping[str, str] | None = None
     # Streamed channels (`--stream`) go through pipes into this; their paths are None.
     stream: TaskStream | None = None
+    # Shared by the tasks of one description and allocation (the worker's): what their
+    # launches have in common, worked out by the first of them.
+    template: LaunchTemplate | None = None
+
+
+class LaunchTemplate:
+    """What every task of one description and allocation starts with, filled in by the
+    first one's `_prepare`: the environment (per-task variables included, so that each
+    task's copy keeps their order and only overwrites their values), argv, and the
+    paths when they hold no placeholder. The worker makes one per (description,
+    allocation, whether the task has an array entry, whether it has an access key)."""
+
+    __slots__ = ("access_var", "argv", "env", "paths")
+
+    def __init__(self, access_var: str | None) -> None:
+        # The variable of the task's own access key (one per task), set in `spec.env`.
+        self.access_var = access_var
+        self.env: dict[str, str] | None = None
+        self.argv: list[str] = []
+        self.paths: tuple[str, str | None, str | None] | None = None
 
 
 class _SetupError(Exception):
@@ -324,6 +344,7 @@ class ProgramCache:
         self.home = os.getcwd()
         self._home_fd: int | None = None
         self._devnull: int | None = None
+        self._options: dict[tuple[int, int, int], dict[str, Any]] = {}
 
     def home_fd(self) -> int:
         if self._home_fd is None:
@@ -340,6 +361,17 @@ class ProgramCache:
             if fd is not None:
                 os.close(fd)
         self._home_fd = self._devnull = None
+        self._options.clear()
+
+    def spawn_options(self, fds: tuple[int, int, int]) -> dict[str, Any]:
+        """`_spawn_options(fds)`, kept: most tasks have /dev/null for all three (the
+        worker keeps it open), so their spawns share one set of keywords."""
+        options = self._options.get(fds)
+        if options is None:
+            if len(self._options) >= 64:
+                self._options.clear()
+            options = self._options[fds] = _spawn_options(fds)
+        return options
 
     def find(self, name: str, env: dict[str, str]) -> str:
         if "/" in name:
@@ -393,13 +425,7 @@ def _spawn(
     programs: ProgramCache | None = None,
 ) -> int:
     """Start the program in its own session with `fds` as 0-2; the pid, or OSError."""
-    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
-    options = {
-        "file_actions": actions,
-        "setsid": True,
-        "setsigdef": _RESET_SIGNALS,
-        "setsigmask": (),
-    }
+    options = programs.spawn_options(fds) if programs is not None else _spawn_options(fds)
     # The worker's own directory is where it stays between spawns: a task there needs
     # no change of directory (and back) at all.
     away = programs is None or cwd != programs.home
@@ -438,6 +464,16 @@ def _spawn(
     finally:
         if away and programs is None:
             os.close(home)
+
+
+def _spawn_options(fds: tuple[int, int, int]) -> dict[str, Any]:
+    """os.posix_spawn's keywords: `fds` as 0-2, a session of its own, default signals."""
+    return {
+        "file_actions": [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)],
+        "setsid": True,
+        "setsigdef": _RESET_SIGNALS,
+        "setsigmask": (),
+    }
 
 
 class _Child:
@@ -547,7 +583,21 @@ def _prepare(
 ) -> tuple[dict[str, str], list[str], str | None, str, str | None, str | None]:
     """The task's env, argv, task_dir (made here), cwd, stdout and stderr; _SetupError
     if it cannot start. A task_dir made before a failure is removed again."""
-    env, argv = _task_env(spec)
+    template = spec.template
+    if template is not None and template.env is not None:
+        env = template.env.copy()
+        env["HQ_TASK_ID"] = str(spec.task_id)
+        env["HQ_INSTANCE_ID"] = str(spec.instance)
+        if spec.entry is not None:
+            env["HQ_ENTRY"] = spec.entry
+        if template.access_var is not None:
+            env[template.access_var] = spec.env[template.access_var]
+        argv = template.argv
+    else:
+        env, argv = _task_env(spec)
+        if template is not None:
+            template.argv = argv
+            template.env = env.copy()  # before this task's own additions below
     task_dir: str | None = None
     if spec.task_dir or spec.node_hosts:
         try:
@@ -563,7 +613,14 @@ def _prepare(
         if spec.node_hosts:
             assert task_dir is not None
             env.update(_write_node_files(task_dir, spec.node_hosts))
-        cwd, stdout, stderr = _task_paths(spec)
+        if template is not None and template.paths is not None:
+            cwd, stdout, stderr = template.paths
+        else:
+            cwd, stdout, stderr = _task_paths(spec)
+            if template is not None and not any(
+                "%" in (path or "") for path in (spec.cwd, spec.stdout, spec.stderr)
+            ):
+                template.paths = (cwd, stdout, stderr)
     except BaseException:
         if task_dir is not None:
             shutil.rmtree(task_dir, ignore_errors=True)
@@ -646,10 +703,13 @@ def _start_child(
         else:
             devnull = _high_fd(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
             to_close.append(devnull)
-        out_fd = _open_output(stdout, "stdout", devnull)
-        to_close.append(out_fd)
-        err_fd = _open_output(stderr, "stderr", devnull)
-        to_close.append(err_fd)
+        out_fd = err_fd = devnull
+        if stdout is not None:
+            out_fd = _open_output(stdout, "stdout", devnull)
+            to_close.append(out_fd)
+        if stderr is not None:
+            err_fd = _open_output(stderr, "stderr", devnull)
+            to_close.append(err_fd)
         if spec.stream is not None:
             out_fd, err_fd = spec.stream.child_fds(out_fd, err_fd)
             to_close += [out_fd, err_fd]
@@ -870,6 +930,10 @@ def launch(spec: TaskLaunchSpec) -> RunningTask | TaskOutcome:
 OnEnd = Callable[[RunningTask, TaskOutcome | None], None]
 
 
+# A pidfd reports its process's exit once, then stays quiet until armed again.
+_ONE_EXIT = select.EPOLLIN | select.EPOLLONESHOT
+
+
 class Reaper:
     """Waits for the ends of many `RunningTask`s in one trio task (`run`): their pidfds
     in one epoll set that trio watches as a single fd, and their time limits in a heap.
@@ -906,7 +970,7 @@ class Reaper:
             self._threaded[task] = scope
             self._kills.start_soon(self._wait_threaded, task, scope)
             return
-        self._epoll.register(pidfd, select.EPOLLIN)
+        self._epoll.register(pidfd, _ONE_EXIT)
         self._watched[pidfd] = task
         if task.deadline != math.inf:
             if len(self._deadlines) > 2 * len(self._watched) + 64:
@@ -1000,15 +1064,14 @@ class Reaper:
             task = self._watched.get(pidfd)
             if task is None:
                 continue
-            # Out of the set before reaping closes the pidfd: a child spawned a
-            # moment ago may still hold a copy of it (exec closes it only after
-            # posix_spawn has returned), and a closed fd that still has a file
-            # stays in an epoll set, reporting events under a number that the
-            # next pidfd reuses.
-            self._epoll.unregister(pidfd)
+            # Registered one-shot, the pidfd is disarmed now that it reported: reaping
+            # may close it at once. (A child spawned a moment ago may still hold a copy
+            # of it — exec closes it only after posix_spawn has returned — and a closed
+            # fd that still has a file stays in an epoll set; disarmed, it can never
+            # report under the number that the next pidfd reuses.)
             assert task.child is not None
             if task.child.reap(exited=True) is None:
-                self._epoll.register(pidfd, select.EPOLLIN)
+                self._epoll.modify(pidfd, _ONE_EXIT)  # armed again
                 continue
             del self._watched[pidfd]
             self._end(task, None)

@@ -57,6 +57,7 @@ from hyperq.worker.config import WorkerConfig
 from hyperq.worker.connection import connect_server
 from hyperq.worker.guardian import Guardian, NoGuardian
 from hyperq.worker.launcher import (
+    LaunchTemplate,
     ProgramCache,
     Reaper,
     RunningTask,
@@ -228,6 +229,7 @@ class WorkerRuntime:
         self.base_env = dict(os.environ)
         self.programs = ProgramCache()
         self._allocations: dict[str, tuple[dict[str, str], list[str], bool]] = {}
+        self._templates: dict[tuple[Any, ...], tuple[schemas.LaunchDesc, LaunchTemplate]] = {}
         # Launch descriptions the server put in numbered slots (schemas.SlotDesc), for
         # this connection only: a new one starts with them all empty.
         self.desc_slots: dict[int, schemas.LaunchDesc] = {}
@@ -236,6 +238,8 @@ class WorkerRuntime:
         self.receive_scope = trio.CancelScope()
         # Running tasks: (instance, what cancels it: a runner's scope or a RunningTask).
         self.task_scopes: dict[tuple[int, int], tuple[int, trio.CancelScope | RunningTask]] = {}
+        # Never entered: holds a task's place in task_scopes while `_launch` spawns it.
+        self._launching = trio.CancelScope()
         # Tasks given with `after`, not started yet: not in task_scopes nor task_cpus.
         self.queue = TaskQueue()
         self.reaper: Reaper | None = (
@@ -433,13 +437,16 @@ class WorkerRuntime:
         """Start a prepared task: spawned here if the reaper can wait for it, else by a
         runner task of its own."""
         key = (spec.job_id, spec.task_id)
-        scope = trio.CancelScope()
-        self.task_scopes[key] = (spec.instance, scope)
         self.task_cpus[key] = spec.cpu_labels
         reaper = self.reaper
         if reaper is not None and reaper.running and can_launch(spec):
-            self._launch(reaper, spec, scope)
+            # Held by a placeholder until the spawn (synchronous: nothing can cancel it
+            # meanwhile), then by its RunningTask; a scope of its own costs more.
+            self.task_scopes[key] = (spec.instance, self._launching)
+            self._launch(reaper, spec, self._launching)
         else:
+            scope = trio.CancelScope()
+            self.task_scopes[key] = (spec.instance, scope)
             assert self.task_nursery is not None
             self.task_nursery.start_soon(self._run_one, spec, scope)
 
@@ -531,19 +538,22 @@ class WorkerRuntime:
         self, item: schemas.LaunchItem | schemas.LaunchRow, desc: schemas.LaunchDesc
     ) -> TaskLaunchSpec:
         program = desc.program
-        resource_env, cpu_labels, cpus_whole = self._allocation(item.allocation)
+        allocation_key = repr(item.allocation)
+        resource_env, cpu_labels, cpus_whole = self._allocation(item.allocation, allocation_key)
         stdout = program.stdout
         stderr = program.stderr
-        env = dict(program.env)
+        env = program.env
         access = self.notifier.register(item.job, item.task, item.instance)
         if access is not None:
             self.notify_tokens[(item.job, item.task)] = access[0]
-            env[ACCESS_KEY_VAR] = access[1]
+            env = {**env, ACCESS_KEY_VAR: access[1]}
         spec = TaskLaunchSpec(
             job_id=item.job,
             task_id=item.task,
             instance=item.instance,
-            argv=list(program.args),
+            # Shared with the description, the allocation cache and the template: a
+            # launch only reads them.
+            argv=program.args,
             env=env,
             cwd=program.cwd,
             stdout=stdout.path if stdout else None,
@@ -558,22 +568,40 @@ class WorkerRuntime:
             pin=desc.pin,
             time_limit=desc.time_limit,
             entry=item.entry,
-            node_hosts=list(item.nodes),
-            resource_env=dict(resource_env),
-            cpu_labels=list(cpu_labels),
+            node_hosts=item.nodes,
+            resource_env=resource_env,
+            cpu_labels=cpu_labels,
             cpus_whole=cpus_whole,
             hq_executable=self.hq,
             base_env=self.base_env,
             on_process=self.guardian.track,
             programs=self.programs,
+            template=self._template(desc, item, allocation_key, access is not None),
         )
         return attach_stream(spec, desc.stream_dir, self.stream_files)
 
-    def _allocation(self, wire: list[Any]) -> tuple[dict[str, str], list[str], bool]:
+    def _template(
+        self,
+        desc: schemas.LaunchDesc,
+        item: schemas.LaunchItem | schemas.LaunchRow,
+        allocation_key: str,
+        access: bool,
+    ) -> LaunchTemplate:
+        """The launch template of the tasks like `item`: same description object, job,
+        allocation, and with (or without) an array entry and an access key alike."""
+        key = (id(desc), item.job, allocation_key, item.entry is None, access)
+        known = self._templates.get(key)
+        if known is None or known[0] is not desc:  # an id may be reused once freed
+            if len(self._templates) >= 256:
+                self._templates.clear()
+            template = LaunchTemplate(ACCESS_KEY_VAR if access else None)
+            known = self._templates[key] = (desc, template)
+        return known[1]
+
+    def _allocation(self, wire: list[Any], key: str) -> tuple[dict[str, str], list[str], bool]:
         """What a task's allocation means for its launch: resource variables, CPU labels,
         whether it has whole CPUs. A worker sees the same few allocations again and
-        again, so they are remembered by their text (parsing one costs ~20 µs)."""
-        key = repr(wire)
+        again, so they are remembered by their text, `key` (parsing one costs ~20 µs)."""
         known = self._allocations.get(key)
         if known is None:
             allocation = Allocation.from_wire(wire)
