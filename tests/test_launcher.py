@@ -696,27 +696,9 @@ def test_a_launch_template_prepares_each_task_as_if_alone(tmp_path, changes):
             task["entry"] = f"line {task_id}"
         if access:
             task["env"] = {**task["env"], "HQ_ACCESS_KEY": f"socket:token{task_id}"}
-        alone = make_spec(
-            tmp_path,
-            ["prog", "arg"],
-            task_id=task_id,
-            instance=instance,
-            base_env=base,
-            hq_executable="/bin/hq",
-            **task,
-        )
-        shared = make_spec(
-            tmp_path,
-            ["prog", "arg"],
-            task_id=task_id,
-            instance=instance,
-            base_env=base,
-            hq_executable="/bin/hq",
-            template=template,
-            **task,
-        )
-        expected = _prepare(alone)
-        got = _prepare(shared)
+        task.update(task_id=task_id, instance=instance, base_env=base, hq_executable="/bin/hq")
+        expected = _prepare(make_spec(tmp_path, ["prog", "arg"], **task))
+        got = _prepare(make_spec(tmp_path, ["prog", "arg"], template=template, **task))
         for prepared in (expected, got):
             if prepared[2] is not None:  # task_dir: each task makes its own
                 shutil.rmtree(prepared[2])
