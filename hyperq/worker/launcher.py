@@ -162,7 +162,7 @@ class LaunchTemplate:
     """What every task of one description and allocation starts with, filled in by the
     first one's `_prepare`: the environment (per-task variables included, so that each
     task's copy keeps their order and only overwrites their values), argv, and the
-    paths when they hold no placeholder. The worker makes one per (description,
+    paths when they hold no placeholder. The worker makes one per (description, job,
     allocation, whether the task has an array entry, whether it has an access key)."""
 
     __slots__ = ("access_var", "argv", "env", "paths")

@@ -589,9 +589,10 @@ class WorkerRuntime:
     ) -> LaunchTemplate:
         """The launch template of the tasks like `item`: same description object, job,
         allocation, and with (or without) an array entry and an access key alike."""
+        # The entry keeps `desc` alive, so no other description can take its id.
         key = (id(desc), item.job, allocation_key, item.entry is None, access)
         known = self._templates.get(key)
-        if known is None or known[0] is not desc:  # an id may be reused once freed
+        if known is None:
             if len(self._templates) >= 256:
                 self._templates.clear()
             template = LaunchTemplate(ACCESS_KEY_VAR if access else None)
