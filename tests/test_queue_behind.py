@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import cbor2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,13 +15,19 @@ from hyperq.server.journal.snapshot import decode_model, encode_model
 from hyperq.server.model.events import LostReason, persisted
 from hyperq.server.model.jobs import TaskState
 from hyperq.server.model.scheduler import QUEUE_BEHIND_BELOW, schedule
-from hyperq.server.model.state import Assignment, KillTask, LaunchTask, Model
+from hyperq.server.model.state import QUEUE_DEPTH, Assignment, KillTask, LaunchTask, Model
 from tests.test_model import Driver, submit_desc, worker_config
 
 
 class Queueing(Driver):
     """A `Driver` whose passes queue tasks behind running ones, and whose worker starts
-    a queued task the moment the task it waits for ends (as hyperq/worker does)."""
+    a queued task the moment the task it waits for ends (as hyperq/worker does). Its
+    queues hold two tasks, the size the layouts below are written for; the default
+    size is checked on its own (`test_the_depth_bounds_each_queue`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model.queue_depth = 2
 
     def schedule(self, limit: int = 1_000) -> list[Assignment]:
         assignments = schedule(self.model, self.now, limit)
@@ -121,7 +128,6 @@ def test_a_short_job_gets_tasks_queued_behind_each_running_one() -> None:
     d = Queueing()
     worker = d.connect(cpus=2)
     job = _short_job(d, 10)
-    assert d.model.queue_depth == 2
     d.schedule()
     launches = d.launches()
     # Tasks 1 and 2 take both CPUs; 3 and 5 wait behind 1 in turn, 4 and 6 behind 2,
@@ -144,13 +150,18 @@ def test_a_short_job_gets_tasks_queued_behind_each_running_one() -> None:
     check_links(d)
 
 
-def test_the_depth_bounds_each_queue() -> None:
+@pytest.mark.parametrize("depth", [1, 2, QUEUE_DEPTH])
+def test_the_depth_bounds_each_queue(depth: int) -> None:
     d = Queueing()
-    d.model.queue_depth = 1
+    d.model.queue_depth = depth
     d.connect(cpus=2)
-    _short_job(d, 10)
-    d.schedule()
-    assert [(e.task_id, e.after) for e in d.launches()] == [(1, -1), (2, -1), (3, 1), (4, 2)]
+    _short_job(d, 2 * depth + 6)
+    # Passes until nothing more fits: each adds at most one task per queue.
+    while d.schedule():
+        pass
+    # 1 and 2 run; each queued task waits behind the one two IDs before it (1 ← 3 ← 5…).
+    queued = [(task, task - 2) for task in range(3, 3 + 2 * depth)]
+    assert [(e.task_id, e.after) for e in d.launches()] == [(1, -1), (2, -1), *queued]
     check_links(d)
 
 
@@ -324,11 +335,12 @@ OPS = st.lists(
 
 
 @settings(max_examples=200)
-@given(ops=OPS, cpus=st.integers(1, 3), tasks=st.integers(2, 12))
+@given(ops=OPS, cpus=st.integers(1, 3), tasks=st.integers(2, 12), depth=st.integers(1, QUEUE_DEPTH))
 def test_links_stay_consistent_and_every_task_finishes_once(
-    ops: list[tuple[str, int]], cpus: int, tasks: int
+    ops: list[tuple[str, int]], cpus: int, tasks: int, depth: int
 ) -> None:
     d = Queueing()
+    d.model.queue_depth = depth
     workers = [d.connect(cpus=cpus)]
     # Their first ends make them short (the clock stands still): queueing starts then.
     jobs = [d.submit(submit_desc([[0, tasks - 1, 1]])) for _ in range(2)]

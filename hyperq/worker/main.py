@@ -84,10 +84,12 @@ WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
 # reconnect report at once, so that a restored server knows what they run.
 STARTED_REPORT_DELAY = 0.02
 # How long a task's end waits for the ends of other running tasks to share its report.
-# With tasks queued behind the running ones (two per CPU, server/model/state.py) a CPU
-# does not idle meanwhile: 2 ms carries about twice as many ends per report as 1 ms
-# (measured: ~10% less worker and ~25% less server CPU per short task, tools/bench_scale).
-REPORT_COALESCE = 0.002
+# With tasks queued behind the running ones (four behind each, QUEUE_DEPTH in
+# server/model/state.py) a CPU does not idle meanwhile, and one report (and one launch
+# message back) carries ~10 short tasks instead of ~6 with 2 ms: per task, ~8% less
+# worker and ~22% less server CPU (tools/bench_scale --real). Nothing waits when
+# nothing else runs, so a lone task's end, and a job's last, go at once.
+REPORT_COALESCE = 0.005
 # Overviews while a dashboard watches a worker started without --overview-interval.
 TEMPORARY_OVERVIEW_INTERVAL = 2.0
 # `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
