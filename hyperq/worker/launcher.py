@@ -280,9 +280,14 @@ def _task_env(spec: TaskLaunchSpec) -> tuple[dict[str, str], list[str]]:
     return env, argv
 
 
+def _has_placeholders(spec: TaskLaunchSpec) -> bool:
+    """Whether the task's paths name a placeholder (they then differ from task to task)."""
+    return "%" in spec.cwd or "%" in (spec.stdout or "") or "%" in (spec.stderr or "")
+
+
 def _task_paths(spec: TaskLaunchSpec) -> tuple[str, str | None, str | None]:
     cwd, stdout, stderr = spec.cwd, spec.stdout, spec.stderr
-    if "%" in cwd or "%" in (stdout or "") or "%" in (stderr or ""):
+    if _has_placeholders(spec):
         values = task_values(
             spec.job_id, spec.task_id, spec.instance, spec.submit_dir, spec.server_uid
         )
@@ -617,9 +622,7 @@ def _prepare(
             cwd, stdout, stderr = template.paths
         else:
             cwd, stdout, stderr = _task_paths(spec)
-            if template is not None and not any(
-                "%" in (path or "") for path in (spec.cwd, spec.stdout, spec.stderr)
-            ):
+            if template is not None and not _has_placeholders(spec):
                 template.paths = (cwd, stdout, stderr)
     except BaseException:
         if task_dir is not None:
