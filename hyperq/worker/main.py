@@ -539,24 +539,40 @@ class WorkerRuntime:
     def _spec(
         self, item: schemas.LaunchItem | schemas.LaunchRow, desc: schemas.LaunchDesc
     ) -> TaskLaunchSpec:
-        program = desc.program
         allocation_key = repr(item.allocation)
-        resource_env, cpu_labels, cpus_whole = self._allocation(item.allocation, allocation_key)
-        stdout = program.stdout
-        stderr = program.stderr
-        env = program.env
+        env = desc.program.env
         access = self.notifier.register(item.job, item.task, item.instance)
         if access is not None:
             self.notify_tokens[(item.job, item.task)] = access[0]
             env = {**env, ACCESS_KEY_VAR: access[1]}
-        spec = TaskLaunchSpec(
+        template = self._template(desc, item, allocation_key, access is not None)
+        shared = template.spec
+        if shared is None:
+            shared = template.spec = self._shared_spec(item, desc, allocation_key, template)
+        spec = shared.for_task(item.job, item.task, item.instance, item.entry, item.nodes, env)
+        return attach_stream(spec, desc.stream_dir, self.stream_files)
+
+    def _shared_spec(
+        self,
+        item: schemas.LaunchItem | schemas.LaunchRow,
+        desc: schemas.LaunchDesc,
+        allocation_key: str,
+        template: LaunchTemplate,
+    ) -> TaskLaunchSpec:
+        """What the tasks of `template` share (its key says they share all of it); the
+        per-task fields are placeholders that `for_task` replaces."""
+        program = desc.program
+        resource_env, cpu_labels, cpus_whole = self._allocation(item.allocation, allocation_key)
+        stdout = program.stdout
+        stderr = program.stderr
+        return TaskLaunchSpec(
             job_id=item.job,
-            task_id=item.task,
-            instance=item.instance,
+            task_id=-1,
+            instance=-1,
             # Shared with the description, the allocation cache and the template: a
             # launch only reads them.
             argv=program.args,
-            env=env,
+            env=program.env,
             cwd=program.cwd,
             stdout=stdout.path if stdout else None,
             stderr=stderr.path if stderr else None,
@@ -569,8 +585,6 @@ class WorkerRuntime:
             task_dir=desc.task_dir,
             pin=desc.pin,
             time_limit=desc.time_limit,
-            entry=item.entry,
-            node_hosts=item.nodes,
             resource_env=resource_env,
             cpu_labels=cpu_labels,
             cpus_whole=cpus_whole,
@@ -578,9 +592,8 @@ class WorkerRuntime:
             base_env=self.base_env,
             on_process=self.guardian.track,
             programs=self.programs,
-            template=self._template(desc, item, allocation_key, access is not None),
+            template=template,
         )
-        return attach_stream(spec, desc.stream_dir, self.stream_files)
 
     def _template(
         self,
@@ -852,6 +865,7 @@ class WorkerRuntime:
                 self.server_uid = reply["server_uid"]
                 self.peer = peer
                 self.desc_slots.clear()
+                self._templates.clear()  # their specs hold the server's uid
                 self.connected = True
                 log.info("Reconnected to the server as worker %d", new_id)
                 # The new connection says again whether a dashboard watches.
