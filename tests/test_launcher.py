@@ -715,8 +715,6 @@ def test_a_launch_template_prepares_each_task_as_if_alone(tmp_path, changes):
 def test_a_spec_for_another_task_of_its_template_is_that_task_s_spec_built_whole(tmp_path):
     """`for_task` (the worker's per-task copy of its template's shared spec) gives the
     spec that building it field by field gives, and leaves the shared one as it was."""
-    import dataclasses
-
     from hyperq.worker.launcher import LaunchTemplate
 
     template = LaunchTemplate(None)
@@ -726,7 +724,7 @@ def test_a_spec_for_another_task_of_its_template_is_that_task_s_spec_built_whole
         "task_dir": True, "template": template,
     }
     shared = make_spec(tmp_path, ["prog", "a"], task_id=-1, instance=-1, **common)
-    before = dataclasses.asdict(shared)
+    before = dict(vars(shared))
     for task_id, instance, entry, nodes, env in (
         (3, 0, None, [], {"A": "1"}),
         (7, 2, "line 7", ["h1", "h2"], {"A": "1", "HQ_ACCESS_KEY": "s:t7"}),
@@ -739,4 +737,4 @@ def test_a_spec_for_another_task_of_its_template_is_that_task_s_spec_built_whole
         assert got == whole
         assert got.stream is None and got is not shared
         got.stdout = None  # as attach_stream does for a streamed channel
-    assert dataclasses.asdict(shared) == before
+    assert vars(shared) == before
