@@ -789,9 +789,12 @@ class WorkerRuntime:
         first update and another for the end of the wait."""
         while True:
             self._take_queued_updates()
-            if not self.unsent or (REPORT_COALESCE and self.task_scopes):
+            # Kept while the server is away (a `reconnect` worker), the queue waits for
+            # the next update or the reconnection's own flush, not in a loop.
+            due = self.unsent and self.connected
+            if not due or (REPORT_COALESCE and self.task_scopes):
                 with trio.CancelScope() as wait:
-                    if self.unsent:  # queued while the last report was being sent
+                    if due:  # queued while the last report was being sent
                         wait.deadline = trio.current_time() + REPORT_COALESCE
                     self._sender_wait = wait
                     await trio.sleep_forever()
