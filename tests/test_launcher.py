@@ -710,3 +710,31 @@ def test_a_launch_template_prepares_each_task_as_if_alone(tmp_path, changes):
         assert (task_dir is None) == (expected[2] is None)
         assert env["HQ_TASK_ID"] == str(task_id) and env["HQ_INSTANCE_ID"] == str(instance)
     assert template.env is not None  # filled by the first task, used by the others
+
+
+def test_a_spec_for_another_task_of_its_template_is_that_task_s_spec_built_whole(tmp_path):
+    """`for_task` (the worker's per-task copy of its template's shared spec) gives the
+    spec that building it field by field gives, and leaves the shared one as it was."""
+    from hyperq.worker.launcher import LaunchTemplate
+
+    template = LaunchTemplate(None)
+    common = {
+        "stdout": str(tmp_path / "out"), "pin": "omp", "cpu_labels": ["0", "1"],
+        "resource_env": {"HQ_RESOURCE_VALUES_gpus": "1"}, "time_limit": 5.0,
+        "task_dir": True, "template": template,
+    }
+    shared = make_spec(tmp_path, ["prog", "a"], task_id=-1, instance=-1, **common)
+    before = dict(vars(shared))
+    for task_id, instance, entry, nodes, env in (
+        (3, 0, None, [], {"A": "1"}),
+        (7, 2, "line 7", ["h1", "h2"], {"A": "1", "HQ_ACCESS_KEY": "s:t7"}),
+    ):
+        got = shared.for_task(shared.job_id, task_id, instance, entry, nodes, env)
+        whole = make_spec(
+            tmp_path, ["prog", "a"], task_id=task_id, instance=instance, entry=entry,
+            node_hosts=nodes, env=env, **common,
+        )
+        assert got == whole
+        assert got.stream is None and got is not shared
+        got.stdout = None  # as attach_stream does for a streamed channel
+    assert vars(shared) == before

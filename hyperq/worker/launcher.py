@@ -157,6 +157,30 @@ class TaskLaunchSpec:
     # launches have in common, worked out by the first of them.
     template: LaunchTemplate | None = None
 
+    def for_task(
+        self,
+        job_id: int,
+        task_id: int,
+        instance: int,
+        entry: str | None,
+        node_hosts: list[str],
+        env: dict[str, str],
+    ) -> TaskLaunchSpec:
+        """This spec for another task of its template: its fields, shared (a launch
+        only reads them), with the task's own. A copy of the field dict costs a third
+        of building the spec field by field (~30 keywords), in a worker's hot path."""
+        spec = object.__new__(TaskLaunchSpec)
+        fields = spec.__dict__
+        fields.update(self.__dict__)
+        fields["job_id"] = job_id
+        fields["task_id"] = task_id
+        fields["instance"] = instance
+        fields["entry"] = entry
+        fields["node_hosts"] = node_hosts
+        fields["env"] = env
+        fields["stream"] = None
+        return spec
+
 
 class LaunchTemplate:
     """What every task of one description and allocation starts with, filled in by the
@@ -165,7 +189,7 @@ class LaunchTemplate:
     paths when they hold no placeholder. The worker makes one per (description, job,
     allocation, whether the task has an array entry, whether it has an access key)."""
 
-    __slots__ = ("access_var", "argv", "env", "paths")
+    __slots__ = ("access_var", "argv", "env", "paths", "spec")
 
     def __init__(self, access_var: str | None) -> None:
         # The variable of the task's own access key (one per task), set in `spec.env`.
@@ -173,6 +197,8 @@ class LaunchTemplate:
         self.env: dict[str, str] | None = None
         self.argv: list[str] = []
         self.paths: tuple[str, str | None, str | None] | None = None
+        # The fields its tasks share, as a spec of no task (the worker's `_spec` copies it).
+        self.spec: TaskLaunchSpec | None = None
 
 
 class _SetupError(Exception):

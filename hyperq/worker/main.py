@@ -25,6 +25,7 @@ that task as failed (`internal error: ...` for our own bugs, traceback in the lo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -254,8 +255,9 @@ class WorkerRuntime:
             UPDATE_QUEUE_SIZE
         )
         self.unsent: list[list[Any]] = []
-        # Set when the last running task has ended while a report waits for more ends.
-        self._all_ended: trio.Event | None = None
+        # Where the sender waits for updates (`_nudge_sender` wakes it or sets when);
+        # None while it sends.
+        self._sender_wait: trio.CancelScope | None = None
         self.connected = True
         self.reconnecting = config.on_server_lost == "reconnect"
         # Running tasks whose start is not reported yet: key -> (instance, monotonic start).
@@ -530,33 +532,50 @@ class WorkerRuntime:
                 self.updates_send.send_nowait(update)
             except trio.WouldBlock:
                 tasks.start_soon(self._queue_updates, updates[index:])
-                return
+                break
+        self._nudge_sender()
 
     async def _queue_updates(self, updates: list[list[Any]]) -> None:
         for update in updates:
-            await self.updates_send.send(update)
+            await self._put(update)
 
     def _spec(
         self, item: schemas.LaunchItem | schemas.LaunchRow, desc: schemas.LaunchDesc
     ) -> TaskLaunchSpec:
-        program = desc.program
         allocation_key = repr(item.allocation)
-        resource_env, cpu_labels, cpus_whole = self._allocation(item.allocation, allocation_key)
-        stdout = program.stdout
-        stderr = program.stderr
-        env = program.env
+        env = desc.program.env
         access = self.notifier.register(item.job, item.task, item.instance)
         if access is not None:
             self.notify_tokens[(item.job, item.task)] = access[0]
             env = {**env, ACCESS_KEY_VAR: access[1]}
-        spec = TaskLaunchSpec(
+        template = self._template(desc, item, allocation_key, access is not None)
+        shared = template.spec
+        if shared is None:
+            shared = template.spec = self._shared_spec(item, desc, allocation_key, template)
+        spec = shared.for_task(item.job, item.task, item.instance, item.entry, item.nodes, env)
+        return attach_stream(spec, desc.stream_dir, self.stream_files)
+
+    def _shared_spec(
+        self,
+        item: schemas.LaunchItem | schemas.LaunchRow,
+        desc: schemas.LaunchDesc,
+        allocation_key: str,
+        template: LaunchTemplate,
+    ) -> TaskLaunchSpec:
+        """What the tasks of `template` share (its key says they share all of it); the
+        per-task fields are placeholders that `for_task` replaces."""
+        program = desc.program
+        resource_env, cpu_labels, cpus_whole = self._allocation(item.allocation, allocation_key)
+        stdout = program.stdout
+        stderr = program.stderr
+        return TaskLaunchSpec(
             job_id=item.job,
-            task_id=item.task,
-            instance=item.instance,
+            task_id=-1,
+            instance=-1,
             # Shared with the description, the allocation cache and the template: a
             # launch only reads them.
             argv=program.args,
-            env=env,
+            env=program.env,
             cwd=program.cwd,
             stdout=stdout.path if stdout else None,
             stderr=stderr.path if stderr else None,
@@ -569,8 +588,6 @@ class WorkerRuntime:
             task_dir=desc.task_dir,
             pin=desc.pin,
             time_limit=desc.time_limit,
-            entry=item.entry,
-            node_hosts=item.nodes,
             resource_env=resource_env,
             cpu_labels=cpu_labels,
             cpus_whole=cpus_whole,
@@ -578,9 +595,8 @@ class WorkerRuntime:
             base_env=self.base_env,
             on_process=self.guardian.track,
             programs=self.programs,
-            template=self._template(desc, item, allocation_key, access is not None),
+            template=template,
         )
-        return attach_stream(spec, desc.stream_dir, self.stream_files)
 
     def _template(
         self,
@@ -665,23 +681,28 @@ class WorkerRuntime:
             ended = time.monotonic()
             ran_for = ended - unreported[1] if unreported is not None else None
             if outcome.error is None:
-                self._queue(["finished", *key, instance, ran_for, ended])
+                self._queue(["finished", *key, instance, ran_for, ended], nudge=False)
             else:
-                self._queue(["failed", *key, instance, outcome.error, ran_for, ended])
+                self._queue(["failed", *key, instance, outcome.error, ran_for, ended], nudge=False)
         if held and self.queue.behind:
             self._release(key)
-        self._wake_if_all_ended()
+        # After the tasks queued behind it started: whether others still run decides
+        # whether the report waits for their ends.
+        self._nudge_sender()
 
-    def _queue(self, update: list[Any]) -> None:
+    def _queue(self, update: list[Any], nudge: bool = True) -> None:
         """Queue an update for the sender without waiting; when the queue is full, a
         task of the nursery queues the overflow in order as room frees up."""
         if not self._overflow:
             try:
                 self.updates_send.send_nowait(update)
+                if nudge:
+                    self._nudge_sender()
                 return
             except trio.WouldBlock:
                 pass
         self._overflow.append(update)
+        self._nudge_sender(now=True)
         if len(self._overflow) == 1:
             assert self.task_nursery is not None
             self.task_nursery.start_soon(self._drain_overflow)
@@ -689,8 +710,17 @@ class WorkerRuntime:
     async def _drain_overflow(self) -> None:
         with trio.CancelScope(shield=True):
             while self._overflow:
-                await self.updates_send.send(self._overflow[0])
+                await self._put(self._overflow[0])
                 del self._overflow[0]
+
+    async def _put(self, update: list[Any]) -> None:
+        """Queue an update for the sender, waiting for room (the sender makes it)."""
+        try:
+            self.updates_send.send_nowait(update)
+        except trio.WouldBlock:
+            self._nudge_sender(now=True)
+            await self.updates_send.send(update)
+        self._nudge_sender()
 
     async def _fail_one(
         self,
@@ -706,23 +736,16 @@ class WorkerRuntime:
             del self.task_scopes[key]
         with trio.CancelScope(shield=True):
             update = ["failed", item.job, item.task, item.instance, error, None]
-            await self.updates_send.send([*update, time.monotonic()])
+            await self._put([*update, time.monotonic()])
         if held:
             self._release(key)  # after its end, as `_task_ended` reports them
-        self._wake_if_all_ended()
-
-    def _wake_if_all_ended(self) -> None:
-        """Nothing runs any more: a report waiting for more ends goes now."""
-        if not self.task_scopes and self._all_ended is not None:
-            self._all_ended.set()
+        self._nudge_sender()
 
     async def _forward_notification(
         self, job_id: int, task_id: int, instance: int, message: bytes
     ) -> None:
         # The updates channel keeps a task's messages in order with its other reports.
-        await self.updates_send.send(
-            ["notify", job_id, task_id, instance, message, time.monotonic()]
-        )
+        await self._put(["notify", job_id, task_id, instance, message, time.monotonic()])
 
     async def _report_starts(self) -> None:
         """Report the starts of tasks still running `started_delay` after they began."""
@@ -749,28 +772,48 @@ class WorkerRuntime:
                 try:
                     self.updates_send.send_nowait(update)
                 except trio.WouldBlock:
-                    await self.updates_send.send(update)
+                    await self._put(update)
+            self._nudge_sender()
 
     # --- sending ---------------------------------------------------------------------
     async def _send_updates(self) -> None:
-        async for first in self.updates_recv:
-            self.unsent.append(first)
-            # Whatever runners queued before this task woke goes along (tasks that end
-            # together report together).
+        """Send what is queued, waiting first while other tasks still run.
+
+        A report waits up to REPORT_COALESCE for the ends of the tasks that still run to
+        go along: one report (and one `compute` back) for several short tasks is far
+        less CPU on both sides; the freed CPUs idle at most this long. Nothing waits
+        when nothing else runs (a lone task's end goes at once), and the wait ends when
+        the last running task has ended. The sender sleeps in one scope from the last
+        report until the next one is due: whoever queues an update sets when
+        (`_nudge_sender`), so that a report costs this task one wake-up, not one for the
+        first update and another for the end of the wait."""
+        while True:
             self._take_queued_updates()
-            if REPORT_COALESCE and self.task_scopes:
-                # Other tasks still run: wait a moment for their ends to go along. One
-                # report (and one `compute` back) for several short tasks is far less
-                # CPU on both sides; the freed CPUs idle at most this long. Nothing
-                # waits when nothing else runs (a lone task's end goes at once), and
-                # the wait ends when the last running task has ended. The updates are
-                # taken after it in one go: a wake-up per update cost more than a task.
-                self._all_ended = trio.Event()
-                with trio.move_on_after(REPORT_COALESCE):
-                    await self._all_ended.wait()
-                self._all_ended = None
+            # Kept while the server is away (a `reconnect` worker), the queue waits for
+            # the next update or the reconnection's own flush, not in a loop.
+            due = self.unsent and self.connected
+            if not due or (REPORT_COALESCE and self.task_scopes):
+                with trio.CancelScope() as wait:
+                    if due:  # queued while the last report was being sent
+                        wait.deadline = trio.current_time() + REPORT_COALESCE
+                    self._sender_wait = wait
+                    await trio.sleep_forever()
+                self._sender_wait = None
                 self._take_queued_updates()
+                if not self.unsent:
+                    continue
             await self._flush_unsent()
+
+    def _nudge_sender(self, now: bool = False) -> None:
+        """Something was queued (or a task ended): the waiting sender sends at once if
+        nothing else runs (or `now`), else within REPORT_COALESCE of the first update."""
+        wait = self._sender_wait
+        if wait is None:
+            return  # sending: it looks at the queue again before it waits
+        if now or not (REPORT_COALESCE and self.task_scopes):
+            wait.cancel()
+        elif wait.deadline == math.inf:
+            wait.deadline = trio.current_time() + REPORT_COALESCE
 
     def _take_queued_updates(self) -> None:
         while True:
@@ -852,6 +895,7 @@ class WorkerRuntime:
                 self.server_uid = reply["server_uid"]
                 self.peer = peer
                 self.desc_slots.clear()
+                self._templates.clear()  # their specs hold the server's uid
                 self.connected = True
                 log.info("Reconnected to the server as worker %d", new_id)
                 # The new connection says again whether a dashboard watches.
