@@ -126,8 +126,8 @@ async def test_the_last_running_task_s_end_sends_the_waiting_report_at_once(
 async def test_updates_from_other_tasks_wake_the_sender_too(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Notifications and failures go through `_put`, zero-mode ends through the channel
-    directly: each wakes the sender as a task's end does."""
+    """A task's notification (forwarded by a task of its own) wakes the sender as a
+    task's end does, and goes at once when nothing runs."""
     async with trio.open_nursery() as nursery:
         runtime, peer = await start_sender(tmp_path, nursery, autojump_clock)
         start = autojump_clock.current_time()

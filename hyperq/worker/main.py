@@ -25,7 +25,6 @@ that task as failed (`internal error: ...` for our own bugs, traceback in the lo
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import sys
@@ -255,9 +254,8 @@ class WorkerRuntime:
             UPDATE_QUEUE_SIZE
         )
         self.unsent: list[list[Any]] = []
-        # Where the sender waits for updates (`_nudge_sender` wakes it or sets when);
-        # None while it sends.
-        self._sender_wait: trio.CancelScope | None = None
+        # Set when the last running task has ended while a report waits for more ends.
+        self._all_ended: trio.Event | None = None
         self.connected = True
         self.reconnecting = config.on_server_lost == "reconnect"
         # Running tasks whose start is not reported yet: key -> (instance, monotonic start).
@@ -532,12 +530,11 @@ class WorkerRuntime:
                 self.updates_send.send_nowait(update)
             except trio.WouldBlock:
                 tasks.start_soon(self._queue_updates, updates[index:])
-                break
-        self._nudge_sender()
+                return
 
     async def _queue_updates(self, updates: list[list[Any]]) -> None:
         for update in updates:
-            await self._put(update)
+            await self.updates_send.send(update)
 
     def _spec(
         self, item: schemas.LaunchItem | schemas.LaunchRow, desc: schemas.LaunchDesc
@@ -681,28 +678,23 @@ class WorkerRuntime:
             ended = time.monotonic()
             ran_for = ended - unreported[1] if unreported is not None else None
             if outcome.error is None:
-                self._queue(["finished", *key, instance, ran_for, ended], nudge=False)
+                self._queue(["finished", *key, instance, ran_for, ended])
             else:
-                self._queue(["failed", *key, instance, outcome.error, ran_for, ended], nudge=False)
+                self._queue(["failed", *key, instance, outcome.error, ran_for, ended])
         if held and self.queue.behind:
             self._release(key)
-        # After the tasks queued behind it started: whether others still run decides
-        # whether the report waits for their ends.
-        self._nudge_sender()
+        self._wake_if_all_ended()
 
-    def _queue(self, update: list[Any], nudge: bool = True) -> None:
+    def _queue(self, update: list[Any]) -> None:
         """Queue an update for the sender without waiting; when the queue is full, a
         task of the nursery queues the overflow in order as room frees up."""
         if not self._overflow:
             try:
                 self.updates_send.send_nowait(update)
-                if nudge:
-                    self._nudge_sender()
                 return
             except trio.WouldBlock:
                 pass
         self._overflow.append(update)
-        self._nudge_sender(now=True)
         if len(self._overflow) == 1:
             assert self.task_nursery is not None
             self.task_nursery.start_soon(self._drain_overflow)
@@ -710,17 +702,8 @@ class WorkerRuntime:
     async def _drain_overflow(self) -> None:
         with trio.CancelScope(shield=True):
             while self._overflow:
-                await self._put(self._overflow[0])
+                await self.updates_send.send(self._overflow[0])
                 del self._overflow[0]
-
-    async def _put(self, update: list[Any]) -> None:
-        """Queue an update for the sender, waiting for room (the sender makes it)."""
-        try:
-            self.updates_send.send_nowait(update)
-        except trio.WouldBlock:
-            self._nudge_sender(now=True)
-            await self.updates_send.send(update)
-        self._nudge_sender()
 
     async def _fail_one(
         self,
@@ -736,16 +719,23 @@ class WorkerRuntime:
             del self.task_scopes[key]
         with trio.CancelScope(shield=True):
             update = ["failed", item.job, item.task, item.instance, error, None]
-            await self._put([*update, time.monotonic()])
+            await self.updates_send.send([*update, time.monotonic()])
         if held:
             self._release(key)  # after its end, as `_task_ended` reports them
-        self._nudge_sender()
+        self._wake_if_all_ended()
+
+    def _wake_if_all_ended(self) -> None:
+        """Nothing runs any more: a report waiting for more ends goes now."""
+        if not self.task_scopes and self._all_ended is not None:
+            self._all_ended.set()
 
     async def _forward_notification(
         self, job_id: int, task_id: int, instance: int, message: bytes
     ) -> None:
         # The updates channel keeps a task's messages in order with its other reports.
-        await self._put(["notify", job_id, task_id, instance, message, time.monotonic()])
+        await self.updates_send.send(
+            ["notify", job_id, task_id, instance, message, time.monotonic()]
+        )
 
     async def _report_starts(self) -> None:
         """Report the starts of tasks still running `started_delay` after they began."""
@@ -772,48 +762,28 @@ class WorkerRuntime:
                 try:
                     self.updates_send.send_nowait(update)
                 except trio.WouldBlock:
-                    await self._put(update)
-            self._nudge_sender()
+                    await self.updates_send.send(update)
 
     # --- sending ---------------------------------------------------------------------
     async def _send_updates(self) -> None:
-        """Send what is queued, waiting first while other tasks still run.
-
-        A report waits up to REPORT_COALESCE for the ends of the tasks that still run to
-        go along: one report (and one `compute` back) for several short tasks is far
-        less CPU on both sides; the freed CPUs idle at most this long. Nothing waits
-        when nothing else runs (a lone task's end goes at once), and the wait ends when
-        the last running task has ended. The sender sleeps in one scope from the last
-        report until the next one is due: whoever queues an update sets when
-        (`_nudge_sender`), so that a report costs this task one wake-up, not one for the
-        first update and another for the end of the wait."""
-        while True:
+        async for first in self.updates_recv:
+            self.unsent.append(first)
+            # Whatever runners queued before this task woke goes along (tasks that end
+            # together report together).
             self._take_queued_updates()
-            # Kept while the server is away (a `reconnect` worker), the queue waits for
-            # the next update or the reconnection's own flush, not in a loop.
-            due = self.unsent and self.connected
-            if not due or (REPORT_COALESCE and self.task_scopes):
-                with trio.CancelScope() as wait:
-                    if due:  # queued while the last report was being sent
-                        wait.deadline = trio.current_time() + REPORT_COALESCE
-                    self._sender_wait = wait
-                    await trio.sleep_forever()
-                self._sender_wait = None
+            if REPORT_COALESCE and self.task_scopes:
+                # Other tasks still run: wait a moment for their ends to go along. One
+                # report (and one `compute` back) for several short tasks is far less
+                # CPU on both sides; the freed CPUs idle at most this long. Nothing
+                # waits when nothing else runs (a lone task's end goes at once), and
+                # the wait ends when the last running task has ended. The updates are
+                # taken after it in one go: a wake-up per update cost more than a task.
+                self._all_ended = trio.Event()
+                with trio.move_on_after(REPORT_COALESCE):
+                    await self._all_ended.wait()
+                self._all_ended = None
                 self._take_queued_updates()
-                if not self.unsent:
-                    continue
             await self._flush_unsent()
-
-    def _nudge_sender(self, now: bool = False) -> None:
-        """Something was queued (or a task ended): the waiting sender sends at once if
-        nothing else runs (or `now`), else within REPORT_COALESCE of the first update."""
-        wait = self._sender_wait
-        if wait is None:
-            return  # sending: it looks at the queue again before it waits
-        if now or not (REPORT_COALESCE and self.task_scopes):
-            wait.cancel()
-        elif wait.deadline == math.inf:
-            wait.deadline = trio.current_time() + REPORT_COALESCE
 
     def _take_queued_updates(self) -> None:
         while True:
