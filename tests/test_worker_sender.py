@@ -9,6 +9,7 @@ every task waits, so "sent before the deadline" is exact.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,36 +56,42 @@ def reports(peer: RecordingPeer, since: float) -> list[tuple[float, list[int]]]:
     return [(round(at - since, 6), sent_ids(items)) for at, items in peer.sent]
 
 
-async def start_sender(
-    tmp_path: Path, nursery: trio.Nursery, clock: trio.testing.MockClock
-) -> tuple[worker_main.WorkerRuntime, RecordingPeer]:
-    runtime = make_runtime(tmp_path, nursery)
-    peer = RecordingPeer(clock)
-    runtime.peer = peer  # type: ignore[assignment]
-    nursery.start_soon(runtime._send_updates)
-    await trio.testing.wait_all_tasks_blocked()
-    return runtime, peer
+Body = Callable[[worker_main.WorkerRuntime, RecordingPeer, float], Awaitable[None]]
+
+
+async def with_sender(tmp_path: Path, clock: trio.testing.MockClock, body: Body) -> None:
+    """Run `body(runtime, peer, start)` beside a runtime's sender, its reports recorded
+    by `peer`, `start` the clock's time once the sender waits; then stop the sender."""
+    async with trio.open_nursery() as nursery:
+        runtime = make_runtime(tmp_path, nursery)
+        peer = RecordingPeer(clock)
+        runtime.peer = peer  # type: ignore[assignment]
+        nursery.start_soon(runtime._send_updates)
+        await trio.testing.wait_all_tasks_blocked()
+        await body(runtime, peer, clock.current_time())
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_lone_task_s_end_goes_at_once(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        runtime, peer = await start_sender(tmp_path, nursery, autojump_clock)
-        start = autojump_clock.current_time()
+    async def body(
+        runtime: worker_main.WorkerRuntime, peer: RecordingPeer, start: float
+    ) -> None:
         runtime._task_ended((1, 0), 0, trio.CancelScope(), FINISHED)
         await trio.testing.wait_all_tasks_blocked()
         assert reports(peer, start) == [(0.0, [0])]
-        nursery.cancel_scope.cancel()
+
+    await with_sender(tmp_path, autojump_clock, body)
 
 
 async def test_ends_wait_for_the_window_while_others_run(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        runtime, peer = await start_sender(tmp_path, nursery, autojump_clock)
+    async def body(
+        runtime: worker_main.WorkerRuntime, peer: RecordingPeer, start: float
+    ) -> None:
         running(runtime, 0, 1, 2)
-        start = autojump_clock.current_time()
         scope = runtime.task_scopes[(1, 0)][1]
         runtime._task_ended((1, 0), 0, scope, FINISHED)
         await trio.sleep(worker_main.REPORT_COALESCE / 2)
@@ -103,16 +110,17 @@ async def test_ends_wait_for_the_window_while_others_run(
         assert reports(peer, again)[1:] == [
             (worker_main.REPORT_COALESCE, [2])
         ]
-        nursery.cancel_scope.cancel()
+
+    await with_sender(tmp_path, autojump_clock, body)
 
 
 async def test_the_last_running_task_s_end_sends_the_waiting_report_at_once(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        runtime, peer = await start_sender(tmp_path, nursery, autojump_clock)
+    async def body(
+        runtime: worker_main.WorkerRuntime, peer: RecordingPeer, start: float
+    ) -> None:
         running(runtime, 0, 1)
-        start = autojump_clock.current_time()
         runtime._task_ended((1, 0), 0, runtime.task_scopes[(1, 0)][1], FINISHED)
         await trio.testing.wait_all_tasks_blocked()
         assert peer.sent == []
@@ -120,7 +128,8 @@ async def test_the_last_running_task_s_end_sends_the_waiting_report_at_once(
         runtime._task_ended((1, 1), 0, runtime.task_scopes[(1, 1)][1], None)
         await trio.testing.wait_all_tasks_blocked()
         assert reports(peer, start) == [(0.0, [0])]
-        nursery.cancel_scope.cancel()
+
+    await with_sender(tmp_path, autojump_clock, body)
 
 
 async def test_updates_from_other_tasks_wake_the_sender_too(
@@ -128,15 +137,16 @@ async def test_updates_from_other_tasks_wake_the_sender_too(
 ) -> None:
     """A task's notification (forwarded by a task of its own) wakes the sender as a
     task's end does, and goes at once when nothing runs."""
-    async with trio.open_nursery() as nursery:
-        runtime, peer = await start_sender(tmp_path, nursery, autojump_clock)
-        start = autojump_clock.current_time()
+    async def body(
+        runtime: worker_main.WorkerRuntime, peer: RecordingPeer, start: float
+    ) -> None:
         await runtime._forward_notification(1, 5, 0, b"hello")
         await trio.testing.wait_all_tasks_blocked()
         assert [(at - start, items[0][:4]) for at, items in peer.sent] == [
             (0.0, ["notify", 1, 5, 0])
         ]
-        nursery.cancel_scope.cancel()
+
+    await with_sender(tmp_path, autojump_clock, body)
 
 
 async def test_a_reconnect_worker_keeps_its_reports_until_the_server_is_back(
@@ -144,8 +154,9 @@ async def test_a_reconnect_worker_keeps_its_reports_until_the_server_is_back(
 ) -> None:
     """Away from the server, the kept reports wait (the sender neither sends nor spins);
     what ends meanwhile joins them; the first update after the reconnection sends all."""
-    async with trio.open_nursery() as nursery:
-        runtime, peer = await start_sender(tmp_path, nursery, autojump_clock)
+    async def body(
+        runtime: worker_main.WorkerRuntime, peer: RecordingPeer, start: float
+    ) -> None:
         runtime.reconnecting = True
         runtime.connected = False
         runtime._task_ended((1, 0), 0, trio.CancelScope(), FINISHED)
@@ -161,4 +172,5 @@ async def test_a_reconnect_worker_keeps_its_reports_until_the_server_is_back(
         await trio.testing.wait_all_tasks_blocked()
         assert [sent_ids(items) for _at, items in peer.sent] == [[0, 1, 2]]
         assert runtime.unsent == []
-        nursery.cancel_scope.cancel()
+
+    await with_sender(tmp_path, autojump_clock, body)
