@@ -28,6 +28,7 @@ class Queueing(Driver):
     def __init__(self) -> None:
         super().__init__()
         self.model.queue_depth = 2
+        self.model.deeper_on_small = False  # the layouts are written for two
 
     def schedule(self, limit: int = 1_000) -> list[Assignment]:
         assignments = schedule(self.model, self.now, limit)
@@ -104,7 +105,7 @@ def check_links(d: Driver) -> None:
             job = d.model.jobs[job_id]
             record = job.records[task_id]
             assert record.placed and record.worker == worker.id
-            room = d.model.queue_room(job, record)
+            room = d.model.queue_room(job, record, d.model.depth_of(worker))
             assert room >= 0
             if record.successor is None and room > 0 and record.submit.request.n_nodes == 0:
                 candidates.setdefault(job_id, set()).add(task_id)
@@ -385,3 +386,23 @@ def test_links_stay_consistent_and_every_task_finishes_once(
         stats = info.task_stats
         assert stats["waiting"] == stats["running"] == 0
         assert stats["finished"] + stats["canceled"] == tasks
+
+
+@pytest.mark.parametrize(("cpus", "behind_each"), [(1, 8), (2, 8), (3, 4), (4, 4)])
+def test_a_worker_with_few_cpus_queues_twice_as_deep(cpus: int, behind_each: int) -> None:
+    """By default (`deeper_on_small`), a worker of at most two CPUs takes twice the
+    depth behind each running task (its messages are short); bigger ones the depth."""
+    d = Queueing()
+    d.model.queue_depth = 4
+    d.model.deeper_on_small = True
+    worker = d.model.workers[d.connect(cpus=cpus)]
+    assert d.model.depth_of(worker) == behind_each
+    _short_job(d, 100)
+    d.schedule()
+    launches = d.launches()
+    assert sum(e.after == -1 for e in launches) == cpus
+    assert sum(e.after != -1 for e in launches) == cpus * behind_each
+    check_links(d)
+    assert d.schedule() == []  # the queues are full
+    d.model.deeper_on_small = False
+    assert d.model.depth_of(worker) == 4

@@ -1,6 +1,6 @@
 """The worker's sender: when a report goes, and what it carries.
 
-A report waits up to REPORT_COALESCE for the ends of tasks that still run, goes at once
+A report waits up to the worker's report window for the ends of tasks that still run, goes at once
 when nothing else runs or the last running task ends, and waits for the server while a
 `reconnect` worker is away. Driven with trio's autojump clock: time moves only when
 every task waits, so "sent before the deadline" is exact.
@@ -94,21 +94,21 @@ async def test_ends_wait_for_the_window_while_others_run(
         running(runtime, 0, 1, 2)
         scope = runtime.task_scopes[(1, 0)][1]
         runtime._task_ended((1, 0), 0, scope, FINISHED)
-        await trio.sleep(worker_main.REPORT_COALESCE / 2)
+        await trio.sleep(runtime.report_window / 2)
         assert peer.sent == []  # tasks 1 and 2 still run: it waits for them
         runtime._task_ended((1, 1), 0, runtime.task_scopes[(1, 1)][1], FINISHED)
-        await trio.sleep(worker_main.REPORT_COALESCE)
+        await trio.sleep(runtime.report_window)
         # One report, when the window opened by the first end closed.
         assert reports(peer, start) == [
-            (worker_main.REPORT_COALESCE, [0, 1])
+            (runtime.report_window, [0, 1])
         ]
         # A later end opens a window of its own (task 2 runs on, and so does 3).
         running(runtime, 3)
         again = autojump_clock.current_time()
         runtime._task_ended((1, 2), 0, runtime.task_scopes[(1, 2)][1], FINISHED)
-        await trio.sleep(2 * worker_main.REPORT_COALESCE)
+        await trio.sleep(2 * runtime.report_window)
         assert reports(peer, again)[1:] == [
-            (worker_main.REPORT_COALESCE, [2])
+            (runtime.report_window, [2])
         ]
 
     await with_sender(tmp_path, autojump_clock, body)
@@ -174,3 +174,26 @@ async def test_a_reconnect_worker_keeps_its_reports_until_the_server_is_back(
         assert runtime.unsent == []
 
     await with_sender(tmp_path, autojump_clock, body)
+
+
+def test_a_worker_s_report_window_goes_by_its_cpus(tmp_path: Path) -> None:
+    """Longer on a worker with at most two CPUs, whose queues the server makes deeper
+    by the same rule (hyperq.common.queueing)."""
+    import dataclasses
+
+    from hyperq.common import queueing
+    from hyperq.common.resources import ResourceDescriptor, ResourceDescriptorItem
+
+    base = make_runtime(tmp_path, None)  # type: ignore[arg-type]
+    windows = {}
+    for cpus in (1, 2, 3, 8):
+        cpu_range = ResourceDescriptorItem.of_range("cpus", 0, cpus - 1)
+        config = dataclasses.replace(base.config, resources=ResourceDescriptor((cpu_range,)))
+        reply = {"worker": {"id": 1}, "server_uid": "uid1"}
+        runtime = worker_main.WorkerRuntime(
+            config, None, None, reply, base.guardian, base.load_endpoint  # type: ignore[arg-type]
+        )
+        windows[cpus] = runtime.report_window
+    small, big = 2 * queueing.REPORT_WINDOW, queueing.REPORT_WINDOW
+    assert windows == {1: small, 2: small, 3: big, 8: big}
+    assert queueing.queue_depth(2) == 2 * queueing.queue_depth(3)

@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 
+from hyperq.common import queueing
 from hyperq.common.access import Endpoint
 from hyperq.common.errors import HqError
 from hyperq.common.idrange import ordered_runs
@@ -83,13 +84,12 @@ WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
 # short tasks then cost the server one report instead of two. Workers that may
 # reconnect report at once, so that a restored server knows what they run.
 STARTED_REPORT_DELAY = 0.02
-# How long a task's end waits for the ends of other running tasks to share its report.
-# With tasks queued behind the running ones (four behind each, QUEUE_DEPTH in
-# server/model/state.py) a CPU does not idle meanwhile, and one report (and one launch
-# message back) carries ~10 short tasks instead of ~6 with 2 ms: per task, ~8% less
-# worker and ~22% less server CPU (tools/bench_scale --real). Nothing waits when
-# nothing else runs, so a lone task's end, and a job's last, go at once.
-REPORT_COALESCE = 0.005
+# How long a task's end waits for the ends of other running tasks to share its report
+# is the worker's report window (hyperq.common.queueing: 5 ms, 10 ms with at most two
+# CPUs). With tasks queued behind the running ones (as deep as the same rule says) a
+# CPU does not idle meanwhile, and one report (and one launch message back) carries
+# many short tasks. Nothing waits when nothing else runs, so a lone task's end, and a
+# job's last, go at once.
 # Overviews while a dashboard watches a worker started without --overview-interval.
 TEMPORARY_OVERVIEW_INTERVAL = 2.0
 # `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
@@ -218,6 +218,9 @@ class WorkerRuntime:
         zero: bool = False,
     ) -> None:
         self.config = config
+        cpus = config.resources.get("cpus") if config.resources is not None else None
+        # As long as the server expects (it queues as deep as the same rule says).
+        self.report_window = queueing.report_window(cpus.unit_count() if cpus else 0)
         # Zero-worker mode: every task finishes at once, nothing is spawned.
         self.zero = zero
         self.conn_nursery = nursery
@@ -771,7 +774,7 @@ class WorkerRuntime:
             # Whatever runners queued before this task woke goes along (tasks that end
             # together report together).
             self._take_queued_updates()
-            if REPORT_COALESCE and self.task_scopes:
+            if self.report_window and self.task_scopes:
                 # Other tasks still run: wait a moment for their ends to go along. One
                 # report (and one `compute` back) for several short tasks is far less
                 # CPU on both sides; the freed CPUs idle at most this long. Nothing
@@ -779,7 +782,7 @@ class WorkerRuntime:
                 # the wait ends when the last running task has ended. The updates are
                 # taken after it in one go: a wake-up per update cost more than a task.
                 self._all_ended = trio.Event()
-                with trio.move_on_after(REPORT_COALESCE):
+                with trio.move_on_after(self.report_window):
                     await self._all_ended.wait()
                 self._all_ended = None
                 self._take_queued_updates()

@@ -19,7 +19,7 @@ submit's cursor in ID order, and a worker that cannot take a request once in a p
 not asked again for that request.
 
 When the pass has placed all it can, the first queue in line may get tasks queued
-behind placed tasks of its job, up to `Model.queue_depth` behind each, on their
+behind placed tasks of its job, up to `Model.depth_of` its worker behind each, on their
 allocations (`_successors`):
 only for a job whose last task ran short, and only when nothing else waits ahead of it
 (no higher priority, no multi-node task, no worker below its minimal utilization). The
@@ -453,8 +453,8 @@ def _successors(
     below: float,
 ) -> list[Assignment]:
     """Tasks of the first queue in line, queued behind placed tasks of its job (same
-    request) to run on their allocations in turn, up to `Model.queue_depth` behind
-    each: on the workers in `order`, the queues placed before this pass first, then
+    request) to run on their allocations in turn, up to `Model.depth_of` their worker
+    behind each: on the workers in `order`, the queues placed before this pass first, then
     this pass's own (`out`). Only when the job's last task ran shorter than `below`
     seconds and the queue comes first among all waiting work: nothing it holds back
     would otherwise have gone first. Called when the main pass has placed all it could
@@ -482,7 +482,6 @@ def _successors(
     if queue.head is None or request.n_nodes > 0:
         return []
     job_id = job.id
-    depth = model.queue_depth
     fresh: dict[int, list[Assignment]] = {}
     for start, end, placed_from in spans:
         if placed_from is queue:
@@ -494,17 +493,18 @@ def _successors(
     for worker, life in zip(order, lifetimes, strict=True):
         if life is not None and life < request.min_time:
             continue
+        depth = model.depth_of(worker)
         for tail in worker.tails.get(job_id, {}).values():
             held = tail.submit.variants[tail.variant]
             if tail.allocation is not None and (held is request or held == request):
-                room = model.queue_room(job, tail)
+                room = model.queue_room(job, tail, depth)
                 if room > 0:
                     ends.append([worker.id, tail.task_id, tail.allocation, room])
         for a in fresh.get(worker.id, ()):
             ends.append([worker.id, a.task_id, a.allocation, depth])
     chained: list[Assignment] = []
     room_left = limit - len(out)
-    for turn in range(depth):
+    for turn in range(max((end[3] for end in ends), default=0)):
         for end in ends:
             if end[3] <= turn:
                 continue

@@ -33,6 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from hyperq.common import queueing
 from hyperq.common.errors import HqError
 from hyperq.common.idrange import clean_item, merge_adjacent, ordered_runs
 from hyperq.common.resources import Allocation, ResourceDescriptor, ResourceRequest
@@ -137,13 +138,14 @@ class WrongState(HqError):
 # Effects of apply and results of commands
 
 
-# Four: a worker reports a task's end late (it waits up to REPORT_COALESCE, 5 ms, to
-# report several ends in one message), and the tasks behind each running one keep its
-# CPU busy until the server's next tasks arrive. Measured on one 2-CPU worker running
-# `true` (tools/bench_scale --real): four behind each with 5 ms used ~8% less worker
-# and ~22% less server CPU per task than two with 2 ms; three with 5 ms did worse than
-# two with 2 ms, four with 12 ms worse than four with 5 or 8 ms (CPUs idle between).
-QUEUE_DEPTH = 4
+# Four (eight on a worker with at most two CPUs, hyperq.common.queueing): a worker
+# reports a task's end late (it waits up to its report window to report several ends
+# in one message), and the tasks behind each running one keep its CPU busy until the
+# server's next tasks arrive. Measured on one 2-CPU worker running `true`
+# (tools/bench_scale --real): four behind each with 5 ms used ~8% less worker and ~22%
+# less server CPU per task than two with 2 ms; three with 5 ms did worse than two with
+# 2 ms, four with 12 ms worse than four with 5 or 8 ms (CPUs idle between).
+QUEUE_DEPTH = queueing.QUEUE_DEPTH
 
 
 class LaunchTask(NamedTuple):
@@ -249,8 +251,10 @@ class Model:
         self.jobs: dict[int, Job] = {}
         self.workers: dict[int, Worker] = {}
         # How many tasks may wait on a worker behind one running there, on its
-        # allocation (the scheduler's `_successors` decides when any do).
+        # allocation (the scheduler's `_successors` decides when any do): this, or
+        # twice this on a small worker unless `deeper_on_small` is off (`depth_of`).
         self.queue_depth = QUEUE_DEPTH
+        self.deeper_on_small = True
         # Connected workers in ID order, for the scheduler: `workers` keeps every worker
         # that ever came (for `hq worker list --all`), and a server with allocations
         # coming and going would otherwise sort all of them on every pass. Rebuilt when
@@ -455,12 +459,18 @@ class Model:
             if following is None:
                 break
             record = following
-        if self.queue_room(job, record) > 0:
+        if self.queue_room(job, record, self.depth_of(worker)) > 0:
             worker.tails.setdefault(job.id, {})[record.task_id] = record
 
-    def queue_room(self, job: Job, record: TaskRecord) -> int:
-        """How many more tasks may queue behind `record`, the end of a queue: the depth
-        less the tasks already queued in front of it."""
+    def depth_of(self, worker: Worker) -> int:
+        """How many tasks may wait behind each task running on `worker`."""
+        if not self.deeper_on_small:
+            return self.queue_depth
+        return queueing.queue_depth(worker.cpu_count, self.queue_depth)
+
+    def queue_room(self, job: Job, record: TaskRecord, depth: int) -> int:
+        """How many more tasks may queue behind `record`, the end of a queue: `depth`
+        (its worker's, `depth_of`) less the tasks already queued in front of it."""
         queued = 0
         records = job.records
         while record.behind is not None:
@@ -468,7 +478,7 @@ class Model:
             if ahead is None:
                 break
             record, queued = ahead, queued + 1
-        return self.queue_depth - queued
+        return depth - queued
 
     def _release_nodes(self, job: Job, record: TaskRecord) -> None:
         """Every node still reserved for this multi-node task becomes free again."""
@@ -832,7 +842,7 @@ class Model:
             or tail.allocation is None
             or tail.successor is not None
             or tail.submit.request.n_nodes > 0
-            or self.queue_room(job, tail) <= 0
+            or self.queue_room(job, tail, self.depth_of(worker)) <= 0
         ):
             return None
         held = tail.submit.variants[tail.variant]
@@ -841,8 +851,9 @@ class Model:
     def _chain(self, job: Job, worker: Worker, record: TaskRecord, tail: TaskRecord | None) -> None:
         """A just-placed single-node task: queued behind `tail`, or else (holding its
         own allocation) the start of a queue."""
+        depth = self.depth_of(worker)
         if tail is None:
-            if self.queue_depth > 0:
+            if depth > 0:
                 worker.tails.setdefault(job.id, {})[record.task_id] = record
             return
         record.behind = tail.task_id
@@ -850,7 +861,7 @@ class Model:
         # An emptied dict stays: the caller may hold it (`_on_tasks_assigned`) and
         # drops it at its end.
         worker.tails.get(job.id, {}).pop(tail.task_id, None)
-        if self.queue_room(job, record) > 0:
+        if self.queue_room(job, record, depth) > 0:
             worker.tails.setdefault(job.id, {})[record.task_id] = record
 
     def _on_tasks_assigned(self, event: TasksAssigned) -> list[Effect]:
@@ -868,7 +879,7 @@ class Model:
         touched: dict[int, Submit] = {}
         given = event.allocations
         behind = event.behinds
-        depth = self.queue_depth
+        depth = self.depth_of(worker)
         # The job's candidates for a task queued behind them on this worker (`_chain`).
         mine = worker.tails.get(job_id)
         if mine is None:

@@ -22,6 +22,7 @@ class Worker:
     __slots__ = (
         "allocator",
         "configuration",
+        "cpu_count",
         "descriptor",
         "ended_at",
         "group",
@@ -61,6 +62,9 @@ class Worker:
         self.allocator: WorkerAllocator | None = (
             WorkerAllocator(self.descriptor) if self.descriptor is not None else None
         )
+        cpus = self.descriptor.get("cpus") if self.descriptor is not None else None
+        # How deep its queues run (Model.depth_of) goes by it.
+        self.cpu_count = cpus.unit_count() if cpus is not None else 0
         self.lost_reason: str | None = None
         self.ended_at: float | None = None
         self.stop_requested = False
@@ -70,7 +74,7 @@ class Worker:
         self.tasks: set[tuple[int, int]] = set()
         # Per job, the ends of the queues of tasks here (a task holding an allocation of
         # its own, and the tasks queued behind it in turn) that may take one more task
-        # (Model.queue_depth): the scheduler's candidates, kept as tasks come and go, so
+        # (Model.depth_of): the scheduler's candidates, kept as tasks come and go, so
         # a pass never walks every task of a worker.
         self.tails: dict[int, dict[int, Any]] = {}
         self.n_running = 0
