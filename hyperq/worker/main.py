@@ -84,12 +84,6 @@ WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGTSTP)
 # short tasks then cost the server one report instead of two. Workers that may
 # reconnect report at once, so that a restored server knows what they run.
 STARTED_REPORT_DELAY = 0.02
-# How long a task's end waits for the ends of other running tasks to share its report
-# is the worker's report window (hyperq.common.queueing: 5 ms, 10 ms with at most two
-# CPUs). With tasks queued behind the running ones (as deep as the same rule says) a
-# CPU does not idle meanwhile, and one report (and one launch message back) carries
-# many short tasks. Nothing waits when nothing else runs, so a lone task's end, and a
-# job's last, go at once.
 # Overviews while a dashboard watches a worker started without --overview-interval.
 TEMPORARY_OVERVIEW_INTERVAL = 2.0
 # `--on-server-lost reconnect`: how long the worker keeps trying, and how often.
@@ -218,8 +212,12 @@ class WorkerRuntime:
         zero: bool = False,
     ) -> None:
         self.config = config
+        # How long a task's end waits for the ends of other running tasks to share its
+        # report (hyperq.common.queueing: 5 ms, 10 ms with at most two CPUs), as the
+        # server expects: it queues tasks behind the running ones as deep as the same
+        # rule says, so a CPU does not idle meanwhile. Nothing waits when nothing else
+        # runs, so a lone task's end, and a job's last, go at once.
         cpus = config.resources.get("cpus") if config.resources is not None else None
-        # As long as the server expects (it queues as deep as the same rule says).
         self.report_window = queueing.report_window(cpus.unit_count() if cpus else 0)
         # Zero-worker mode: every task finishes at once, nothing is spawned.
         self.zero = zero
